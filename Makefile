@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test services-up services-down lint bench
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) is not installed: install Python 3.11 and run again."; exit 1; }
+	@echo "Installing the Python environment into $(VENV) (first run only)..."
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+## run: provision Kafka and Redis, then run the worker (Ctrl-C stops it; services keep running)
+run: $(STAMP)
+	$(VENV)/bin/python -m worker services up
+	$(VENV)/bin/python -m worker run
+
+## test: provision Kafka and Redis, then run the whole test suite against them
+test: $(STAMP)
+	$(VENV)/bin/python -m worker services up
+	$(VENV)/bin/python -m pytest -ra
+
+services-down: $(STAMP)
+	$(VENV)/bin/python -m worker services down
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check worker tests
+	$(VENV)/bin/ruff check worker tests
+	$(VENV)/bin/mypy

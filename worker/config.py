@@ -1,0 +1,82 @@
+"""Configuration from environment variables, with the defaults of the design."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_KAFKA = "127.0.0.1:19092"
+DEFAULT_REDIS = "redis://127.0.0.1:16379/0"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from error
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the worker, the CLI and the API read, by environment variable."""
+
+    kafka_bootstrap_servers: str
+    redis_url: str
+    topic_assignments: str
+    topic_conversions: str
+    topic_experiments: str
+    topic_results: str
+    topic_winners: str
+    topic_dead_letter: str
+    partitions: int
+    replication_factor: int
+    consumer_group: str
+    batch_size: int
+    batch_within_seconds: float
+    dedup_window_days: int
+    conversion_hold_seconds: int
+    results_interval_seconds: float
+    services_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment now (not at import time), so tests can set it per run."""
+        env = os.environ.get
+        return cls(
+            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_KAFKA,
+            redis_url=env("REDIS_URL") or DEFAULT_REDIS,
+            topic_assignments=env("AB_TOPIC_ASSIGNMENTS") or "ab.assignments",
+            topic_conversions=env("AB_TOPIC_CONVERSIONS") or "ab.conversions",
+            topic_experiments=env("AB_TOPIC_EXPERIMENTS") or "ab.experiments",
+            topic_results=env("AB_TOPIC_RESULTS") or "ab.results",
+            topic_winners=env("AB_TOPIC_WINNERS") or "ab.winners",
+            topic_dead_letter=env("AB_TOPIC_DEAD_LETTER") or "ab.dead-letter",
+            partitions=_int("AB_PARTITIONS", 12),
+            replication_factor=_int("AB_REPLICATION_FACTOR", 1),
+            consumer_group=env("AB_CONSUMER_GROUP") or "ab-results-worker",
+            batch_size=_int("AB_BATCH_SIZE", 500),
+            batch_within_seconds=_float("AB_BATCH_WITHIN_SECONDS", 0.2),
+            dedup_window_days=_int("AB_DEDUP_WINDOW_DAYS", 7),
+            conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
+            results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
+            services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+        )
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        """The co-partitioned event topics, keyed by visitor id."""
+        return (self.topic_assignments, self.topic_conversions)

@@ -1,0 +1,1 @@
+"""Local Kafka and Redis for machines without Docker: provisioned, started, stopped."""

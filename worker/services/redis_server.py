@@ -1,0 +1,114 @@
+"""A Redis server from Debian's `redis-server` package, with AOF on, on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from worker.cli.errors import UserError
+from worker.services import processes
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    """Where the configuration, AOF files and log of the local Redis live."""
+
+    state_dir: Path
+    host: str
+    port: int
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "redis.pid"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "redis.conf"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+def ensure_binary() -> str:
+    """Path of redis-server, installing Debian's package when it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise UserError("redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis.")
+    print("Installing Debian's redis-server package (first run only)...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+        result = subprocess.run(step, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UserError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
+    found = shutil.which("redis-server")
+    if not found:
+        raise UserError("redis-server was installed but is not on PATH.")
+    return found
+
+
+def write_config(layout: RedisLayout) -> None:
+    """AOF with fsync every second: at most one second of writes is lost on a power cut."""
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    layout.config_file.write_text(
+        "\n".join(
+            [
+                f"bind {layout.host}",
+                f"port {layout.port}",
+                "protected-mode yes",
+                "daemonize no",
+                f"dir {layout.state_dir}",
+                f"logfile {layout.log_file}",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                "",
+            ]
+        )
+    )
+
+
+def answers(url: str) -> bool:
+    """True when a Redis server at this URL answers PING."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
+    """Start Redis unless ours already runs; return once it answers PING."""
+    if processes.read_pid(layout.pid_file) is not None and answers(layout.url):
+        return "already running"
+    binary = ensure_binary()
+    write_config(layout)
+    process = None
+    if processes.read_pid(layout.pid_file) is None:
+        if answers(layout.url):
+            raise UserError(
+                f"Something else already listens on {layout.host}:{layout.port}: stop it, "
+                "or point the project at it with the environment variable."
+            )
+        process = processes.start_background(
+            [binary, str(layout.config_file)], layout.pid_file, layout.state_dir / "redis.stdout"
+        )
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if answers(layout.url):
+            return "started"
+        if process is not None and process.poll() is not None:
+            raise UserError(f"redis-server exited during start-up; its log is {layout.log_file}.")
+        time.sleep(0.2)
+    raise UserError(f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}.")
