@@ -45,6 +45,7 @@ class Settings:
     partitions: int
     replication_factor: int
     consumer_group: str
+    key_prefix: str
     batch_size: int
     batch_within_seconds: float
     dedup_window_days: int
@@ -68,6 +69,7 @@ class Settings:
             partitions=_int("AB_PARTITIONS", 12),
             replication_factor=_int("AB_REPLICATION_FACTOR", 1),
             consumer_group=env("AB_CONSUMER_GROUP") or "ab-results-worker",
+            key_prefix=env("AB_KEY_PREFIX") or "ab",
             batch_size=_int("AB_BATCH_SIZE", 500),
             batch_within_seconds=_float("AB_BATCH_WITHIN_SECONDS", 0.2),
             dedup_window_days=_int("AB_DEDUP_WINDOW_DAYS", 7),

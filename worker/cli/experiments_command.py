@@ -1,10 +1,114 @@
-"""placeholder"""
+"""`python -m worker experiments apply FILE | list | delete ID`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from worker.cli.errors import UserError
+from worker.config import Settings
+from worker.events.adapters import DefinitionError, parse_definition
+from worker.events.experiment import ExperimentDefinition
+from worker.ingestion.topics import ensure_topics
+from worker.store.definitions import load_definitions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("experiments")
-    parser.set_defaults(handler=lambda args: 0)
+    parser = subparsers.add_parser(
+        "experiments",
+        help="publish, list or delete experiment definitions",
+        description="Definitions go to the compacted ab.experiments topic; the worker reads them.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    apply = actions.add_parser(
+        "apply",
+        help="validate FILE (native, LaunchDarkly or Experiments API shape) and publish it",
+    )
+    apply.add_argument("file", type=Path, help="JSON file: one definition or a list of them")
+    apply.add_argument("--project", help="project key, for shapes that do not carry one")
+    apply.add_argument("--dry-run", action="store_true", help="validate and print, publish nothing")
+    apply.set_defaults(handler=handle_apply)
+    listing = actions.add_parser("list", help="the definitions the worker has read")
+    listing.set_defaults(handler=handle_list)
+    delete = actions.add_parser("delete", help="publish a tombstone for experiment ID")
+    delete.add_argument("experiment_id")
+    delete.set_defaults(handler=handle_delete)
+
+
+def read_definitions(path: Path, project_key: str | None) -> list[ExperimentDefinition]:
+    """Every definition of a file, or a UserError naming the file and the problem."""
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise UserError(f"{path} does not exist.") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON: {error}.") from error
+    items = payload if isinstance(payload, list) else [payload]
+    definitions = []
+    for index, item in enumerate(items):
+        try:
+            definitions.append(parse_definition(item, project_key))
+        except DefinitionError as error:
+            where = f"{path} (item {index})" if isinstance(payload, list) else str(path)
+            raise UserError(f"{where}: {error}.", exit_code=2) from error
+    return definitions
+
+
+async def publish(settings: Settings, records: list[tuple[str, bytes | None]]) -> None:
+    """Send (key, value) records to the experiments topic and wait for the broker's ack."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", request_timeout_ms=10000
+    )
+    try:
+        await producer.start()
+    except Exception as error:
+        await producer.stop()
+        raise UserError(
+            f"Kafka at {settings.kafka_bootstrap_servers} does not answer ({error}): start it with "
+            "'python -m worker services up' or set KAFKA_BOOTSTRAP_SERVERS."
+        ) from error
+    try:
+        await ensure_topics(settings)
+        for key, value in records:
+            await producer.send_and_wait(settings.topic_experiments, value=value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def handle_apply(args: argparse.Namespace) -> int:
+    definitions = read_definitions(args.file, args.project)
+    if args.dry_run:
+        print(json.dumps([d.model_dump(mode="json") for d in definitions], indent=2))
+        return 0
+    settings = Settings.from_env()
+    asyncio.run(publish(settings, [(d.id, d.model_dump_json().encode()) for d in definitions]))
+    for definition in definitions:
+        print(
+            f"published {definition.id} ({definition.status.value}, "
+            f"{len(definition.variants)} variants) to {settings.topic_experiments}"
+        )
+    return 0
+
+
+def handle_delete(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    asyncio.run(publish(settings, [(args.experiment_id, None)]))
+    print(f"published a tombstone for {args.experiment_id}")
+    return 0
+
+
+def handle_list(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+
+    async def fetch() -> list[ExperimentDefinition]:
+        async with Redis.from_url(settings.redis_url) as redis:
+            return await load_definitions(redis, settings.key_prefix)
+
+    for definition in asyncio.run(fetch()):
+        print(f"{definition.id:<30} {definition.status.value:<10} {definition.name}")
+    return 0

@@ -89,9 +89,13 @@ def ensure_jars(layout: KafkaLayout) -> None:
     if marker.exists():
         return
     if shutil.which("java") is None:
-        raise UserError("Java is not installed: install a Java 17 runtime (apt-get install -y openjdk-17-jre-headless) and run again.")
+        raise UserError(
+            "Java is not installed: install a Java 17 runtime (apt-get install -y openjdk-17-jre-headless) and run again."
+        )
     if shutil.which("mvn") is None:
-        raise UserError("Maven is not installed: install it (apt-get install -y maven) and run again; it fetches the Kafka jars from Maven Central.")
+        raise UserError(
+            "Maven is not installed: install it (apt-get install -y maven) and run again; it fetches the Kafka jars from Maven Central."
+        )
     build_dir = layout.cache_dir / f"kafka-{KAFKA_VERSION}"
     build_dir.mkdir(parents=True, exist_ok=True)
     group, artifact, version = SLF4J_BINDING.split(":")
@@ -103,7 +107,10 @@ def ensure_jars(layout: KafkaLayout) -> None:
             binding_version=version,
         )
     )
-    print(f"Fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)...", flush=True)
+    print(
+        f"Fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)...",
+        flush=True,
+    )
     command = [
         "mvn", "-B", "-f", str(build_dir / "pom.xml"),
         f"-Dmaven.repo.local={layout.cache_dir / 'm2'}",
@@ -111,7 +118,9 @@ def ensure_jars(layout: KafkaLayout) -> None:
     ]  # fmt: skip
     fetched = 0
     tail: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as mvn:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as mvn:
         assert mvn.stdout is not None
         for line in mvn.stdout:
             tail = (tail + [line.rstrip()])[-15:]
@@ -121,8 +130,13 @@ def ensure_jars(layout: KafkaLayout) -> None:
                     print(f"  {fetched} artifacts downloaded", flush=True)
     if mvn.returncode != 0:
         print("\n".join(tail), file=sys.stderr)
-        raise UserError("Maven could not fetch the Kafka jars (see its output above); check that Maven Central is reachable.")
-    print(f"  done: {fetched} artifacts downloaded, {len(list(layout.libs.glob('*.jar')))} jars in {layout.libs}", flush=True)
+        raise UserError(
+            "Maven could not fetch the Kafka jars (see its output above); check that Maven Central is reachable."
+        )
+    print(
+        f"  done: {fetched} artifacts downloaded, {len(list(layout.libs.glob('*.jar')))} jars in {layout.libs}",
+        flush=True,
+    )
     marker.write_text(KAFKA_VERSION)
 
 
@@ -175,7 +189,9 @@ def format_storage(layout: KafkaLayout) -> None:
         text=True,
     )  # fmt: skip
     if result.returncode != 0:
-        raise UserError(f"Kafka storage format failed: {result.stdout.strip()} {result.stderr.strip()}")
+        raise UserError(
+            f"Kafka storage format failed: {result.stdout.strip()} {result.stderr.strip()}"
+        )
 
 
 async def _answers(bootstrap: str) -> bool:
@@ -223,4 +239,6 @@ def start(layout: KafkaLayout, partitions: int, timeout_seconds: float = 90.0) -
         if answers(layout.bootstrap):
             return "started"
         time.sleep(0.5)
-    raise UserError(f"Kafka did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}.")
+    raise UserError(
+        f"Kafka did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,7 +71,5 @@ def stop(pid_file: Path, timeout_seconds: float = 30.0) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our own child (else it stays a zombie)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -22,8 +22,10 @@ class ServiceStatus:
     answering: bool
 
     def describe(self) -> str:
-        owner = f"local, pid {self.pid}" if self.managed and self.pid else (
-            "local, not running" if self.managed else "external (from the environment)"
+        owner = (
+            f"local, pid {self.pid}"
+            if self.managed and self.pid
+            else ("local, not running" if self.managed else "external (from the environment)")
         )
         state = "answering" if self.answering else "NOT answering"
         return f"{self.name:<6} {self.address:<28} {owner:<22} {state}"
@@ -64,7 +66,9 @@ def up(settings: Settings) -> list[str]:
     """Provision and start whatever the environment does not name; idempotent."""
     lines = []
     if kafka_is_external():
-        lines.append(f"kafka: using {settings.kafka_bootstrap_servers} from KAFKA_BOOTSTRAP_SERVERS")
+        lines.append(
+            f"kafka: using {settings.kafka_bootstrap_servers} from KAFKA_BOOTSTRAP_SERVERS"
+        )
     else:
         outcome = kafka_server.start(kafka_layout(settings), settings.partitions)
         lines.append(f"kafka: {outcome} at {settings.kafka_bootstrap_servers}")

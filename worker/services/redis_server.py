@@ -46,7 +46,9 @@ def ensure_binary() -> str:
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise UserError("redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis.")
+        raise UserError(
+            "redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis."
+        )
     print("Installing Debian's redis-server package (first run only)...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
@@ -111,4 +113,6 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         if process is not None and process.poll() is not None:
             raise UserError(f"redis-server exited during start-up; its log is {layout.log_file}.")
         time.sleep(0.2)
-    raise UserError(f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}.")
+    raise UserError(
+        f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
+    )

@@ -1,0 +1,1 @@
+"""Event and definition models: the contract with producers (JSON Schemas in schemas/)."""

@@ -1,0 +1,178 @@
+"""Experiment definitions in other products' create shapes, translated to the native one.
+
+Accepted: the native shape; LaunchDarkly's create-experiment payload (`iteration`
+with `treatments` and `metrics`); the generic "Experiments API" payload (`variants`
+with `splitPercentage`, `type: ab_test`). Bad input raises `DefinitionError` with a
+sentence saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.events.experiment import ExperimentDefinition
+
+
+class DefinitionError(ValueError):
+    """The file is not a valid experiment definition in any accepted shape."""
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", text.strip()).strip("-")
+    return slug[:80] or "x"
+
+
+def _percent(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise DefinitionError(f"{where} must be a number, got {value!r}") from error
+
+
+def _goals(metrics: list[dict[str, Any]], primary_key: str | None) -> list[dict[str, Any]]:
+    """Goals from metric entries; the flagged (or named) one is primary, else the first."""
+    goals = [
+        {
+            "key": _slug(str(metric.get("key") or metric.get("name"))),
+            "name": str(metric.get("name") or metric.get("key")),
+            "primary": bool(metric.get("primary")) or (primary_key is not None and metric.get("key") == primary_key),
+        }
+        for metric in metrics
+    ]  # fmt: skip
+    if not any(goal["primary"] for goal in goals):
+        goals[0]["primary"] = True
+    return goals
+
+
+def detect_shape(payload: dict[str, Any]) -> str:
+    """`native`, `launchdarkly` or `experiments_api`."""
+    if "iteration" in payload:
+        return "launchdarkly"
+    variants = payload.get("variants")
+    if isinstance(variants, list) and any(
+        isinstance(v, dict) and "splitPercentage" in v for v in variants
+    ):
+        return "experiments_api"
+    return "native"
+
+
+def from_launchdarkly(payload: dict[str, Any], project_key: str | None) -> dict[str, Any]:
+    """LaunchDarkly: treatments (baseline, allocationPercent) and metrics (primary)."""
+    iteration = payload.get("iteration") or {}
+    treatments = iteration.get("treatments") or []
+    if not treatments:
+        raise DefinitionError("iteration.treatments must list at least one treatment")
+    if sum(bool(t.get("baseline")) for t in treatments) != 1:
+        raise DefinitionError("exactly one treatment must have baseline: true")
+    variants = []
+    for index, treatment in enumerate(treatments):
+        parameters = treatment.get("parameters") or [{}]
+        variant_id = parameters[0].get("variationId") or treatment.get("_id") or str(index)
+        variants.append(
+            {
+                "id": _slug(str(variant_id)),
+                "name": str(treatment.get("name") or variant_id),
+                "is_control": bool(treatment.get("baseline")),
+                "traffic_weight": _percent(treatment.get("allocationPercent", 0), f"treatment {index} allocationPercent") / 100,
+            }
+        )  # fmt: skip
+    primary_key = iteration.get("primarySingleMetricKey") or iteration.get("primaryFunnelKey")
+    metrics = iteration.get("metrics") or []
+    if not metrics:
+        raise DefinitionError("iteration.metrics must list at least one metric")
+    goals = _goals(metrics, primary_key)
+    analysis = iteration.get("analysisConfig") or payload.get("analysisConfig") or {}
+    engine = (iteration.get("methodology") or payload.get("methodology") or "bayesian").lower()
+    stats: dict[str, Any] = {"engine": "frequentist" if engine == "frequentist" else "bayesian"}
+    if "bayesianThreshold" in analysis and stats["engine"] == "bayesian":
+        stats["confidence_threshold_percent"] = _percent(
+            analysis["bayesianThreshold"], "analysisConfig.bayesianThreshold"
+        )
+    if "significanceThreshold" in analysis and stats["engine"] == "frequentist":
+        stats["confidence_threshold_percent"] = 100 - _percent(
+            analysis["significanceThreshold"], "analysisConfig.significanceThreshold"
+        )
+    direction = analysis.get("testDirection")
+    if direction:
+        stats["test_direction"] = {"two-sided": "two_sided", "one-sided": "greater"}.get(
+            direction, direction
+        )
+    correction = analysis.get("multipleComparisonCorrectionMethod")
+    if correction:
+        stats["correction"] = {"benjamini-hochberg": "bh"}.get(correction, correction)
+    if "sequentialTestingEnabled" in analysis:
+        stats["sequential"] = bool(analysis["sequentialTestingEnabled"])
+    return {
+        "id": _slug(str(payload.get("key") or payload.get("name") or "")),
+        "project_key": project_key or payload.get("projectKey") or "default",
+        "name": str(payload.get("name") or payload.get("key")),
+        "status": "live" if payload.get("status") == "running" else payload.get("status", "draft"),
+        "variants": variants,
+        "goals": goals,
+        "stats": stats,
+    }  # fmt: skip
+
+
+def from_experiments_api(payload: dict[str, Any], project_key: str | None) -> dict[str, Any]:
+    """Generic "Experiments API": variants with splitPercentage summing to 100."""
+    if payload.get("type", "ab_test") != "ab_test":
+        raise DefinitionError(f"type must be 'ab_test', got {payload.get('type')!r}")
+    raw_variants = payload["variants"]
+    total = sum(
+        _percent(v.get("splitPercentage"), f"variant {i} splitPercentage")
+        for i, v in enumerate(raw_variants)
+    )
+    if abs(total - 100) > 1e-9:
+        raise DefinitionError(f"variants' splitPercentage must sum to 100, got {total:g}")
+    has_control = any(v.get("isControl") for v in raw_variants)
+    variants = [
+        {
+            "id": _slug(str(v.get("id") or v.get("key") or i)),
+            "name": str(v.get("name") or v.get("key") or i),
+            "is_control": bool(v.get("isControl")) if has_control else i == 0,
+            "traffic_weight": _percent(v["splitPercentage"], "splitPercentage") / 100,
+        }
+        for i, v in enumerate(raw_variants)
+    ]
+    raw_goals = (
+        payload.get("goals")
+        or payload.get("metrics")
+        or [{"key": "conversion", "name": "Conversion"}]
+    )
+    goals = _goals(raw_goals, None)
+    return {
+        "id": _slug(str(payload.get("id") or payload.get("key") or payload.get("name") or "")),
+        "project_key": project_key or payload.get("projectKey") or "default",
+        "name": str(payload.get("name") or payload.get("id")),
+        "status": {"running": "live", "active": "live", "paused": "inactive"}.get(payload.get("status", "draft"), payload.get("status", "draft")),
+        "variants": variants,
+        "goals": goals,
+    }  # fmt: skip
+
+
+def parse_definition(payload: Any, project_key: str | None = None) -> ExperimentDefinition:
+    """Any accepted shape -> the native, validated definition."""
+    if not isinstance(payload, dict):
+        raise DefinitionError("an experiment definition must be a JSON object")
+    shape = detect_shape(payload)
+    try:
+        if shape == "launchdarkly":
+            payload = from_launchdarkly(payload, project_key)
+        elif shape == "experiments_api":
+            payload = from_experiments_api(payload, project_key)
+        elif project_key and "project_key" not in payload:
+            payload = {**payload, "project_key": project_key}
+        return ExperimentDefinition.model_validate(payload)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "definition"
+        raise DefinitionError(
+            f"{shape} definition is invalid at {where}: {first['msg']}"
+        ) from error
+    except (KeyError, TypeError, AttributeError) as error:
+        raise DefinitionError(
+            f"{shape} definition is missing or has a malformed field: {error}"
+        ) from error

@@ -1,0 +1,1 @@
+"""From Kafka messages to one atomic Redis write per partition batch."""

@@ -1,0 +1,236 @@
+"""Turns one Kafka message into one command for the Lua sink (pure: no I/O).
+
+A command is a small dict that the script reads by short keys:
+  k   kind: "a" assignment, "c" conversion, "d" dead letter, "f" forward
+  t   source topic; o offset (the script skips offsets it applied before)
+  id  event id; u visitor; x experiment; v variant; s visit; ts event time in ms
+  c   segment cell; ctx extended context (JSON); g goal; val revenue; at attributes
+  out the outbox entry (JSON) of a dead letter or a forward
+  held the original message kept while a conversion waits for its assignment
+Absent values are left out, never null: cjson would turn null into a truthy value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from worker.events.assignment import UNKNOWN_COUNTRY, Assignment
+from worker.events.conversion import Conversion
+from worker.events.experiment import ExperimentDefinition
+from worker.ingestion.dead_letters import Reason, b64, source_message
+from worker.ingestion.partitioning import partition_for
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXTENDED_CONTEXT = (
+    "region", "city", "landing_page", "ref_page", "user_agent", "utm",
+    "query_params", "attributes", "sdk", "timezone", "first_seen_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    """What the sink needs of a Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The command for one message, and whether an experiment lookup missed.
+
+    A miss may only mean the definition was published a moment ago: the caller
+    catches the registry up once and plans again before dead-lettering.
+    """
+
+    command: dict[str, Any]
+    registry_miss: bool = False
+
+
+def epoch_ms(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def segment_cell(assignment: Assignment) -> str:
+    """The segment cell of DESIGN.md section 4: every visitor is in exactly one."""
+    context = assignment.context
+    return "|".join(
+        (
+            context.device.value,
+            context.browser.value,
+            context.os.value,
+            context.country or UNKNOWN_COUNTRY,
+            assignment.visitor_type().value,
+            context.source.value,
+        )
+    )
+
+
+def _dead(message: SourceMessage, reason: Reason, detail: str, miss: bool = False) -> Plan:
+    entry = {
+        "kind": "dead_letter",
+        "reason": reason.value,
+        "detail": detail,
+        "message": source_message(
+            message.topic, message.partition, message.offset, message.key, message.value
+        ),
+    }
+    command = {
+        "k": "d",
+        "t": message.topic,
+        "o": message.offset,
+        "out": orjson.dumps(entry).decode(),
+    }
+    return Plan(command, registry_miss=miss)
+
+
+def _schema_detail(error: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['msg']}"
+        for item in error.errors(include_url=False)[:5]
+    ]
+    return "; ".join(problems)[:1000]
+
+
+def _misrouted(message: SourceMessage, visitor_id: str, partitions: int) -> Plan | None:
+    expected = partition_for(visitor_id, partitions)
+    if expected == message.partition:
+        return None
+    entry = {
+        "kind": "forward",
+        "topic": message.topic,
+        "partition": expected,
+        "key": b64(visitor_id.encode()),
+        "value": b64(message.value),
+    }
+    return Plan(
+        {"k": "f", "t": message.topic, "o": message.offset, "out": orjson.dumps(entry).decode()}
+    )
+
+
+def _without_none(command: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in command.items() if value is not None}
+
+
+def plan_assignment(
+    message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
+) -> Plan:
+    """The command for a message of the assignments topic."""
+    try:
+        event = Assignment.model_validate_json(message.value or b"")
+    except ValidationError as error:
+        return _invalid(message, error)
+    forward = _misrouted(message, event.visitor_id, partitions)
+    if forward is not None:
+        return forward
+    experiment = catalog.get(event.experiment_id)
+    if experiment is None:
+        return _dead(
+            message,
+            Reason.UNKNOWN_EXPERIMENT,
+            f"experiment {event.experiment_id!r} is not defined",
+            miss=True,
+        )
+    if experiment.variant(event.variant_id) is None:
+        return _dead(
+            message,
+            Reason.UNKNOWN_VARIANT,
+            f"experiment {experiment.id!r} has no variant {event.variant_id!r}",
+            miss=True,
+        )
+    if not experiment.accepts_assignments:
+        return _dead(
+            message,
+            Reason.EXPERIMENT_NOT_LIVE,
+            f"experiment {experiment.id!r} is {experiment.status.value}: it takes no new assignments",
+            miss=True,
+        )
+    extended = event.context.model_dump(
+        mode="json", include=set(EXTENDED_CONTEXT), exclude_none=True
+    )
+    return Plan(
+        _without_none(
+            {
+                "k": "a",
+                "t": message.topic,
+                "o": message.offset,
+                "id": event.event_id,
+                "u": event.visitor_id,
+                "x": event.experiment_id,
+                "v": event.variant_id,
+                "s": event.visit_id,
+                "ts": epoch_ms(event.timestamp),
+                "c": segment_cell(event),
+                "ctx": orjson.dumps(extended).decode() if extended else None,
+            }
+        )
+    )  # fmt: skip
+
+
+def plan_conversion(
+    message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
+) -> Plan:
+    """The command for a message of the conversions topic."""
+    try:
+        event = Conversion.model_validate_json(message.value or b"")
+    except ValidationError as error:
+        return _invalid(message, error)
+    forward = _misrouted(message, event.visitor_id, partitions)
+    if forward is not None:
+        return forward
+    if event.experiment_id is not None:
+        experiment = catalog.get(event.experiment_id)
+        if experiment is None:
+            return _dead(
+                message,
+                Reason.UNKNOWN_EXPERIMENT,
+                f"experiment {event.experiment_id!r} is not defined",
+                miss=True,
+            )
+        if not experiment.accepts_conversions:
+            return _dead(
+                message,
+                Reason.EXPERIMENT_NOT_LIVE,
+                f"experiment {experiment.id!r} is {experiment.status.value}: it counts no conversions",
+                miss=True,
+            )
+    held = source_message(
+        message.topic, message.partition, message.offset, message.key, message.value
+    )
+    held["goal"] = event.goal
+    return Plan(
+        _without_none(
+            {
+                "k": "c",
+                "t": message.topic,
+                "o": message.offset,
+                "id": event.event_id,
+                "u": event.visitor_id,
+                "x": event.experiment_id,
+                "s": event.visit_id,
+                "g": event.goal,
+                "ts": epoch_ms(event.timestamp),
+                "val": event.value,
+                "at": event.attributes or None,
+                "held": orjson.dumps(held).decode(),
+            }
+        )
+    )  # fmt: skip
+
+
+def _invalid(message: SourceMessage, error: ValidationError) -> Plan:
+    # pydantic reports unparsable JSON as a json_invalid error of the root.
+    if any(item["type"] in ("json_invalid", "json_type") for item in error.errors()):
+        return _dead(message, Reason.MALFORMED_JSON, _schema_detail(error))
+    if message.value is None:
+        return _dead(message, Reason.MALFORMED_JSON, "the message has no value")
+    return _dead(message, Reason.SCHEMA_VIOLATION, _schema_detail(error))

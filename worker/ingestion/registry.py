@@ -1,0 +1,140 @@
+"""The experiment definitions, read from the compacted `ab.experiments` topic.
+
+Every worker reads the whole topic (no consumer group) and keeps the latest
+definition of each experiment in memory; it also writes them to Redis, where the
+CLI and the read API find them. `sync()` waits until everything published before
+the call has been read, so an event naming an experiment defined a moment earlier
+is never dead-lettered as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
+from worker.store import keys
+
+log = logging.getLogger(__name__)
+
+
+class ExperimentRegistry:
+    """In-memory definitions kept current by a background consumer task."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        redis: Redis,
+        prefix: str,
+        producer: AIOKafkaProducer,
+        dead_letter_topic: str,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._topic = topic
+        self._redis = redis
+        self._prefix = prefix
+        self._definitions: dict[str, ExperimentDefinition] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Condition()
+        self._positions: dict[TopicPartition, int] = {}
+
+    @property
+    def definitions(self) -> dict[str, ExperimentDefinition]:
+        return self._definitions
+
+    def frozen(self) -> list[str]:
+        """Completed experiments: their counts no longer change."""
+        return [
+            experiment.id
+            for experiment in self._definitions.values()
+            if experiment.status is ExperimentStatus.COMPLETED
+        ]
+
+    async def start(self) -> None:
+        """Read the topic from the beginning up to its current end, then keep following."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        # The producer's partitions_for waits for metadata; the consumer's only reads a cache.
+        partitions = await self._producer.partitions_for(self._topic)
+        self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._follow(), name="experiment-registry")
+        await self.sync()
+        log.info("experiment registry ready: %d definitions", len(self._definitions))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def sync(self) -> None:
+        """Return once every definition published before this call has been read."""
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(self._partitions)
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: all(self._position(tp) >= end for tp, end in ends.items())
+            )
+
+    def _position(self, tp: TopicPartition) -> int:
+        return self._positions.get(tp, 0)
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    await self._apply(record.key, record.value, tp.partition, record.offset)
+                    self._positions[tp] = record.offset + 1
+            for tp in self._partitions:
+                # position() also moves past compacted-away and transaction-marker offsets.
+                self._positions[tp] = max(self._position(tp), await self._consumer.position(tp))
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _apply(
+        self, key: bytes | None, value: bytes | None, partition: int, offset: int
+    ) -> None:
+        store = keys.experiments_key(self._prefix)
+        if value is None:
+            if key:
+                self._definitions.pop(key.decode(), None)
+                await self._redis.hdel(store, key.decode())
+            return
+        try:
+            definition = ExperimentDefinition.model_validate_json(value)
+        except ValidationError as error:
+            await self._dead_letter(key, value, partition, offset, str(error)[:1000])
+            return
+        self._definitions[definition.id] = definition
+        await self._redis.hset(store, definition.id, definition.model_dump_json())
+
+    async def _dead_letter(
+        self, key: bytes | None, value: bytes, partition: int, offset: int, detail: str
+    ) -> None:
+        # Every worker reads the whole topic at every start: report each bad record once.
+        marker = f"{self._prefix}:bad-definition:{partition}:{offset}"
+        if not await self._redis.set(marker, "1", nx=True):
+            return
+        log.warning(
+            "invalid experiment definition at %s/%d@%d: %s", self._topic, partition, offset, detail
+        )
+        message = source_message(self._topic, partition, offset, key, value)
+        payload = dead_letter_payload(Reason.INVALID_DEFINITION, detail, message)
+        await self._producer.send_and_wait(self._dead_letter_topic, value=payload, key=key)

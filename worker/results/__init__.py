@@ -1,0 +1,1 @@
+"""From counters to per-variant numbers (and, later, statistics and decisions)."""

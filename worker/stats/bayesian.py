@@ -1,0 +1,124 @@
+"""Gaussian posterior on a lift (gbstats ``EffectBayesianABTest``) and best-arm odds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from worker.stats.common import clip_probability
+from worker.stats.metrics import Arm, Difference
+
+MONTE_CARLO_DRAWS = 10_000
+"""Joint posterior draws for the probability to be best (gbstats' bandit default)."""
+
+
+@dataclass(frozen=True)
+class GaussianPrior:
+    """A proper normal prior on the lift, on the scale of the lift it is applied to."""
+
+    mean: float
+    variance: float
+
+
+@dataclass(frozen=True)
+class BayesianResult:
+    """Posterior summary of a lift; ``risk`` is (control, treatment) expected loss."""
+
+    estimate: float
+    sd: float
+    ci: tuple[float, float]
+    chance_to_win: float
+    risk: tuple[float, float]
+
+
+def absolute_prior(relative_prior: GaussianPrior, control_mean: float) -> GaussianPrior:
+    """Rescale a prior stated on the relative lift to the absolute lift.
+
+    Priors are configured on the relative scale (gbstats' ``prior_type="relative"``);
+    an absolute analysis multiplies by the control mean, as gbstats does.
+    """
+    return GaussianPrior(
+        mean=relative_prior.mean * abs(control_mean),
+        variance=relative_prior.variance * control_mean * control_mean,
+    )
+
+
+def posterior(diff: Difference, prior: GaussianPrior | None) -> tuple[float, float]:
+    """Posterior (mean, sd) of the lift; ``None`` is gbstats' flat (improper) prior."""
+    if prior is None:
+        return diff.estimate, math.sqrt(diff.variance)
+    precision = 1.0 / diff.variance + 1.0 / prior.variance
+    mean = (diff.estimate / diff.variance + prior.mean / prior.variance) / precision
+    return mean, math.sqrt(1.0 / precision)
+
+
+def bayesian_test(
+    diff: Difference,
+    alpha: float = 0.05,
+    prior: GaussianPrior | None = None,
+    higher_is_better: bool = True,
+) -> BayesianResult:
+    """Chance to win, (1 - alpha) credible interval and expected losses for a lift."""
+    mean, sd = posterior(diff, prior)
+    z = mean / sd
+    lower = mean + sd * float(ndtri(alpha / 2.0))
+    upper = mean - sd * float(ndtri(alpha / 2.0))
+    loss_if_control, loss_if_treatment = expected_loss(mean, sd)
+    if higher_is_better:
+        chance, risk = float(ndtr(z)), (loss_if_control, loss_if_treatment)
+    else:
+        chance, risk = float(ndtr(-z)), (loss_if_treatment, loss_if_control)
+    return BayesianResult(
+        estimate=mean,
+        sd=sd,
+        ci=(lower, upper),
+        chance_to_win=clip_probability(chance),
+        risk=risk,
+    )
+
+
+def expected_loss(mean: float, sd: float) -> tuple[float, float]:
+    """Expected loss of shipping control, and of shipping treatment, when higher is better.
+
+    E[max(δ, 0)] and E[max(-δ, 0)] for δ ~ N(mean, sd²), in closed form. Equal to
+    gbstats' P(δ > 0)·E[δ | δ > 0] and P(δ < 0)·|E[δ | δ < 0]|.
+    """
+    z = mean / sd
+    density = sd * math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    # Clamped: far in a tail the two terms cancel to rounding noise around zero.
+    loss_if_control = max(density + mean * float(ndtr(z)), 0.0)
+    loss_if_treatment = max(density - mean * float(ndtr(-z)), 0.0)
+    return loss_if_control, loss_if_treatment
+
+
+def probability_best(
+    arms: Sequence[Arm],
+    higher_is_better: bool = True,
+    draws: int = MONTE_CARLO_DRAWS,
+    seed: int = 0,
+) -> list[float] | None:
+    """Probability that each arm has the best mean, by seeded Monte Carlo.
+
+    Each arm's mean gets the flat-prior posterior N(mean, variance / n) (gbstats'
+    bandit model). None when any arm has fewer than two units, since its posterior is
+    then undefined. Ties (e.g. two arms without spread and equal means) share the win.
+    """
+    if not arms:
+        return None
+    means, sds = [], []
+    for arm in arms:
+        if arm.mean is None or arm.variance is None or arm.n < 2:
+            return None
+        means.append(arm.mean)
+        sds.append(math.sqrt(arm.variance / arm.n))
+    rng = np.random.default_rng(seed)
+    samples = rng.standard_normal((draws, len(arms))) * np.array(sds) + np.array(means)
+    if not higher_is_better:
+        samples = -samples
+    is_best = samples == samples.max(axis=1, keepdims=True)
+    shares = is_best / is_best.sum(axis=1, keepdims=True)
+    return [float(p) for p in shares.mean(axis=0)]

@@ -1,0 +1,50 @@
+"""Fixed-horizon Welch t-test on a lift (gbstats ``TwoSidedTTest`` and its one-sided kin)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy.stats import t as student_t
+
+from worker.stats.common import Direction, Interval, clip_probability
+from worker.stats.metrics import Difference
+
+
+@dataclass(frozen=True)
+class FrequentistResult:
+    """A frequentist test of a lift: estimate, standard error, interval and p-value."""
+
+    estimate: float
+    se: float
+    ci: Interval
+    p_value: float
+
+
+def t_test(
+    diff: Difference, alpha: float = 0.05, direction: Direction = "two_sided"
+) -> FrequentistResult:
+    """Welch t-test of H0: lift = 0, with a confidence interval at level 1 - alpha.
+
+    Uses the t distribution with Welch–Satterthwaite degrees of freedom, as gbstats'
+    fixed-horizon test does. One-sided tests give a one-sided interval: "greater"
+    bounds the lift from below, "less" from above.
+    """
+    se = math.sqrt(diff.variance)
+    statistic = diff.estimate / se
+    if direction == "two_sided":
+        # sf rather than 1 - cdf keeps tiny p-values from rounding to zero.
+        p_value = 2.0 * float(student_t.sf(abs(statistic), diff.dof))
+        width = float(student_t.ppf(1.0 - alpha / 2.0, diff.dof)) * se
+        ci: Interval = (diff.estimate - width, diff.estimate + width)
+    else:
+        width = float(student_t.ppf(1.0 - alpha, diff.dof)) * se
+        if direction == "greater":
+            p_value = float(student_t.sf(statistic, diff.dof))
+            ci = (diff.estimate - width, None)
+        else:
+            p_value = float(student_t.cdf(statistic, diff.dof))
+            ci = (None, diff.estimate + width)
+    return FrequentistResult(
+        estimate=diff.estimate, se=se, ci=ci, p_value=clip_probability(p_value)
+    )

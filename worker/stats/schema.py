@@ -1,0 +1,163 @@
+"""The analysis request and result: validated plain data shared by the CLI and the worker."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from worker.stats.bandits import DEFAULT_MIN_UNITS, DEFAULT_MIN_WEIGHT
+from worker.stats.common import Direction, Interval
+from worker.stats.corrections import Correction
+from worker.stats.sequential import DEFAULT_TUNING
+from worker.stats.srm import DEFAULT_SRM_THRESHOLD
+
+# Σy² may fall a hair below (Σy)²/n through rounding in the producer's own sums.
+_SUM_SQUARES_SLACK = 1e-9
+
+# Counts beyond 2**53 are not exact in float64, where all the arithmetic happens.
+_MAX_EXACT_COUNT = 2**53
+
+_INPUT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class PriorInput(BaseModel):
+    """A proper Gaussian prior on the relative lift (rescaled for absolute lifts)."""
+
+    model_config = _INPUT
+
+    mean: float = 0.0
+    variance: float = Field(gt=0)
+
+
+class VariantInput(BaseModel):
+    """One arm's sufficient statistics.
+
+    Proportions need ``n`` and ``sum`` (converted units); means add ``sum_squares``;
+    ratios add the denominator's sums and the per-unit numerator × denominator sum.
+    """
+
+    model_config = _INPUT
+
+    id: str = Field(min_length=1)
+    control: bool = False
+    n: int = Field(ge=0, le=_MAX_EXACT_COUNT)
+    sum: float
+    sum_squares: float | None = None
+    denominator_sum: float | None = None
+    denominator_sum_squares: float | None = None
+    main_denominator_sum_product: float | None = None
+
+
+class AnalysisRequest(BaseModel):
+    """Everything needed to analyse one goal of one experiment."""
+
+    model_config = _INPUT
+
+    metric: Literal["proportion", "mean", "ratio"]
+    engine: Literal["frequentist", "bayesian"] = "frequentist"
+    sequential: bool = False
+    sequential_tuning: float = Field(DEFAULT_TUNING, gt=0)
+    test_direction: Direction = "two_sided"
+    difference: Literal["relative", "absolute"] = "relative"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    prior: PriorInput | None = None
+    correction: Correction = "none"
+    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    srm_threshold: float = Field(DEFAULT_SRM_THRESHOLD, gt=0, lt=1)
+    bandit_min_weight: float = Field(DEFAULT_MIN_WEIGHT, ge=0, le=1)
+    bandit_min_units: int = Field(DEFAULT_MIN_UNITS, ge=0)
+    variants: list[VariantInput] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        controls = [v for v in self.variants if v.control]
+        if len(controls) != 1:
+            raise ValueError(f"exactly one variant must have control: true, got {len(controls)}")
+        ids = [v.id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("variant ids must be unique")
+        if self.weights is not None:
+            if len(self.weights) != len(self.variants):
+                raise ValueError(
+                    f"weights has {len(self.weights)} entries but there are "
+                    f"{len(self.variants)} variants"
+                )
+            if sum(self.weights) <= 0:
+                raise ValueError("weights must not all be zero")
+        if self.sequential and self.test_direction != "two_sided" and self.alpha >= 0.5:
+            raise ValueError("one-sided sequential tests need alpha below 0.5")
+        for variant in self.variants:
+            _check_variant(variant, self.metric)
+        return self
+
+
+def _check_variant(variant: VariantInput, metric: str) -> None:
+    """Reject sufficient statistics that no real data could produce."""
+    where = f"variant {variant.id!r}"
+    if metric == "proportion":
+        if not 0 <= variant.sum <= variant.n:
+            raise ValueError(f"{where}: sum (conversions) must be between 0 and n")
+        return
+    required = ["sum_squares"]
+    if metric == "ratio":
+        required += ["denominator_sum", "denominator_sum_squares", "main_denominator_sum_product"]
+    missing = [name for name in required if getattr(variant, name) is None]
+    if missing:
+        raise ValueError(f"{where}: a {metric} metric needs {', '.join(missing)}")
+    _check_sum_squares(where, "sum_squares", variant.n, variant.sum, variant.sum_squares)
+    if metric == "ratio":
+        _check_sum_squares(
+            where,
+            "denominator_sum_squares",
+            variant.n,
+            variant.denominator_sum,
+            variant.denominator_sum_squares,
+        )
+
+
+def _check_sum_squares(
+    where: str, name: str, n: int, total: float | None, sum_squares: float | None
+) -> None:
+    """Σy² >= (Σy)²/n (Cauchy–Schwarz), and no sums at all without units."""
+    assert total is not None and sum_squares is not None
+    if n == 0:
+        if total != 0 or sum_squares != 0:
+            raise ValueError(f"{where}: sums must be 0 when n is 0")
+        return
+    if sum_squares < total * (total / n) * (1.0 - _SUM_SQUARES_SLACK):
+        raise ValueError(f"{where}: {name} is smaller than sum²/n, which no data can produce")
+
+
+class VariantResult(BaseModel):
+    """One treatment compared with the control.
+
+    Frequentist engines fill ``p_value``/``p_value_adjusted``/``ci_adjusted`` and leave
+    ``chance_to_win``/``risk`` None; the Bayesian engine does the opposite (its ``ci`` is
+    the credible interval and ``lift`` the posterior mean). Any number that is undefined
+    for the data is None; an interval side is None when it is unbounded.
+    """
+
+    id: str
+    lift: float | None
+    ci: Interval | None
+    ci_adjusted: Interval | None
+    se: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    chance_to_win: float | None
+    risk: tuple[float, float] | None
+    reliability: float | None
+    improvement: float | None
+
+
+class AnalysisResult(BaseModel):
+    """The analysis of one goal: per-treatment comparisons and experiment-wide checks."""
+
+    control: str
+    variants: list[VariantResult]
+    srm_p_value: float | None
+    srm_alarm: bool
+    probability_best: dict[str, float] | None
+    bandit_weights: dict[str, float]
+    bandit_updated: bool

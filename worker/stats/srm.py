@@ -1,0 +1,41 @@
+"""Sample-ratio mismatch: does observed traffic match the configured split?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scipy.stats import chi2
+
+from worker.stats.common import clip_probability
+
+DEFAULT_SRM_THRESHOLD = 0.001
+"""p-values below this raise the SRM alarm (GrowthBook's and most vendors' default)."""
+
+
+def srm_p_value(counts: Sequence[int], weights: Sequence[float] | None = None) -> float | None:
+    """Chi-square goodness-of-fit p-value of the counts against the weights.
+
+    ``weights`` need not sum to one; None means an equal split. None is returned when
+    there is nothing to test: fewer than two arms with positive weight, or no units.
+    Units in an arm whose weight is zero are an unambiguous mismatch (p = 0); gbstats
+    skips such arms instead, which would hide exactly that failure.
+    """
+    shares = list(weights) if weights is not None else [1.0] * len(counts)
+    total = sum(counts)
+    tested = [(count, share) for count, share in zip(counts, shares, strict=True) if share > 0]
+    if len(tested) < 2 or total <= 0:
+        return None
+    if any(count > 0 for count, share in zip(counts, shares, strict=True) if share <= 0):
+        return 0.0
+    weight_total = sum(share for _, share in tested)
+    tested_total = sum(count for count, _ in tested)
+    statistic = 0.0
+    for count, share in tested:
+        expected = share / weight_total * tested_total
+        statistic += (count - expected) * (count - expected) / expected
+    return clip_probability(float(chi2.sf(statistic, len(tested) - 1)))
+
+
+def srm_alarm(p_value: float | None, threshold: float = DEFAULT_SRM_THRESHOLD) -> bool:
+    """True when the SRM p-value is defined and below the threshold."""
+    return p_value is not None and p_value < threshold

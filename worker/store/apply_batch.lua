@@ -1,0 +1,303 @@
+-- Applies one batch of commands from one Kafka partition, atomically.
+--
+-- KEYS[1]  the partition's offsets hash (declares the slot on Redis Cluster; every
+--          other key built here carries the same {partition} hash tag)
+-- ARGV[1]  key base of the partition, e.g. "ab:{3}"
+-- ARGV[2]  JSON array of commands in offset order (see worker/ingestion/commands.py)
+-- ARGV[3]  JSON array of completed (frozen) experiment ids
+-- ARGV[4]  de-duplication window in seconds
+-- ARGV[5]  hold time of unattributed conversions in milliseconds (event time)
+-- ARGV[6]  now, unix seconds
+--
+-- A command whose offset is not above the stored offset of its topic was applied
+-- before (a replay after a crash or a rebalance) and changes nothing. The script
+-- validates nothing that could raise half-way: Python validated every command.
+
+local base = ARGV[1]
+local commands = cjson.decode(ARGV[2])
+local frozen = {}
+for _, experiment in ipairs(cjson.decode(ARGV[3])) do frozen[experiment] = true end
+local dedup_seconds = tonumber(ARGV[4])
+local hold_ms = tonumber(ARGV[5])
+local now_seconds = tonumber(ARGV[6])
+
+local offsets_key = KEYS[1]
+local outbox_key = base .. ':outbox'
+local hold_key = base .. ':hold'
+local held_raw_key = base .. ':heldraw'
+local stats = {applied = 0, replayed = 0, duplicates = 0, dead_lettered = 0, forwarded = 0,
+               conversions_held = 0, conversions_expired = 0}
+
+-- Lua numbers reach Redis through "%.14g"; revenue needs every digit.
+local function num(x)
+  if x == math.floor(x) and math.abs(x) < 1e15 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+
+local function split(text, sep)
+  local parts = {}
+  for part in string.gmatch(text, '([^' .. sep .. ']+)') do parts[#parts + 1] = part end
+  return parts
+end
+
+local applied_offsets = {}
+local function applied_offset(topic)
+  local offset = applied_offsets[topic]
+  if offset == nil then
+    offset = tonumber(redis.call('HGET', offsets_key, topic) or '-1')
+    applied_offsets[topic] = offset
+  end
+  return offset
+end
+
+local dedup_expiry = {}
+local function is_duplicate(event_id, ts)
+  local day = math.floor(ts / 86400000)
+  local key = base .. ':dd:' .. day
+  if redis.call('SADD', key, event_id) == 0 then return true end
+  dedup_expiry[key] = math.max((day + 1) * 86400 + dedup_seconds, now_seconds + 86400)
+  return false
+end
+
+local watermark = tonumber(redis.call('GET', base .. ':wm') or '0')
+
+-- entry: "variant|entry_ms|cell" -> variant, entry_ms, hour, cell
+local function parse_entry(text)
+  local bar1 = string.find(text, '|', 1, true)
+  local bar2 = string.find(text, '|', bar1 + 1, true)
+  local entry_ms = tonumber(string.sub(text, bar1 + 1, bar2 - 1))
+  return string.sub(text, 1, bar1 - 1), entry_ms, math.floor(entry_ms / 3600000),
+         string.sub(text, bar2 + 1)
+end
+
+-- Counts one goal event of a visitor for one experiment the visitor had entered.
+local function count_conversion(visitor_key, experiment, entry_text, goal, record)
+  local variant, _, entry_hour, cell = parse_entry(entry_text)
+  local counters = base .. ':c:' .. experiment
+  local sums_field = 's:' .. experiment .. ':' .. goal
+  local count, revenue, orders = 0, 0, 0
+  local previous = redis.call('HGET', visitor_key, sums_field)
+  if previous then
+    local parts = split(previous, '|')
+    count, revenue, orders = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
+  end
+  local field = variant .. '|' .. entry_hour .. '|' .. cell .. '|g:' .. goal .. ':'
+  if count == 0 then redis.call('HINCRBY', counters, field .. 'cv', 1) end
+  redis.call('HINCRBY', counters, field .. 'ev', 1)
+  -- sums of squares of per-visitor values, kept exact for integers: (c+1)^2 - c^2
+  redis.call('HINCRBY', counters, field .. 'ev2', 2 * count + 1)
+  if record.v ~= nil then
+    local value = record.v
+    redis.call('HINCRBYFLOAT', counters, field .. 'rev', num(value))
+    redis.call('HINCRBYFLOAT', counters, field .. 'rev2', num(2 * revenue * value + value * value))
+    redis.call('HINCRBY', counters, field .. 'ord', 1)
+    revenue = revenue + value
+    orders = orders + 1
+  end
+  redis.call('HSET', visitor_key, sums_field, (count + 1) .. '|' .. num(revenue) .. '|' .. orders)
+  if record.s ~= nil then
+    local visit_hour = redis.call('HGET', visitor_key, 'vs:' .. experiment .. ':' .. record.s)
+    if visit_hour and redis.call('HSETNX', visitor_key,
+        'cv:' .. experiment .. ':' .. goal .. ':' .. record.s, '1') == 1 then
+      redis.call('HINCRBY', counters,
+        variant .. '|' .. visit_hour .. '|' .. cell .. '|g:' .. goal .. ':cvis', 1)
+    end
+  end
+end
+
+local function counts_for(experiment, entry_text, record)
+  if entry_text == false or entry_text == nil or frozen[experiment] then return false end
+  if record.x ~= nil and record.x ~= experiment then return false end
+  local _, entry_ms = parse_entry(entry_text)
+  return record.t >= entry_ms
+end
+
+local function release_hold(visitor, record)
+  redis.call('ZREM', hold_key, visitor .. '|' .. record.i)
+  redis.call('HDEL', held_raw_key, record.i)
+  record.h = nil
+end
+
+local function add_to_list_field(visitor_key, field, item)
+  local current = redis.call('HGET', visitor_key, field)
+  if not current then
+    redis.call('HSET', visitor_key, field, item)
+    return
+  end
+  for _, existing in ipairs(split(current, ',')) do
+    if existing == item then return end
+  end
+  redis.call('HSET', visitor_key, field, current .. ',' .. item)
+end
+
+local function record_visit(visitor_key, counters, experiment, variant, cell, visit, hour)
+  if redis.call('HSETNX', visitor_key, 'vs:' .. experiment .. ':' .. visit, hour) == 1 then
+    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|visits', 1)
+  end
+end
+
+local function apply_assignment(c)
+  local visitor_key = base .. ':v:' .. c.u
+  local experiment = c.x
+  local counters = base .. ':c:' .. experiment
+  local entry_field = 'e:' .. experiment
+  local hour = math.floor(c.ts / 3600000)
+  local entry_text = redis.call('HGET', visitor_key, entry_field)
+  local variant, cell
+  if not entry_text then
+    entry_text = c.v .. '|' .. num(c.ts) .. '|' .. c.c
+    variant, cell = c.v, c.c
+    redis.call('HSET', visitor_key, entry_field, entry_text)
+    if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x:' .. experiment, c.ctx) end
+    add_to_list_field(visitor_key, 'kx', experiment)
+    redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
+    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|n', 1)
+    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+    -- Goal events that arrived before this assignment but happened after the entry.
+    local goals = redis.call('HGET', visitor_key, 'kg')
+    if goals then
+      for _, goal in ipairs(split(goals, ',')) do
+        local list_text = redis.call('HGET', visitor_key, 'k:' .. goal)
+        local records = list_text and cjson.decode(list_text) or {}
+        local changed = false
+        for _, record in ipairs(records) do
+          if counts_for(experiment, entry_text, record) then
+            count_conversion(visitor_key, experiment, entry_text, goal, record)
+            if record.h then
+              release_hold(c.u, record)
+              changed = true
+            end
+          end
+        end
+        if changed then redis.call('HSET', visitor_key, 'k:' .. goal, cjson.encode(records)) end
+      end
+    end
+  else
+    local entry_hour, entry_cell
+    variant, _, entry_hour, entry_cell = parse_entry(entry_text)
+    cell = entry_cell
+    if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm:' .. experiment, c.v) == 1 then
+      redis.call('HINCRBY', counters, variant .. '|' .. entry_hour .. '|' .. cell .. '|me', 1)
+    end
+    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+  end
+end
+
+local function apply_conversion(c)
+  local visitor_key = base .. ':v:' .. c.u
+  local record = {t = c.ts, i = c.id, v = c.val, x = c.x, s = c.s, a = c.at}
+  local attributed = 0
+  local entered = redis.call('HGET', visitor_key, 'kx')
+  if entered then
+    for _, experiment in ipairs(split(entered, ',')) do
+      local entry_text = redis.call('HGET', visitor_key, 'e:' .. experiment)
+      if counts_for(experiment, entry_text, record) then
+        count_conversion(visitor_key, experiment, entry_text, c.g, record)
+        attributed = attributed + 1
+      end
+    end
+  end
+  if attributed == 0 then
+    -- Held: an assignment may still arrive; after the hold time it is dead-lettered.
+    record.h = 1
+    redis.call('ZADD', hold_key, c.ts, c.u .. '|' .. c.id)
+    redis.call('HSET', held_raw_key, c.id, c.held)
+    stats.conversions_held = stats.conversions_held + 1
+  end
+  local list_field = 'k:' .. c.g
+  local current = redis.call('HGET', visitor_key, list_field)
+  local records = current and cjson.decode(current) or {}
+  records[#records + 1] = record
+  redis.call('HSET', visitor_key, list_field, cjson.encode(records))
+  add_to_list_field(visitor_key, 'kg', c.g)
+end
+
+-- Conversions held past the hold time (event time of this partition) are dead-lettered
+-- when the visitor never entered an experiment they could count for.
+local function expire_holds()
+  local expired = redis.call('ZRANGEBYSCORE', hold_key, '-inf', num(watermark - hold_ms),
+    'LIMIT', 0, 1000)
+  for _, member in ipairs(expired) do
+    local bar = string.find(member, '|', 1, true)
+    local visitor, event_id = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+    local visitor_key = base .. ':v:' .. visitor
+    local held = redis.call('HGET', held_raw_key, event_id)
+    if held then
+      local held_record = cjson.decode(held)
+      local list_field = 'k:' .. held_record.goal
+      local list_text = redis.call('HGET', visitor_key, list_field)
+      local records = list_text and cjson.decode(list_text) or {}
+      local target_index = nil
+      for index, record in ipairs(records) do
+        if record.i == event_id then target_index = index end
+      end
+      local target = target_index and records[target_index]
+      local entered = redis.call('HGET', visitor_key, 'kx')
+      local orphan = not entered
+      if entered and target and target.x ~= nil then
+        orphan = redis.call('HEXISTS', visitor_key, 'e:' .. target.x) == 0
+      end
+      if orphan then
+        redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
+          reason = 'no_assignment',
+          detail = 'no assignment of this visitor to an experiment arrived within the hold time',
+          message = held_record}))
+        stats.dead_lettered = stats.dead_lettered + 1
+        stats.conversions_expired = stats.conversions_expired + 1
+        if target_index then table.remove(records, target_index) end
+      elseif target then
+        -- The visitor entered only after converting: a conversion before entry, kept
+        -- in the visitor's state and counted nowhere, which is not an error.
+        target.h = nil
+      end
+      if #records == 0 then
+        redis.call('HDEL', visitor_key, list_field)
+      else
+        redis.call('HSET', visitor_key, list_field, cjson.encode(records))
+      end
+    end
+    redis.call('ZREM', hold_key, member)
+    redis.call('HDEL', held_raw_key, event_id)
+  end
+end
+
+for _, c in ipairs(commands) do
+  if c.o <= applied_offset(c.t) then
+    stats.replayed = stats.replayed + 1
+  else
+    applied_offsets[c.t] = c.o
+    if c.k == 'a' or c.k == 'c' then
+      if c.ts > watermark then watermark = c.ts end
+      if is_duplicate(c.id, c.ts) then
+        stats.duplicates = stats.duplicates + 1
+      elseif c.k == 'a' then
+        apply_assignment(c)
+        stats.applied = stats.applied + 1
+      else
+        apply_conversion(c)
+        stats.applied = stats.applied + 1
+      end
+    elseif c.k == 'd' then
+      redis.call('RPUSH', outbox_key, c.out)
+      stats.dead_lettered = stats.dead_lettered + 1
+    elseif c.k == 'f' then
+      redis.call('RPUSH', outbox_key, c.out)
+      stats.forwarded = stats.forwarded + 1
+    end
+  end
+end
+
+for topic, offset in pairs(applied_offsets) do
+  redis.call('HSET', offsets_key, topic, offset)
+end
+for key, expire_at in pairs(dedup_expiry) do
+  redis.call('EXPIREAT', key, expire_at)
+end
+redis.call('SET', base .. ':wm', num(watermark))
+expire_holds()
+
+for name, value in pairs(stats) do
+  if value > 0 then redis.call('HINCRBY', base .. ':stats', name, value) end
+end
+stats.outbox = redis.call('LLEN', outbox_key)
+return cjson.encode(stats)
