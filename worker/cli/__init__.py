@@ -16,12 +16,20 @@ from worker.cli import (
     experiments_command,
     results_command,
     run_command,
+    schemas_command,
     services_command,
     stats_command,
 )
 from worker.cli.errors import UserError
 
-COMMANDS = (services_command, run_command, experiments_command, results_command, stats_command)
+COMMANDS = (
+    services_command,
+    run_command,
+    experiments_command,
+    results_command,
+    schemas_command,
+    stats_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -219,7 +219,7 @@ def plan_conversion(
                 "s": event.visit_id,
                 "g": event.goal,
                 "ts": epoch_ms(event.timestamp),
-                "val": event.value,
+                "val": None if event.value is None else repr(event.value),
                 "at": event.attributes or None,
                 "held": orjson.dumps(held).decode(),
             }

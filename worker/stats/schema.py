@@ -12,6 +12,8 @@ from worker.stats.corrections import Correction
 from worker.stats.sequential import DEFAULT_TUNING
 from worker.stats.srm import DEFAULT_SRM_THRESHOLD
 
+Metric = Literal["proportion", "mean", "ratio"]
+
 # Σy² may fall a hair below (Σy)²/n through rounding in the producer's own sums.
 _SUM_SQUARES_SLACK = 1e-9
 
@@ -54,7 +56,7 @@ class AnalysisRequest(BaseModel):
 
     model_config = _INPUT
 
-    metric: Literal["proportion", "mean", "ratio"]
+    metric: Metric
     engine: Literal["frequentist", "bayesian"] = "frequentist"
     sequential: bool = False
     sequential_tuning: float = Field(DEFAULT_TUNING, gt=0)
@@ -92,7 +94,7 @@ class AnalysisRequest(BaseModel):
         return self
 
 
-def _check_variant(variant: VariantInput, metric: str) -> None:
+def _check_variant(variant: VariantInput, metric: Metric) -> None:
     """Reject sufficient statistics that no real data could produce."""
     where = f"variant {variant.id!r}"
     if metric == "proportion":
@@ -139,16 +141,16 @@ class VariantResult(BaseModel):
     """
 
     id: str
-    lift: float | None
-    ci: Interval | None
-    ci_adjusted: Interval | None
-    se: float | None
-    p_value: float | None
-    p_value_adjusted: float | None
-    chance_to_win: float | None
-    risk: tuple[float, float] | None
-    reliability: float | None
-    improvement: float | None
+    lift: float | None = None
+    ci: Interval | None = None
+    ci_adjusted: Interval | None = None
+    se: float | None = None
+    p_value: float | None = None
+    p_value_adjusted: float | None = None
+    chance_to_win: float | None = None
+    risk: tuple[float, float] | None = None
+    reliability: float | None = None
+    improvement: float | None = None
 
 
 class AnalysisResult(BaseModel):

@@ -87,7 +87,8 @@ local function count_conversion(visitor_key, experiment, entry_text, goal, recor
   -- sums of squares of per-visitor values, kept exact for integers: (c+1)^2 - c^2
   redis.call('HINCRBY', counters, field .. 'ev2', 2 * count + 1)
   if record.v ~= nil then
-    local value = record.v
+    -- carried as text: cjson would keep only 14 significant digits of a number
+    local value = tonumber(record.v)
     redis.call('HINCRBYFLOAT', counters, field .. 'rev', num(value))
     redis.call('HINCRBYFLOAT', counters, field .. 'rev2', num(2 * revenue * value + value * value))
     redis.call('HINCRBY', counters, field .. 'ord', 1)
@@ -95,13 +96,11 @@ local function count_conversion(visitor_key, experiment, entry_text, goal, recor
     orders = orders + 1
   end
   redis.call('HSET', visitor_key, sums_field, (count + 1) .. '|' .. num(revenue) .. '|' .. orders)
-  if record.s ~= nil then
-    local visit_hour = redis.call('HGET', visitor_key, 'vs:' .. experiment .. ':' .. record.s)
-    if visit_hour and redis.call('HSETNX', visitor_key,
-        'cv:' .. experiment .. ':' .. goal .. ':' .. record.s, '1') == 1 then
-      redis.call('HINCRBY', counters,
-        variant .. '|' .. visit_hour .. '|' .. cell .. '|g:' .. goal .. ':cvis', 1)
-    end
+  -- Converted visits: distinct visits with a counted goal event, in the visitor's
+  -- cohort like conversions, so the count does not depend on arrival order.
+  if redis.call('HSETNX', visitor_key,
+      'cv:' .. experiment .. ':' .. goal .. ':' .. (record.s or '_'), '1') == 1 then
+    redis.call('HINCRBY', counters, field .. 'cvis', 1)
   end
 end
 
