@@ -172,8 +172,6 @@ def _bayesian(
         else None
     )
     if prior is not None and request.difference == "absolute":
-        if control.mean == 0:  # a relative prior says nothing on an absolute scale at zero
-            return None
         prior = absolute_prior(prior, control.mean)
     return bayesian_test(
         diff,

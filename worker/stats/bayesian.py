@@ -48,12 +48,16 @@ def absolute_prior(relative_prior: GaussianPrior, control_mean: float) -> Gaussi
 
 
 def posterior(diff: Difference, prior: GaussianPrior | None) -> tuple[float, float]:
-    """Posterior (mean, sd) of the lift; ``None`` is gbstats' flat (improper) prior."""
+    """Posterior (mean, sd) of the lift; ``None`` is gbstats' flat (improper) prior.
+
+    The conjugate update is written with the data's weight v0 / (v + v0) instead of
+    precisions 1/v + 1/v0, so a (near-)zero prior variance cannot divide by zero.
+    """
     if prior is None:
         return diff.estimate, math.sqrt(diff.variance)
-    precision = 1.0 / diff.variance + 1.0 / prior.variance
-    mean = (diff.estimate / diff.variance + prior.mean / prior.variance) / precision
-    return mean, math.sqrt(1.0 / precision)
+    data_weight = prior.variance / (prior.variance + diff.variance)
+    mean = data_weight * diff.estimate + (1.0 - data_weight) * prior.mean
+    return mean, math.sqrt(data_weight * diff.variance)
 
 
 def bayesian_test(
@@ -61,9 +65,16 @@ def bayesian_test(
     alpha: float = 0.05,
     prior: GaussianPrior | None = None,
     higher_is_better: bool = True,
-) -> BayesianResult:
-    """Chance to win, (1 - alpha) credible interval and expected losses for a lift."""
+) -> BayesianResult | None:
+    """Chance to win, (1 - alpha) credible interval and expected losses for a lift.
+
+    None when the posterior is a point mass, which happens only when the prior has
+    no variance (e.g. a relative prior rescaled by a control mean of zero), as gbstats
+    also declines to report then.
+    """
     mean, sd = posterior(diff, prior)
+    if sd == 0:
+        return None
     z = mean / sd
     lower = mean + sd * float(ndtri(alpha / 2.0))
     upper = mean - sd * float(ndtri(alpha / 2.0))

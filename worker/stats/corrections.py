@@ -36,7 +36,8 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     order = np.argsort(-p, kind="stable")
     ranks = p.size - np.arange(p.size)
     # Largest p first: the running minimum enforces the step-up monotonicity.
-    stepped = np.minimum.accumulate(p[order] * p.size / ranks)
+    # m / rank >= 1 first, so rounding can never push an adjusted value below its raw one.
+    stepped = np.minimum.accumulate(p[order] * (p.size / ranks))
     return _unsort(np.minimum(stepped, 1.0), order)
 
 

@@ -8,6 +8,7 @@ the unbiased (n - 1) variance, ratio metrics and relative lifts use the delta me
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from worker.stats.common import finite
@@ -76,17 +77,19 @@ def ratio_arm(
     if n <= 0 or denominator_sum == 0:
         return Arm(n=max(n, 0), mean=None, variance=None)
     mean = finite(numerator_sum / denominator_sum)
+    denominator_mean = denominator_sum / n  # may underflow to zero for a tiny sum
     numerator_variance = _sample_variance(n, numerator_sum, numerator_sum_squares)
     denominator_variance = _sample_variance(n, denominator_sum, denominator_sum_squares)
-    if mean is None or numerator_variance is None or denominator_variance is None:
+    if (
+        mean is None
+        or denominator_mean == 0
+        or numerator_variance is None
+        or denominator_variance is None
+    ):
         return Arm(n=n, mean=mean, variance=None)
     covariance = (cross_sum - numerator_sum * denominator_sum / n) / (n - 1)
     variance = variance_of_ratio(
-        numerator_sum / n,
-        numerator_variance,
-        denominator_sum / n,
-        denominator_variance,
-        covariance,
+        numerator_sum / n, numerator_variance, denominator_mean, denominator_variance, covariance
     )
     return Arm(n=n, mean=mean, variance=finite(variance))
 
@@ -99,9 +102,10 @@ def variance_of_ratio(
     ``mean_d`` must be nonzero. Clamped at zero: the exact quadratic form is
     non-negative, rounding is not.
     """
-    # Written as products and quotients: float ** raises OverflowError on huge inputs.
+    # Products and quotients only: float ** raises OverflowError on huge inputs, and
+    # mean_d² can underflow to zero where dividing by mean_d twice cannot.
     ratio = mean_m / mean_d
-    value = (var_m + var_d * ratio * ratio - 2.0 * cov_md * ratio) / (mean_d * mean_d)
+    value = (var_m + var_d * ratio * ratio - 2.0 * cov_md * ratio) / mean_d / mean_d
     return max(value, 0.0)
 
 
@@ -136,21 +140,18 @@ def difference(control: Arm, treatment: Arm, relative: bool) -> Difference | Non
         variance = variance_of_ratio(treatment_mean, treatment_var, control_mean, control_var, 0.0)
     else:
         variance = treatment_var + control_var
-    # Welch–Satterthwaite on the raw arm variances, for relative lifts too (as gbstats).
-    total_var = control_var + treatment_var
-    dof = (
-        total_var
-        * total_var
-        / (
-            control_var * control_var / (control.n - 1)
-            + treatment_var * treatment_var / (treatment.n - 1)
-        )
+    # Extreme inputs (a control mean near zero, huge sums) can overflow, and below the
+    # smallest normal double the precision 1/variance overflows; no test then.
+    if not (sys.float_info.min <= variance < math.inf and math.isfinite(estimate)):
+        return None
+    # Welch–Satterthwaite on the raw arm variances, for relative lifts too (as gbstats),
+    # written with variance shares so that tiny or huge variances cannot under/overflow.
+    control_share = control_var / (control_var + treatment_var)
+    treatment_share = 1.0 - control_share
+    dof = 1.0 / (
+        control_share * control_share / (control.n - 1)
+        + treatment_share * treatment_share / (treatment.n - 1)
     )
-    # Extreme inputs (a control mean near zero, huge sums) can overflow; no test then.
-    if not (variance > 0 and math.isfinite(variance) and math.isfinite(estimate)):
-        return None
-    if not (dof > 0 and math.isfinite(dof)):
-        return None
     return Difference(estimate=estimate, variance=variance, dof=dof, units=control.n + treatment.n)
 
 

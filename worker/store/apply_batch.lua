@@ -172,9 +172,8 @@ local function apply_assignment(c)
       end
     end
   else
-    local entry_hour, entry_cell
-    variant, _, entry_hour, entry_cell = parse_entry(entry_text)
-    cell = entry_cell
+    local entry_variant, _, entry_hour, entry_cell = parse_entry(entry_text)
+    variant, cell = entry_variant, entry_cell
     if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm:' .. experiment, c.v) == 1 then
       redis.call('HINCRBY', counters, variant .. '|' .. entry_hour .. '|' .. cell .. '|me', 1)
     end
@@ -211,8 +210,9 @@ local function apply_conversion(c)
   add_to_list_field(visitor_key, 'kg', c.g)
 end
 
--- Conversions held past the hold time (event time of this partition) are dead-lettered
--- when the visitor never entered an experiment they could count for.
+-- Conversions held past the hold time are dead-lettered when the visitor never entered
+-- an experiment they could count for. The clock is the newest assignment event time
+-- of this partition: an assignment published in time order has arrived by then.
 local function expire_holds()
   local expired = redis.call('ZRANGEBYSCORE', hold_key, '-inf', num(watermark - hold_ms),
     'LIMIT', 0, 1000)
@@ -266,7 +266,9 @@ for _, c in ipairs(commands) do
   else
     applied_offsets[c.t] = c.o
     if c.k == 'a' or c.k == 'c' then
-      if c.ts > watermark then watermark = c.ts end
+      -- Only assignments move the hold clock: whether the conversions topic is read
+      -- ahead of the assignments topic must not decide what expires.
+      if c.k == 'a' and c.ts > watermark then watermark = c.ts end
       if is_duplicate(c.id, c.ts) then
         stats.duplicates = stats.duplicates + 1
       elseif c.k == 'a' then

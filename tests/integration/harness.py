@@ -1,0 +1,213 @@
+"""Driving the real system from tests: namespaces, worker processes, produce, wait, read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio import Redis
+
+from worker.config import Settings
+from worker.ingestion.topics import ensure_topics
+from worker.store import keys
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One test's own topics, consumer group and key prefix on the shared services."""
+
+    name: str
+    settings: Settings
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, endpoints: Any, name: str, partitions: int = 12) -> Namespace:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka,
+            "REDIS_URL": endpoints.redis,
+            "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
+            "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
+            "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
+            "AB_TOPIC_RESULTS": f"{name}.results",
+            "AB_TOPIC_WINNERS": f"{name}.winners",
+            "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
+            "AB_CONSUMER_GROUP": f"{name}-worker",
+            "AB_KEY_PREFIX": name,
+            "AB_PARTITIONS": str(partitions),
+        }
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            settings = Settings.from_env()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return cls(name, settings, env)
+
+    def with_env(self, **overrides: str) -> Namespace:
+        return replace(self, env={**self.env, **overrides})
+
+
+class WorkerProcesses:
+    """`python -m worker run` subprocesses of one test; all stopped at teardown."""
+
+    def __init__(self, namespace: Namespace, log_dir: Path) -> None:
+        self._namespace = namespace
+        self._log_dir = log_dir
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        index = len(self._processes)
+        log = (self._log_dir / f"worker-{index}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run", "--loglevel", "warning"],
+            env={**os.environ, **self._namespace.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self._processes.append(process)
+        return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        index = self._processes.index(process)
+        return (self._log_dir / f"worker-{index}.log").read_text(errors="replace")
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    @staticmethod
+    def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self._processes:
+            self.stop(process, timeout=30)
+
+
+Message = tuple[str, bytes | None, bytes | None]  # (topic, key, value)
+
+
+async def produce(settings: Settings, messages: Iterable[Message], partitions: dict[int, int] | None = None) -> None:
+    """Send messages in order with Kafka's default partitioner (murmur2 of the key)."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for topic, key, value in messages]
+        await producer.flush()
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def produce_to_partition(settings: Settings, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+    """Send one message to a chosen partition, bypassing the partitioner."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=value, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(item["topic"], part["partition"])
+        for item in described
+        for part in item["partitions"]
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def applied_fraction(settings: Settings, redis: Redis) -> float:
+    """Share of the input messages the sink has applied (by Redis offsets)."""
+    ends = await end_offsets(settings, settings.input_topics)
+    total = sum(ends.values())
+    done = 0
+    for tp, end in ends.items():
+        raw = await redis.hget(keys.offsets_key(settings.key_prefix, tp.partition), tp.topic)
+        done += min(end, int(raw) + 1) if raw is not None else 0
+    return done / total if total else 1.0
+
+
+async def wait_until_applied(settings: Settings, redis: Redis, timeout: float = 120) -> None:
+    """Until every input message (forwards included) is applied and every outbox is empty."""
+    deadline = time.monotonic() + timeout
+    settled = 0
+    while time.monotonic() < deadline:
+        ends = await end_offsets(settings, settings.input_topics)
+        pending = 0
+        for tp, end in ends.items():
+            if end == 0:
+                continue
+            raw = await redis.hget(keys.offsets_key(settings.key_prefix, tp.partition), tp.topic)
+            if raw is None or int(raw) < end - 1:
+                pending += 1
+        for partition in {tp.partition for tp in ends}:
+            pending += await redis.llen(keys.outbox_key(settings.key_prefix, partition))
+        settled = settled + 1 if pending == 0 else 0
+        if settled >= 2:  # twice in a row: a forward may have produced a new message
+            return
+        await asyncio.sleep(0.5)
+    fraction = await applied_fraction(settings, redis)
+    raise AssertionError(f"worker did not apply every message within {timeout:.0f} s ({fraction:.1%} applied)")
+
+
+async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Every message of a topic, from the beginning to its current end, JSON-decoded."""
+    ends = await end_offsets(settings, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    out: list[tuple[bytes | None, dict[str, Any]]] = []
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batches.items():
+                out.extend((record.key, orjson.loads(record.value)) for record in records)
+                if records and records[-1].offset >= ends[tp] - 1:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out

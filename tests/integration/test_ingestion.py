@@ -1,0 +1,181 @@
+"""Exact, effectively-once counting from Kafka into Redis, against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.dataset import GOALS, LIVE, Dataset, generate
+from tests.integration.harness import (
+    Namespace,
+    WorkerProcesses,
+    applied_fraction,
+    produce,
+    produce_to_partition,
+    read_topic,
+    wait_until_applied,
+)
+from worker.cli.results_command import collect
+from worker.ingestion.partitioning import partition_for
+
+pytestmark = pytest.mark.integration
+
+
+def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes | None, bytes | None]]:
+    topics = {
+        "assignments": namespace.settings.topic_assignments,
+        "conversions": namespace.settings.topic_conversions,
+    }
+    definitions = [
+        (namespace.settings.topic_experiments, d["id"].encode(), json.dumps(d).encode())
+        for d in data.definitions
+    ]
+    return definitions + [(topics[kind], key, value) for kind, key, value in data.messages]
+
+
+async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
+    for experiment in LIVE:
+        for goal in GOALS:
+            actual = (await collect(namespace.settings, experiment, goal))["variants"]
+            expected = data.expected(experiment, goal)
+            for got, want in zip(actual, expected, strict=True):
+                for name in ("revenue", "revenue_sum_squares"):
+                    assert math.isclose(got.pop(name), want.pop(name), rel_tol=1e-9, abs_tol=1e-6), (experiment, goal, name)
+                assert got == want, (experiment, goal)
+
+
+async def dead_letter_reasons(namespace: Namespace) -> Counter[str]:
+    records = await read_topic(namespace.settings, namespace.settings.topic_dead_letter)
+    return Counter(record["reason"] for _, record in records)
+
+
+async def test_generated_traffic_is_counted_exactly(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    data = generate(seed=11, visitors=1500, partitions=namespace.settings.partitions, poison=40)
+    duplicates = len(data.messages) - len({value for _, _, value in data.messages})
+    assert duplicates > 20  # the data set does exercise de-duplication
+    await produce(namespace.settings, messages_for(namespace, data))
+    workers.start()
+    await wait_until_applied(namespace.settings, redis)
+    await assert_results_exact(namespace, data)
+    assert await dead_letter_reasons(namespace) == data.expected_dead
+
+
+async def test_results_cli_prints_the_counts(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    data = generate(seed=12, visitors=200, partitions=namespace.settings.partitions)
+    await produce(namespace.settings, messages_for(namespace, data))
+    workers.start()
+    await wait_until_applied(namespace.settings, redis)
+    process = await asyncio.create_subprocess_exec(
+        "python", "-m", "worker", "results", "exp-b", "--goal", "signup", "--json",
+        env={**__import__("os").environ, **namespace.env},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    variants = json.loads(stdout)["variants"]
+    expected = data.expected("exp-b", "signup")
+    assert [(v["visitors"], v["conversions"], v["goal_events"]) for v in variants] == [
+        (e["visitors"], e["conversions"], e["goal_events"]) for e in expected
+    ]
+
+
+async def test_sigkill_mid_stream_and_restart_stays_exact(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    data = generate(seed=21, visitors=8000, partitions=namespace.settings.partitions, poison=50)
+    await produce(namespace.settings, messages_for(namespace, data))
+    first = workers.start(AB_BATCH_SIZE="100")
+    for _ in range(600):
+        await asyncio.sleep(0.1)
+        fraction = await applied_fraction(namespace.settings, redis)
+        if fraction > 0.2:
+            break
+    workers.kill(first)
+    killed_at = await applied_fraction(namespace.settings, redis)
+    assert 0 < killed_at < 1, f"kill did not land mid-stream ({killed_at:.1%} applied)"
+    workers.start(AB_BATCH_SIZE="100")
+    await wait_until_applied(namespace.settings, redis, timeout=240)
+    await assert_results_exact(namespace, data)
+    reasons = await dead_letter_reasons(namespace)
+    # Dead letters are at-least-once: a kill between publishing and trimming the
+    # outbox may repeat one, never lose one.
+    assert all(reasons[reason] >= count for reason, count in data.expected_dead.items())
+    assert set(reasons) == set(data.expected_dead)
+
+
+async def test_two_workers_and_a_rebalance_stay_exact(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    data = generate(seed=31, visitors=6000, partitions=namespace.settings.partitions, poison=30)
+    await produce(namespace.settings, messages_for(namespace, data))
+    first = workers.start(AB_BATCH_SIZE="100")
+    for _ in range(600):
+        await asyncio.sleep(0.1)
+        if await applied_fraction(namespace.settings, redis) > 0.1:
+            break
+    second = workers.start(AB_BATCH_SIZE="100")  # joins the group: a rebalance
+    for _ in range(600):
+        await asyncio.sleep(0.1)
+        if await applied_fraction(namespace.settings, redis) > 0.5:
+            break
+    workers.stop(first)  # leaves the group: another rebalance, the second takes over
+    await wait_until_applied(namespace.settings, redis, timeout=240)
+    assert second.poll() is None, workers.log_of(second)
+    await assert_results_exact(namespace, data)
+    reasons = await dead_letter_reasons(namespace)
+    assert all(reasons[reason] >= count for reason, count in data.expected_dead.items())
+
+
+async def test_poison_messages_are_dead_lettered_and_never_stall(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    data = generate(seed=41, visitors=1000, partitions=namespace.settings.partitions, poison=1000)
+    await produce(namespace.settings, messages_for(namespace, data))
+    workers.start()
+    await wait_until_applied(namespace.settings, redis)
+    await assert_results_exact(namespace, data)
+    records = await read_topic(namespace.settings, namespace.settings.topic_dead_letter)
+    assert Counter(record["reason"] for _, record in records) == data.expected_dead
+    sources = {(r["source"]["topic"], r["source"]["partition"], r["source"]["offset"]) for _, r in records}
+    assert len(sources) == len(records)  # each poison message once, with where it came from
+    sample = next(r for _, r in records if r["reason"] == "schema_violation")
+    assert sample["value_base64"] and sample["detail"]
+
+
+async def test_misrouted_event_is_forwarded_and_counted_once(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    settings = namespace.settings
+    data = generate(seed=51, visitors=50, partitions=settings.partitions)
+    await produce(settings, messages_for(namespace, data))
+    visitor = "misrouted-visitor"
+    right = partition_for(visitor, settings.partitions)
+    wrong = (right + 1) % settings.partitions
+    event: dict[str, Any] = {
+        "event_id": "misrouted-1",
+        "experiment_id": "exp-a",
+        "variant_id": "1",
+        "visitor_id": visitor,
+        "timestamp": "2026-11-20T09:00:00+00:00",
+    }
+    await produce_to_partition(settings, settings.topic_assignments, wrong, b"other-key", json.dumps(event).encode())
+    workers.start()
+    await wait_until_applied(settings, redis)
+    before = (await collect(settings, "exp-a", "purchase"))["variants"]
+    expected = data.expected("exp-a", "purchase")
+    assert before[1]["visitors"] == expected[1]["visitors"] + 1
+    assert before[0]["visitors"] == expected[0]["visitors"]
+    stats = await redis.hgetall(f"{settings.key_prefix}:{{{wrong}}}:stats")
+    assert int(stats[b"forwarded"]) == 1
