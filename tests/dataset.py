@@ -121,7 +121,9 @@ def generate(
                 entered[experiment] = entry
                 exposures = [(entry, variant, "s1")]
                 if rng.random() < 0.3:  # a later visit
-                    exposures.append((entry + timedelta(minutes=rng.randrange(5, 50)), variant, "s2"))
+                    exposures.append(
+                        (entry + timedelta(minutes=rng.randrange(5, 50)), variant, "s2")
+                    )
                 if rng.random() < 0.05:  # shown another variant later: a multiple exposure
                     other = str((int(variant) + 1) % len(weights[experiment]))
                     exposures.append((entry + timedelta(minutes=rng.randrange(1, 50)), other, "s3"))
@@ -140,14 +142,17 @@ def generate(
         converts = bool(entered) or rng.random() < 0.3
         for goal in GOALS if converts else ():
             for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3))):
+                base_experiment = None
                 if entered and rng.random() < 0.9:
-                    base = rng.choice(list(entered.values()))
+                    base_experiment = rng.choice(list(entered))
+                    base = entered[base_experiment]
                     # mostly after entry; sometimes minutes before it (not counted there)
                     offset = timedelta(minutes=rng.randrange(-20, 120))
                 elif entered:
                     # any time after the first entry; never hours before an entry,
                     # where the hold time would decide (tested on its own)
-                    base = min(entered.values())
+                    base_experiment = min(entered, key=entered.__getitem__)
+                    base = entered[base_experiment]
                     offset = timedelta(seconds=rng.randrange(span_seconds))
                 else:
                     base = start + timedelta(seconds=rng.randrange(span_seconds))
@@ -165,9 +170,11 @@ def generate(
                 if goal == "purchase":
                     event["value"] = round(rng.uniform(1, 200), 2)
                     event["currency"] = "USD"
-                if entered and rng.random() < 0.1:
-                    # restricted attribution, sometimes to an experiment not entered
-                    event["experiment_id"] = rng.choice(LIVE)
+                if base_experiment is not None and rng.random() < 0.1:
+                    # restricted attribution: to the experiment the time is based on,
+                    # or to one never entered
+                    others = [e for e in LIVE if e not in entered]
+                    event["experiment_id"] = rng.choice([base_experiment, *others])
                 conversions.append((moment, event))
 
     # Late assignments advance every partition's hold clock past all held conversions.
@@ -248,7 +255,9 @@ def _add_poison(data: Dataset, rng: random.Random, count: int, start: datetime) 
         data.expected_dead[reason] += 1
 
 
-def _assignment(event_id: str, experiment: str, variant: str, visitor: str, start: datetime) -> bytes:
+def _assignment(
+    event_id: str, experiment: str, variant: str, visitor: str, start: datetime
+) -> bytes:
     return json.dumps(
         {
             "event_id": event_id,

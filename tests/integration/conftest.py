@@ -39,7 +39,9 @@ async def redis(namespace: Namespace) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def workers(namespace: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcesses]:
+def workers(
+    namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcesses]:
     processes = WorkerProcesses(namespace, tmp_path_factory.mktemp("worker-logs"))
     yield processes
     processes.stop_all()

@@ -109,7 +109,9 @@ class WorkerProcesses:
 Message = tuple[str, bytes | None, bytes | None]  # (topic, key, value)
 
 
-async def produce(settings: Settings, messages: Iterable[Message], partitions: dict[int, int] | None = None) -> None:
+async def produce(
+    settings: Settings, messages: Iterable[Message], partitions: dict[int, int] | None = None
+) -> None:
     """Send messages in order with Kafka's default partitioner (murmur2 of the key)."""
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
@@ -120,7 +122,9 @@ async def produce(settings: Settings, messages: Iterable[Message], partitions: d
     )
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=value, key=key) for topic, key, value in messages]
+        futures = [
+            await producer.send(topic, value=value, key=key) for topic, key, value in messages
+        ]
         await producer.flush()
         for future in futures:
             await future
@@ -128,7 +132,9 @@ async def produce(settings: Settings, messages: Iterable[Message], partitions: d
         await producer.stop()
 
 
-async def produce_to_partition(settings: Settings, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+async def produce_to_partition(
+    settings: Settings, topic: str, partition: int, key: bytes | None, value: bytes
+) -> None:
     """Send one message to a chosen partition, bypassing the partitioner."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
@@ -189,13 +195,17 @@ async def wait_until_applied(settings: Settings, redis: Redis, timeout: float = 
             return
         await asyncio.sleep(0.5)
     fraction = await applied_fraction(settings, redis)
-    raise AssertionError(f"worker did not apply every message within {timeout:.0f} s ({fraction:.1%} applied)")
+    raise AssertionError(
+        f"worker did not apply every message within {timeout:.0f} s ({fraction:.1%} applied)"
+    )
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
     """Every message of a topic, from the beginning to its current end, JSON-decoded."""
     ends = await end_offsets(settings, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
     await consumer.start()
     out: list[tuple[bytes | None, dict[str, Any]]] = []
     try:

@@ -53,7 +53,9 @@ def resolve(stack: ExitStack) -> Endpoints:
     else:
         settings = Settings.from_env()
         provision.up(settings)
-        endpoints = Endpoints(settings.kafka_bootstrap_servers, settings.redis_url, "local provisioner")
+        endpoints = Endpoints(
+            settings.kafka_bootstrap_servers, settings.redis_url, "local provisioner"
+        )
     if not kafka_server.answers(endpoints.kafka):
         raise RuntimeError(f"Kafka at {endpoints.kafka} ({endpoints.origin}) does not answer")
     if not redis_server.answers(endpoints.redis):

@@ -29,7 +29,9 @@ from worker.ingestion.partitioning import partition_for
 pytestmark = pytest.mark.integration
 
 
-def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes | None, bytes | None]]:
+def messages_for(
+    namespace: Namespace, data: Dataset
+) -> list[tuple[str, bytes | None, bytes | None]]:
     topics = {
         "assignments": namespace.settings.topic_assignments,
         "conversions": namespace.settings.topic_conversions,
@@ -48,7 +50,9 @@ async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
             expected = data.expected(experiment, goal)
             for got, want in zip(actual, expected, strict=True):
                 for name in ("revenue", "revenue_sum_squares"):
-                    assert math.isclose(got.pop(name), want.pop(name), rel_tol=1e-9, abs_tol=1e-6), (experiment, goal, name)
+                    assert math.isclose(
+                        got.pop(name), want.pop(name), rel_tol=1e-9, abs_tol=1e-6
+                    ), (experiment, goal, name)
                 assert got == want, (experiment, goal)
 
 
@@ -78,8 +82,8 @@ async def test_results_cli_prints_the_counts(
     workers.start()
     await wait_until_applied(namespace.settings, redis)
     process = await asyncio.create_subprocess_exec(
-        "python", "-m", "worker", "results", "exp-b", "--goal", "signup", "--json",
-        env={**__import__("os").environ, **namespace.env},
+        sys.executable, "-m", "worker", "results", "exp-b", "--goal", "signup", "--json",
+        env={**os.environ, **namespace.env},
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, _ = await process.communicate()
@@ -148,7 +152,9 @@ async def test_poison_messages_are_dead_lettered_and_never_stall(
     await assert_results_exact(namespace, data)
     records = await read_topic(namespace.settings, namespace.settings.topic_dead_letter)
     assert Counter(record["reason"] for _, record in records) == data.expected_dead
-    sources = {(r["source"]["topic"], r["source"]["partition"], r["source"]["offset"]) for _, r in records}
+    sources = {
+        (r["source"]["topic"], r["source"]["partition"], r["source"]["offset"]) for _, r in records
+    }
     assert len(sources) == len(records)  # each poison message once, with where it came from
     sample = next(r for _, r in records if r["reason"] == "schema_violation")
     assert sample["value_base64"] and sample["detail"]
@@ -170,7 +176,9 @@ async def test_misrouted_event_is_forwarded_and_counted_once(
         "visitor_id": visitor,
         "timestamp": "2026-11-20T09:00:00+00:00",
     }
-    await produce_to_partition(settings, settings.topic_assignments, wrong, b"other-key", json.dumps(event).encode())
+    await produce_to_partition(
+        settings, settings.topic_assignments, wrong, b"other-key", json.dumps(event).encode()
+    )
     workers.start()
     await wait_until_applied(settings, redis)
     before = (await collect(settings, "exp-a", "purchase"))["variants"]

@@ -80,9 +80,7 @@ def test_timestamp_keeps_its_offset() -> None:
     event = Assignment.model_validate(assignment(timestamp="2024-05-01T12:00:00+02:00"))
     assert event.timestamp == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
     assert event.timestamp.utcoffset() == timedelta(hours=2)
-    assert Conversion.model_validate(conversion()).timestamp == datetime(
-        2024, 5, 1, 13, tzinfo=UTC
-    )
+    assert Conversion.model_validate(conversion()).timestamp == datetime(2024, 5, 1, 13, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -110,9 +108,7 @@ def test_naive_timestamp_rejected(model: Any, payload: dict[str, Any], field: tu
 
 def test_enums_are_normalised_to_lower_case() -> None:
     context = Assignment.model_validate(
-        assignment(
-            context={"device": "Mobile", "browser": "Chrome", "os": "iOS", "source": "PAID"}
-        )
+        assignment(context={"device": "Mobile", "browser": "Chrome", "os": "iOS", "source": "PAID"})
     ).context
     assert context.device is Device.MOBILE
     assert context.browser is Browser.CHROME
@@ -373,7 +369,10 @@ def test_inconsistent_definition_rejected(overrides: dict[str, Any], message: st
         ({"variants": []}, ("variants",)),
         ({"id": "has:colon"}, ("id",)),
         ({"status": "running"}, ("status",)),
-        ({"stats": {"confidence_threshold_percent": 100}}, ("stats", "confidence_threshold_percent")),
+        (
+            {"stats": {"confidence_threshold_percent": 100}},
+            ("stats", "confidence_threshold_percent"),
+        ),
         ({"stats": {"engine": "magic"}}, ("stats", "engine")),
     ],
 )

@@ -167,4 +167,3 @@ def test_real_dead_letters_match_the_schema_model(
     schema = GENERATED["ab.dead-letter.schema.json"]
     assert sorted(orjson.loads(payload)) == sorted(schema["required"])
     assert sorted(schema["properties"]) == sorted(schema["required"])
-

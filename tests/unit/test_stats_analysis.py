@@ -22,6 +22,11 @@ def request(*variants: dict[str, Any], **settings: Any) -> AnalysisRequest:
     return AnalysisRequest.model_validate(payload)
 
 
+def plain(result: AnalysisResult) -> dict[str, Any]:
+    """The result as the JSON the CLI prints (untyped, like any consumer sees it)."""
+    return result.model_dump(mode="json")
+
+
 def only_variant(result: AnalysisResult) -> Any:
     (variant,) = result.variants
     return variant
@@ -98,15 +103,17 @@ def test_bayesian_prior_is_relative_and_rescaled_for_absolute_lifts() -> None:
     assert variant.chance_to_win == pytest.approx(expected.chance_to_win)
 
 
-def four_treatments(**settings: Any) -> AnalysisResult:
-    return analyze(
-        request(
-            {"n": 5000, "sum": 500},
-            {"n": 5000, "sum": 560},
-            {"n": 5000, "sum": 590},
-            {"n": 5000, "sum": 505},
-            {"n": 5000, "sum": 650},
-            **settings,
+def four_treatments(**settings: Any) -> dict[str, Any]:
+    return plain(
+        analyze(
+            request(
+                {"n": 5000, "sum": 500},
+                {"n": 5000, "sum": 560},
+                {"n": 5000, "sum": 590},
+                {"n": 5000, "sum": 505},
+                {"n": 5000, "sum": 650},
+                **settings,
+            )
         )
     )
 
@@ -115,9 +122,9 @@ def test_bonferroni_interval_is_the_interval_at_alpha_over_m() -> None:
     result = four_treatments(correction="bonferroni")
     diff = difference(proportion_arm(5000, 500), proportion_arm(5000, 560), relative=True)
     assert diff is not None
-    first = result.variants[0]
-    assert first.p_value_adjusted == pytest.approx(min(1.0, 4 * first.p_value))
-    assert first.ci_adjusted == pytest.approx(t_test(diff, alpha=0.05 / 4).ci)
+    first = result["variants"][0]
+    assert first["p_value_adjusted"] == pytest.approx(min(1.0, 4 * first["p_value"]))
+    assert first["ci_adjusted"] == pytest.approx(list(t_test(diff, alpha=0.05 / 4).ci))
 
 
 @pytest.mark.parametrize("correction", ["bonferroni", "holm", "bh"])
@@ -125,28 +132,30 @@ def test_bonferroni_interval_is_the_interval_at_alpha_over_m() -> None:
 def test_adjusted_interval_excludes_zero_exactly_when_adjusted_p_is_below_alpha(
     correction: str, settings: dict[str, Any]
 ) -> None:
-    for variant in four_treatments(correction=correction, **settings).variants:
-        low, high = variant.ci_adjusted
+    for variant in four_treatments(correction=correction, **settings)["variants"]:
+        low, high = variant["ci_adjusted"]
         excludes_zero = (low is not None and low > 0) or (high is not None and high < 0)
-        assert excludes_zero == (variant.p_value_adjusted < 0.05)
-        assert variant.p_value_adjusted >= variant.p_value
-        raw_low, raw_high = variant.ci
+        assert excludes_zero == (variant["p_value_adjusted"] < 0.05)
+        assert variant["p_value_adjusted"] >= variant["p_value"]
+        raw_low, raw_high = variant["ci"]
         assert low is None or low <= raw_low
         assert high is None or high >= raw_high
 
 
 def test_goals_form_one_family_for_the_correction() -> None:
     goals = [request({"n": 5000, "sum": 500}, {"n": 5000, "sum": s}) for s in (560, 590)]
-    alone = [analyze(goal).variants[0].p_value for goal in goals]
-    family = [r.variants[0].p_value_adjusted for r in analyze_goals(goals, "bonferroni")]
+    alone = [plain(analyze(goal))["variants"][0]["p_value"] for goal in goals]
+    family = [
+        plain(r)["variants"][0]["p_value_adjusted"] for r in analyze_goals(goals, "bonferroni")
+    ]
     assert family == pytest.approx([min(1.0, 2 * p) for p in alone])
 
 
 def test_srm_alarm() -> None:
-    fine = analyze(request({"n": 1500, "sum": 10}, {"n": 1480, "sum": 10}))
-    broken = analyze(request({"n": 1500, "sum": 10}, {"n": 1300, "sum": 10}))
-    assert round(fine.srm_p_value, 6) == 0.714088 and not fine.srm_alarm
-    assert broken.srm_p_value < 0.001 and broken.srm_alarm
+    fine = plain(analyze(request({"n": 1500, "sum": 10}, {"n": 1480, "sum": 10})))
+    broken = plain(analyze(request({"n": 1500, "sum": 10}, {"n": 1300, "sum": 10})))
+    assert round(fine["srm_p_value"], 6) == 0.714088 and not fine["srm_alarm"]
+    assert broken["srm_p_value"] < 0.001 and broken["srm_alarm"]
 
 
 def test_srm_uses_the_configured_weights() -> None:
@@ -156,13 +165,12 @@ def test_srm_uses_the_configured_weights() -> None:
 
 def test_bandit_reweights_toward_the_best_arm_once_every_arm_has_enough_units() -> None:
     result = four_treatments(bandit_min_weight=0.05)
-    weights = result.bandit_weights
-    assert result.bandit_updated
+    weights, best = result["bandit_weights"], result["probability_best"]
+    assert result["bandit_updated"]
     assert sum(weights.values()) == pytest.approx(1.0)
     assert min(weights.values()) >= 0.05
     assert max(weights, key=weights.__getitem__) == "4"
-    assert result.probability_best is not None
-    assert max(result.probability_best, key=result.probability_best.__getitem__) == "4"
+    assert max(best, key=best.__getitem__) == "4"
 
 
 def test_bandit_keeps_configured_weights_below_the_minimum_units() -> None:

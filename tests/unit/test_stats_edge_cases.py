@@ -9,7 +9,7 @@ import pytest
 
 from worker.stats import AnalysisRequest, analyze
 
-ENGINES = [
+ENGINES: list[dict[str, Any]] = [
     {"engine": "frequentist"},
     {"engine": "frequentist", "sequential": True},
     {"engine": "bayesian"},

@@ -82,7 +82,7 @@ def test_adjusted_p_values_are_probabilities_no_smaller_than_raw(
     p_values: list[float | None],
 ) -> None:
     for method in ("bonferroni", "holm", "bh"):
-        adjusted = adjust_p_values(p_values, method)  # type: ignore[arg-type]
+        adjusted = adjust_p_values(p_values, method)
         for raw, adj in zip(p_values, adjusted, strict=True):
             assert (raw is None) == (adj is None)
             if raw is not None and adj is not None:
@@ -193,6 +193,8 @@ def requests(draw: st.DrawFn) -> dict[str, object]:
         "metric": metric,
         "engine": draw(st.sampled_from(["frequentist", "bayesian"])),
         "sequential": draw(st.booleans()),
+        "sequential_tuning": draw(st.sampled_from([5000.0, 1e-300, 1.0, 2.0**53])),
+        "alpha": draw(st.sampled_from([0.05, 1e-300, 0.49999999999999994])),
         "test_direction": draw(directions),
         "difference": draw(st.sampled_from(["relative", "absolute"])),
         "correction": draw(st.sampled_from(["none", "bonferroni", "holm", "bh"])),

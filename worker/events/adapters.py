@@ -34,14 +34,17 @@ def _percent(value: Any, where: str) -> float:
 
 def _goals(metrics: list[dict[str, Any]], primary_key: str | None) -> list[dict[str, Any]]:
     """Goals from metric entries; the flagged (or named) one is primary, else the first."""
+    flagged = [metric.get("key") for metric in metrics if metric.get("primary")]
+    # An explicit primary flag wins over a primary key named elsewhere.
+    primary = flagged[0] if flagged else primary_key
     goals = [
         {
             "key": _slug(str(metric.get("key") or metric.get("name"))),
             "name": str(metric.get("name") or metric.get("key")),
-            "primary": bool(metric.get("primary")) or (primary_key is not None and metric.get("key") == primary_key),
+            "primary": primary is not None and metric.get("key") == primary,
         }
         for metric in metrics
-    ]  # fmt: skip
+    ]
     if not any(goal["primary"] for goal in goals):
         goals[0]["primary"] = True
     return goals

@@ -103,9 +103,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     @app.agent(topic, concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(
+        # noack_take exists on faust's Stream but not on its StreamT interface.
+        batches = stream.noack_take(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_within_seconds
-        ):
+        )
+        async for events in batches:
             await runtime.ready.wait()
             assert runtime.pipeline is not None
             await runtime.pipeline.process(

@@ -228,9 +228,9 @@ def plan_conversion(
 
 
 def _invalid(message: SourceMessage, error: ValidationError) -> Plan:
+    if message.value is None:
+        return _dead(message, Reason.MALFORMED_JSON, "the message has no value")
     # pydantic reports unparsable JSON as a json_invalid error of the root.
     if any(item["type"] in ("json_invalid", "json_type") for item in error.errors()):
         return _dead(message, Reason.MALFORMED_JSON, _schema_detail(error))
-    if message.value is None:
-        return _dead(message, Reason.MALFORMED_JSON, "the message has no value")
     return _dead(message, Reason.SCHEMA_VIOLATION, _schema_detail(error))

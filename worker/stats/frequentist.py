@@ -33,12 +33,12 @@ def t_test(
     se = math.sqrt(diff.variance)
     statistic = diff.estimate / se
     if direction == "two_sided":
-        # sf rather than 1 - cdf keeps tiny p-values from rounding to zero.
+        # sf/isf rather than 1 - cdf/ppf(1 - a) keep tiny tail areas from rounding away.
         p_value = 2.0 * float(student_t.sf(abs(statistic), diff.dof))
-        width = float(student_t.ppf(1.0 - alpha / 2.0, diff.dof)) * se
+        width = float(student_t.isf(alpha / 2.0, diff.dof)) * se
         ci: Interval = (diff.estimate - width, diff.estimate + width)
     else:
-        width = float(student_t.ppf(1.0 - alpha, diff.dof)) * se
+        width = float(student_t.isf(alpha, diff.dof)) * se
         if direction == "greater":
             p_value = float(student_t.sf(statistic, diff.dof))
             ci = (diff.estimate - width, None)

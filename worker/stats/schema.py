@@ -59,10 +59,11 @@ class AnalysisRequest(BaseModel):
     metric: Metric
     engine: Literal["frequentist", "bayesian"] = "frequentist"
     sequential: bool = False
-    sequential_tuning: float = Field(DEFAULT_TUNING, gt=0)
+    sequential_tuning: float = Field(DEFAULT_TUNING, gt=0, le=_MAX_EXACT_COUNT)
     test_direction: Direction = "two_sided"
     difference: Literal["relative", "absolute"] = "relative"
-    alpha: float = Field(0.05, gt=0, lt=1)
+    # Below 0.5: one-sided confidence sequences are built at 2·alpha (as in gbstats).
+    alpha: float = Field(0.05, gt=0, lt=0.5)
     prior: PriorInput | None = None
     correction: Correction = "none"
     weights: list[Annotated[float, Field(ge=0)]] | None = None
@@ -87,8 +88,6 @@ class AnalysisRequest(BaseModel):
                 )
             if sum(self.weights) <= 0:
                 raise ValueError("weights must not all be zero")
-        if self.sequential and self.test_direction != "two_sided" and self.alpha >= 0.5:
-            raise ValueError("one-sided sequential tests need alpha below 0.5")
         for variant in self.variants:
             _check_variant(variant, self.metric)
         return self
@@ -134,10 +133,11 @@ def _check_sum_squares(
 class VariantResult(BaseModel):
     """One treatment compared with the control.
 
-    Frequentist engines fill ``p_value``/``p_value_adjusted``/``ci_adjusted`` and leave
-    ``chance_to_win``/``risk`` None; the Bayesian engine does the opposite (its ``ci`` is
-    the credible interval and ``lift`` the posterior mean). Any number that is undefined
-    for the data is None; an interval side is None when it is unbounded.
+    The frequentist engine fills ``p_value``/``p_value_adjusted`` and leaves
+    ``chance_to_win``/``risk`` None; the Bayesian engine does the opposite, with ``ci``
+    the credible interval, ``lift`` the posterior mean and ``ci_adjusted`` equal to
+    ``ci`` (corrections act on p-values). Any number that is undefined for the data is
+    None; an interval side is None when it is unbounded (one-sided tests).
     """
 
     id: str

@@ -72,11 +72,12 @@ def sequential_test(
 
 
 def _one_sided_p_value(z: float, x: float, spread: float) -> float:
-    """Smallest alpha whose one-sided sequence excludes zero, in closed form.
+    """Smallest alpha whose one-sided sequence (at the design rho) excludes zero.
 
-    gbstats finds it by bisection over [1e-5, 0.4999] and reports the end points when
-    the root lies outside; solving the half-width equation for alpha gives the exact
-    root, so results agree inside that range and stay exact outside it.
+    gbstats approximates this root by bisection over [1e-5, 0.4999] and reports those
+    end points when the root lies outside; the half-width equation solves for alpha in
+    closed form, so here the root is exact everywhere (and 1 when the estimate points
+    the other way, since then no level excludes zero).
     """
     q = z * z / spread
     if z <= 0 or q == 0.0:  # q underflows to zero for a vanishing positive z
