@@ -178,7 +178,7 @@ def generate(
                 conversions.append((moment, event))
 
     # Late assignments advance every partition's hold clock past all held conversions.
-    late = start + timedelta(seconds=span_seconds) + 2 * HOLD
+    late = max(moment for moment, _ in assignments + conversions) + 2 * HOLD
     covered: set[int] = set()
     number = 0
     while len(covered) < partitions:
