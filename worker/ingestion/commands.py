@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -121,17 +121,26 @@ def _without_none(command: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in command.items() if value is not None}
 
 
+EventT = TypeVar("EventT", Assignment, Conversion)
+
+
+def _parse(message: SourceMessage, model: type[EventT], partitions: int) -> EventT | Plan:
+    """The validated event, or the plan that disposes of the message instead."""
+    try:
+        event = model.model_validate_json(message.value or b"")
+    except ValidationError as error:
+        return _invalid(message, error)
+    forward = _misrouted(message, event.visitor_id, partitions)
+    return event if forward is None else forward
+
+
 def plan_assignment(
     message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
 ) -> Plan:
     """The command for a message of the assignments topic."""
-    try:
-        event = Assignment.model_validate_json(message.value or b"")
-    except ValidationError as error:
-        return _invalid(message, error)
-    forward = _misrouted(message, event.visitor_id, partitions)
-    if forward is not None:
-        return forward
+    event = _parse(message, Assignment, partitions)
+    if isinstance(event, Plan):
+        return event
     experiment = catalog.get(event.experiment_id)
     if experiment is None:
         return _dead(
@@ -180,13 +189,9 @@ def plan_conversion(
     message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
 ) -> Plan:
     """The command for a message of the conversions topic."""
-    try:
-        event = Conversion.model_validate_json(message.value or b"")
-    except ValidationError as error:
-        return _invalid(message, error)
-    forward = _misrouted(message, event.visitor_id, partitions)
-    if forward is not None:
-        return forward
+    event = _parse(message, Conversion, partitions)
+    if isinstance(event, Plan):
+        return event
     if event.experiment_id is not None:
         experiment = catalog.get(event.experiment_id)
         if experiment is None:
