@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from worker.cli import (
+    api_command,
     experiments_command,
+    keys_command,
     results_command,
     run_command,
     schemas_command,
@@ -25,6 +27,8 @@ from worker.cli.errors import UserError
 COMMANDS = (
     services_command,
     run_command,
+    api_command,
+    keys_command,
     experiments_command,
     results_command,
     schemas_command,

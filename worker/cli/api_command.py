@@ -1,0 +1,10 @@
+"""placeholder"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("api")
+    parser.set_defaults(handler=lambda args: 0)
