@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import mode
@@ -100,6 +101,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.task
     async def start_runtime() -> None:
         await runtime.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    @app.timer(interval=60.0)
+    async def report_progress() -> None:
+        if runtime.pipeline is not None and runtime.pipeline.totals:
+            totals = runtime.pipeline.totals
+            log.info("ingested so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
 
     @app.agent(topic, concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:
