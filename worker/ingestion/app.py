@@ -110,7 +110,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     async def report_progress() -> None:
         if runtime.pipeline is not None and runtime.pipeline.totals:
             totals = runtime.pipeline.totals
-            log.info("ingested so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+            log.info(
+                "ingested so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items()))
+            )
 
     @app.agent(topic, concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:

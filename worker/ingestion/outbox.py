@@ -1,4 +1,4 @@
-"""Publishes what the Lua script queued (dead letters, forwards), then removes it.
+"""Publishes what a Lua script queued (dead letters, forwards, decisions), then removes it.
 
 The script queues inside the same atomic write that advances the offsets, so an
 entry exists exactly when its message was consumed; publishing before removing
@@ -17,17 +17,20 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from worker.ingestion.dead_letters import dead_letter_payload, unb64
-from worker.store import keys
 
 log = logging.getLogger(__name__)
 FLUSH_CHUNK = 500
 
 
+def publish_entry(topic: str, key: str, value: dict[str, Any]) -> bytes:
+    """An outbox entry that publishes `value` as JSON to `topic` under `key`."""
+    return orjson.dumps({"kind": "publish", "topic": topic, "key": key, "value": value})
+
+
 async def flush(
-    redis: Redis, producer: AIOKafkaProducer, prefix: str, partition: int, dead_letter_topic: str
+    redis: Redis, producer: AIOKafkaProducer, outbox: str, dead_letter_topic: str
 ) -> int:
-    """Publish and drop every queued entry of one partition; returns how many."""
-    outbox = keys.outbox_key(prefix, partition)
+    """Publish and drop every queued entry of one outbox list; returns how many."""
     published = 0
     while True:
         raw_entries = await redis.lrange(outbox, 0, FLUSH_CHUNK - 1)
@@ -40,6 +43,10 @@ async def flush(
 
 
 async def _send(producer: AIOKafkaProducer, entry: dict[str, Any], dead_letter_topic: str) -> Any:
+    if entry["kind"] == "publish":
+        return await producer.send(
+            entry["topic"], value=orjson.dumps(entry["value"]), key=entry["key"].encode()
+        )
     if entry["kind"] == "forward":
         return await producer.send(
             entry["topic"],

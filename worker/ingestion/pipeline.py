@@ -24,6 +24,7 @@ from worker.events.experiment import ExperimentDefinition
 from worker.ingestion import outbox
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
 from worker.ingestion.registry import ExperimentRegistry
+from worker.store import keys
 from worker.store.batch_sink import BatchSink, SinkSettings
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,11 @@ class Pipeline:
             batch_totals.update({name: value for name, value in result.items() if name != "outbox"})
             if result["outbox"]:
                 await outbox.flush(
-                    self._redis, self._producer, self._settings.key_prefix, partition,
+                    self._redis,
+                    self._producer,
+                    keys.outbox_key(self._settings.key_prefix, partition),
                     self._settings.topic_dead_letter,
-                )  # fmt: skip
+                )
         self.totals.update(batch_totals)
         notable = {
             name: value for name, value in batch_totals.items() if value and name != "applied"
