@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from worker.cli import (
     api_command,
+    demo_command,
     experiments_command,
     keys_command,
     results_command,
@@ -33,6 +34,7 @@ COMMANDS = (
     results_command,
     schemas_command,
     stats_command,
+    demo_command,
 )
 
 
