@@ -13,10 +13,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-## run: provision Kafka and Redis, then run the worker (Ctrl-C stops it; services keep running)
+## run: Kafka, Redis, the worker, the read API and demo traffic (Ctrl-C stops; services keep running)
 run: $(STAMP)
-	$(VENV)/bin/python -m worker services up
-	$(VENV)/bin/python -m worker run
+	$(VENV)/bin/python -m worker up
 
 ## test: provision Kafka and Redis, then run the whole test suite against them
 test: $(STAMP)

@@ -22,10 +22,12 @@ from worker.cli import (
     schemas_command,
     services_command,
     stats_command,
+    up_command,
 )
 from worker.cli.errors import UserError
 
 COMMANDS = (
+    up_command,
     services_command,
     run_command,
     api_command,
