@@ -1,0 +1,168 @@
+"""Totals + definition → the result document: which statistics go in, and the shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.events.experiment import ExperimentDefinition
+from worker.results.experiment_result import result_document
+from worker.results.query import ResultQuery
+from worker.results.query_totals import QueryTotals
+from worker.results.variant_totals import VariantTotals
+from worker.stats import AnalysisRequest, analyze_goals
+from worker.stats.srm import srm_p_value
+
+
+def definition(**stats: Any) -> ExperimentDefinition:
+    return ExperimentDefinition.model_validate(
+        {
+            "id": "exp",
+            "project_key": "shop",
+            "name": "Checkout",
+            "status": "live",
+            "variants": [
+                {"id": "b", "name": "B", "traffic_weight": 1},
+                {"id": "a", "name": "A", "is_control": True, "traffic_weight": 2},
+                {"id": "c", "name": "C", "traffic_weight": 1},
+            ],
+            "goals": [
+                {"key": "signup", "name": "Signup"},
+                {"key": "buy", "name": "Buy", "type": "revenue", "primary": True},
+                {"key": "click", "name": "Click", "type": "count"},
+            ],
+            "stats": stats,
+        }
+    )
+
+
+def row(variant: str, visitors: int, scale: float = 1.0) -> VariantTotals:
+    conversions = int(visitors * 0.1 * scale)
+    return VariantTotals(
+        variant,
+        visitors=visitors,
+        visits=visitors + visitors // 3,
+        conversions=conversions,
+        converted_visits=conversions + 7,
+        goal_events=conversions * 2,
+        goal_events_sum_squares=conversions * 5,
+        orders=conversions,
+        revenue=conversions * 20.0 * scale,
+        revenue_sum_squares=conversions * 500.0 * scale,
+    )
+
+
+ROWS = [row("a", 2000), row("b", 1000, 1.2), row("c", 1000, 0.9)]
+TOTALS = {goal: QueryTotals(ROWS) for goal in ("signup", "buy", "click")}
+
+
+def test_each_goal_type_gets_its_metric_and_the_goals_form_one_family() -> None:
+    exp = definition(engine="frequentist", correction="holm", sequential=False)
+    document = result_document(exp, TOTALS)
+    weights = [0.5, 0.25, 0.25]
+    inputs: dict[str, list[dict[str, Any]]] = {
+        "signup": [{"n": r.visitors, "sum": r.conversions} for r in ROWS],
+        "buy": [
+            {"n": r.visitors, "sum": r.revenue, "sum_squares": r.revenue_sum_squares} for r in ROWS
+        ],
+        "click": [
+            {"n": r.visitors, "sum": r.goal_events, "sum_squares": r.goal_events_sum_squares}
+            for r in ROWS
+        ],
+    }
+    requests = [
+        AnalysisRequest.model_validate(
+            {
+                "metric": "proportion" if goal == "signup" else "mean",
+                "alpha": 0.05,
+                "weights": weights,
+                "variants": [
+                    {"id": r.variant_id, "control": r.variant_id == "a"} | values
+                    for r, values in zip(ROWS, inputs[goal], strict=True)
+                ],
+            }
+        )
+        for goal in ("signup", "buy", "click")
+    ]
+    for goal, result in zip(
+        ("signup", "buy", "click"), analyze_goals(requests, "holm"), strict=True
+    ):
+        block = document["goals"][goal]
+        assert [v["variant_id"] for v in block["variants"]] == ["a", "b", "c"]
+        assert block["variants"][0]["statistics"] is None
+        for variant, expected in zip(block["variants"][1:], result.variants, strict=True):
+            assert variant["statistics"] == expected.model_dump(mode="json")
+    assert document["srm_p_value"] == srm_p_value([2000, 1000, 1000], weights)
+    assert document["srm_alarm"] is False
+    assert document["reference_variant"] == "a" and document["goal"] == "buy"
+    assert document["settings"]["alpha"] == pytest.approx(0.05)
+    control = document["goals"]["signup"]["variants"][0]
+    assert control["is_control"] and control["is_reference"] and control["traffic_weight"] == 0.5
+    assert control["conversion_rate"] == 0.1 and control["units"] == 2000
+    assert document["segments"] == {} and document["breakdown"] is None
+
+
+def test_visits_unit_uses_visits_and_caps_converted_visits() -> None:
+    exp = definition(engine="frequentist")
+    rows = [VariantTotals("a", visitors=10, visits=12, converted_visits=13)] + [
+        VariantTotals(v, visitors=10, visits=12, converted_visits=3) for v in ("b", "c")
+    ]
+    query = ResultQuery(count_unit="visits", goal="signup")
+    block = result_document(exp, {"signup": QueryTotals(rows)}, query)["goals"]["signup"]
+    assert block["unit"] == "visits"
+    assert [v["units"] for v in block["variants"]] == [12, 12, 12]
+    assert block["variants"][1]["conversion_rate"] == 0.25
+    converted = result_document(
+        exp, {"signup": QueryTotals(rows)}, ResultQuery(conversion_type="converted_visits")
+    )
+    assert converted["goals"]["signup"]["unit"] == "visits"
+
+
+def test_reference_override_and_bayesian_checks() -> None:
+    exp = definition(engine="bayesian", confidence_threshold_percent=90)
+    document = result_document(exp, {"buy": TOTALS["buy"]}, ResultQuery(reference_variant="c"))
+    variants = document["goals"]["buy"]["variants"]
+    assert [v["variant_id"] for v in variants] == ["c", "b", "a"]
+    assert variants[0]["is_reference"] and not variants[0]["is_control"]
+    statistics = variants[2]["statistics"]
+    assert statistics["chance_to_win"] is not None and statistics["p_value"] is None
+    assert set(statistics["frequentist_check"]) == {"p_value", "p_value_adjusted", "ci_adjusted"}
+    assert document["settings"]["alpha"] == pytest.approx(0.1)
+
+
+def test_breakdowns_are_analysed_per_segment() -> None:
+    exp = definition(engine="frequentist")
+    segments = {"mobile": ROWS, "desktop": [row("a", 20), row("b", 10)]}
+    totals = QueryTotals(ROWS, "device", segments)
+    document = result_document(exp, {"buy": totals}, ResultQuery(breakdown="device"))
+    assert list(document["segments"]) == ["mobile", "desktop"]
+    desktop = document["segments"]["desktop"]["goals"]["buy"]["variants"]
+    assert [v["visitors"] for v in desktop] == [20, 10, 0]
+    assert document["segments"]["mobile"]["goals"] == document["goals"]
+
+
+def test_only_the_largest_segments_get_statistics() -> None:
+    exp = definition(engine="bayesian")
+    segments = {
+        f"page{i}": [row("a", 20 * (i + 1)), row("b", 10 * (i + 1)), row("c", 10)] for i in range(5)
+    }
+    document = result_document(
+        exp,
+        {"buy": QueryTotals(ROWS, "landing_page", segments)},
+        ResultQuery(breakdown="landing_page"),
+        max_segment_statistics=2,
+    )
+    analysed = [
+        label
+        for label, segment in document["segments"].items()
+        if segment["goals"]["buy"]["variants"][1]["statistics"] is not None
+    ]
+    assert analysed == ["page3", "page4"]
+    skipped = document["segments"]["page0"]["goals"]["buy"]
+    assert skipped["variants"][1]["visitors"] == 10 and skipped["probability_best"] is None
+    assert (
+        "frequentist_check"
+        not in document["segments"]["page4"]["goals"]["buy"]["variants"][1]["statistics"]
+    )
+    assert "frequentist_check" in document["goals"]["buy"]["variants"][1]["statistics"]

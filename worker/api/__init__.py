@@ -1,0 +1,1 @@
+"""The read API (FastAPI): Mida-compatible results over HTTP, reading Redis only."""

@@ -1,0 +1,81 @@
+"""The FastAPI application: Mida-compatible read API, health, metrics, OpenAPI.
+
+Stateless apart from a few seconds of result cache: every answer is read from Redis,
+so any number of replicas can serve behind a load balancer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from redis.asyncio import Redis
+
+from worker.api import mida_routes, system_routes
+from worker.api.context import ApiContext
+from worker.api.errors import install_error_handlers
+from worker.api.metrics import MetricsMiddleware, RequestMetrics
+from worker.api.result_source import ResultSource
+from worker.config import Settings
+
+REDIS_TIMEOUT_SECONDS = 5.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A new app reading the Redis of ``settings``; its client closes at shutdown."""
+    # The client connects lazily, so the app starts (and /healthz reports) without Redis.
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    context = ApiContext(
+        settings=settings,
+        redis=redis,
+        results=ResultSource(redis, settings),
+        metrics=RequestMetrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await redis.aclose()
+
+    app = FastAPI(
+        title="ab-results-worker read API",
+        version="1",
+        description="Experiment results in the shapes of Mida's public API v2. "
+        "Authenticate with `Authorization: Bearer <key>` or `x-api-key: <key>`; "
+        "keys are created with `python -m worker keys create --project KEY`.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
+    app.include_router(mida_routes.router)
+    app.include_router(system_routes.router)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents a 422 for every route with parameters; this API answers 400
+    instead (errors.py), so the document says so."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = document.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema

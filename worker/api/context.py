@@ -1,0 +1,32 @@
+"""What every request handler needs, created once per app and found on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from redis.asyncio import Redis
+
+from worker.api.metrics import RequestMetrics
+from worker.api.result_source import ResultSource
+from worker.config import Settings
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Settings, the Redis client, the result source and the request metrics."""
+
+    settings: Settings
+    redis: Redis
+    results: ResultSource
+    metrics: RequestMetrics
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.key_prefix
+
+
+def api_context(request: Request) -> ApiContext:
+    """Dependency: the context of the app serving the request."""
+    context: ApiContext = request.app.state.context
+    return context

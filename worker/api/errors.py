@@ -1,0 +1,97 @@
+"""Every failure becomes ``{"error": "one sentence"}`` with the right status; never a 500
+for anything a client sent."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status and a sentence for the client."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    """400: the request itself is wrong."""
+    return ApiError(400, message)
+
+
+UNAUTHORIZED = "Invalid or missing API key."
+EXPERIMENT_NOT_FOUND = "Experiment not found or belongs to a different project."
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Invalid parameters"),
+        (401, UNAUTHORIZED),
+        (404, EXPERIMENT_NOT_FOUND),
+    )
+}
+"""The documented error responses of the authenticated Mida routes (for OpenAPI)."""
+
+
+def error_response(status_code: int, message: str) -> JSONResponse:
+    """The JSON error response; 401s name the accepted scheme, as RFC 9110 asks."""
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def validation_sentence(error: RequestValidationError) -> str:
+    """The first problem of a request FastAPI could not parse, as one sentence."""
+    problems = error.errors()
+    if not problems:
+        return "The request is invalid."
+    first = problems[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path"))
+    message = str(first.get("msg", "is invalid")).rstrip(".")
+    return f"Invalid parameter {where or 'value'}: {message[:1].lower()}{message[1:]}."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the ``{"error": ...}`` shape."""
+
+    async def api_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return error_response(error.status_code, error.message)
+
+    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_response(400, validation_sentence(error))
+
+    async def http_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        return error_response(error.status_code, str(error.detail))
+
+    async def storage_down(request: Request, error: Exception) -> JSONResponse:
+        log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, error)
+        return error_response(503, "The result store (Redis) is unavailable; try again shortly.")
+
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return error_response(500, "Internal error; the server log has the details.")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(redis.exceptions.ConnectionError, storage_down)
+    app.add_exception_handler(redis.exceptions.TimeoutError, storage_down)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,312 @@
+"""Mida's public API v2, read side: same paths, parameters, fields, units and errors,
+so a script written for Mida works by changing the base URL and the key."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from worker.api.auth import AuthorizedExperiment, AuthorizedProject, experiment_in_project
+from worker.api.context import ApiContext, api_context
+from worker.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, bad_request
+from worker.api.mida_models import (
+    DistributionResponse,
+    ExperimentDetailsResponse,
+    ExperimentList,
+    MetricsResponse,
+    ResultResponse,
+    ShareLinkResponse,
+    TimeseriesResponse,
+)
+from worker.api.mida_params import (
+    ResultParams,
+    metric_goal_keys,
+    reject_structured_filters,
+    result_query,
+)
+from worker.api.mida_shapes import (
+    distribution,
+    experiment_details,
+    experiment_summary,
+    goal_info,
+    goal_of,
+    metric_row,
+    result_response,
+    timeseries_row,
+)
+from worker.api.result_source import DEFAULT_QUERY
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.results.query import ResultQuery
+from worker.store.definitions import load_definitions
+from worker.store.share_links import (
+    TOKEN_PATTERN,
+    ShareLink,
+    create_share_link,
+    current_share_link,
+    find_share_link,
+    revoke_share_link,
+)
+from worker.store.snapshots import ended_key
+
+router = APIRouter(prefix="/v2", tags=["Mida v2"])
+
+Context = Annotated[ApiContext, Depends(api_context)]
+Params = Annotated[ResultParams, Depends()]
+
+EXPERIMENT = "/project/{project_key}/experiment/{test_id}"
+DEFAULT_SHARE_DAYS = 90
+_TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
+
+
+async def mida_query(
+    request: Request, definition: AuthorizedExperiment, params: Params
+) -> ResultQuery:
+    """Dependency: the validated query of Mida's parameters (400 on any problem)."""
+    reject_structured_filters(request.query_params)
+    return result_query(params, definition)
+
+
+MidaQuery = Annotated[ResultQuery, Depends(mida_query)]
+
+
+@router.get(
+    "/project/{project_key}/experiments",
+    response_model=ExperimentList,
+    responses=ERROR_RESPONSES,
+    summary="List experiments",
+)
+async def list_experiments(
+    project_key: AuthorizedProject,
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size (at most 500).")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip.")] = 0,
+) -> ExperimentList:
+    """The project's experiments, by id, one page at a time."""
+    mine = [
+        definition
+        for definition in await load_definitions(context.redis, context.prefix)
+        if definition.project_key == project_key
+    ]
+    page = mine[offset : offset + limit]
+    return ExperimentList(
+        success=True,
+        company_id=project_key,
+        count=len(page),
+        total=len(mine),
+        limit=limit,
+        offset=offset,
+        experiments=[experiment_summary(definition) for definition in page],
+    )
+
+
+@router.get(
+    EXPERIMENT,
+    response_model=ExperimentDetailsResponse,
+    responses=ERROR_RESPONSES,
+    summary="Get experiment details",
+)
+async def get_experiment(definition: AuthorizedExperiment) -> ExperimentDetailsResponse:
+    """Variants, goals and configuration of one experiment."""
+    return experiment_details(definition)
+
+
+@router.get(
+    EXPERIMENT + "/result",
+    response_model=ResultResponse,
+    response_model_exclude_unset=True,
+    responses=ERROR_RESPONSES,
+    summary="Get experiment result",
+)
+async def get_result(
+    definition: AuthorizedExperiment, query: MidaQuery, context: Context
+) -> ResultResponse:
+    """Per-variant visitors, conversions, rates, lifts and statistics for one goal."""
+    return await _mida_result(context, definition, query)
+
+
+@router.get(
+    EXPERIMENT + "/metrics",
+    response_model=MetricsResponse,
+    response_model_exclude_unset=True,
+    responses=ERROR_RESPONSES,
+    summary="Get experiment metrics (secondary goals)",
+)
+async def get_metrics(
+    definition: AuthorizedExperiment,
+    query: MidaQuery,
+    context: Context,
+    metric_keys: Annotated[
+        str | None, Query(description="Goal keys: comma-separated or a JSON array.")
+    ] = None,
+    goal_keys: Annotated[str | None, Query(description="Alias of metric_keys.")] = None,
+) -> MetricsResponse:
+    """The secondary goals (or the goals named) with the same rows as a result."""
+    if query.breakdown is not None:
+        raise bad_request("breakdown_by is not supported by /metrics.")
+    goals = metric_goal_keys(definition, metric_keys, goal_keys)
+    document = await context.results.document(definition, query)
+    return MetricsResponse(
+        success=True,
+        test_id=definition.id,
+        test_name=definition.name,
+        metrics=[metric_row(definition, document, goal) for goal in goals],
+    )
+
+
+@router.get(
+    EXPERIMENT + "/timeseries",
+    response_model=TimeseriesResponse,
+    responses=ERROR_RESPONSES,
+    summary="Get experiment timeseries (daily per variant)",
+)
+async def get_timeseries(
+    definition: AuthorizedExperiment, query: MidaQuery, context: Context
+) -> TimeseriesResponse:
+    """Daily rows per variant: each day the visitors who entered on it."""
+    if query.breakdown is not None:
+        raise bad_request("breakdown_by is not supported by /timeseries.")
+    goal = query.goal_key(definition)
+    days = await context.results.daily(definition, query)
+    return TimeseriesResponse(
+        success=True,
+        test_id=definition.id,
+        test_name=definition.name,
+        goal=goal_info(goal_of(definition, goal)),
+        tz=query.tz,
+        rows=[timeseries_row(day, document, goal) for day, document in days],
+    )
+
+
+@router.get(
+    EXPERIMENT + "/distribution",
+    response_model=DistributionResponse,
+    responses=ERROR_RESPONSES,
+    summary="Get experiment traffic distribution",
+)
+async def get_distribution(definition: AuthorizedExperiment) -> DistributionResponse:
+    """Configured per-variant traffic splits."""
+    return distribution(definition)
+
+
+@router.get(
+    EXPERIMENT + "/share-link",
+    response_model=ShareLinkResponse,
+    responses=ERROR_RESPONSES,
+    summary="Get the experiment's share link",
+)
+async def get_share_link(
+    request: Request, definition: AuthorizedExperiment, context: Context
+) -> ShareLinkResponse:
+    """The live share link, if any (``is_public`` false when there is none)."""
+    link = await current_share_link(
+        context.redis, context.prefix, definition.project_key, definition.id
+    )
+    return _share_response(request, definition, link)
+
+
+@router.post(
+    EXPERIMENT + "/share-link",
+    response_model=ShareLinkResponse,
+    responses={**ERROR_RESPONSES, 201: {"model": ShareLinkResponse}},
+    summary="Create the experiment's share link",
+)
+async def create_link(
+    request: Request,
+    response: Response,
+    definition: AuthorizedExperiment,
+    context: Context,
+    expires_in_days: Annotated[
+        int, Query(ge=1, le=3650, description="Days until the link stops working.")
+    ] = DEFAULT_SHARE_DAYS,
+) -> ShareLinkResponse:
+    """A link serving this result without a key (201), or the live one (200)."""
+    link, created = await create_share_link(
+        context.redis,
+        context.prefix,
+        definition.project_key,
+        definition.id,
+        timedelta(days=expires_in_days),
+    )
+    if created:
+        response.status_code = 201
+    return _share_response(request, definition, link)
+
+
+@router.delete(
+    EXPERIMENT + "/share-link",
+    response_model=ShareLinkResponse,
+    responses=ERROR_RESPONSES,
+    summary="Revoke the experiment's share link",
+)
+async def delete_link(
+    request: Request, definition: AuthorizedExperiment, context: Context
+) -> ShareLinkResponse:
+    """Revoke the live link (nothing to revoke is not an error)."""
+    await revoke_share_link(context.redis, context.prefix, definition.project_key, definition.id)
+    return _share_response(request, definition, None)
+
+
+@router.get(
+    "/share/{token}",
+    name="shared_result",
+    response_model=ResultResponse,
+    response_model_exclude_unset=True,
+    responses={404: {"model": ErrorBody, "description": "Unknown, revoked or expired link"}},
+    summary="Shared experiment result (no key)",
+)
+async def shared_result(token: str, context: Context) -> ResultResponse:
+    """The result a share link serves: the experiment's default result."""
+    link = (
+        await find_share_link(context.redis, context.prefix, token)
+        if _TOKEN.fullmatch(token)
+        else None
+    )
+    if link is None:
+        raise ApiError(404, "This share link is unknown, revoked or expired.")
+    definition = await experiment_in_project(context, link.project_key, link.experiment_id)
+    return await _mida_result(context, definition, DEFAULT_QUERY)
+
+
+def _share_response(
+    request: Request, definition: ExperimentDefinition, link: ShareLink | None
+) -> ShareLinkResponse:
+    return ShareLinkResponse(
+        success=True,
+        test_id=definition.id,
+        company_id=definition.project_key,
+        share_link=None
+        if link is None
+        else str(request.url_for("shared_result", token=link.token)),
+        is_public=link is not None,
+        expires_at=None if link is None else link.expires_at,
+    )
+
+
+async def _mida_result(
+    context: ApiContext, definition: ExperimentDefinition, query: ResultQuery
+) -> ResultResponse:
+    document = await context.results.document(definition, query)
+    return result_response(
+        definition,
+        document,
+        query.goal_key(definition),
+        await _ended_at(context, definition),
+        datetime.now(UTC),
+    )
+
+
+async def _ended_at(context: ApiContext, definition: ExperimentDefinition) -> datetime | None:
+    """The definition's end, else the time the worker first saw it completed."""
+    if definition.ended_at is not None or definition.status is not ExperimentStatus.COMPLETED:
+        return definition.ended_at
+    raw = await context.redis.get(ended_key(context.prefix, definition.id))
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,391 @@
+"""Definitions and result documents → Mida's response bodies (pure).
+
+A result document is what ``worker.results.experiment_result.result_document``
+builds (and result snapshots store): per goal, per-variant totals in reference-first
+order with their statistics. Everything here only reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from worker.api.mida_models import (
+    Breakdown,
+    Configuration,
+    DetailVariant,
+    DistributionResponse,
+    DistributionVariant,
+    ExperimentDetail,
+    ExperimentDetailsResponse,
+    ExperimentSummary,
+    GoalInfo,
+    MetricRow,
+    ResultResponse,
+    ResultVariant,
+    Statistics,
+    Targeting,
+    TimeseriesRow,
+    TimeseriesVariant,
+)
+from worker.events.experiment import (
+    Engine,
+    ExperimentDefinition,
+    ExperimentStatus,
+    ExperimentType,
+    Goal,
+    GoalType,
+    Variant,
+)
+
+StatusLabel = Literal["draft", "live", "inactive"]
+StatusCode = Literal[9, 1, 0]
+
+# Mida knows no "completed": a finished experiment is inactive (and is_completed).
+STATUS: dict[ExperimentStatus, tuple[StatusLabel, StatusCode]] = {
+    ExperimentStatus.DRAFT: ("draft", 9),
+    ExperimentStatus.LIVE: ("live", 1),
+    ExperimentStatus.INACTIVE: ("inactive", 0),
+    ExperimentStatus.COMPLETED: ("inactive", 0),
+}
+TRAFFIC_ALLOCATION = 100.0
+"""Every assignment sent to the worker is in the experiment: nothing is held out here."""
+
+DIGITS = 4
+"""Percentages and money are rounded to this many decimals, enough for any display."""
+
+Row = Mapping[str, Any]
+"""One variant row of a result document's goal block."""
+
+
+def goal_info(goal: Goal) -> GoalInfo:
+    """A goal as Mida describes it."""
+    return GoalInfo(
+        goal_key=goal.key, goal_name=goal.name, goal_type=goal.type.value, goal_value=goal.key
+    )
+
+
+def goal_of(definition: ExperimentDefinition, goal_key: str) -> Goal:
+    """The goal of the experiment with this key (the key must exist)."""
+    return next(goal for goal in definition.goals if goal.key == goal_key)
+
+
+def mida_time(moment: datetime | None) -> str | None:
+    """Mida's timestamp format: UTC with milliseconds, e.g. 2024-01-15T10:30:00.000Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def days_running(definition: ExperimentDefinition, ended_at: datetime | None, now: datetime) -> int:
+    """Whole days from the start to the end (or now); 0 before a start is known."""
+    if definition.started_at is None:
+        return 0
+    return max(((ended_at or now) - definition.started_at).days, 0)
+
+
+def experiment_summary(definition: ExperimentDefinition) -> ExperimentSummary:
+    """One row of the experiment list."""
+    _, code = STATUS[definition.status]
+    return ExperimentSummary(
+        test_id=definition.id,
+        test_name=definition.name,
+        url=None,
+        status=code,
+        is_completed=1 if definition.status is ExperimentStatus.COMPLETED else 0,
+        created_at=mida_time(definition.started_at),
+        updated_at=mida_time(definition.ended_at or definition.started_at),
+    )
+
+
+def experiment_details(definition: ExperimentDefinition) -> ExperimentDetailsResponse:
+    """The details of one experiment."""
+    label, code = STATUS[definition.status]
+    weights = _weights_percent(definition)
+    return ExperimentDetailsResponse(
+        success=True,
+        experiment=ExperimentDetail(
+            test_id=definition.id,
+            test_name=definition.name,
+            url=None,
+            status=code,
+            status_label=label,
+            created_at=mida_time(definition.started_at),
+            updated_at=mida_time(definition.ended_at or definition.started_at),
+            goal_profile_id=definition.primary_goal.key,
+            variants=[
+                DetailVariant(
+                    variant_id=variant.id,
+                    name=variant.name,
+                    is_control=variant.is_control,
+                    traffic_weight=weights[variant.id],
+                )
+                for variant in _control_first(definition)
+            ],
+            configuration=Configuration(
+                traffic_allocation=TRAFFIC_ALLOCATION,
+                confidence_interval=definition.stats.confidence_threshold_percent,
+                stats_engine=_engine(definition),
+                sequential=definition.stats.sequential,
+            ),
+            targeting=Targeting(devices=[], browsers=[], countries=[]),
+            primary_goal=goal_info(definition.primary_goal),
+            secondary_goals=[goal_info(goal) for goal in definition.goals if not goal.primary],
+        ),
+    )
+
+
+def distribution(definition: ExperimentDefinition) -> DistributionResponse:
+    """Configured traffic splits; a bandit's splits move, so they are not reported."""
+    label, _ = STATUS[definition.status]
+    is_mab = definition.type is ExperimentType.MAB
+    weights = _weights_percent(definition)
+    equal = len(set(weights.values())) == 1
+    return DistributionResponse(
+        success=True,
+        test_id=definition.id,
+        test_name=definition.name,
+        status=label,
+        traffic_allocation=TRAFFIC_ALLOCATION,
+        distribution_mode="mab" if is_mab else "equal" if equal else "custom",
+        is_mab=is_mab,
+        variants=[
+            DistributionVariant(
+                variant_id=variant.id,
+                name=variant.name,
+                traffic_weight=None if is_mab else weights[variant.id],
+                variant_status=_variant_status(weights[variant.id]),
+            )
+            for variant in _control_first(definition)
+        ],
+    )
+
+
+def result_response(
+    definition: ExperimentDefinition,
+    document: Mapping[str, Any],
+    goal_key: str,
+    ended_at: datetime | None,
+    now: datetime,
+) -> ResultResponse:
+    """Mida's result of one goal from a result document (overall and, if any, segments)."""
+    label, code = STATUS[definition.status]
+    goal = goal_of(definition, goal_key)
+    rows = document["goals"][goal_key]["variants"]
+    visitors = _total(rows, "visitors")
+    fields: dict[str, Any] = {
+        "success": True,
+        "test_id": definition.id,
+        "test_name": definition.name,
+        "status": label,
+        "status_code": code,
+        "start_date": mida_time(definition.started_at),
+        "end_date": mida_time(ended_at),
+        "days_running": days_running(definition, ended_at, now),
+        "primary_goal": goal_info(definition.primary_goal),
+        "goal": goal_info(goal),
+        "stats_engine": _engine(definition),
+        "confidence_threshold_percent": definition.stats.confidence_threshold_percent,
+        "total_visitors": visitors,
+        "total_conversions": _total(rows, "conversions"),
+        "has_revenue": goal.type is GoalType.REVENUE,
+        "srm_p_value": document.get("srm_p_value"),
+        "variants": variant_rows(definition, rows),
+    }
+    if goal.type is GoalType.REVENUE:
+        revenue = sum(float(row["revenue"]) for row in rows)
+        orders = _total(rows, "orders")
+        fields |= {
+            "total_revenue": _round(revenue),
+            "total_orders": orders,
+            "rpv": _round(_ratio(revenue, visitors)),
+            "aov": _round(_ratio(revenue, orders)),
+            # Counters sum values as sent; they keep no currency to report.
+            "currency": None,
+        }
+    if document.get("breakdown"):
+        fields["breakdown_by"] = _mida_breakdown_name(str(document["breakdown"]))
+        fields["breakdowns"] = [
+            breakdown(definition, label, segment["goals"][goal_key]["variants"])
+            for label, segment in document.get("segments", {}).items()
+            if goal_key in segment.get("goals", {})
+        ]
+    return ResultResponse(**fields)
+
+
+def metric_row(
+    definition: ExperimentDefinition, document: Mapping[str, Any], goal_key: str
+) -> MetricRow:
+    """One goal of ``/metrics``."""
+    rows = document["goals"][goal_key]["variants"]
+    return MetricRow(
+        goal=goal_info(goal_of(definition, goal_key)),
+        total_visitors=_total(rows, "visitors"),
+        total_conversions=_total(rows, "conversions"),
+        variants=variant_rows(definition, rows),
+    )
+
+
+def timeseries_row(day: date, document: Mapping[str, Any], goal_key: str) -> TimeseriesRow:
+    """One day of the series from the document of that day's cohort."""
+    return TimeseriesRow(
+        date=day.isoformat(),
+        variants=[
+            TimeseriesVariant(
+                variant_id=str(row["variant_id"]),
+                name=str(row["name"]),
+                is_control=bool(row["is_control"]),
+                visitors=int(row["visitors"]),
+                conversions=int(row["conversions"]),
+                conversion_rate=_percent(row["conversions"], row["visitors"]),
+                revenue=_round(float(row["revenue"])),
+                orders=int(row["orders"]),
+            )
+            for row in document["goals"][goal_key]["variants"]
+        ],
+    )
+
+
+def variant_rows(definition: ExperimentDefinition, rows: Sequence[Row]) -> list[ResultVariant]:
+    """Mida's variant objects; the first row is the reference (the control)."""
+    control = rows[0]
+    weights = _weights_percent(definition)
+    out = []
+    for row in rows:
+        is_control = row is control
+        fields: dict[str, Any] = {
+            "variant_id": str(row["variant_id"]),
+            "name": str(row["name"]),
+            "visitors": int(row["visitors"]),
+            "conversions": int(row["conversions"]),
+            "conversion_rate": _percent(row["conversions"], row["visitors"]),
+            "revenue": _round(float(row["revenue"])),
+            "orders": int(row["orders"]),
+            "rpv": _round(_ratio(row["revenue"], row["visitors"])),
+            "aov": _round(_ratio(row["revenue"], row["orders"])),
+            # A stored document may name a variant the definition has since dropped.
+            "traffic_weight": weights.get(str(row["variant_id"]), 0.0),
+            "variant_status": _variant_status(weights.get(str(row["variant_id"]), 0.0)),
+            "is_control": bool(row["is_control"]),
+            "statistics": None if is_control else _statistics(definition, row.get("statistics")),
+        }
+        if not is_control:
+            fields |= _lifts(control, row)
+        out.append(ResultVariant(**fields))
+    return out
+
+
+def breakdown(definition: ExperimentDefinition, label: str, rows: Sequence[Row]) -> Breakdown:
+    """One segment of a breakdown: variant rows with lifts against the segment's control."""
+    visitors, conversions = _total(rows, "visitors"), _total(rows, "conversions")
+    return Breakdown(
+        criteria=label,
+        total_visitors=visitors,
+        total_conversions=conversions,
+        conversion_rate=_percent(conversions, visitors),
+        variants=variant_rows(definition, rows),
+    )
+
+
+def _total(rows: Sequence[Row], name: str) -> int:
+    return sum(int(row[name]) for row in rows)
+
+
+def _lifts(control: Row, row: Row) -> dict[str, float]:
+    """``improvement`` and the RPV improvement, each only when the control has a base."""
+    lifts = {
+        "improvement": _lift(_rate(row), _rate(control)),
+        "revenue_per_visitor_improvement": _lift(_rpv(row), _rpv(control)),
+    }
+    return {name: value for name, value in lifts.items() if value is not None}
+
+
+def _statistics(
+    definition: ExperimentDefinition, raw: Mapping[str, Any] | None
+) -> Statistics | None:
+    """The engine's numbers in Mida's units (percent for lifts and chances)."""
+    if raw is None:
+        return None
+    engine = _engine(definition)
+    fields: dict[str, Any] = {"engine": engine, "sequential": definition.stats.sequential}
+    if engine == "bayesian":
+        chance = raw.get("chance_to_win")
+        risk = raw.get("risk")
+        fields |= {
+            "chance_to_beat_control": None if chance is None else _round(100.0 * chance),
+            # risk = (loss if the control is kept, loss if this variant is chosen)
+            "expected_loss": None if not risk else _round(100.0 * risk[1]),
+            "credible_interval": _interval_percent(raw.get("ci")),
+        }
+    else:
+        fields |= {
+            # Adjusted for multiple comparisons when a correction is configured.
+            "p_value": _first_present(raw, "p_value_adjusted", "p_value"),
+            "confidence_interval": _interval_percent(raw.get("ci_adjusted") or raw.get("ci")),
+        }
+    return Statistics(**fields)
+
+
+def _first_present(raw: Mapping[str, Any], *names: str) -> Any:
+    return next((raw[name] for name in names if raw.get(name) is not None), None)
+
+
+def _interval_percent(
+    raw: Sequence[float | None] | None,
+) -> tuple[float | None, float | None] | None:
+    if not raw:
+        return None
+    low, high = raw[0], raw[1]
+    return (
+        None if low is None else _round(100.0 * low),
+        None if high is None else _round(100.0 * high),
+    )
+
+
+def _mida_breakdown_name(dimension: str) -> str:
+    return "user_type" if dimension == "visitor_type" else dimension
+
+
+def _engine(definition: ExperimentDefinition) -> Literal["bayesian", "frequentist"]:
+    return "bayesian" if definition.stats.engine is Engine.BAYESIAN else "frequentist"
+
+
+def _control_first(definition: ExperimentDefinition) -> list[Variant]:
+    return [definition.control] + [v for v in definition.variants if not v.is_control]
+
+
+def _weights_percent(definition: ExperimentDefinition) -> dict[str, float]:
+    total = sum(variant.traffic_weight for variant in definition.variants)
+    return {v.id: _round(100.0 * v.traffic_weight / total) for v in definition.variants}
+
+
+def _variant_status(weight: float) -> Literal["active", "paused"]:
+    return "active" if weight > 0 else "paused"
+
+
+def _rate(row: Row) -> float | None:
+    return _ratio(row["conversions"], row["visitors"]) if row["visitors"] else None
+
+
+def _rpv(row: Row) -> float | None:
+    return _ratio(row["revenue"], row["visitors"]) if row["visitors"] else None
+
+
+def _lift(value: float | None, base: float | None) -> float | None:
+    """Relative change in percent; undefined without a positive base."""
+    if value is None or not base:
+        return None
+    return _round(100.0 * (value / base - 1.0))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / float(denominator) if denominator else 0.0
+
+
+def _percent(numerator: float, denominator: float) -> float:
+    return _round(100.0 * _ratio(numerator, denominator))
+
+
+def _round(value: float) -> float:
+    return round(float(value), DIGITS)

@@ -1,0 +1,149 @@
+"""Where the API's result documents come from.
+
+The default query (no filter, all dates) is served from the worker's stored result
+snapshot when there is one; every other query is computed on demand and kept for a
+few seconds, so a dashboard polling one view costs one computation per interval.
+
+INTERIM: queries are computed here from the counter cells with the query engine of
+``worker.results`` (every query the counters answer exactly: dates, tz, presets,
+custom filters on device/browser/os/country/visitor type/source/day/hour, and
+breakdowns by those). Queries that need the per-visitor scan get a 501 until the
+results service exists; then the bodies of ``_compute`` and ``daily`` become calls
+to it and nothing else in the API changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from worker.api.errors import ApiError, bad_request
+from worker.config import Settings
+from worker.events.experiment import ExperimentDefinition
+from worker.results.cell_aggregation import CellTable, aggregate_cells
+from worker.results.experiment_result import result_document
+from worker.results.planning import plan_query
+from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
+from worker.store.counter_reader import read_counters
+from worker.store.snapshots import load_snapshot
+
+Document = dict[str, Any]
+
+DEFAULT_QUERY = ResultQuery()
+CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 512
+MAX_DAYS = 400
+"""Longest timeseries: more than a year of daily rows is a different question."""
+
+
+class ResultSource:
+    """Result documents for the API: snapshot, brief cache, or a fresh computation."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._prefix = settings.key_prefix
+        self._cache: OrderedDict[tuple[str, ResultQuery], tuple[float, Document]] = OrderedDict()
+
+    async def document(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
+        """The result of ``query`` for every goal of the experiment (``query.goal`` is
+        not used: one document serves every goal, as a snapshot does)."""
+        query = query.model_copy(update={"goal": None})
+        if query == DEFAULT_QUERY:
+            stored = await load_snapshot(self._redis, self._prefix, definition.id)
+            snapshot = _default_snapshot(stored, definition)
+            if snapshot is not None:
+                return snapshot
+        # The definition is part of the key: a changed definition changes the document.
+        key = (definition.model_dump_json(), query)
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        document = await self._compute(definition, query)
+        self._remember(key, document)
+        return document
+
+    async def daily(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> list[tuple[date, Document]]:
+        """One document per day (in the query's timezone) of ``query.goal`` for the
+        cohort entering that day, from the first to the last day with visitors inside
+        the query's dates."""
+        table = await self._cell_table(definition, query)
+        days = _days(table, query)
+        goal = query.goal_key(definition)
+
+        def documents() -> list[tuple[date, Document]]:
+            return [
+                (day, _document(table, definition, _one_day(query, day), [goal])) for day in days
+            ]
+
+        return await asyncio.to_thread(documents)
+
+    def _remember(self, key: tuple[str, ResultQuery], document: Document) -> None:
+        self._cache[key] = (time.monotonic(), document)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
+        table = await self._cell_table(definition, query)
+        goals = [goal.key for goal in definition.goals]
+        return await asyncio.to_thread(_document, table, definition, query, goals)
+
+    async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> CellTable:
+        plan = plan_query(query)
+        if plan.source != "counters":
+            raise ApiError(
+                501,
+                "This query needs the per-visitor scan (" + ", ".join(plan.reasons) + "), "
+                "which this API does not serve yet.",
+            )
+        cells = await read_counters(self._redis, self._prefix, definition.id)
+        return CellTable.from_counters(cells)
+
+
+def _document(
+    table: CellTable, definition: ExperimentDefinition, query: ResultQuery, goals: Sequence[str]
+) -> Document:
+    order = query.variant_order(definition)
+    totals = {goal: aggregate_cells(table, query, goal, order) for goal in goals}
+    return result_document(definition, totals, query)
+
+
+def _default_snapshot(
+    snapshot: Document | None, definition: ExperimentDefinition
+) -> Document | None:
+    """The snapshot if it answers the default query: computed for that query and
+    holding every goal of the current definition."""
+    if snapshot is None or snapshot.get("query") != DEFAULT_QUERY.model_dump(mode="json"):
+        return None
+    goals = snapshot.get("goals") or {}
+    return snapshot if all(goal.key in goals for goal in definition.goals) else None
+
+
+def _days(table: CellTable, query: ResultQuery) -> list[date]:
+    """Local days from the first to the last with data, clipped to the query's dates."""
+    if table.size == 0:
+        return []
+    local_days = (table.hours + query.tz) // HOURS_PER_DAY
+    first = date.fromordinal(int(local_days.min()) + EPOCH_ORDINAL)
+    last = date.fromordinal(int(local_days.max()) + EPOCH_ORDINAL)
+    first = max(first, query.start_date) if query.start_date else first
+    last = min(last, query.end_date) if query.end_date else last
+    count = (last - first).days + 1
+    if count > MAX_DAYS:
+        raise bad_request(
+            f"The series would have {count} days; choose start_date and end_date at most "
+            f"{MAX_DAYS} days apart."
+        )
+    return [first + timedelta(days=offset) for offset in range(max(count, 0))]
+
+
+def _one_day(query: ResultQuery, day: date) -> ResultQuery:
+    return query.model_copy(update={"start_date": day, "end_date": day})

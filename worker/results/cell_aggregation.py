@@ -1,0 +1,107 @@
+"""Counters → query totals: sums of the segment cells a query selects (exact, fast).
+
+A counter cell is one (variant, hour, segment cell); visitor metrics sit at the
+visitor's entry hour and ``visits`` at each visit's first-exposure hour, so date
+ranges, day-of-week and hour-of-day select the same rows as the per-visitor scan.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.results.columns import Codes, Column, encode
+from worker.results.conditions import date_mask, segment_mask
+from worker.results.query import CELL_FIELDS, ResultQuery
+from worker.results.query_totals import QueryTotals, assemble, grouping
+from worker.store.counter_reader import CellKey
+
+VISITOR_COUNTERS = {"n": "visitors", "visits": "visits", "me": "multiple_exposures"}
+GOAL_COUNTERS = {
+    "cv": "conversions",
+    "cvis": "converted_visits",
+    "ev": "goal_events",
+    "ev2": "goal_events_sum_squares",
+    "ord": "orders",
+    "rev": "revenue",
+    "rev2": "revenue_sum_squares",
+}
+"""Counter suffix ``g:{goal}:{suffix}`` → VariantTotals field."""
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """All counter cells of one experiment as columns; build once per read of Redis."""
+
+    variants: Column
+    hour_buckets: Codes
+    cell_columns: dict[str, Column]
+    metrics: dict[str, npt.NDArray[np.float64]]
+
+    @classmethod
+    def from_counters(cls, cells: Mapping[CellKey, Mapping[str, float]]) -> CellTable:
+        """Columns of ``read_counters``' output: one row per cell key."""
+        keys = list(cells)
+        count = len(keys)
+        columns = {
+            name: encode((getattr(key, name) for key in keys), count) for name in CELL_FIELDS
+        }
+        metric_rows: dict[str, list[int]] = defaultdict(list)
+        metric_values: dict[str, list[float]] = defaultdict(list)
+        for row, key in enumerate(keys):
+            for metric, value in cells[key].items():
+                metric_rows[metric].append(row)
+                metric_values[metric].append(value)
+        metrics = {}
+        for metric, rows in metric_rows.items():
+            dense = np.zeros(count)
+            np.add.at(dense, np.array(rows, dtype=np.int64), metric_values[metric])
+            metrics[metric] = dense
+        return cls(
+            variants=encode((key.variant for key in keys), count),
+            hour_buckets=np.fromiter((key.hour for key in keys), dtype=np.int64, count=count),
+            cell_columns=columns,
+            metrics=metrics,
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.hour_buckets.size)
+
+    @property
+    def hours(self) -> Codes:
+        return self.hour_buckets
+
+    def stored_column(self, field: str, key: str | None) -> Column:
+        if field not in self.cell_columns:
+            raise KeyError(f"counters cannot answer {field!r}: it needs the visitor scan")
+        return self.cell_columns[field]
+
+    def reference_ms(self) -> npt.NDArray[np.float64]:
+        raise KeyError("counters keep no entry times: days_* conditions need the visitor scan")
+
+
+def aggregate_cells(
+    table: CellTable, query: ResultQuery, goal: str, variant_ids: Sequence[str]
+) -> QueryTotals:
+    """Totals of ``goal`` per variant (in ``variant_ids`` order) and breakdown segment.
+
+    Valid for queries that ``planning.plan_query`` sends to the counters; other fields
+    raise KeyError. ``min_count``, ``timeframe_days`` and event filters are not applied
+    here (the planner routes those queries to the scan).
+    """
+    mask = date_mask(table.hours, query.hour_range()) & segment_mask(query.segment, table, query.tz)
+    groups = grouping(table, table.variants, variant_ids, query.breakdown, query.tz)
+    counters = dict(VISITOR_COUNTERS) | {
+        f"g:{goal}:{suffix}": name for suffix, name in GOAL_COUNTERS.items()
+    }
+    sums = {
+        name: groups.sum(mask, table.metrics[metric])
+        for metric, name in counters.items()
+        if metric in table.metrics
+    }
+    return assemble(variant_ids, groups.labels, sums, query.breakdown)

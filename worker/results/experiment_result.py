@@ -1,0 +1,244 @@
+"""Query totals + experiment definition → the result document with statistics (pure).
+
+Every goal passed in is analysed as one family (``analyze_goals``), so the configured
+correction spans variants and goals. The reference variant is the control unless the
+query overrides it; it comes first everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from worker.events.experiment import Engine, ExperimentDefinition, GoalType, Variant
+from worker.results.query import ResultQuery
+from worker.results.query_totals import QueryTotals
+from worker.results.variant_totals import VariantTotals
+from worker.stats import AnalysisRequest, AnalysisResult, analyze_goals
+from worker.stats.corrections import Correction
+from worker.stats.srm import DEFAULT_SRM_THRESHOLD, srm_alarm, srm_p_value
+
+SEGMENT_STATISTICS = 50
+"""Breakdown segments analysed by default; each costs a full analysis of every goal."""
+
+Rows = Mapping[str, list[VariantTotals]]
+"""Goal key → rows of one segment (or of the whole query)."""
+
+
+def result_document(
+    definition: ExperimentDefinition,
+    totals: Mapping[str, QueryTotals],
+    query: ResultQuery | None = None,
+    max_segment_statistics: int = SEGMENT_STATISTICS,
+) -> dict[str, Any]:
+    """The result of ``query`` for the goals in ``totals`` (goal key → its totals).
+
+    All totals must come from the same query. Without a breakdown, ``segments`` is
+    empty; with one, each segment carries its numbers, and the
+    ``max_segment_statistics`` segments with most visitors also their statistics.
+    """
+    query = query or ResultQuery()
+    order = query.variant_order(definition)
+    overall = {goal: _ordered(goal_totals.variants, order) for goal, goal_totals in totals.items()}
+    segment_rows = {
+        label: {
+            goal: _ordered((t.segments or {}).get(label, []), order) for goal, t in totals.items()
+        }
+        for label in dict.fromkeys(label for t in totals.values() for label in (t.segments or {}))
+    }
+    largest = set(
+        sorted(
+            segment_rows,
+            key=lambda label: (
+                -max(sum(r.visitors for r in rows) for rows in segment_rows[label].values())
+            ),
+        )[:max_segment_statistics]
+    )
+    segments = {
+        label: _analysis(definition, query, order, rows, statistics=label in largest)
+        for label, rows in segment_rows.items()
+    }
+    stats = definition.stats
+    return {
+        "experiment_id": definition.id,
+        "name": definition.name,
+        "status": definition.status.value,
+        "type": definition.type.value,
+        "query": query.model_dump(mode="json"),
+        "goal": query.goal_key(definition),
+        "primary_goal": definition.primary_goal.key,
+        "reference_variant": order[0],
+        "settings": {
+            "engine": stats.engine.value,
+            "confidence_threshold_percent": stats.confidence_threshold_percent,
+            "alpha": alpha(definition),
+            "test_direction": stats.test_direction.value,
+            "correction": stats.correction.value,
+            "sequential": stats.sequential,
+            "sequential_tuning": stats.sequential_tuning,
+            "planned_sample_size": stats.planned_sample_size,
+        },
+        **_analysis(definition, query, order, overall, statistics=True, checks=True),
+        "breakdown": query.breakdown,
+        "segments": segments,
+    }
+
+
+def alpha(definition: ExperimentDefinition) -> float:
+    """The significance level of the configured confidence threshold."""
+    return (100.0 - definition.stats.confidence_threshold_percent) / 100.0
+
+
+def traffic_weights(definition: ExperimentDefinition, order: Sequence[str]) -> list[float]:
+    """Configured traffic weights in ``order``, normalised to sum to one."""
+    weights = [_variant(definition, variant_id).traffic_weight for variant_id in order]
+    total = sum(weights)
+    return [weight / total for weight in weights]
+
+
+def _analysis(
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    order: Sequence[str],
+    rows: Rows,
+    statistics: bool,
+    checks: bool = False,
+) -> dict[str, Any]:
+    """SRM and the per-goal blocks of one set of rows (whole query or one segment).
+
+    ``checks`` adds, for the Bayesian engine, the frequentist test decisions need.
+    """
+    weights = traffic_weights(definition, order)
+    goals = [goal for goal in definition.goals if goal.key in rows]
+    requests = [_request(definition, query, goal.type, rows[goal.key], weights) for goal in goals]
+    correction = cast(Correction, definition.stats.correction.value)
+    results: list[AnalysisResult | None] = [None] * len(requests)
+    frequentist: list[AnalysisResult | None] = [None] * len(requests)
+    if statistics and requests:
+        results = list(analyze_goals(requests, correction))
+        if checks and definition.stats.engine is Engine.BAYESIAN:
+            # A posterior is no stopping rule: decisions gate it with the frequentist
+            # test of the same comparisons (the confidence sequence when sequential).
+            copies = [r.model_copy(update={"engine": "frequentist"}) for r in requests]
+            frequentist = list(analyze_goals(copies, correction))
+    # Visitors are randomised, so the split is tested on visitors whatever the unit.
+    first = next(iter(rows.values()), [])
+    srm = srm_p_value([row.visitors for row in first], weights) if first else None
+    return {
+        "srm_p_value": srm,
+        "srm_alarm": srm_alarm(srm, DEFAULT_SRM_THRESHOLD),
+        "goals": {
+            goal.key: _goal_block(
+                definition, query, goal.type, rows[goal.key], weights, result, check
+            )
+            for goal, result, check in zip(goals, results, frequentist, strict=True)
+        },
+    }
+
+
+def _units(query: ResultQuery) -> tuple[str, str]:
+    """(denominator, converted numerator) fields of VariantTotals for the query.
+
+    Converted visits are only a proportion of visits, so asking for them implies the
+    visit as unit; visitors convert at most once, so the visitor unit counts converted
+    visitors.
+    """
+    if query.count_unit == "visits" or query.conversion_type == "converted_visits":
+        return "visits", "converted_visits"
+    return "visitors", "conversions"
+
+
+def _metric_input(query: ResultQuery, goal_type: GoalType, row: VariantTotals) -> dict[str, Any]:
+    unit, converted = _units(query)
+    n = getattr(row, unit)
+    if goal_type is GoalType.CONVERSION:
+        # A visit converted without an exposure in it can push converted visits above
+        # exposed visits; a proportion cannot exceed its base, so it is capped.
+        return {"n": n, "sum": min(getattr(row, converted), n)}
+    if goal_type is GoalType.REVENUE:
+        return {"n": n, "sum": row.revenue, "sum_squares": row.revenue_sum_squares}
+    # Per-visitor sums of squares bound per-visit ones from above: with the visit
+    # unit the variance is overstated, which is conservative.
+    return {"n": n, "sum": row.goal_events, "sum_squares": row.goal_events_sum_squares}
+
+
+def _request(
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    goal_type: GoalType,
+    rows: list[VariantTotals],
+    weights: list[float],
+) -> AnalysisRequest:
+    stats = definition.stats
+    return AnalysisRequest.model_validate(
+        {
+            "metric": "proportion" if goal_type is GoalType.CONVERSION else "mean",
+            "engine": stats.engine.value,
+            "sequential": stats.sequential,
+            "sequential_tuning": stats.sequential_tuning,
+            "test_direction": stats.test_direction.value,
+            "alpha": alpha(definition),
+            "correction": stats.correction.value,
+            "weights": weights,
+            "variants": [
+                {"id": row.variant_id, "control": i == 0} | _metric_input(query, goal_type, row)
+                for i, row in enumerate(rows)
+            ],
+        }
+    )
+
+
+def _goal_block(
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    goal_type: GoalType,
+    rows: list[VariantTotals],
+    weights: list[float],
+    result: AnalysisResult | None,
+    check: AnalysisResult | None,
+) -> dict[str, Any]:
+    statistics = {v.id: v.model_dump(mode="json") for v in result.variants} if result else {}
+    if check is not None:
+        for checked in check.variants:
+            statistics[checked.id]["frequentist_check"] = {
+                "p_value": checked.p_value,
+                "p_value_adjusted": checked.p_value_adjusted,
+                "ci_adjusted": checked.ci_adjusted,
+            }
+    unit, converted = _units(query)
+    variants = []
+    for row, weight in zip(rows, weights, strict=True):
+        variant = _variant(definition, row.variant_id)
+        base = getattr(row, unit)
+        variants.append(
+            row.as_dict()
+            | {
+                "name": variant.name,
+                "is_control": variant.is_control,
+                "is_reference": row is rows[0],
+                "traffic_weight": weight,
+                "units": base,
+                "conversion_rate": getattr(row, converted) / base if base else None,
+                "statistics": statistics.get(row.variant_id),
+            }
+        )
+    return {
+        "type": goal_type.value,
+        "unit": unit,
+        "variants": variants,
+        "probability_best": result.probability_best if result else None,
+        "bandit_weights": result.bandit_weights if result else None,
+        "bandit_updated": result.bandit_updated if result else False,
+    }
+
+
+def _ordered(rows: Sequence[VariantTotals], order: Sequence[str]) -> list[VariantTotals]:
+    by_id = {row.variant_id: row for row in rows}
+    return [by_id.get(variant_id) or VariantTotals(variant_id) for variant_id in order]
+
+
+def _variant(definition: ExperimentDefinition, variant_id: str) -> Variant:
+    variant = definition.variant(variant_id)
+    if variant is None:
+        raise ValueError(f"experiment {definition.id!r} has no variant {variant_id!r}")
+    return variant

@@ -1,0 +1,326 @@
+"""Per-visitor state → query totals, for any query (vectorised with numpy).
+
+The state of one experiment is turned into columns once (:class:`VisitorTable`);
+each query is then a handful of boolean masks and ``bincount`` calls. Counting
+follows DESIGN.md section 3 and the Lua sink, so on the queries the counters can
+answer the two sources agree exactly (revenue sums up to the rounding of float
+addition in a different order):
+
+* visitors, multiple exposures, conversions, converted visits, goal events and
+  revenue belong to the visitor's entry hour (the cohort);
+* visits belong to the hour of each visit's first exposure (``visits``: visit id →
+  hour, the visitor hash's ``vs:{experiment}:{visit}`` fields);
+* a goal event counts iff ``t >= entry_ms`` and it is not restricted to another
+  experiment; with the query's ``timeframe_days`` also ``t < entry + N days``, and
+  with an event filter only if it matches;
+* a visitor converts with at least ``min_count`` counted events; goal events,
+  orders and revenue include every counted event of every visitor in the cohort;
+* converted visits are the distinct visits (an absent visit id is the visit "_", as
+  in the sink) of the counted events of converted visitors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NotRequired, Required, TypedDict, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.results.columns import Codes, Column, Mask, encode
+from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
+from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, UTM_FIELDS, ResultQuery
+from worker.results.query_totals import Grouping, QueryTotals, Sums, assemble, grouping
+
+MS_PER_HOUR = 3_600_000
+NO_VISIT = "_"
+"""The sink's visit id for events and exposures without one."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+# Event attributes Mida filters on that are fields of the event, not attributes.
+_EVENT_FIELDS = {"revenue": "v", "currency": "c"}
+
+
+class GoalEventRecord(TypedDict, total=False):
+    """One stored goal event (the sink's ``k:{goal}`` list entries)."""
+
+    t: Required[int]  # event time, epoch ms
+    v: str  # revenue, as text
+    x: str  # the only experiment it may count for
+    s: str  # visit id
+    a: Mapping[str, Any]  # event attributes
+    c: str  # currency, when the sink stores it
+
+
+class VisitorState(TypedDict):
+    """One entered visitor of the experiment, as read from its visitor hash.
+
+    ``variant``, ``entry_ms`` and ``cell`` come from the ``e:{experiment}`` field
+    ("variant|entry_ms|cell"), ``cell`` as that "device|…|source" text or its six
+    values; ``context`` is the extended context (``x:{experiment}``); ``visits`` maps
+    visit id → first-exposure hour (``vs:{experiment}:{visit}``; absent: one visit at
+    the entry hour); ``multiple_exposure`` is whether ``m:{experiment}`` exists;
+    ``goals`` maps goal → its decoded ``k:{goal}`` records.
+    """
+
+    visitor_id: str
+    variant: str
+    entry_ms: int
+    cell: str | Sequence[str]
+    context: NotRequired[Mapping[str, Any]]
+    visits: NotRequired[Mapping[str, int]]
+    multiple_exposure: NotRequired[bool]
+    goals: NotRequired[Mapping[str, Sequence[GoalEventRecord]]]
+
+
+@dataclass(frozen=True)
+class GoalEvents:
+    """The counted events of one goal (before query filters), one row per event."""
+
+    visitor: Codes
+    time_ms: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]  # NaN without revenue
+    visit: Column
+    records: list[GoalEventRecord]
+    _attributes: dict[str, Column] = field(default_factory=dict)
+
+    def attribute(self, key: str) -> Column:
+        """An event attribute as a column (``revenue``/``currency`` fall back to fields)."""
+        if key not in self._attributes:
+            fallback = _EVENT_FIELDS.get(key)
+
+            def value(record: GoalEventRecord) -> object:
+                found = (record.get("a") or {}).get(key)
+                if found is None and fallback is not None:
+                    found = cast(Mapping[str, Any], record).get(fallback)
+                return found
+
+            self._attributes[key] = encode(map(value, self.records), len(self.records))
+        return self._attributes[key]
+
+
+@dataclass(frozen=True)
+class VisitorTable:
+    """Columns of one experiment's visitors; build once, query many times."""
+
+    experiment_id: str
+    visitor_ids: list[str]
+    variants: Column
+    entry_ms: npt.NDArray[np.int64]
+    hours: Codes
+    multiple_exposure: Mask
+    visit_visitor: Codes
+    visit_hours: Codes
+    contexts: list[Mapping[str, Any]]
+    goal_records: list[Mapping[str, Sequence[GoalEventRecord]]]
+    counted_before_ms: int | None
+    cells: Column  # the whole "device|browser|os|country|visitor_type|source" text
+    _columns: dict[tuple[str, str | None], Column] = field(default_factory=dict)
+    _goals: dict[str, GoalEvents] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        experiment_id: str,
+        visitors: Iterable[VisitorState],
+        counted_before_ms: int | None = None,
+    ) -> VisitorTable:
+        """Columns of the visitors; ``counted_before_ms`` (a completed experiment's end)
+        drops goal events from that time on, as the frozen counters stop counting."""
+        # The loop creates no container per visitor: with a million visitors, each
+        # new list or dict would keep the garbage collector scanning the inputs.
+        ids: list[str] = []
+        variants: list[str] = []
+        entries: list[int] = []
+        cells: list[str] = []
+        contexts: list[Mapping[str, Any]] = []
+        multiple: list[bool] = []
+        goals: list[Mapping[str, Sequence[GoalEventRecord]]] = []
+        visit_counts: list[int] = []
+        visit_hours: list[int] = []
+        for visitor in visitors:
+            ids.append(visitor["visitor_id"])
+            variants.append(visitor["variant"])
+            entry = int(visitor["entry_ms"])
+            entries.append(entry)
+            cell = visitor["cell"]
+            cells.append(cell if isinstance(cell, str) else "|".join(cell))
+            contexts.append(visitor.get("context") or _EMPTY)
+            multiple.append(bool(visitor.get("multiple_exposure")))
+            goals.append(visitor.get("goals") or _EMPTY)
+            visits = visitor.get("visits")
+            if visits:
+                visit_counts.append(len(visits))
+                visit_hours.extend(visits.values())
+            else:  # every entry is a visit: the sink records it at the entry hour
+                visit_counts.append(1)
+                visit_hours.append(entry // MS_PER_HOUR)
+        count = len(ids)
+        entry_ms = np.array(entries, dtype=np.int64)
+        return cls(
+            experiment_id=experiment_id,
+            visitor_ids=ids,
+            variants=encode(variants, count),
+            entry_ms=entry_ms,
+            hours=entry_ms // MS_PER_HOUR,
+            multiple_exposure=np.array(multiple, dtype=bool),
+            visit_visitor=np.repeat(np.arange(count, dtype=np.int64), visit_counts),
+            visit_hours=np.array(visit_hours, dtype=np.int64),
+            contexts=contexts,
+            goal_records=goals,
+            counted_before_ms=counted_before_ms,
+            cells=encode(cells, count),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.visitor_ids)
+
+    def stored_column(self, field: str, key: str | None) -> Column:
+        """A visitor field as a column, built on first use."""
+        if (field, key) not in self._columns:
+            self._columns[field, key] = (
+                self._cell_column(field)
+                if field in CELL_FIELDS
+                else encode(self._values(field, key), self.size)
+            )
+        return self._columns[field, key]
+
+    def _cell_column(self, field: str) -> Column:
+        """One dimension of the cell text, split once per distinct cell."""
+        position = CELL_FIELDS.index(field)
+        parts = [str(cell).split("|")[position] for cell in self.cells.values]
+        distinct = encode(parts, len(parts))
+        to_value = np.append(distinct.codes, -1)  # a missing cell stays missing
+        return Column(self.cells.lookup(to_value), distinct.values)
+
+    def reference_ms(self) -> npt.NDArray[np.float64]:
+        return self.entry_ms.astype(np.float64)
+
+    def goal_events(self, goal: str) -> GoalEvents:
+        """The events of ``goal`` that count for this experiment, built on first use."""
+        if goal not in self._goals:
+            self._goals[goal] = self._flatten(goal)
+        return self._goals[goal]
+
+    def _values(self, field: str, key: str | None) -> Iterable[object | None]:
+        if field == "visitor_id":
+            return iter(self.visitor_ids)
+        if field in CONTEXT_FIELDS:
+            return (context.get(field) for context in self.contexts)
+        if field in UTM_FIELDS:
+            name = field.removeprefix("utm_")
+            return ((context.get("utm") or {}).get(name) for context in self.contexts)
+        container = {"query_param": "query_params", "attribute": "attributes"}[field]
+        return ((context.get(container) or {}).get(key) for context in self.contexts)
+
+    def _flatten(self, goal: str) -> GoalEvents:
+        visitor: list[int] = []
+        kept: list[GoalEventRecord] = []
+        cutoff = self.counted_before_ms
+        for index, goals in enumerate(self.goal_records):
+            records = goals.get(goal)
+            if not records:
+                continue
+            entry = int(self.entry_ms[index])
+            for record in records:
+                restricted = record.get("x")
+                time = int(record["t"])
+                if (
+                    time >= entry
+                    and (restricted is None or restricted == self.experiment_id)
+                    and (cutoff is None or time < cutoff)
+                ):
+                    visitor.append(index)
+                    kept.append(record)
+        count = len(kept)
+        return GoalEvents(
+            visitor=np.array(visitor, dtype=np.int64),
+            time_ms=np.fromiter((int(r["t"]) for r in kept), dtype=np.int64, count=count),
+            value=np.fromiter(
+                (float(r["v"]) if "v" in r else np.nan for r in kept), dtype=float, count=count
+            ),
+            visit=encode((r.get("s") or NO_VISIT for r in kept), count),
+            records=kept,
+        )
+
+
+@dataclass(frozen=True)
+class _VisitRows:
+    """The visits of a visitor table, one row per (visitor, visit)."""
+
+    table: VisitorTable
+
+    @property
+    def size(self) -> int:
+        return int(self.table.visit_visitor.size)
+
+    @property
+    def hours(self) -> Codes:
+        return self.table.visit_hours
+
+    def stored_column(self, field: str, key: str | None) -> Column:
+        return self.table.stored_column(field, key).take(self.table.visit_visitor)
+
+    def reference_ms(self) -> npt.NDArray[np.float64]:
+        return self.table.reference_ms()[self.table.visit_visitor]
+
+
+def scan_visitors(
+    table: VisitorTable, query: ResultQuery, goal: str, variant_ids: Sequence[str]
+) -> QueryTotals:
+    """Totals of ``goal`` per variant (in ``variant_ids`` order) and breakdown segment."""
+    hour_range = query.hour_range()
+    cohort = date_mask(table.hours, hour_range) & segment_mask(query.segment, table, query.tz)
+    groups = grouping(table, table.variants, variant_ids, query.breakdown, query.tz)
+    sums = _goal_sums(table, query, goal, cohort, groups)
+    sums["visitors"] = groups.sum(cohort)
+    sums["multiple_exposures"] = groups.sum(cohort & table.multiple_exposure)
+
+    visits = _VisitRows(table)
+    visit_mask = date_mask(visits.hours, hour_range) & segment_mask(query.segment, visits, query.tz)
+    visit_variants = table.variants.take(table.visit_visitor)
+    visit_groups = grouping(visits, visit_variants, variant_ids, query.breakdown, query.tz)
+    # Both groupings draw labels from the same values, so their group layouts match.
+    assert visit_groups.labels == groups.labels
+    sums["visits"] = visit_groups.sum(visit_mask)
+    return assemble(variant_ids, groups.labels, sums, query.breakdown)
+
+
+def _goal_sums(
+    table: VisitorTable,
+    query: ResultQuery,
+    goal: str,
+    cohort: Mask,
+    groups: Grouping,
+) -> dict[str, Sums]:
+    """Conversion, event and revenue sums of the cohort's visitors for one goal."""
+    events = table.goal_events(goal)
+    matching = cohort[events.visitor] & event_mask(
+        query.event_filter, events.attribute, events.visitor.size
+    )
+    if query.timeframe_days is not None:
+        window = query.timeframe_days * MS_PER_DAY
+        matching &= events.time_ms < table.entry_ms[events.visitor] + window
+    size = table.size
+    counts = np.bincount(events.visitor[matching], minlength=size).astype(np.float64)
+    paid = matching & ~np.isnan(events.value)
+    orders = np.bincount(events.visitor[paid], minlength=size).astype(np.float64)
+    revenue = np.bincount(events.visitor[paid], weights=events.value[paid], minlength=size)
+    converted = counts >= query.min_count
+    converting = matching & converted[events.visitor]
+    visit_count = len(events.visit.values)
+    pairs = np.unique(events.visitor[converting] * visit_count + events.visit.codes[converting])
+    converted_visits = np.bincount(pairs // max(visit_count, 1), minlength=size)
+    return {
+        "conversions": groups.sum(cohort & converted),
+        "converted_visits": groups.sum(cohort, converted_visits.astype(np.float64)),
+        "goal_events": groups.sum(cohort, counts),
+        "goal_events_sum_squares": groups.sum(cohort, counts * counts),
+        "orders": groups.sum(cohort, orders),
+        "revenue": groups.sum(cohort, revenue),
+        "revenue_sum_squares": groups.sum(cohort, revenue * revenue),
+    }
