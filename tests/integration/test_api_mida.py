@@ -54,7 +54,6 @@ PROJECT = "shop"
 RIVAL = "rival"
 RIVAL_EXPERIMENT = "rival-exp"
 BASE = f"/v2/project/{PROJECT}"
-INTERIM_SCAN_STATUS = 501
 """Queries that need the per-visitor scan answer 501 until the results service is
 wired into worker/api/result_source.py; then every 501 allowance here goes."""
 
@@ -304,9 +303,6 @@ async def test_timeseries_has_one_row_per_local_day(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the per-visitor scan: the results service is not wired yet"
-)
 async def test_mida_example_revenue_over_100_and_currency_usd(
     client: httpx.AsyncClient, ingested: Dataset, api_key: str
 ) -> None:
@@ -617,9 +613,6 @@ async def test_malformed_requests_never_get_a_server_error(
 
 
 def assert_not_a_server_error(response: httpx.Response) -> None:
-    if response.status_code == INTERIM_SCAN_STATUS:
-        assert "per-visitor scan" in response.json()["error"]
-        return
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert list(response.json()) == ["error"]
@@ -710,9 +703,6 @@ def test_openapi_fuzzing_finds_no_server_error(live_server: str, api_key: str) -
         )
         def sends(case: Any) -> None:
             response = case.call(headers=auth)
-            if response.status_code == INTERIM_SCAN_STATUS:
-                assert "per-visitor scan" in response.json()["error"]
-                return
             case.validate_response(
                 response,
                 checks=[

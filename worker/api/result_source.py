@@ -4,12 +4,8 @@ The default query (no filter, all dates) is served from the worker's stored resu
 snapshot when there is one; every other query is computed on demand and kept for a
 few seconds, so a dashboard polling one view costs one computation per interval.
 
-INTERIM: queries are computed here from the counter cells with the query engine of
-``worker.results`` (every query the counters answer exactly: dates, tz, presets,
-custom filters on device/browser/os/country/visitor type/source/day/hour, and
-breakdowns by those). Queries that need the per-visitor scan get a 501 until the
-results service exists; then the bodies of ``_compute`` and ``daily`` become calls
-to it and nothing else in the API changes.
+Computations go through ``worker.results.service``: counters when they answer the
+query exactly, the vectorised per-visitor scan otherwise.
 """
 
 from __future__ import annotations
@@ -17,20 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.api.errors import ApiError, bad_request
+from worker.api.errors import bad_request
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
-from worker.results.cell_aggregation import CellTable, aggregate_cells
-from worker.results.experiment_result import result_document
-from worker.results.planning import plan_query
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
-from worker.store.counter_reader import read_counters
+from worker.results.service import Table, compute_result, document, load_table
 from worker.store.snapshots import load_snapshot
 
 Document = dict[str, Any]
@@ -80,7 +72,7 @@ class ResultSource:
 
         def documents() -> list[tuple[date, Document]]:
             return [
-                (day, _document(table, definition, _one_day(query, day), [goal])) for day in days
+                (day, document(table, definition, _one_day(query, day), [goal])) for day in days
             ]
 
         return await asyncio.to_thread(documents)
@@ -92,28 +84,10 @@ class ResultSource:
             self._cache.popitem(last=False)
 
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
-        table = await self._cell_table(definition, query)
-        goals = [goal.key for goal in definition.goals]
-        return await asyncio.to_thread(_document, table, definition, query, goals)
+        return await compute_result(self._redis, self._prefix, definition, query)
 
-    async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> CellTable:
-        plan = plan_query(query)
-        if plan.source != "counters":
-            raise ApiError(
-                501,
-                "This query needs the per-visitor scan (" + ", ".join(plan.reasons) + "), "
-                "which this API does not serve yet.",
-            )
-        cells = await read_counters(self._redis, self._prefix, definition.id)
-        return CellTable.from_counters(cells)
-
-
-def _document(
-    table: CellTable, definition: ExperimentDefinition, query: ResultQuery, goals: Sequence[str]
-) -> Document:
-    order = query.variant_order(definition)
-    totals = {goal: aggregate_cells(table, query, goal, order) for goal in goals}
-    return result_document(definition, totals, query)
+    async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:
+        return await load_table(self._redis, self._prefix, definition, query)
 
 
 def _default_snapshot(
@@ -127,9 +101,9 @@ def _default_snapshot(
     return snapshot if all(goal.key in goals for goal in definition.goals) else None
 
 
-def _days(table: CellTable, query: ResultQuery) -> list[date]:
+def _days(table: Table, query: ResultQuery) -> list[date]:
     """Local days from the first to the last with data, clipped to the query's dates."""
-    if table.size == 0:
+    if len(table.hours) == 0:
         return []
     local_days = (table.hours + query.tz) // HOURS_PER_DAY
     first = date.fromordinal(int(local_days.min()) + EPOCH_ORDINAL)

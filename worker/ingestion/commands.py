@@ -4,7 +4,8 @@ A command is a small dict that the script reads by short keys:
   k   kind: "a" assignment, "c" conversion, "d" dead letter, "f" forward
   t   source topic; o offset (the script skips offsets it applied before)
   id  event id; u visitor; x experiment; v variant; s visit; ts event time in ms
-  c   segment cell; ctx extended context (JSON); g goal; val revenue; at attributes
+  c   segment cell; ctx extended context (JSON); g goal; val revenue (text);
+  cur currency; at attributes
   out the outbox entry (JSON) of a dead letter or a forward
   held the original message kept while a conversion waits for its assignment
 Absent values are left out, never null: cjson would turn null into a truthy value.
@@ -225,6 +226,7 @@ def plan_conversion(
                 "g": event.goal,
                 "ts": epoch_ms(event.timestamp),
                 "val": None if event.value is None else repr(event.value),
+                "cur": event.currency,
                 "at": event.attributes or None,
                 "held": orjson.dumps(held).decode(),
             }

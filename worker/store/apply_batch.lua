@@ -183,7 +183,7 @@ end
 
 local function apply_conversion(c)
   local visitor_key = base .. ':v:' .. c.u
-  local record = {t = c.ts, i = c.id, v = c.val, x = c.x, s = c.s, a = c.at}
+  local record = {t = c.ts, i = c.id, v = c.val, c = c.cur, x = c.x, s = c.s, a = c.at}
   local attributed = 0
   local entered = redis.call('HGET', visitor_key, 'kx')
   if entered then
