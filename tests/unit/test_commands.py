@@ -187,6 +187,7 @@ def test_conversion_command() -> None:
         "g": "purchase",
         "ts": NOON_CEST_MS,
         "val": "19.99",
+        "cur": "EUR",
         "at": {"plan": "pro", "seats": 3},
     }
     assert held == {
