@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.ingestion.commands import SourceMessage
-from worker.ingestion.pipeline import Pipeline
+from worker.ingestion.pipeline import TRANSIENT, Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
+from worker.results.snapshot_job import SnapshotJob, utc_now
 from worker.store import keys
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Runtime:
     redis: Redis | None = None
     producer: AIOKafkaProducer | None = None
     registry: ExperimentRegistry | None = None
+    snapshot_job: SnapshotJob | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -66,6 +68,7 @@ class Runtime:
         )
         await self.registry.start()
         self.pipeline = Pipeline(settings, self.redis, self.producer, self.registry, partitions)
+        self.snapshot_job = SnapshotJob(settings, self.redis, self.producer)
         self.ready.set()
         log.info(
             "ingestion ready: %d partitions, batches of up to %d", partitions, settings.batch_size
@@ -105,6 +108,18 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.on_before_shutdown.connect
     async def stop_runtime(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await runtime.stop()
+
+    @app.timer(interval=settings.results_interval_seconds)
+    async def snapshot_results() -> None:
+        if runtime.snapshot_job is None or runtime.registry is None:
+            return
+        try:
+            await runtime.snapshot_job.run_once(
+                list(runtime.registry.definitions.values()), utc_now()
+            )
+        except TRANSIENT as error:
+            # The next interval tries again; ingestion is not affected.
+            log.warning("result snapshots skipped this interval: %s", error)
 
     @app.timer(interval=60.0)
     async def report_progress() -> None:

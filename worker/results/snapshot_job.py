@@ -1,0 +1,106 @@
+"""Every interval: the default result of each experiment, computed once, published.
+
+Every worker runs the job; a Redis claim per experiment and interval makes exactly one
+of them compute it. The snapshot goes to Redis (the API serves it) and to the
+compacted `ab.results` topic; decisions go through an outbox that is filled in the
+same atomic step that marks them taken, so each is published once across restarts
+and workers (at-least-once only if a worker dies between publishing and trimming the
+outbox: the event's `idempotency_key` lets a consumer drop that repeat).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from worker.config import Settings
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.ingestion import outbox
+from worker.results.decisions import decide
+from worker.results.query import ResultQuery
+from worker.results.service import compute_result
+from worker.store import snapshots
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUERY = ResultQuery()
+FINAL = -1
+"""The claim index of a completed experiment's one final snapshot."""
+
+
+class SnapshotJob:
+    """Computes, stores and publishes result snapshots and the decisions they imply."""
+
+    def __init__(self, settings: Settings, redis: Redis, producer: AIOKafkaProducer) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._producer = producer
+        self._worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def run_once(self, definitions: list[ExperimentDefinition], now: datetime) -> int:
+        """One interval for every experiment; returns how many snapshots this worker made."""
+        interval = self._settings.results_interval_seconds
+        index = int(now.timestamp() // interval)
+        made = 0
+        for definition in definitions:
+            if definition.status is ExperimentStatus.DRAFT:
+                continue
+            completed = definition.status is ExperimentStatus.COMPLETED
+            claim = FINAL if completed else index
+            ttl = 30 * 86400 if completed else int(interval * 3)
+            prefix = self._settings.key_prefix
+            if not await snapshots.claim_interval(self._redis, prefix, definition.id, claim, ttl):
+                continue
+            await self._snapshot(definition, now, index, completed)
+            made += 1
+        await outbox.flush(
+            self._redis,
+            self._producer,
+            snapshots.winners_outbox_key(self._settings.key_prefix),
+            self._settings.topic_dead_letter,
+        )
+        return made
+
+    async def _snapshot(
+        self, definition: ExperimentDefinition, now: datetime, index: int, completed: bool
+    ) -> None:
+        prefix = self._settings.key_prefix
+        document = await compute_result(self._redis, prefix, definition, DEFAULT_QUERY)
+        document["computed_at"] = now.isoformat()
+        document["interval_index"] = index
+        document["computed_by"] = self._worker
+        if completed:
+            document["ended_at"] = await snapshots.mark_ended(
+                self._redis, prefix, definition.id, now.isoformat()
+            )
+        await snapshots.save_snapshot(self._redis, prefix, definition.id, document)
+        await self._producer.send_and_wait(
+            self._settings.topic_results, orjson.dumps(document), key=definition.id.encode()
+        )
+        if completed:
+            return  # a frozen result takes no new decisions
+        state = await snapshots.load_decision_state(self._redis, prefix, definition.id)
+        decisions = decide(definition, state, document)
+        entries = [
+            (
+                event["idempotency_key"],
+                outbox.publish_entry(self._settings.topic_winners, definition.id, event),
+            )
+            for event in decisions.events
+        ]
+        taken = await snapshots.record_decisions(
+            self._redis, prefix, definition.id, entries, decisions.state
+        )
+        if taken:
+            kinds = ", ".join(event["kind"] for event in decisions.events)
+            log.info("%s: %d decision(s): %s", definition.id, taken, kinds)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
