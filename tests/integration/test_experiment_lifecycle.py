@@ -21,6 +21,7 @@ from tests.integration.harness import (
     wait_until_applied,
 )
 from worker.cli.results_command import collect
+from worker.results.query import ResultQuery
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     await send(namespace, [assignment("a1", "u1", "control"), assignment("a2", "u2", "treatment"),
                            assignment("a3", "u3", "treatment"), conversion("c1", "u2")])  # fmt: skip
     await wait_until_applied(namespace.settings, redis)
-    live = (await collect(namespace.settings, "ld-exp", None))["variants"]
+    live = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
     assert [(v["variant_id"], v["visitors"], v["conversions"]) for v in live] == [
         ("control", 1, 0), ("treatment", 2, 1),
     ]  # fmt: skip
@@ -99,7 +100,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     # Inactive: no new enrolments, but enrolled visitors still convert.
     await send(namespace, [assignment("a4", "u4", "control"), conversion("c2", "u3")])
     await wait_until_applied(namespace.settings, redis)
-    inactive = (await collect(namespace.settings, "ld-exp", None))["variants"]
+    inactive = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
     assert [(v["visitors"], v["conversions"]) for v in inactive] == [(1, 0), (2, 2)]
 
     definition["status"] = "completed"
@@ -107,7 +108,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     assert apply(namespace, definition_file).returncode == 0
     await send(namespace, [conversion("c3", "u1")])  # frozen: counts nowhere
     await wait_until_applied(namespace.settings, redis)
-    completed = (await collect(namespace.settings, "ld-exp", None))["variants"]
+    completed = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
     assert [(v["visitors"], v["conversions"]) for v in completed] == [(1, 0), (2, 2)]
 
     reasons = Counter(

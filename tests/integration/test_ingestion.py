@@ -25,6 +25,7 @@ from tests.integration.harness import (
 )
 from worker.cli.results_command import collect
 from worker.ingestion.partitioning import partition_for
+from worker.results.query import ResultQuery
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +45,22 @@ def messages_for(
 
 
 async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
+    # timeframe_days forces the per-visitor scan: both paths must give the oracle's numbers.
+    queries = [ResultQuery(goal=goal) for goal in GOALS]
+    queries += [ResultQuery(goal=goal, timeframe_days=3650) for goal in GOALS]
     for experiment in LIVE:
-        for goal in GOALS:
-            actual = (await collect(namespace.settings, experiment, goal))["variants"]
+        for query in queries:
+            goal = query.goal
+            assert goal is not None
+            actual = (await collect(namespace.settings, experiment, query))["variants"]
             expected = data.expected(experiment, goal)
-            for got, want in zip(actual, expected, strict=True):
+            for full, want in zip(actual, expected, strict=True):
+                got = {name: full[name] for name in want}
                 for name in ("revenue", "revenue_sum_squares"):
                     assert math.isclose(
                         got.pop(name), want.pop(name), rel_tol=1e-9, abs_tol=1e-6
-                    ), (experiment, goal, name)
-                assert got == want, (experiment, goal)
+                    ), (experiment, query, name)
+                assert got == want, (experiment, query)
 
 
 async def dead_letter_reasons(namespace: Namespace) -> Counter[str]:
@@ -181,7 +188,7 @@ async def test_misrouted_event_is_forwarded_and_counted_once(
     )
     workers.start()
     await wait_until_applied(settings, redis)
-    before = (await collect(settings, "exp-a", "purchase"))["variants"]
+    before = (await collect(settings, "exp-a", ResultQuery()))["variants"]
     expected = data.expected("exp-a", "purchase")
     assert before[1]["visitors"] == expected[1]["visitors"] + 1
     assert before[0]["visitors"] == expected[0]["visitors"]

@@ -1,0 +1,229 @@
+"""Kameleoon's results request body, and the query it asks for (pure).
+
+A request names one date interval (whole local days of its start and end, in the
+offset its timestamps carry), how conversions count, the reference, the goals, an
+optional breakdown, cell filters and statistics overrides. Anything this server cannot
+answer exactly is a 400 naming the field, never a silently different answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.api.errors import bad_request
+from worker.events.experiment import Correction, Engine, ExperimentDefinition
+from worker.results.query import Condition, Dimension, ResultQuery
+
+CellType = Literal["DEVICE_TYPE", "BROWSER", "OS", "COUNTRY", "NEW_VISITOR"]
+BreakdownType = Literal[
+    "INTERVAL", "DEVICE_TYPE", "BROWSER", "OS", "COUNTRY", "NEW_VISITOR", "DAY_OF_WEEK",
+    "SDK", "TIMEZONE", "CUSTOM_DATUM",
+]  # fmt: skip
+
+CELL_FIELDS: dict[str, Dimension] = {
+    "DEVICE_TYPE": "device",
+    "BROWSER": "browser",
+    "OS": "os",
+    "COUNTRY": "country",
+    "NEW_VISITOR": "visitor_type",
+}
+"""Kameleoon's filter and breakdown types that are segment-cell dimensions here."""
+
+BREAKDOWNS: dict[str, Dimension] = {**CELL_FIELDS, "DAY_OF_WEEK": "day_of_week"}
+VISITOR_TYPES = {
+    "new": "new",
+    "new_visitor": "new",
+    "true": "new",
+    "returning": "returning",
+    "returning_visitor": "returning",
+    "false": "returning",
+}
+"""NEW_VISITOR filter values, case-insensitive, to this server's visitor types."""
+
+SECONDS_PER_HOUR = 3600
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class DateInterval(BaseModel):
+    """One date interval; both ends are ISO timestamps."""
+
+    model_config = _STRICT
+
+    start: datetime
+    end: datetime
+
+
+class Breakdown(BaseModel):
+    """How to split the numbers; INTERVAL needs ``interval``, CUSTOM_DATUM ``index``."""
+
+    model_config = _STRICT
+
+    type: BreakdownType
+    interval: Literal["HOUR", "DAY", "WEEK", "MONTH"] | None = None
+    index: int | None = None
+
+
+class Filter(BaseModel):
+    """Keep (``include``) or drop visitors whose ``type`` is one of ``values``."""
+
+    model_config = _STRICT
+
+    type: CellType
+    values: Annotated[list[Text], Field(min_length=1, max_length=100)]
+    include: bool = True
+
+
+class ResultsRequest(BaseModel):
+    """The body of ``POST /experiments/{id}/results`` and ``/feature-flags/{id}/results``."""
+
+    model_config = _STRICT
+
+    dateIntervals: Annotated[list[DateInterval], Field(min_length=1)]
+    conversionType: Literal["ALL_CONVERSION", "CONVERTED_VISITS"]
+    visitorData: bool = True
+    allVariationsData: bool = True
+    referenceVariationId: Text | None = None
+    goalsIds: Annotated[list[Text], Field(min_length=1, max_length=50)] | None = None
+    breakdown: Breakdown | None = None
+    filters: Annotated[list[Filter], Field(max_length=50)] = []
+    bayesian: bool | None = None
+    sequentialTesting: bool | None = None
+    enabledMultipleTesting: bool | None = None
+    callbackUrl: Annotated[str, Field(max_length=2000)] | None = None
+
+
+@dataclass(frozen=True)
+class ResultsPlan:
+    """What to compute: the definition with the request's statistics overrides, the
+    query, the goals to report and whether the breakdown is by day of entry."""
+
+    definition: ExperimentDefinition
+    query: ResultQuery
+    goals: list[str]
+    daily: bool
+
+
+def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> ResultsPlan:
+    """The plan of a request for ``definition``; 400 on anything it cannot answer."""
+    daily = body.breakdown is not None and body.breakdown.type == "INTERVAL"
+    try:
+        query = ResultQuery(
+            start_date=None,
+            end_date=None,
+            tz=0,
+            segment=tuple(group for spec in body.filters for group in _filter_groups(spec)),
+            breakdown=None if daily else _breakdown(body.breakdown),
+            count_unit="visitors" if body.visitorData else "visits",
+            conversion_type="all" if body.conversionType == "ALL_CONVERSION" else "converted_visits",
+            reference_variant=body.referenceVariationId,
+        )
+        query = query.model_copy(update=_dates(body.dateIntervals))
+        query = ResultQuery.model_validate(query.model_dump())
+        query.variant_order(definition)
+    except ValueError as error:
+        raise bad_request(f"Invalid request: {_first_line(error)}.") from error
+    if daily and body.breakdown is not None and body.breakdown.interval != "DAY":
+        raise bad_request("Breakdown INTERVAL supports interval DAY only.")
+    return ResultsPlan(
+        definition=_with_overrides(definition, body),
+        query=query,
+        goals=_goals(definition, body.goalsIds),
+        daily=daily,
+    )
+
+
+def _dates(intervals: list[DateInterval]) -> dict[str, object]:
+    """Start date, end date and timezone of the single interval."""
+    if len(intervals) != 1:
+        raise ValueError("dateIntervals must hold exactly one interval")
+    interval = intervals[0]
+    offsets = {_offset_hours(interval.start), _offset_hours(interval.end)}
+    if len(offsets) != 1:
+        raise ValueError("the start and end of an interval must have the same UTC offset")
+    return {
+        "start_date": interval.start.date(),
+        "end_date": interval.end.date(),
+        "tz": offsets.pop(),
+    }
+
+
+def _offset_hours(moment: datetime) -> int:
+    offset = moment.utcoffset() or timedelta(0)
+    seconds = int(offset.total_seconds())
+    if seconds % SECONDS_PER_HOUR:
+        raise ValueError("UTC offsets must be whole hours")
+    return seconds // SECONDS_PER_HOUR
+
+
+def _breakdown(breakdown: Breakdown | None) -> Dimension | None:
+    if breakdown is None:
+        return None
+    dimension = BREAKDOWNS.get(breakdown.type)
+    if dimension is None:
+        raise ValueError(f"breakdown type {breakdown.type} is not supported")
+    return dimension
+
+
+def _filter_groups(spec: Filter) -> list[tuple[Condition, ...]]:
+    """``include``: one OR group of equalities; otherwise one group per excluded value."""
+    field = CELL_FIELDS[spec.type]
+    values = [_filter_value(spec.type, value) for value in spec.values]
+    if spec.include:
+        return [tuple(Condition(field=field, operator="==", value=value) for value in values)]
+    return [(Condition(field=field, operator="!=", value=value),) for value in values]
+
+
+def _filter_value(kind: str, value: str) -> str:
+    if kind != "NEW_VISITOR":
+        return value
+    visitor_type = VISITOR_TYPES.get(value.lower())
+    if visitor_type is None:
+        raise ValueError(f"NEW_VISITOR filter values are NEW or RETURNING, not {value!r}")
+    return visitor_type
+
+
+def _goals(definition: ExperimentDefinition, goal_ids: list[str] | None) -> list[str]:
+    known = [goal.key for goal in definition.goals]
+    if goal_ids is None:
+        return known
+    unknown = [goal for goal in goal_ids if goal not in known]
+    if unknown:
+        raise bad_request(f"Experiment {definition.id!r} has no goal {unknown[0]!r}.")
+    return list(dict.fromkeys(goal_ids))
+
+
+def _with_overrides(definition: ExperimentDefinition, body: ResultsRequest) -> ExperimentDefinition:
+    """The definition with the request's engine, sequential and correction choices.
+
+    ``enabledMultipleTesting: true`` keeps a configured correction, else applies
+    Bonferroni; ``false`` turns any correction off.
+    """
+    stats = definition.stats
+    update: dict[str, object] = {}
+    if body.bayesian is not None:
+        update["engine"] = Engine.BAYESIAN if body.bayesian else Engine.FREQUENTIST
+    if body.sequentialTesting is not None:
+        update["sequential"] = body.sequentialTesting
+    if body.enabledMultipleTesting is not None:
+        configured = stats.correction if stats.correction is not Correction.NONE else None
+        update["correction"] = (
+            (configured or Correction.BONFERRONI) if body.enabledMultipleTesting else Correction.NONE
+        )
+    if not update:
+        return definition
+    return definition.model_copy(update={"stats": stats.model_copy(update=update)})
+
+
+def _first_line(error: ValueError) -> str:
+    """The message of a ValueError (or the first problem of a pydantic error)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        problems = errors()
+        if problems:
+            return str(problems[0].get("msg", error)).rstrip(".")
+    return str(error).rstrip(".")
