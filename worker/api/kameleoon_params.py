@@ -9,7 +9,7 @@ answer exactly is a 400 naming the field, never a silently different answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,18 +112,17 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
     """The plan of a request for ``definition``; 400 on anything it cannot answer."""
     daily = body.breakdown is not None and body.breakdown.type == "INTERVAL"
     try:
+        start, end, tz = _dates(body.dateIntervals)
         query = ResultQuery(
-            start_date=None,
-            end_date=None,
-            tz=0,
+            start_date=start,
+            end_date=end,
+            tz=tz,
             segment=tuple(group for spec in body.filters for group in _filter_groups(spec)),
             breakdown=None if daily else _breakdown(body.breakdown),
             count_unit="visitors" if body.visitorData else "visits",
             conversion_type="all" if body.conversionType == "ALL_CONVERSION" else "converted_visits",
             reference_variant=body.referenceVariationId,
         )
-        query = query.model_copy(update=_dates(body.dateIntervals))
-        query = ResultQuery.model_validate(query.model_dump())
         query.variant_order(definition)
     except ValueError as error:
         raise bad_request(f"Invalid request: {_first_line(error)}.") from error
@@ -137,7 +136,7 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
     )
 
 
-def _dates(intervals: list[DateInterval]) -> dict[str, object]:
+def _dates(intervals: list[DateInterval]) -> tuple[date, date, int]:
     """Start date, end date and timezone of the single interval."""
     if len(intervals) != 1:
         raise ValueError("dateIntervals must hold exactly one interval")
@@ -145,11 +144,7 @@ def _dates(intervals: list[DateInterval]) -> dict[str, object]:
     offsets = {_offset_hours(interval.start), _offset_hours(interval.end)}
     if len(offsets) != 1:
         raise ValueError("the start and end of an interval must have the same UTC offset")
-    return {
-        "start_date": interval.start.date(),
-        "end_date": interval.end.date(),
-        "tz": offsets.pop(),
-    }
+    return interval.start.date(), interval.end.date(), offsets.pop()
 
 
 def _offset_hours(moment: datetime) -> int:
