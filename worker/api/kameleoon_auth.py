@@ -15,9 +15,9 @@ from typing import Annotated
 from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from worker.api.auth import IDENTIFIER, api_key_header, bearer, experiment_in_project
+from worker.api.auth import api_key_header, bearer, experiment_in_project
 from worker.api.context import ApiContext, api_context
-from worker.api.errors import EXPERIMENT_NOT_FOUND, UNAUTHORIZED, ApiError
+from worker.api.errors import UNAUTHORIZED, ApiError
 from worker.events.experiment import ExperimentDefinition
 from worker.store.api_keys import find_key
 from worker.store.share_links import TOKEN_PATTERN, find_share_link
@@ -64,11 +64,10 @@ async def readable_experiment(
     context: ApiContext, caller: Caller, experiment_id: str
 ) -> ExperimentDefinition:
     """The experiment when the caller may read it; one 404 for every other case."""
-    if not IDENTIFIER.fullmatch(experiment_id) or not caller.may_read(
-        caller.project_key, experiment_id
-    ):
-        raise ApiError(404, EXPERIMENT_NOT_FOUND)
-    return await experiment_in_project(context, caller.project_key, experiment_id)
+    allowed = caller.may_read(caller.project_key, experiment_id)
+    return await experiment_in_project(
+        context, caller.project_key if allowed else None, experiment_id
+    )
 
 
 KameleoonCaller = Annotated[Caller, Depends(kameleoon_caller)]

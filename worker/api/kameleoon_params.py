@@ -120,7 +120,9 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
             segment=tuple(group for spec in body.filters for group in _filter_groups(spec)),
             breakdown=None if daily else _breakdown(body.breakdown),
             count_unit="visitors" if body.visitorData else "visits",
-            conversion_type="all" if body.conversionType == "ALL_CONVERSION" else "converted_visits",
+            conversion_type="all"
+            if body.conversionType == "ALL_CONVERSION"
+            else "converted_visits",
             reference_variant=body.referenceVariationId,
         )
         query.variant_order(definition)
@@ -207,7 +209,9 @@ def _with_overrides(definition: ExperimentDefinition, body: ResultsRequest) -> E
     if body.enabledMultipleTesting is not None:
         configured = stats.correction if stats.correction is not Correction.NONE else None
         update["correction"] = (
-            (configured or Correction.BONFERRONI) if body.enabledMultipleTesting else Correction.NONE
+            (configured or Correction.BONFERRONI)
+            if body.enabledMultipleTesting
+            else Correction.NONE
         )
     if not update:
         return definition

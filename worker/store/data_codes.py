@@ -76,7 +76,9 @@ async def finish_data_code(
         data=data,
         error=error,
     )
-    await redis.set(data_code_key(prefix, record.code), orjson.dumps(asdict(done)), xx=True, keepttl=True)
+    await redis.set(
+        data_code_key(prefix, record.code), orjson.dumps(asdict(done)), xx=True, keepttl=True
+    )
     return done
 
 
@@ -84,4 +86,3 @@ async def find_data_code(redis: Redis, prefix: str, code: str) -> DataCode | Non
     """The record of a live code, or None when it is unknown or expired."""
     raw = await redis.get(data_code_key(prefix, code))
     return None if raw is None else DataCode(**orjson.loads(raw))
-

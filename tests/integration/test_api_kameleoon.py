@@ -1,0 +1,305 @@
+"""The Kameleoon results flow against real Kafka, a real worker and real Redis.
+
+Reuses the ingested data set of test_api_mida.py; numbers are compared with the
+plain-Python oracle of tests/dataset.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.dataset import GOALS, Dataset, expected_totals
+from tests.integration import test_api_mida as mida
+from tests.integration.harness import Namespace
+from tests.integration.test_api_mida import context, restricted
+from worker.api.kameleoon_routes import ALLOWED_HOSTS_ENV
+from worker.store.data_codes import data_code_key
+
+pytestmark = pytest.mark.integration
+
+# The module-scoped fixtures of test_api_mida.py: one data set ingested per module.
+api_namespace = mida.api_namespace
+ingested = mida.ingested
+api_key = mida.api_key
+rival_key = mida.rival_key
+client = mida.client
+
+WHOLE_RANGE = [{"start": "2026-11-01T00:00:00Z", "end": "2026-11-30T23:59:59Z"}]
+BODY: dict[str, Any] = {"dateIntervals": WHOLE_RANGE, "conversionType": "ALL_CONVERSION"}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def request_code(
+    client: httpx.AsyncClient, path: str, key: str, body: dict[str, Any], status: int = 200
+) -> Any:
+    response = await client.post(path, json=body, headers=auth(key))
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def ready(client: httpx.AsyncClient, code: str, key: str) -> dict[str, Any]:
+    """Poll the code until it is no longer PENDING; the READY data."""
+    for _ in range(200):
+        response = await client.get("/results", params={"dataCode": code}, headers=auth(key))
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] != "PENDING":
+            assert body["status"] == "READY", body
+            return dict(body["data"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("the computation never finished")
+
+
+async def results(
+    client: httpx.AsyncClient, experiment: str, key: str, **body: Any
+) -> dict[str, Any]:
+    code = await request_code(client, f"/experiments/{experiment}/results", key, BODY | body)
+    assert set(code) == {"dataCode"} and len(code["dataCode"]) >= 43
+    return await ready(client, code["dataCode"], key)
+
+
+def assert_matches(
+    general: dict[str, Any],
+    expected: dict[str, list[dict[str, Any]]],
+    variant: int,
+    unit: str = "visitors",
+    converted: str = "conversions",
+) -> None:
+    """One generalData against the oracle rows (goal → rows, control first)."""
+    first = next(iter(expected.values()))[variant]
+    assert (general["visitorCount"], general["visitCount"]) == (first["visitors"], first["visits"])
+    assert set(general["goalsData"]) == set(expected)
+    for goal, rows in expected.items():
+        row, control = rows[variant], rows[0]
+        data = general["goalsData"][goal]
+        assert set(data) == {
+            "conversionCount", "convertedVisitCount", "revenueCount", "averageCart",
+            "conversionRate", "improvementRate", "reliability",
+        }  # fmt: skip
+        assert data["conversionCount"] == row["goal_events"]
+        assert data["convertedVisitCount"] == row["converted_visits"]
+        assert data["revenueCount"] == pytest.approx(row["revenue"], abs=1e-3)
+        if row["orders"]:
+            assert data["averageCart"] == pytest.approx(row["revenue"] / row["orders"], rel=1e-9)
+        else:
+            assert data["averageCart"] is None
+        rate = min(row[converted], row[unit]) / row[unit]
+        assert data["conversionRate"] == pytest.approx(100 * rate, abs=1e-6)
+        if variant == 0:
+            assert data["improvementRate"] is None and data["reliability"] is None
+        else:
+            assert 0 <= data["reliability"] <= 100
+            control_rate = control["conversions"] / control["visitors"]
+            if goal == "signup" and unit == "visitors":
+                lift = 100 * (rate / control_rate - 1)
+                assert data["improvementRate"] == pytest.approx(lift, rel=1e-6)
+
+
+async def test_contract_and_numbers_match_the_oracle(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    data = await results(client, "exp-b", api_key)
+    assert list(data) == ["variationData"]
+    assert list(data["variationData"]) == ["_reference", "1", "2"]
+    expected = {goal: ingested.expected("exp-b", goal) for goal in GOALS}
+    for index, variation in enumerate(data["variationData"].values()):
+        assert list(variation["breakdownData"]) == ["_reference"]
+        assert_matches(variation["breakdownData"]["_reference"]["generalData"], expected, index)
+
+
+async def test_visits_converted_visits_goals_and_reference(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    data = await results(
+        client,
+        "exp-a",
+        api_key,
+        conversionType="CONVERTED_VISITS",
+        visitorData=False,
+        goalsIds=["signup"],
+        referenceVariationId="1",
+    )
+    assert list(data["variationData"]) == ["_reference", "0"]
+    rows = ingested.expected("exp-a", "signup")
+    expected = {"signup": [rows[1], rows[0]]}
+    for index, variation in enumerate(data["variationData"].values()):
+        general = variation["breakdownData"]["_reference"]["generalData"]
+        assert_matches(general, expected, index, unit="visits", converted="converted_visits")
+
+
+def on_device(device: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: context(event, "device") == device
+
+
+async def test_breakdown_by_device_with_a_country_filter(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    data = await results(
+        client,
+        "exp-c",
+        api_key,
+        goalsIds=["purchase"],
+        breakdown={"type": "DEVICE_TYPE"},
+        filters=[{"type": "COUNTRY", "values": ["US", "CA"], "include": True}],
+    )
+    cut = restricted(ingested, "exp-c", lambda e: context(e, "country") in ("US", "CA"))
+    for index, variation in enumerate(data["variationData"].values()):
+        breakdown = variation["breakdownData"]
+        assert {"_reference", "mobile", "desktop", "tablet"} <= set(breakdown)
+        whole = {"purchase": expected_totals(cut, "exp-c", "purchase")}
+        assert_matches(breakdown["_reference"]["generalData"], whole, index)
+        for device in ("mobile", "desktop", "tablet"):
+            part = restricted(cut, "exp-c", on_device(device))
+            rows = {"purchase": expected_totals(part, "exp-c", "purchase")}
+            assert_matches(breakdown[device]["generalData"], rows, index)
+
+
+async def test_daily_breakdown_and_feature_flag_path(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    body = BODY | {"breakdown": {"type": "INTERVAL", "interval": "DAY"}, "goalsIds": ["click"]}
+    code = await request_code(client, "/feature-flags/exp-a/results", api_key, body)
+    data = await ready(client, code["dataCode"], api_key)
+    breakdown = data["variationData"]["_reference"]["breakdownData"]
+    assert list(breakdown) == ["_reference", "2026-11-20"]
+    assert (
+        breakdown["2026-11-20"]["generalData"]["visitorCount"]
+        == (ingested.expected("exp-a", "click")[0]["visitors"])
+    )
+
+
+async def test_invalid_requests_are_400(client: httpx.AsyncClient, api_key: str) -> None:
+    path = "/experiments/exp-a/results"
+    for body in (
+        {"dateIntervals": WHOLE_RANGE},
+        {**BODY, "dateIntervals": WHOLE_RANGE * 2},
+        {**BODY, "breakdown": {"type": "SDK"}},
+        {**BODY, "breakdown": {"type": "INTERVAL", "interval": "WEEK"}},
+        {**BODY, "goalsIds": ["nope"]},
+        {**BODY, "referenceVariationId": "9"},
+        {**BODY, "callbackUrl": "file:///etc/passwd"},
+        {**BODY, "filters": [{"type": "NEW_VISITOR", "values": ["maybe"]}]},
+    ):
+        error = await request_code(client, path, api_key, body, status=400)
+        assert list(error) == ["error"] and error["error"].endswith(".")
+
+
+async def test_unknown_and_expired_codes_are_404(
+    client: httpx.AsyncClient, api_namespace: Namespace, api_key: str
+) -> None:
+    for code in ("nope", "A" * 43):
+        response = await client.get("/results", params={"dataCode": code}, headers=auth(api_key))
+        assert response.status_code == 404 and response.json() == {
+            "error": "This dataCode is unknown or expired."
+        }
+    code = (await request_code(client, "/experiments/exp-a/results", api_key, BODY))["dataCode"]
+    await ready(client, code, api_key)
+    settings = api_namespace.settings
+    async with Redis.from_url(settings.redis_url) as redis:
+        assert 0 < await redis.ttl(data_code_key(settings.key_prefix, code)) <= 3600
+        await redis.pexpire(data_code_key(settings.key_prefix, code), 1)
+    await asyncio.sleep(0.05)
+    response = await client.get("/results", params={"dataCode": code}, headers=auth(api_key))
+    assert response.status_code == 404
+
+
+async def test_keys_and_projects(client: httpx.AsyncClient, api_key: str, rival_key: str) -> None:
+    path = "/experiments/exp-a/results"
+    assert (await client.post(path, json=BODY)).status_code == 401
+    assert (await client.post(path, json=BODY, headers=auth("wrong"))).status_code == 401
+    assert (await client.get("/results", params={"dataCode": "x"})).status_code == 401
+    await request_code(client, path, rival_key, BODY, status=404)
+    await request_code(client, "/experiments/rival-exp/results", api_key, BODY, status=404)
+    code = (await request_code(client, path, api_key, BODY))["dataCode"]
+    response = await client.get("/results", params={"dataCode": code}, headers=auth(rival_key))
+    assert response.status_code == 404
+    headers = {"x-api-key": api_key}
+    assert (
+        await client.get("/results", params={"dataCode": code}, headers=headers)
+    ).status_code == 200
+
+
+async def test_shared_token_reads_one_experiment_only(
+    client: httpx.AsyncClient, api_key: str
+) -> None:
+    response = await client.post("/experiments/exp-a/share", headers=auth(api_key))
+    assert response.status_code == 200, response.text
+    shared = response.json()
+    assert set(shared) == {"token", "experimentId", "expiresAt"}
+    token = shared["token"]
+    assert shared["experimentId"] == "exp-a"
+    again = await client.post("/experiments/exp-a/share", headers=auth(api_key))
+    assert again.json()["token"] == token
+    data = await results(client, "exp-a", token)
+    assert list(data["variationData"]) == ["_reference", "1"]
+    await request_code(client, "/experiments/exp-b/results", token, BODY, status=404)
+    other = (await request_code(client, "/experiments/exp-b/results", api_key, BODY))["dataCode"]
+    response = await client.get("/results", params={"dataCode": other}, headers=auth(token))
+    assert response.status_code == 404
+    for method, path in (
+        ("GET", "/v2/project/shop/experiments"),
+        ("GET", "/v2/project/shop/experiment/exp-a/result"),
+        ("POST", "/experiments/exp-a/share"),
+    ):
+        response = await client.request(method, path, headers=auth(token))
+        assert response.status_code == 401, path
+    assert (await client.post("/experiments/exp-a/share")).status_code == 401
+
+
+class Counting(BaseHTTPRequestHandler):
+    """Counts the requests it receives (and what they carried)."""
+
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("content-length", 0))
+        Counting.received.append(self.rfile.read(length))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def callback_server() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), Counting)
+    Counting.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/done"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_callback_only_to_allowed_hosts(
+    client: httpx.AsyncClient,
+    api_key: str,
+    callback_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ALLOWED_HOSTS_ENV, raising=False)
+    body = BODY | {"callbackUrl": callback_server}
+    code = (await request_code(client, "/experiments/exp-a/results", api_key, body))["dataCode"]
+    await ready(client, code, api_key)
+    await asyncio.sleep(0.2)
+    assert Counting.received == []
+    monkeypatch.setenv(ALLOWED_HOSTS_ENV, "example.org, 127.0.0.1")
+    code = (await request_code(client, "/experiments/exp-a/results", api_key, body))["dataCode"]
+    await ready(client, code, api_key)
+    for _ in range(100):
+        if Counting.received:
+            break
+        await asyncio.sleep(0.05)
+    assert [json_body for json_body in Counting.received] == [f'{{"dataCode":"{code}"}}'.encode()]

@@ -1,0 +1,118 @@
+"""Kameleoon request parsing and response shaping (pure, no services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.api.errors import ApiError
+from worker.api.kameleoon_params import ResultsRequest, results_plan
+from worker.api.kameleoon_shapes import variation_data
+from worker.events.experiment import Correction, Engine, ExperimentDefinition
+
+DEFINITION = ExperimentDefinition.model_validate(
+    {
+        "id": "exp",
+        "project_key": "shop",
+        "name": "Exp",
+        "variants": [{"id": "a", "name": "A", "is_control": True}, {"id": "b", "name": "B"}],
+        "goals": [{"key": "buy", "name": "Buy", "primary": True}, {"key": "view", "name": "V"}],
+        "stats": {"engine": "frequentist", "sequential": False},
+    }
+)
+BASE: dict[str, Any] = {
+    "dateIntervals": [{"start": "2026-11-19T00:00:00-05:00", "end": "2026-11-20T23:00:00-05:00"}],
+    "conversionType": "CONVERTED_VISITS",
+}
+
+
+def plan(**body: Any) -> Any:
+    return results_plan(ResultsRequest.model_validate(BASE | body), DEFINITION)
+
+
+def test_body_becomes_the_query() -> None:
+    result = plan(
+        visitorData=False,
+        breakdown={"type": "NEW_VISITOR"},
+        filters=[
+            {"type": "DEVICE_TYPE", "values": ["MOBILE", "TABLET"]},
+            {"type": "NEW_VISITOR", "values": ["RETURNING"], "include": False},
+        ],
+        goalsIds=["view"],
+        referenceVariationId="b",
+    )
+    query = result.query
+    assert (str(query.start_date), str(query.end_date), query.tz) == (
+        "2026-11-19",
+        "2026-11-20",
+        -5,
+    )
+    assert (query.count_unit, query.conversion_type) == ("visits", "converted_visits")
+    assert (query.breakdown, query.reference_variant) == ("visitor_type", "b")
+    assert [[(c.field, c.operator, c.value) for c in group] for group in query.segment] == [
+        [("device", "==", "MOBILE"), ("device", "==", "TABLET")],
+        [("visitor_type", "!=", "returning")],
+    ]
+    assert result.goals == ["view"] and not result.daily
+    assert result.definition is DEFINITION
+
+
+def test_statistics_overrides_copy_the_definition() -> None:
+    stats = plan(
+        bayesian=True, sequentialTesting=True, enabledMultipleTesting=True
+    ).definition.stats
+    assert (stats.engine, stats.sequential, stats.correction) == (
+        Engine.BAYESIAN,
+        True,
+        Correction.BONFERRONI,
+    )
+    assert DEFINITION.stats.engine is Engine.FREQUENTIST
+    assert plan(breakdown={"type": "INTERVAL", "interval": "DAY"}).daily
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dateIntervals": [{"start": "2026-11-19T00:00:00+05:30", "end": "2026-11-20T00:00:00"}]},
+        {"breakdown": {"type": "CUSTOM_DATUM", "index": 1}},
+        {"goalsIds": ["nope"]},
+        {"referenceVariationId": "z"},
+    ],
+)
+def test_unanswerable_requests_are_400(body: dict[str, Any]) -> None:
+    with pytest.raises(ApiError) as raised:
+        plan(**body)
+    assert raised.value.status_code == 400
+
+
+def row(variant: str, **numbers: Any) -> dict[str, Any]:
+    base = {"variant_id": variant, "visitors": 10, "visits": 12, "goal_events": 3}
+    return base | {"converted_visits": 2, "orders": 0, "revenue": 0.0} | numbers
+
+
+def test_variation_data_units_are_percent() -> None:
+    blocks = {
+        "buy": {
+            "variants": [
+                row("a", conversion_rate=0.2, statistics=None),
+                row("b", conversion_rate=0.25, orders=2, revenue=30.0,
+                    statistics={"reliability": 0.9, "improvement": 25.0}),
+            ]
+        }
+    }  # fmt: skip
+    data = variation_data({"_reference": blocks, "mobile": blocks}, ["buy"])
+    assert list(data["variationData"]) == ["_reference", "b"]
+    general = data["variationData"]["b"]["breakdownData"]["mobile"]["generalData"]
+    assert (general["visitorCount"], general["visitCount"]) == (10, 12)
+    assert general["goalsData"]["buy"] == {
+        "conversionCount": 3,
+        "convertedVisitCount": 2,
+        "revenueCount": 30.0,
+        "averageCart": 15.0,
+        "conversionRate": 25.0,
+        "improvementRate": 25.0,
+        "reliability": pytest.approx(90.0),
+    }
+    reference = data["variationData"]["_reference"]["breakdownData"]["_reference"]
+    assert reference["generalData"]["goalsData"]["buy"]["reliability"] is None

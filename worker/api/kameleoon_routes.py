@@ -1,0 +1,228 @@
+"""Kameleoon's Automation API results flow: ask for results, get a data code at once,
+read the result under the code when the background computation is done.
+
+``callbackUrl`` is only contacted when its host is listed in the environment variable
+``AB_CALLBACK_ALLOWED_HOSTS`` (comma-separated, empty by default), so the server can
+never be made to reach an internal address; redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from worker.api.auth import experiment_in_project, key_project
+from worker.api.context import ApiContext, api_context
+from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
+from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment, share_prefix
+from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
+from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
+from worker.api.result_source import ResultSource
+from worker.store.data_codes import (
+    CODE_PATTERN,
+    DataCode,
+    create_data_code,
+    find_data_code,
+    finish_data_code,
+)
+from worker.store.share_links import create_share_link
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["Kameleoon"])
+
+Context = Annotated[ApiContext, Depends(api_context)]
+ALLOWED_HOSTS_ENV = "AB_CALLBACK_ALLOWED_HOSTS"
+CALLBACK_TIMEOUT_SECONDS = 5.0
+DEFAULT_SHARE_DAYS = 7
+UNKNOWN_CODE = "This dataCode is unknown or expired."
+_CODE = re.compile(CODE_PATTERN, re.ASCII)
+_RUNNING: set[asyncio.Task[None]] = set()
+"""Background computations, referenced until done (the loop keeps only weak ones)."""
+
+
+class DataCodeResponse(BaseModel):
+    """The answer of a results request."""
+
+    dataCode: str
+
+
+class ResultsResponse(BaseModel):
+    """The state of a data code, with the data once READY."""
+
+    status: Literal["PENDING", "READY", "ERROR"]
+    data: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ShareResponse(BaseModel):
+    """A shared token for one experiment's Kameleoon results."""
+
+    token: str
+    experimentId: str
+    expiresAt: str
+
+
+@router.post(
+    "/experiments/{experimentId}/results",
+    response_model=DataCodeResponse,
+    responses=ERROR_RESPONSES,
+    summary="Request experiment results (Kameleoon)",
+)
+async def experiment_results(
+    experimentId: str, body: ResultsRequest, caller: KameleoonCaller, context: Context
+) -> DataCodeResponse:
+    """Start the computation and answer its data code at once."""
+    return await _start(context, caller, experimentId, body)
+
+
+@router.post(
+    "/feature-flags/{featureFlagId}/results",
+    response_model=DataCodeResponse,
+    responses=ERROR_RESPONSES,
+    summary="Request feature flag results (Kameleoon)",
+)
+async def feature_flag_results(
+    featureFlagId: str, body: ResultsRequest, caller: KameleoonCaller, context: Context
+) -> DataCodeResponse:
+    """The same computation for a feature flag's experiment."""
+    return await _start(context, caller, featureFlagId, body)
+
+
+@router.get(
+    "/results",
+    response_model=ResultsResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    summary="Read results by data code (Kameleoon)",
+)
+async def read_results(
+    caller: KameleoonCaller,
+    context: Context,
+    dataCode: Annotated[str, Query(max_length=100, description="The code of a results request.")],
+) -> ResultsResponse:
+    """PENDING, READY with the data, or ERROR with a sentence; 404 once expired."""
+    record = (
+        await find_data_code(context.redis, context.prefix, dataCode)
+        if _CODE.fullmatch(dataCode)
+        else None
+    )
+    if record is None or not caller.may_read(record.project_key, record.experiment_id):
+        raise ApiError(404, UNKNOWN_CODE)
+    return ResultsResponse(status=record.status, data=record.data, error=record.error)
+
+
+@router.post(
+    "/experiments/{experimentId}/share",
+    response_model=ShareResponse,
+    responses=ERROR_RESPONSES,
+    summary="Share an experiment's Kameleoon results",
+)
+async def share_experiment(
+    experimentId: str,
+    project_key: Annotated[str, Depends(key_project)],
+    context: Context,
+    expiresInDays: Annotated[
+        int, Query(ge=1, le=365, description="Days until the token stops working.")
+    ] = DEFAULT_SHARE_DAYS,
+) -> ShareResponse:
+    """A read-only token for this experiment's results endpoints (API keys only)."""
+    definition = await experiment_in_project(context, project_key, experimentId)
+    link, _ = await create_share_link(
+        context.redis,
+        share_prefix(context.prefix),
+        project_key,
+        definition.id,
+        timedelta(days=expiresInDays),
+    )
+    return ShareResponse(token=link.token, experimentId=definition.id, expiresAt=link.expires_at)
+
+
+async def _start(
+    context: ApiContext, caller: Caller, experiment_id: str, body: ResultsRequest
+) -> DataCodeResponse:
+    """Validate the request, then compute in the background under a new data code."""
+    definition = await readable_experiment(context, caller, experiment_id)
+    plan = results_plan(body, definition)
+    callback = _allowed_callback(body.callbackUrl)
+    record = await create_data_code(
+        context.redis, context.prefix, definition.project_key, definition.id
+    )
+    task = asyncio.create_task(_run(context, record, plan, callback))
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+    return DataCodeResponse(dataCode=record.code)
+
+
+async def _run(
+    context: ApiContext, record: DataCode, plan: ResultsPlan, callback: str | None
+) -> None:
+    """Compute, store the outcome under the code, then call back if allowed."""
+    try:
+        data = await kameleoon_data(context.results, plan)
+    except ApiError as error:
+        await finish_data_code(context.redis, context.prefix, record, error=error.message)
+    except Exception:
+        log.exception("Kameleoon results of %s failed", record.experiment_id)
+        await finish_data_code(
+            context.redis, context.prefix, record, error="The computation failed; try again."
+        )
+    else:
+        await finish_data_code(context.redis, context.prefix, record, data=data)
+    if callback is not None:
+        await _call_back(callback, record.code)
+
+
+async def kameleoon_data(results: ResultSource, plan: ResultsPlan) -> dict[str, Any]:
+    """The ``data`` of a plan: the whole interval, and its breakdown if any."""
+    document = await results.document(plan.definition, plan.query)
+    breakdown: dict[str, GoalBlocks] = {REFERENCE: document["goals"]}
+    if plan.daily:
+        days: dict[str, dict[str, Any]] = {}
+        for goal in plan.goals:
+            query = plan.query.model_copy(update={"goal": goal})
+            for day, daily in await results.daily(plan.definition, query):
+                days.setdefault(day.isoformat(), {})[goal] = daily["goals"][goal]
+        breakdown.update(days)
+    else:
+        for label, segment in document["segments"].items():
+            breakdown[str(label)] = segment["goals"]
+    return variation_data(breakdown, plan.goals)
+
+
+def allowed_callback_hosts() -> set[str]:
+    """The hosts ``callbackUrl`` may name, from ``AB_CALLBACK_ALLOWED_HOSTS``."""
+    raw = os.environ.get(ALLOWED_HOSTS_ENV, "")
+    return {host.strip().lower() for host in raw.split(",") if host.strip()}
+
+
+def _allowed_callback(url: str | None) -> str | None:
+    """The URL when it may be called back; 400 when it is no http(s) URL at all."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad_request("callbackUrl must be an http or https URL.")
+    if parts.hostname.lower() not in allowed_callback_hosts():
+        log.warning(
+            "callbackUrl host %s is not on %s; not calling it", parts.hostname, ALLOWED_HOSTS_ENV
+        )
+        return None
+    return url
+
+
+async def _call_back(url: str, code: str) -> None:
+    try:
+        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_SECONDS) as client:
+            await client.post(url, json={"dataCode": code})
+    except httpx.HTTPError as error:
+        log.warning("callback to %s failed: %s", url, error)
