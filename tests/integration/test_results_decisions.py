@@ -137,6 +137,7 @@ async def test_winner_srm_and_aa_decisions(
     assert not [e for e in events if e["experiment_id"] == "aa20"]
     winner = next(e for e in events if e["kind"] == "winner_declared")
     assert winner["idempotency_key"] and winner["goal"] == "purchase"
+    assert winner["rule"]["name"] == "sequential" and winner["rule"]["kameleoon"]["met"] is True
 
     # Each experiment's snapshot is computed once per interval.
     published = await snapshots(namespace)

@@ -126,7 +126,11 @@ def _next_winner(
         winner = None
     if winner is None and passing and not srm:
         winner = passing[0]
-        ledger.emit(WINNER_DECLARED, winner, _numbers(result, primary, winner))
+        ledger.emit(
+            WINNER_DECLARED,
+            winner,
+            _numbers(result, primary, winner) | {"rule": winner_rule(definition, primary, winner)},
+        )
     return winner
 
 
@@ -209,6 +213,35 @@ def _passes(
     if higher_is_better:
         return lower is not None and lower > 0
     return upper is not None and upper < 0
+
+
+def winner_rule(
+    definition: ExperimentDefinition, goal: Mapping[str, Any], variant_id: str
+) -> dict[str, Any]:
+    """Which rule declared the winner, and Kameleoon's rule on the same numbers.
+
+    Ours: the threshold under sequential inference (or a fixed-horizon test at the
+    planned sample), a positive improvement, Holm across arms, no SRM alarm.
+    Kameleoon's: reliability (1 - one-sided p, or the chance to beat the reference)
+    above the threshold and a positive improvement; ours implies it.
+    """
+    statistics = next(v for v in goal["variants"] if v["variant_id"] == variant_id)["statistics"]
+    threshold = definition.stats.confidence_threshold_percent
+    reliability = statistics.get("reliability")
+    improvement = statistics.get("improvement")
+    return {
+        "name": "sequential" if definition.stats.sequential else "fixed_horizon",
+        "engine": definition.stats.engine.value,
+        "threshold_percent": threshold,
+        "kameleoon": {
+            "reliability_percent": None if reliability is None else 100 * reliability,
+            "improvement_percent": improvement,
+            "met": reliability is not None
+            and 100 * reliability >= threshold
+            and improvement is not None
+            and improvement > 0,
+        },
+    }
 
 
 def _moved(previous: Mapping[str, float], new: Mapping[str, float]) -> bool:
