@@ -1,6 +1,6 @@
 """Ingestion benchmark: publish N events, measure sustained events/s and Redis bytes.
 
-    .venv/bin/python bench/ingestion.py --events 200000 --visitors 40000 [--workers 1]
+    .venv/bin/python bench/ingestion.py --events 200000 --visitors 40000 [--workers 1] [--compare]
 
 Starts its own worker process(es) on fresh topics and a fresh key prefix against the
 services of the environment (or the local ones from `python -m worker services up`),
@@ -24,7 +24,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -187,6 +188,77 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"Redis memory: {(memory_after - memory_before) / entries:,.0f} bytes per visitor-experiment"
     )
+    if args.compare:
+        pipeline_rate = total / (finished - started)
+        ceiling = await ceiling_rate(settings, total)
+        baseline = await baseline_rate(settings, total, env)
+        print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:,.0f} events/s")
+        print(
+            f"naive baseline (faust, one event and one Redis round trip at a time): {baseline:,.0f} events/s"
+        )
+        print(
+            f"pipeline / ceiling: {pipeline_rate / ceiling:.0%}; pipeline / baseline: {pipeline_rate / baseline:.1f}x"
+        )
+
+
+async def ceiling_rate(settings: Settings, total: int) -> float:
+    """Read both input topics from the start with a bare consumer; events/s."""
+    consumer = AIOKafkaConsumer(
+        *settings.input_topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.consumer_group}-ceiling",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    started: float | None = None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            if started is None and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    assert started is not None
+    return total / (time.perf_counter() - started)
+
+
+async def baseline_rate(settings: Settings, total: int, env: dict[str, str]) -> float:
+    """Run the naive faust baseline on the same topics until it counted everything."""
+    counter = f"{settings.key_prefix}:naive"
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("naive_baseline.py")),
+         f"{settings.consumer_group}-naive", counter, *settings.input_topics],
+        env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    redis = Redis.from_url(settings.redis_url)
+    # Measured from its first counted event, so faust's start-up is not charged.
+    started: float | None = None
+    first = 0
+    try:
+        while True:
+            done = sum(int(value) for value in await redis.hvals(counter))
+            if started is None and done:
+                started, first = time.perf_counter(), done
+            if done >= total:
+                break
+            if process.poll() is not None:
+                raise RuntimeError("the naive baseline exited early")
+            await asyncio.sleep(0.05)
+        assert started is not None
+        return (total - first) / (time.perf_counter() - started)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        await redis.aclose()
 
 
 def main() -> None:
@@ -197,6 +269,10 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=40_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--compare", action="store_true",
+        help="also measure the ceiling (bare consumer) and the naive faust baseline on the same topics",
+    )  # fmt: skip
     asyncio.run(run(parser.parse_args()))
 
 

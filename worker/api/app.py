@@ -14,7 +14,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
 
-from worker.api import kameleoon_routes, mida_routes, system_routes
+from worker.api import (
+    experiments_api_routes,
+    kameleoon_routes,
+    launchdarkly_routes,
+    mida_routes,
+    posthog_routes,
+    system_routes,
+    ui_routes,
+)
 from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
@@ -57,7 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.include_router(mida_routes.router)
     app.include_router(kameleoon_routes.router)
+    app.include_router(experiments_api_routes.router)
+    app.include_router(posthog_routes.router)
+    app.include_router(launchdarkly_routes.router)
     app.include_router(system_routes.router)
+    app.include_router(ui_routes.router)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -64,7 +64,7 @@ class ExperimentOut(BaseModel):
     variants: list[VariantOut]
     goals: list[str]
     primaryGoal: str
-    count: AssignmentCount = Field(alias="_count", serialization_alias="_count")
+    count: AssignmentCount = Field(alias="_count")
 
 
 class PageMeta(BaseModel):
@@ -128,7 +128,9 @@ class ComputedResults(BaseModel):
     results: list[ComputedGoal]
 
 
-@router.get("", response_model=ExperimentPage, responses=ERROR_RESPONSES, summary="List experiments")
+@router.get(
+    "", response_model=ExperimentPage, responses=ERROR_RESPONSES, summary="List experiments"
+)
 async def list_experiments(
     project_key: Project,
     context: Context,
@@ -159,7 +161,9 @@ async def list_experiments(
     responses=ERROR_RESPONSES,
     summary="Get an experiment",
 )
-async def get_experiment(experiment_id: str, project_key: Project, context: Context) -> ExperimentOut:
+async def get_experiment(
+    experiment_id: str, project_key: Project, context: Context
+) -> ExperimentOut:
     """One experiment of the key's project (404 for any other)."""
     definition = await experiment_in_project(context, project_key, experiment_id)
     return await _experiment(context, definition)

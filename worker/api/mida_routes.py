@@ -293,12 +293,12 @@ async def _mida_result(
         definition,
         document,
         query.goal_key(definition),
-        await _ended_at(context, definition),
+        await ended_at(context, definition),
         datetime.now(UTC),
     )
 
 
-async def _ended_at(context: ApiContext, definition: ExperimentDefinition) -> datetime | None:
+async def ended_at(context: ApiContext, definition: ExperimentDefinition) -> datetime | None:
     """The definition's end, else the time the worker first saw it completed."""
     if definition.ended_at is not None or definition.status is not ExperimentStatus.COMPLETED:
         return definition.ended_at

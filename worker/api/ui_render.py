@@ -1,0 +1,301 @@
+"""The results pages as HTML text (pure: results in, markup out).
+
+Numbers come from the same Mida shapes the JSON API answers with, so the page and the
+API always agree. Every user-controlled text (names, ids, form values) is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from html import escape
+from typing import Any
+
+from worker.api.mida_models import ResultResponse, ResultVariant, Statistics
+from worker.api.mida_params import BREAKDOWNS, ResultParams
+from worker.api.mida_shapes import variant_rows
+from worker.api.ui_charts import Band, Line, line_chart
+from worker.events.experiment import ExperimentDefinition
+
+Document = Mapping[str, Any]
+
+AUTH_NOTE = (
+    "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>, "
+    "<code>x-api-key: &lt;key&gt;</code>, or <code>?key=&lt;key&gt;</code> in the address "
+    "so a browser can open the page (a key in an address stays in the browser history: "
+    "to show results to someone else, send a share link instead)."
+)
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111827;
+background:#f9fafb}
+main{max-width:1040px;margin:0 auto;padding:24px}
+h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.1rem;margin:28px 0 8px}
+.meta{color:#6b7280;margin:0 0 16px}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{padding:8px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
+th:first-child,td:first-child{text-align:left}
+th{background:#f3f4f6;font-weight:600}
+.good{color:#047857;font-weight:600}.bad{color:#b91c1c;font-weight:600}
+.neutral{color:#374151}
+form{display:flex;flex-wrap:wrap;gap:12px;align-items:end;background:#fff;padding:12px;
+border:1px solid #e5e7eb}
+label{display:flex;flex-direction:column;font-size:.85rem;color:#374151}
+input,select,button{font:inherit;padding:4px 6px}
+.chart{background:#fff;border:1px solid #e5e7eb;max-width:100%;height:auto}
+.chart-title{font-weight:600;font-size:14px}.tick{font-size:11px;fill:#6b7280}
+.legend{font-size:12px}
+.note{color:#6b7280;font-size:.85rem}
+footer{color:#6b7280;font-size:.8rem;margin-top:32px;border-top:1px solid #e5e7eb;
+padding-top:8px}
+.error{background:#fef2f2;border:1px solid #fecaca;padding:16px;color:#991b1b}
+"""
+
+
+@dataclass(frozen=True)
+class ExperimentPage:
+    """Everything the experiment page shows.
+
+    ``action`` is the form's address and ``key`` the API key to carry in it (when the
+    page was opened with ``?key=``); ``days`` are the chart's days, ``daily`` the
+    documents of each day's cohort and ``cumulative`` those of all cohorts up to it.
+    """
+
+    definition: ExperimentDefinition
+    result: ResultResponse
+    params: ResultParams
+    action: str
+    key: str | None
+    days: Sequence[date]
+    daily: Sequence[Document]
+    cumulative: Sequence[Document]
+
+
+def document_page(title: str, body: str) -> str:
+    """A complete HTML document with the shared style and the authentication footer."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body><main>{body}<footer>{AUTH_NOTE}</footer></main></body></html>"
+    )
+
+
+def error_page(status_code: int, message: str) -> str:
+    """The page of a failed request: the status and the API's one-sentence message."""
+    return document_page(
+        f"Error {status_code}",
+        f'<h1>Error {status_code}</h1><p class="error" id="error">{escape(message)}</p>',
+    )
+
+
+def list_page(project_key: str, experiments: Sequence[tuple[ExperimentDefinition, str]]) -> str:
+    """The project's experiments, each (definition, address of its page) as a link."""
+    rows = "".join(
+        f'<tr><td><a href="{escape(href)}">{escape(d.name)}</a></td>'
+        f"<td>{escape(d.id)}</td><td>{escape(d.status.value)}</td>"
+        f"<td>{len(d.variants)}</td><td>{escape(d.stats.engine.value)}</td></tr>"
+        for d, href in experiments
+    )
+    body = (
+        f"<h1>Experiments of {escape(project_key)}</h1>"
+        f'<p class="meta">{len(experiments)} experiments</p>'
+        "<table><thead><tr><th>Name</th><th>Id</th><th>Status</th><th>Variants</th>"
+        f"<th>Engine</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    return document_page(f"Experiments of {project_key}", body)
+
+
+def experiment_page(page: ExperimentPage) -> str:
+    """The results page of one experiment and goal."""
+    result, definition = page.result, page.definition
+    threshold = result.confidence_threshold_percent
+    srm = result.srm_p_value
+    srm_text = "" if srm is None else f" · sample ratio check p = {_p(srm)}"
+    body = [
+        f"<h1>{escape(result.test_name)}</h1>",
+        f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
+        f"{escape(result.stats_engine)} engine at {threshold:g} % · goal "
+        f"<strong>{escape(result.goal.goal_name)}</strong> · "
+        f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
+        filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
+        "<h2>Variants</h2>",
+        variant_table(result.variants, threshold, result.has_revenue),
+    ]
+    for segment in result.breakdowns or []:
+        body += [
+            f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
+            variant_table(segment.variants, threshold, result.has_revenue),
+        ]
+    labels = [day.isoformat() for day in page.days]
+    goal = result.goal.goal_key
+    body += [
+        "<h2>Cumulative conversion rate</h2>",
+        line_chart("Conversion rate per variant", labels, rate_lines(page.daily, goal)),
+        "<h2>Lift against the control</h2>",
+        line_chart(
+            "Relative lift with its interval",
+            labels,
+            lift_lines(definition, page.cumulative, goal),
+            zero_line=True,
+        ),
+        '<p class="note">Both charts are cumulative: each day counts every visitor who '
+        "entered up to that day; the lift and its band are the engine's result for those "
+        "visitors, computed afresh for each day.</p>",
+    ]
+    return document_page(f"{result.test_name} — results", "".join(body))
+
+
+def filter_form(
+    definition: ExperimentDefinition,
+    params: ResultParams,
+    goal: str,
+    action: str,
+    key: str | None,
+) -> str:
+    """The goal selector (``goal`` selected) and Mida's filters as GET fields (blank
+    fields mean no filter)."""
+    goals = "".join(
+        _option(g.key, f"{g.name}{' (primary)' if g.primary else ''}", goal)
+        for g in definition.goals
+    )
+    breakdowns = _option("", "none", params.breakdown_by) + "".join(
+        _option(name, name, params.breakdown_by) for name in BREAKDOWNS
+    )
+    hidden = "" if key is None else f'<input type="hidden" name="key" value="{escape(key)}">'
+    return (
+        f'<form method="get" action="{escape(action)}">{hidden}'
+        f'<label>Goal<select name="goal_key">{goals}</select></label>'
+        f"{_input('filter_by', 'Filter (filter_by)', params.filter_by, 'text')}"
+        f"{_input('start_date', 'From (start_date)', params.start_date, 'date')}"
+        f"{_input('end_date', 'To (end_date)', params.end_date, 'date')}"
+        f'<label>Breakdown<select name="breakdown_by">{breakdowns}</select></label>'
+        "<button type=submit>Apply</button></form>"
+        '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
+        "returning, paid, country-US, europe…</p>"
+    )
+
+
+def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: bool) -> str:
+    """Per-variant numbers, the engine's statistics and a plain-language verdict."""
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in (
+            "Variant",
+            "Visitors",
+            "Conversions",
+            "Conversion rate",
+            *(("Revenue",) if revenue else ()),
+            "Improvement",
+            "Interval of the lift",
+            "Verdict",
+        )
+    )
+    rows = []
+    for v in variants:
+        interval = _interval(v.statistics)
+        text, tone = verdict(v, threshold)
+        cells = [
+            f"<td>{escape(v.name)}{' (control)' if v.is_control else ''}</td>",
+            f'<td class="visitors">{v.visitors:,}</td>',
+            f'<td class="conversions">{v.conversions:,}</td>',
+            f'<td class="rate">{v.conversion_rate:.2f} %</td>',
+            *((f'<td class="revenue">{v.revenue:,.2f}</td>',) if revenue else ()),
+            f"<td>{'—' if v.improvement is None else f'{v.improvement:+.2f} %'}</td>",
+            f"<td>{'—' if interval is None else _band_text(interval)}</td>",
+            f'<td class="{tone}">{escape(text)}</td>',
+        ]
+        rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
+    return (
+        f'<table class="variants"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def verdict(variant: ResultVariant, threshold: float) -> tuple[str, str]:
+    """A sentence on the variant against the control, and its tone (good/bad/neutral)."""
+    stats = variant.statistics
+    if variant.is_control:
+        return "Baseline", "neutral"
+    if stats is not None and stats.chance_to_beat_control is not None:
+        chance = stats.chance_to_beat_control
+        tone = "good" if chance >= threshold else "bad" if chance <= 100 - threshold else "neutral"
+        return f"{chance:.0f} % chance to beat control", tone
+    if stats is not None and stats.p_value is not None:
+        significant = stats.p_value < (100 - threshold) / 100
+        worse = (variant.improvement or 0.0) < 0
+        tone = ("bad" if worse else "good") if significant else "neutral"
+        label = "significant" if significant else "not significant"
+        return f"p = {_p(stats.p_value)} ({label} at {threshold:g} %)", tone
+    return "Not enough data yet", "neutral"
+
+
+def rate_lines(daily: Sequence[Document], goal: str) -> list[Line]:
+    """Cumulative conversion rate (percent) per variant, accumulated over daily cohorts."""
+    names: dict[str, str] = {}
+    totals: dict[str, list[tuple[int, int]]] = {}
+    for document in daily:
+        for row in document["goals"][goal]["variants"]:
+            variant = str(row["variant_id"])
+            names[variant] = str(row["name"])
+            visitors, conversions = (totals.get(variant) or [(0, 0)])[-1]
+            totals.setdefault(variant, []).append(
+                (visitors + int(row["visitors"]), conversions + int(row["conversions"]))
+            )
+    return [
+        Line(names[variant], [100.0 * c / n if n else None for n, c in series])
+        for variant, series in totals.items()
+    ]
+
+
+def lift_lines(
+    definition: ExperimentDefinition, cumulative: Sequence[Document], goal: str
+) -> list[Line]:
+    """Per treatment: its lift over the control (percent) and the engine's interval."""
+    days = [
+        variant_rows(definition, document["goals"][goal]["variants"]) for document in cumulative
+    ]
+    if not days:
+        return []
+    # The control line is the zero rule; it keeps its place so colours match the rates.
+    lines = [Line(days[0][0].name, [None] * len(days))]
+    for index, treatment in enumerate(days[0][1:], start=1):
+        rows = [day[index] for day in days]
+        lines.append(
+            Line(
+                treatment.name,
+                [row.improvement for row in rows],
+                [_interval(row.statistics) for row in rows],
+            )
+        )
+    return lines
+
+
+def _interval(stats: Statistics | None) -> Band:
+    """The engine's interval of the lift in percent, when both sides are bounded."""
+    if stats is None:
+        return None
+    interval = stats.credible_interval or stats.confidence_interval
+    if interval is None or interval[0] is None or interval[1] is None:
+        return None
+    return interval[0], interval[1]
+
+
+def _band_text(interval: tuple[float, float]) -> str:
+    return f"{interval[0]:+.1f} % to {interval[1]:+.1f} %"
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _option(value: str, label: str, selected: str | None) -> str:
+    chosen = " selected" if value == (selected or "") else ""
+    return f'<option value="{escape(value)}"{chosen}>{escape(label)}</option>'
+
+
+def _input(name: str, label: str, value: str | None, kind: str) -> str:
+    return (
+        f'<label>{escape(label)}<input type="{kind}" name="{name}" '
+        f'value="{escape(value or "")}"></label>'
+    )

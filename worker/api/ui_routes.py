@@ -1,0 +1,194 @@
+"""The results pages: server-rendered HTML with inline SVG charts, no JavaScript.
+
+Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
+``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
+Mida's result parameters, parsed by ``mida_params``. Every expected failure is a small
+HTML page with the API's sentence and status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable
+from datetime import UTC, date, datetime
+from typing import Annotated
+from urllib.parse import quote, urlencode
+
+import redis.exceptions
+from fastapi import APIRouter, Depends, Query, Security
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
+from worker.api.context import ApiContext, api_context
+from worker.api.errors import ApiError
+from worker.api.mida_params import ResultParams, result_query
+from worker.api.mida_shapes import result_response
+from worker.api.ui_render import ExperimentPage, error_page, experiment_page, list_page
+from worker.events.experiment import ExperimentDefinition
+from worker.results.query import ResultQuery
+from worker.results.service import document, load_table
+from worker.store.definitions import load_definitions
+from worker.store.share_links import TOKEN_PATTERN, find_share_link
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+Context = Annotated[ApiContext, Depends(api_context)]
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+HeaderKey = Annotated[str | None, Security(api_key_header)]
+QueryKey = Annotated[str | None, Query(alias="key")]
+Text = Annotated[str | None, Query()]
+
+STORAGE_DOWN = "The result store (Redis) is unavailable; try again shortly."
+SHARE_NOT_FOUND = "This share link is unknown, revoked or expired."
+_TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
+
+
+def form_params(
+    goal_key: Text = None,
+    filter_by: Text = None,
+    start_date: Text = None,
+    end_date: Text = None,
+    breakdown_by: Text = None,
+) -> ResultParams:
+    """Dependency: the page's form fields as Mida's result parameters (parsed later, so
+    that a bad value becomes an error page rather than a validation error)."""
+    return ResultParams(
+        goal_key=goal_key,
+        filter_by=filter_by,
+        start_date=start_date,
+        end_date=end_date,
+        breakdown_by=breakdown_by,
+    )
+
+
+FormParams = Annotated[ResultParams, Depends(form_params)]
+
+
+@router.get("/experiments", response_class=HTMLResponse)
+async def experiments(
+    context: Context, credentials: Bearer, header_key: HeaderKey, key: QueryKey = None
+) -> HTMLResponse:
+    """The caller's project's experiments, each linking to its results page."""
+
+    async def build() -> str:
+        project = await key_project(context, credentials, header_key or key)
+        mine = [
+            definition
+            for definition in await load_definitions(context.redis, context.prefix)
+            if definition.project_key == project
+        ]
+        suffix = "" if key is None else "?" + urlencode({"key": key})
+        links = [(d, f"/ui/experiments/{quote(d.id, safe='')}{suffix}") for d in mine]
+        return list_page(project, links)
+
+    return await _html(build())
+
+
+@router.get("/experiments/{test_id}", response_class=HTMLResponse)
+async def experiment(
+    test_id: str,
+    context: Context,
+    credentials: Bearer,
+    header_key: HeaderKey,
+    params: FormParams,
+    key: QueryKey = None,
+) -> HTMLResponse:
+    """The results page of one experiment of the caller's project."""
+
+    async def build() -> str:
+        project = await key_project(context, credentials, header_key or key)
+        definition = await experiment_in_project(context, project, test_id)
+        action = f"/ui/experiments/{quote(test_id, safe='')}"
+        return await _results(context, definition, params, action, key)
+
+    return await _html(build())
+
+
+@router.get("/share/{token}", response_class=HTMLResponse)
+async def shared(
+    token: str,
+    context: Context,
+    params: FormParams,
+) -> HTMLResponse:
+    """The results page of the experiment a share link serves, without a key."""
+
+    async def build() -> str:
+        link = (
+            await find_share_link(context.redis, context.prefix, token)
+            if _TOKEN.fullmatch(token)
+            else None
+        )
+        if link is None:
+            raise ApiError(404, SHARE_NOT_FOUND)
+        definition = await experiment_in_project(context, link.project_key, link.experiment_id)
+        return await _results(context, definition, params, f"/ui/share/{token}", None)
+
+    return await _html(build())
+
+
+async def _html(page: Awaitable[str]) -> HTMLResponse:
+    """The page, or the error page of an expected failure (never a 500 for those)."""
+    try:
+        return HTMLResponse(await page)
+    except ApiError as error:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+        return HTMLResponse(
+            error_page(error.status_code, error.message), error.status_code, headers
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
+
+
+async def _results(
+    context: ApiContext,
+    definition: ExperimentDefinition,
+    params: ResultParams,
+    action: str,
+    key: str | None,
+) -> str:
+    """The experiment page for the parameters: the result as the API answers it, the
+    daily cohorts (accumulated for the rate chart) and the cumulative results per day
+    (the engine's lift and interval for every visitor up to that day)."""
+    query = result_query(params, definition)
+    goal = query.goal_key(definition)
+    result = result_response(
+        definition,
+        await context.results.document(definition, query),
+        goal,
+        definition.ended_at,
+        datetime.now(UTC),
+    )
+    series = query.model_copy(update={"breakdown": None, "goal": goal})
+    daily = await context.results.daily(definition, series)
+    days = [day for day, _ in daily]
+    cumulative = await _cumulative(context, definition, series, days)
+    return experiment_page(
+        ExperimentPage(
+            definition=definition,
+            result=result,
+            params=params,
+            action=action,
+            key=key,
+            days=days,
+            daily=[day_document for _, day_document in daily],
+            cumulative=cumulative,
+        )
+    )
+
+
+async def _cumulative(
+    context: ApiContext, definition: ExperimentDefinition, query: ResultQuery, days: list[date]
+) -> list[dict[str, object]]:
+    """The result of ``query``'s goal for the visitors entering up to each day."""
+    table = await load_table(context.redis, context.prefix, definition, query)
+    goal = query.goal_key(definition)
+
+    def documents() -> list[dict[str, object]]:
+        return [
+            document(table, definition, query.model_copy(update={"end_date": day}), [goal])
+            for day in days
+        ]
+
+    return await asyncio.to_thread(documents)
