@@ -41,6 +41,7 @@ class ResultSource:
         self._redis = redis
         self._prefix = settings.key_prefix
         self._cache: OrderedDict[tuple[str, ResultQuery], tuple[float, Document]] = OrderedDict()
+        self._in_flight: dict[tuple[str, ResultQuery], asyncio.Task[Document]] = {}
 
     async def document(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
         """The result of ``query`` for every goal of the experiment (``query.goal`` is
@@ -56,7 +57,14 @@ class ResultSource:
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        document = await self._compute(definition, query)
+        # Concurrent requests for the same query share one computation: without this a
+        # burst of dashboards would each read every counter hash at once.
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._compute(definition, query))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        document = await asyncio.shield(task)
         self._remember(key, document)
         return document
 
