@@ -47,9 +47,17 @@ async def read_counters(
         for partition in range(partitions):
             pipe.hgetall(keys.counters_key(prefix, partition, experiment_id))
         replies = await pipe.execute()
-    cells: dict[CellKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    # A cell has a field per metric: parse each cell's text once, not once per field.
+    by_text: dict[bytes, dict[str, float]] = {}
     for reply in replies:
         for raw_field, raw_value in reply.items():
-            cell, metric = parse_field(raw_field.decode())
-            cells[cell][metric] += float(raw_value)
+            cell_text, _, metric = raw_field.rpartition(b"|")
+            metrics = by_text.get(cell_text)
+            if metrics is None:
+                metrics = by_text[cell_text] = defaultdict(float)
+            metrics[metric.decode()] += float(raw_value)
+    cells: dict[CellKey, dict[str, float]] = {}
+    for cell_text, metrics in by_text.items():
+        cell, _ = parse_field(cell_text.decode() + "|")
+        cells[cell] = metrics
     return cells
