@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+STORAGE_DOWN = "The result store (Redis) is unavailable; try again shortly."
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def storage_down(request: Request, error: Exception) -> JSONResponse:
         log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, error)
-        return error_response(503, "The result store (Redis) is unavailable; try again shortly.")
+        return error_response(503, STORAGE_DOWN)
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error in %s %s", request.method, request.url.path)

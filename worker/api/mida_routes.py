@@ -259,6 +259,12 @@ async def delete_link(
 )
 async def shared_result(token: str, context: Context) -> ResultResponse:
     """The result a share link serves: the experiment's default result."""
+    definition = await shared_experiment(context, token)
+    return await _mida_result(context, definition, DEFAULT_QUERY)
+
+
+async def shared_experiment(context: ApiContext, token: str) -> ExperimentDefinition:
+    """The experiment a live share link serves; 404 for any other token."""
     link = (
         await find_share_link(context.redis, context.prefix, token)
         if _TOKEN.fullmatch(token)
@@ -266,8 +272,7 @@ async def shared_result(token: str, context: Context) -> ResultResponse:
     )
     if link is None:
         raise ApiError(404, "This share link is unknown, revoked or expired.")
-    definition = await experiment_in_project(context, link.project_key, link.experiment_id)
-    return await _mida_result(context, definition, DEFAULT_QUERY)
+    return await experiment_in_project(context, link.project_key, link.experiment_id)
 
 
 def _share_response(

@@ -9,7 +9,6 @@ HTML page with the API's sentence and status code.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime
 from typing import Annotated
@@ -22,15 +21,15 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
-from worker.api.errors import ApiError
+from worker.api.errors import STORAGE_DOWN, ApiError
 from worker.api.mida_params import ResultParams, result_query
+from worker.api.mida_routes import shared_experiment
 from worker.api.mida_shapes import result_response
 from worker.api.ui_render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
 from worker.results.service import document, load_table
 from worker.store.definitions import load_definitions
-from worker.store.share_links import TOKEN_PATTERN, find_share_link
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -39,10 +38,6 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 HeaderKey = Annotated[str | None, Security(api_key_header)]
 QueryKey = Annotated[str | None, Query(alias="key")]
 Text = Annotated[str | None, Query()]
-
-STORAGE_DOWN = "The result store (Redis) is unavailable; try again shortly."
-SHARE_NOT_FOUND = "This share link is unknown, revoked or expired."
-_TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
 
 
 def form_params(
@@ -115,14 +110,7 @@ async def shared(
     """The results page of the experiment a share link serves, without a key."""
 
     async def build() -> str:
-        link = (
-            await find_share_link(context.redis, context.prefix, token)
-            if _TOKEN.fullmatch(token)
-            else None
-        )
-        if link is None:
-            raise ApiError(404, SHARE_NOT_FOUND)
-        definition = await experiment_in_project(context, link.project_key, link.experiment_id)
+        definition = await shared_experiment(context, token)
         return await _results(context, definition, params, f"/ui/share/{token}", None)
 
     return await _html(build())
