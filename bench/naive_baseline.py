@@ -16,7 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from worker.config import Settings
-from worker.ingestion.app import faust_broker_url
+from worker.ingestion.app import faust_broker_url, faust_data_dir
 
 
 def main() -> None:
@@ -26,6 +26,7 @@ def main() -> None:
         group,
         broker=faust_broker_url(settings.kafka_bootstrap_servers),
         store="memory://",
+        datadir=str(faust_data_dir(settings.services_dir, group)),
         web_enabled=False,
         topic_disable_leader=True,
         value_serializer="raw",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -35,6 +36,13 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(
         f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()
     )
+
+
+def faust_data_dir(services_dir: Path, group: str) -> Path:
+    """Where faust may create its (unused) table directory: not the working directory."""
+    parent = services_dir / "faust"
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent / group
 
 
 @dataclass
@@ -89,6 +97,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         settings.consumer_group,
         broker=faust_broker_url(settings.kafka_bootstrap_servers),
         store="memory://",
+        # faust creates its data directory even with the memory store; keep it out of
+        # the working directory.
+        datadir=str(faust_data_dir(settings.services_dir, settings.consumer_group)),
         web_enabled=False,
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
