@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
+    end_offsets,
     produce,
     read_topic,
     wait_until_applied,
@@ -143,6 +144,14 @@ async def test_winner_srm_and_aa_decisions(
     published = await snapshots(namespace)
     per_interval = Counter((d["experiment_id"], d["interval_index"]) for d in published)
     assert max(per_interval.values()) == 1
+    # The last snapshot says it includes every message that was published.
+    settings = namespace.settings
+    ends = await end_offsets(settings, settings.input_topics)
+    await wait_for_intervals(namespace, "effect", 1)
+    last = (await snapshots(namespace))[-1]["applied_offsets"]
+    assert {(topic, int(p)): o + 1 for topic, parts in last.items() for p, o in parts.items()} == {
+        (tp.topic, tp.partition): end for tp, end in ends.items() if end
+    }
 
 
 async def test_restart_and_two_workers_publish_no_decision_twice(

@@ -26,6 +26,7 @@ from worker.results.decisions import decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result
 from worker.store import snapshots
+from worker.store.applied_offsets import read_applied_offsets
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class SnapshotJob:
         self, definition: ExperimentDefinition, now: datetime, index: int, completed: bool
     ) -> None:
         prefix = self._settings.key_prefix
+        applied = await read_applied_offsets(self._redis, prefix)
         document = await compute_result(self._redis, prefix, definition, DEFAULT_QUERY)
+        document["applied_offsets"] = applied
         document["computed_at"] = now.isoformat()
         document["interval_index"] = index
         document["computed_by"] = self._worker

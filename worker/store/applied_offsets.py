@@ -1,0 +1,26 @@
+"""What each partition has applied: the `as of` of a result snapshot."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from worker.store import keys
+from worker.store.counter_reader import partition_count
+
+
+async def read_applied_offsets(redis: Redis, prefix: str) -> dict[str, dict[str, int]]:
+    """Topic -> partition -> offset of the last message applied to Redis.
+
+    Read before a result is computed, so the result includes at least these messages:
+    a consumer of `ab.results` can tell whether an event it published is in a snapshot.
+    """
+    partitions = await partition_count(redis, prefix)
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(partitions):
+            pipe.hgetall(keys.offsets_key(prefix, partition))
+        replies = await pipe.execute()
+    applied: dict[str, dict[str, int]] = {}
+    for partition, offsets in enumerate(replies):
+        for topic, offset in offsets.items():
+            applied.setdefault(topic.decode(), {})[str(partition)] = int(offset)
+    return applied
