@@ -22,6 +22,10 @@ test: $(STAMP)
 	$(VENV)/bin/python -m worker services up
 	$(VENV)/bin/python -m pytest -ra
 
+## bench: provision Kafka and Redis, run every benchmark, print one table (about 30 min)
+bench: $(STAMP)
+	$(VENV)/bin/python bench/suite.py
+
 services-down: $(STAMP)
 	$(VENV)/bin/python -m worker services down
 

@@ -1,0 +1,243 @@
+"""Freshness benchmark: time from an event's publish until a result snapshot includes it.
+
+    .venv/bin/python bench/freshness.py --rate 1000 --seconds 60 [--interval 10] [--json F]
+
+Starts one worker on fresh topics and a fresh key prefix, publishes a steady stream of
+assignments and conversions for three experiments, and reads the results topic as it
+goes. Every snapshot names the offsets it includes (`applied_offsets`, read before it
+was computed), so an event is visible from the first snapshot *of its experiment*
+whose applied offset of the event's partition reaches the event's offset. Freshness =
+that snapshot's arrival on the results topic - the event's publish time, both on this
+process's clock. Reports p50 / p99 / max against the target p99 <= 2 x interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.config import Settings  # noqa: E402
+from worker.ingestion.topics import ensure_topics  # noqa: E402
+
+EXPERIMENTS = ("fresh-a", "fresh-b", "fresh-c")
+
+
+@dataclass(frozen=True)
+class Published:
+    experiment: str
+    topic: str
+    partition: int
+    offset: int
+    at: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    experiment: str
+    applied: dict[tuple[str, int], int]
+    at: float
+
+
+def definition(experiment: str) -> dict[str, object]:
+    return {
+        "id": experiment,
+        "project_key": "bench",
+        "name": experiment,
+        "status": "live",
+        "variants": [
+            {"id": "0", "name": "A", "is_control": True},
+            {"id": "1", "name": "B"},
+        ],
+        "goals": [{"key": "purchase", "name": "Purchase", "primary": True}],
+    }
+
+
+def event(rng: random.Random, n: int, topics: dict[str, str]) -> tuple[str, str, bytes, bytes]:
+    """A new visitor's assignment, or (one in four) a purchase of an earlier visitor."""
+    now = datetime.now(UTC).isoformat()
+    if n % 4 == 3:
+        visitor = rng.randrange(n // 4 + 1) * 4  # a multiple of 4 was assigned
+        kind, body = "c", {"goal": "purchase", "value": 10}
+    else:
+        visitor = n
+        kind = "a"
+        body = {"experiment_id": EXPERIMENTS[visitor % 3], "variant_id": str(visitor % 2)}
+        body["context"] = {"device": rng.choice(("mobile", "desktop"))}
+    body |= {"event_id": f"{kind}{n}", "visitor_id": f"v{visitor}", "timestamp": now}
+    return EXPERIMENTS[visitor % 3], topics[kind], f"v{visitor}".encode(), orjson.dumps(body)
+
+
+async def watch_results(settings: Settings, seen: list[Snapshot], stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topic_results,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            arrived = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    document = orjson.loads(record.value)
+                    applied = {
+                        (topic, int(partition)): offset
+                        for topic, parts in document.get("applied_offsets", {}).items()
+                        for partition, offset in parts.items()
+                    }
+                    seen.append(Snapshot(document["experiment_id"], applied, arrived))
+    finally:
+        await consumer.stop()
+
+
+def visible_at(item: Published, snapshots: list[Snapshot]) -> float | None:
+    for snapshot in snapshots:
+        if (
+            snapshot.experiment == item.experiment
+            and snapshot.at >= item.at
+            and snapshot.applied.get((item.topic, item.partition), -1) >= item.offset
+        ):
+            return snapshot.at
+    return None
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    name = f"fresh{uuid.uuid4().hex[:8]}"
+    env = {
+        "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
+        "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
+        "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
+        "AB_TOPIC_RESULTS": f"{name}.results",
+        "AB_TOPIC_WINNERS": f"{name}.winners",
+        "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
+        "AB_CONSUMER_GROUP": name,
+        "AB_KEY_PREFIX": name,
+        "AB_RESULTS_INTERVAL": str(args.interval),
+    }
+    if args.engine:
+        env["AB_INGESTION_ENGINE"] = args.engine
+    os.environ.update(env)
+    settings = Settings.from_env()
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5
+    )
+    await producer.start()
+    for experiment in EXPERIMENTS:
+        await producer.send_and_wait(
+            settings.topic_experiments, json.dumps(definition(experiment)).encode(), key=experiment.encode()
+        )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run", "--loglevel", "warning"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    snapshots: list[Snapshot] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_results(settings, snapshots, stop))
+    published: list[Published] = []
+    try:
+        print("waiting for the worker's first snapshot...", flush=True)
+        while not snapshots:
+            if worker.poll() is not None:
+                raise SystemExit("the worker exited before its first snapshot")
+            await asyncio.sleep(0.2)
+        topics = {"a": settings.topic_assignments, "c": settings.topic_conversions}
+        rng = random.Random(3)
+        total = int(args.rate * args.seconds)
+        print(f"publishing {total:,} events at {args.rate:,.0f}/s for {args.seconds:.0f} s...")
+        started = time.monotonic()
+        pending: list[tuple[str, str, float, asyncio.Future[object]]] = []
+        for n in range(total):
+            due = started + n / args.rate
+            if (delay := due - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            experiment, topic, key, value = event(rng, n, topics)
+            sent_at = time.monotonic()
+            pending.append((experiment, topic, sent_at, await producer.send(topic, value, key=key)))
+            if n and n % (total // 5) == 0:
+                print(f"  {n:,}/{total:,} published, {len(snapshots)} snapshots so far", flush=True)
+        for experiment, topic, sent_at, future in pending:
+            metadata = await future
+            published.append(
+                Published(experiment, topic, metadata.partition, metadata.offset, sent_at)  # type: ignore[attr-defined]
+            )
+        print("waiting until a snapshot includes every event...", flush=True)
+        deadline = time.monotonic() + 10 * args.interval + 60
+        while time.monotonic() < deadline:
+            if all(visible_at(item, snapshots) is not None for item in published[-200:]):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await watcher
+        worker.terminate()
+        worker.wait(timeout=60)
+        await producer.stop()
+    latencies = []
+    missing = 0
+    for item in published:
+        seen_at = visible_at(item, snapshots)
+        if seen_at is None:
+            missing += 1
+        else:
+            latencies.append(seen_at - item.at)
+    figures: dict[str, object] = {
+        "events": len(published),
+        "rate": args.rate,
+        "interval_s": args.interval,
+        "p50_s": statistics.median(latencies),
+        "p99_s": percentile(latencies, 0.99),
+        "max_s": max(latencies),
+        "not_visible": missing,
+        "snapshots": len(snapshots),
+    }
+    print(
+        f"freshness over {len(latencies):,} events (interval {args.interval:g} s): "
+        f"p50 {figures['p50_s']:.2f} s, p99 {figures['p99_s']:.2f} s, max {figures['max_s']:.2f} s"
+        f"; target p99 <= {2 * args.interval:g} s; {missing} never visible"
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=1000, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--interval", type=float, default=10, help="AB_RESULTS_INTERVAL")
+    parser.add_argument("--engine", help="AB_INGESTION_ENGINE of the worker (default: its own)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    figures = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
