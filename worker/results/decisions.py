@@ -269,6 +269,7 @@ def _srm_numbers(
 ) -> dict[str, Any]:
     return {
         "srm_p_value": result["srm_p_value"],
+        "srm_sequential_p_value": result.get("srm_sequential_p_value"),
         "visitors": {v["variant_id"]: v["visitors"] for v in variants},
         "expected_weights": _configured_weights(variants),
     }

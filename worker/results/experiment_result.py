@@ -16,7 +16,12 @@ from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, AnalysisResult, analyze_goals
 from worker.stats.corrections import Correction
-from worker.stats.srm import DEFAULT_SRM_THRESHOLD, srm_alarm, srm_p_value
+from worker.stats.srm import (
+    DEFAULT_SRM_THRESHOLD,
+    sequential_srm_p_value,
+    srm_alarm,
+    srm_p_value,
+)
 
 SEGMENT_STATISTICS = 50
 """Breakdown segments analysed by default; each costs a full analysis of every goal."""
@@ -123,10 +128,15 @@ def _analysis(
             frequentist = list(analyze_goals(copies, correction))
     # Visitors are randomised, so the split is tested on visitors whatever the unit.
     first = next(iter(rows.values()), [])
-    srm = srm_p_value([row.visitors for row in first], weights) if first else None
+    visitors = [row.visitors for row in first]
+    srm = srm_p_value(visitors, weights) if first else None
+    # The alarm (and the srm_detected decision) uses the anytime-valid test: the split
+    # is checked at every interval; the chi-square value is shown as vendors show it.
+    sequential = sequential_srm_p_value(visitors, weights) if first else None
     return {
         "srm_p_value": srm,
-        "srm_alarm": srm_alarm(srm, DEFAULT_SRM_THRESHOLD),
+        "srm_sequential_p_value": sequential,
+        "srm_alarm": srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
         "goals": {
             goal.key: _goal_block(
                 definition, query, goal.type, rows[goal.key], weights, result, check

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+from scipy.special import gammaln
 from scipy.stats import chi2
 
 from worker.stats.common import clip_probability
 
 DEFAULT_SRM_THRESHOLD = 0.001
 """p-values below this raise the SRM alarm (GrowthBook's and most vendors' default)."""
+
+PRIOR_CONCENTRATION = 100.0
+"""k of the Dirichlet prior k * weights of the sequential test (savvi's default)."""
 
 
 def srm_p_value(counts: Sequence[int], weights: Sequence[float] | None = None) -> float | None:
@@ -34,6 +39,38 @@ def srm_p_value(counts: Sequence[int], weights: Sequence[float] | None = None) -
         expected = share / weight_total * tested_total
         statistic += (count - expected) * (count - expected) / expected
     return clip_probability(float(chi2.sf(statistic, len(tested) - 1)))
+
+
+def sequential_srm_p_value(
+    counts: Sequence[int],
+    weights: Sequence[float] | None = None,
+    concentration: float = PRIOR_CONCENTRATION,
+) -> float | None:
+    """Anytime-valid SRM p-value (Lindon & Malek 2022, Dirichlet-multinomial Bayes factor).
+
+    The worker tests the split at every results interval; a chi-square p-value read
+    that often alarms on a correct split sooner or later. Under the configured split
+    this p-value falls below a threshold *at any look* with probability at most the
+    threshold (Ville's inequality), so it can be checked every interval forever.
+    Same None / zero-weight conventions as `srm_p_value`.
+    """
+    shares = list(weights) if weights is not None else [1.0] * len(counts)
+    tested = [(count, share) for count, share in zip(counts, shares, strict=True) if share > 0]
+    if len(tested) < 2 or sum(counts) <= 0:
+        return None
+    if any(count > 0 for count, share in zip(counts, shares, strict=True) if share <= 0):
+        return 0.0
+    observed = np.array([count for count, _ in tested], dtype=float)
+    null = np.array([share for _, share in tested], dtype=float)
+    null /= null.sum()
+    prior = concentration * null
+    log_marginal = (
+        gammaln(prior.sum())
+        - gammaln(prior.sum() + observed.sum())
+        + float(np.sum(gammaln(prior + observed) - gammaln(prior)))
+    )
+    log_bayes_factor = log_marginal - float(np.sum(observed * np.log(null)))
+    return clip_probability(float(np.exp(min(0.0, -log_bayes_factor))))
 
 
 def srm_alarm(p_value: float | None, threshold: float = DEFAULT_SRM_THRESHOLD) -> bool:
