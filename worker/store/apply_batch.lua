@@ -50,11 +50,21 @@ local function applied_offset(topic)
   return offset
 end
 
+-- De-duplication by event id (DESIGN.md section 3). An id is remembered as a 52-bit
+-- fingerprint (13 hex digits of its SHA-1: exact in a Lua number) in one of 256 sets
+-- per partition and event day, "{base}:dd:{day}:{first 2 hex digits}". Integer members
+-- keep a set intset-encoded (8 bytes each) up to set-max-intset-entries (512 by
+-- default, so about 130,000 events per partition and day; more turn a set into a
+-- hashtable of about 40 bytes per member, which is still correct). With the bucket
+-- digits a fingerprint has 60 bits: two different ids of one partition and day are
+-- taken for each other with probability about n^2 / 2^61 (1e-6 at n = 1.5 million).
 local dedup_expiry = {}
 local function is_duplicate(event_id, ts)
+  local digest = redis.sha1hex(event_id)
   local day = math.floor(ts / 86400000)
-  local key = base .. ':dd:' .. day
-  if redis.call('SADD', key, event_id) == 0 then return true end
+  local key = base .. ':dd:' .. day .. ':' .. string.sub(digest, 1, 2)
+  local fingerprint = string.format('%d', tonumber(string.sub(digest, 3, 15), 16))
+  if redis.call('SADD', key, fingerprint) == 0 then return true end
   dedup_expiry[key] = math.max((day + 1) * 86400 + dedup_seconds, now_seconds + 86400)
   return false
 end
@@ -70,10 +80,81 @@ local function parse_entry(text)
          string.sub(text, bar2 + 1)
 end
 
+-- Counters (DESIGN.md section 4): one hash per experiment and entry/visit hour,
+-- "{base}:c:{experiment}:{hour}", with ONE field per segment cell x variant holding
+-- all its visitor metrics, "{cell_id}:{variant}" -> "n,visits,me", and one per goal,
+-- "{cell_id}:{variant}:{goal}" -> "cv,cvis,ev,ev2,ord,rev,rev2" (trailing zeros left
+-- out). Cells are interned per partition ("{base}:cells": cell text -> small id) and
+-- the hours that have counters are listed in "{base}:ch:{experiment}" for readers.
+-- Short fields and small per-hour hashes stay listpack-encoded under Redis' default
+-- limits (128 fields, 64-byte values) at moderate traffic; one field per metric with
+-- the whole cell text in it cost ten times the memory and reading time.
+local VISITOR_METRICS = {n = 1, visits = 2, me = 3}
+local GOAL_METRICS = {cv = 1, cvis = 2, ev = 3, ev2 = 4, ord = 5, rev = 6, rev2 = 7}
+local cells_key = base .. ':cells'
+local cell_ids = {}
+local function cell_id(cell)
+  local id = cell_ids[cell]
+  if id == nil then
+    id = redis.call('HGET', cells_key, cell)
+    if not id then
+      -- '#' holds the last id given; a cell text always contains '|', never equals it
+      id = tostring(redis.call('HINCRBY', cells_key, '#', 1))
+      redis.call('HSET', cells_key, cell, id)
+    end
+    cell_ids[cell] = id
+  end
+  return id
+end
+
+-- Counter fields touched by this batch: key -> field -> numbers. Each is read once and
+-- written back once when the batch ends (write_counters), however often it changes.
+local counter_cache = {}
+local function add_counts(experiment, hour, variant, cell, goal, deltas)
+  local key = base .. ':c:' .. experiment .. ':' .. hour
+  local fields = counter_cache[key]
+  if fields == nil then
+    fields = {}
+    counter_cache[key] = fields
+    redis.call('SADD', base .. ':ch:' .. experiment, hour)
+  end
+  local field = cell_id(cell) .. ':' .. variant
+  local names = VISITOR_METRICS
+  if goal ~= nil then
+    field = field .. ':' .. goal
+    names = GOAL_METRICS
+  end
+  local values = fields[field]
+  if values == nil then
+    values = {}
+    local stored = redis.call('HGET', key, field)
+    if stored then
+      for _, part in ipairs(split(stored, ',')) do values[#values + 1] = tonumber(part) end
+    end
+    fields[field] = values
+  end
+  for name, delta in pairs(deltas) do
+    local index = names[name]
+    for missing = #values + 1, index do values[missing] = 0 end
+    values[index] = values[index] + delta
+  end
+end
+
+local function write_counters()
+  for key, fields in pairs(counter_cache) do
+    for field, values in pairs(fields) do
+      local last = #values
+      while last > 1 and values[last] == 0 do last = last - 1 end
+      local texts = {}
+      for index = 1, last do texts[index] = num(values[index]) end
+      redis.call('HSET', key, field, table.concat(texts, ','))
+    end
+  end
+end
+
 -- Counts one goal event of a visitor for one experiment the visitor had entered.
 local function count_conversion(visitor_key, experiment, entry_text, goal, record)
   local variant, _, entry_hour, cell = parse_entry(entry_text)
-  local counters = base .. ':c:' .. experiment
   local sums_field = 's:' .. experiment .. ':' .. goal
   local count, revenue, orders = 0, 0, 0
   local previous = redis.call('HGET', visitor_key, sums_field)
@@ -81,17 +162,15 @@ local function count_conversion(visitor_key, experiment, entry_text, goal, recor
     local parts = split(previous, '|')
     count, revenue, orders = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
   end
-  local field = variant .. '|' .. entry_hour .. '|' .. cell .. '|g:' .. goal .. ':'
-  if count == 0 then redis.call('HINCRBY', counters, field .. 'cv', 1) end
-  redis.call('HINCRBY', counters, field .. 'ev', 1)
   -- sums of squares of per-visitor values, kept exact for integers: (c+1)^2 - c^2
-  redis.call('HINCRBY', counters, field .. 'ev2', 2 * count + 1)
+  local deltas = {ev = 1, ev2 = 2 * count + 1}
+  if count == 0 then deltas.cv = 1 end
   if record.v ~= nil then
     -- carried as text: cjson would keep only 14 significant digits of a number
     local value = tonumber(record.v)
-    redis.call('HINCRBYFLOAT', counters, field .. 'rev', num(value))
-    redis.call('HINCRBYFLOAT', counters, field .. 'rev2', num(2 * revenue * value + value * value))
-    redis.call('HINCRBY', counters, field .. 'ord', 1)
+    deltas.rev = value
+    deltas.rev2 = 2 * revenue * value + value * value
+    deltas.ord = 1
     revenue = revenue + value
     orders = orders + 1
   end
@@ -100,8 +179,9 @@ local function count_conversion(visitor_key, experiment, entry_text, goal, recor
   -- cohort like conversions, so the count does not depend on arrival order.
   if redis.call('HSETNX', visitor_key,
       'cv:' .. experiment .. ':' .. goal .. ':' .. (record.s or '_'), '1') == 1 then
-    redis.call('HINCRBY', counters, field .. 'cvis', 1)
+    deltas.cvis = 1
   end
+  add_counts(experiment, entry_hour, variant, cell, goal, deltas)
 end
 
 local function counts_for(experiment, entry_text, record)
@@ -129,16 +209,15 @@ local function add_to_list_field(visitor_key, field, item)
   redis.call('HSET', visitor_key, field, current .. ',' .. item)
 end
 
-local function record_visit(visitor_key, counters, experiment, variant, cell, visit, hour)
+local function record_visit(visitor_key, experiment, variant, cell, visit, hour)
   if redis.call('HSETNX', visitor_key, 'vs:' .. experiment .. ':' .. visit, hour) == 1 then
-    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|visits', 1)
+    add_counts(experiment, hour, variant, cell, nil, {visits = 1})
   end
 end
 
 local function apply_assignment(c)
   local visitor_key = base .. ':v:' .. c.u
   local experiment = c.x
-  local counters = base .. ':c:' .. experiment
   local entry_field = 'e:' .. experiment
   local hour = math.floor(c.ts / 3600000)
   local entry_text = redis.call('HGET', visitor_key, entry_field)
@@ -150,8 +229,8 @@ local function apply_assignment(c)
     if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x:' .. experiment, c.ctx) end
     add_to_list_field(visitor_key, 'kx', experiment)
     redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
-    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|n', 1)
-    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+    add_counts(experiment, hour, variant, cell, nil, {n = 1})
+    record_visit(visitor_key, experiment, variant, cell, c.s or '_', hour)
     -- Goal events that arrived before this assignment but happened after the entry.
     local goals = redis.call('HGET', visitor_key, 'kg')
     if goals then
@@ -175,9 +254,9 @@ local function apply_assignment(c)
     local entry_variant, _, entry_hour, entry_cell = parse_entry(entry_text)
     variant, cell = entry_variant, entry_cell
     if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm:' .. experiment, c.v) == 1 then
-      redis.call('HINCRBY', counters, variant .. '|' .. entry_hour .. '|' .. cell .. '|me', 1)
+      add_counts(experiment, entry_hour, variant, cell, nil, {me = 1})
     end
-    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+    record_visit(visitor_key, experiment, variant, cell, c.s or '_', hour)
   end
 end
 
@@ -296,6 +375,7 @@ for key, expire_at in pairs(dedup_expiry) do
 end
 redis.call('SET', base .. ':wm', num(watermark))
 expire_holds()
+write_counters()
 
 for name, value in pairs(stats) do
   if value > 0 then redis.call('HINCRBY', base .. ':stats', name, value) end
