@@ -20,14 +20,16 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
     states: list[VisitorState] = []
     for partition in range(partitions):
         visitors = await redis.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
-        cells = await redis.hgetall(keys.cells_key(prefix, partition))
-        cell_texts = {_bytes(cell_id): _text(text) for text, cell_id in cells.items()}
         for start in range(0, len(visitors), CHUNK):
             chunk = [_text(raw) for raw in visitors[start : start + CHUNK]]
             async with redis.pipeline(transaction=False) as pipe:
                 for visitor in chunk:
                     pipe.hgetall(keys.visitor_key(prefix, partition, visitor))
-                replies = await pipe.execute()
+                # After the visitors: the sink may intern a cell while we read, and ids
+                # are only ever added, so this names every id the chunk refers to.
+                pipe.hgetall(keys.cells_key(prefix, partition))
+                *replies, cells = await pipe.execute()
+            cell_texts = {_bytes(cell_id): _text(text) for text, cell_id in cells.items()}
             for visitor, fields in zip(chunk, replies, strict=True):
                 state = parse_visitor(visitor, experiment_id, fields, cell_texts)
                 if state is not None:
