@@ -28,9 +28,14 @@ local held_raw_key = base .. ':heldraw'
 local stats = {applied = 0, replayed = 0, duplicates = 0, dead_lettered = 0, forwarded = 0,
                conversions_held = 0, conversions_expired = 0}
 
--- Lua numbers reach Redis through "%.14g"; revenue needs every digit.
+-- Lua numbers reach Redis through "%.14g"; revenue needs every digit, but only as many
+-- as read back the same number ("38.61", not "38.609999999999999": stored bytes).
 local function num(x)
   if x == math.floor(x) and math.abs(x) < 1e15 then return string.format('%d', x) end
+  for _, format in ipairs({'%.15g', '%.16g'}) do
+    local text = string.format(format, x)
+    if tonumber(text) == x then return text end
+  end
   return string.format('%.17g', x)
 end
 
@@ -50,18 +55,46 @@ local function applied_offset(topic)
   return offset
 end
 
+-- De-duplication by event id (DESIGN.md section 3). An id is remembered as a 52-bit
+-- fingerprint (13 hex digits of its SHA-1: exact in a Lua number) in one of 256 sets
+-- per partition and event day, "{base}:dd:{day}:{first 2 hex digits}". Integer members
+-- keep a set intset-encoded (8 bytes each) up to set-max-intset-entries (512 by
+-- default, so about 130,000 events per partition and day; more turn a set into a
+-- hashtable of about 40 bytes per member, which is still correct). With the bucket
+-- digits a fingerprint has 60 bits: two different ids of one partition and day are
+-- taken for each other with probability about n^2 / 2^61 (1e-6 at n = 1.5 million).
 local dedup_expiry = {}
 local function is_duplicate(event_id, ts)
+  local digest = redis.sha1hex(event_id)
   local day = math.floor(ts / 86400000)
-  local key = base .. ':dd:' .. day
-  if redis.call('SADD', key, event_id) == 0 then return true end
+  local key = base .. ':dd:' .. day .. ':' .. string.sub(digest, 1, 2)
+  local fingerprint = string.format('%d', tonumber(string.sub(digest, 3, 15), 16))
+  if redis.call('SADD', key, fingerprint) == 0 then return true end
   dedup_expiry[key] = math.max((day + 1) * 86400 + dedup_seconds, now_seconds + 86400)
   return false
 end
 
 local watermark = tonumber(redis.call('GET', base .. ':wm') or '0')
 
--- entry: "variant|entry_ms|cell" -> variant, entry_ms, hour, cell
+-- Per-visitor state, the hash "{base}:v:{visitor}" (read by worker/store/visitor_reader.py).
+-- Every field is short so that the hash stays listpack-encoded (Redis' defaults: up to
+-- 128 fields of at most 64 bytes each; one longer value turns the whole hash into a
+-- hashtable, several times larger). Experiments and goals are named once, in kx and
+-- kg; other fields use their 1-based position there (X, G):
+--   kx                 experiments entered, in entry order, "a,b"
+--   kg                 goals with events, in first-event order, and how many events of
+--                      each were appended, "goal:n,..."
+--   eX                 entry, "variant|entry_ms|cell_id" (cell ids: see cells_key)
+--   xX                 extended context JSON of the entry
+--   mX                 the first other variant seen (a multiple exposure)
+--   vX:{visit}         hour of the visit's first exposure
+--   kG:{n}             the n-th goal event, JSON {t, v, c, x, s, a}; while held also
+--                      {h = 1, i = event id}. A record dead-lettered after the hold is
+--                      deleted, leaving a gap in n.
+--   sX:G               counted events, revenue and orders, "count|revenue|orders"
+--   cX:G:{visit}       this visit has a counted event
+
+-- entry: "variant|entry_ms|cell_id" -> variant, entry_ms, hour, cell_id
 local function parse_entry(text)
   local bar1 = string.find(text, '|', 1, true)
   local bar2 = string.find(text, '|', bar1 + 1, true)
@@ -70,38 +103,110 @@ local function parse_entry(text)
          string.sub(text, bar2 + 1)
 end
 
+-- Counters (DESIGN.md section 4): one hash per experiment and entry/visit hour,
+-- "{base}:c:{experiment}:{hour}", with ONE field per segment cell x variant holding
+-- all its visitor metrics, "{cell_id}:{variant}" -> "n,visits,me", and one per goal,
+-- "{cell_id}:{variant}:{goal}" -> "cv,cvis,ev,ev2,ord,rev,rev2" (trailing zeros left
+-- out). Cells are interned per partition ("{base}:cells": cell text -> small id) and
+-- the hours that have counters are listed in "{base}:ch:{experiment}" for readers.
+-- Short fields and small per-hour hashes stay listpack-encoded under Redis' default
+-- limits (128 fields, 64-byte values) at moderate traffic; one field per metric with
+-- the whole cell text in it cost ten times the memory and reading time.
+local VISITOR_METRICS = {n = 1, visits = 2, me = 3}
+local GOAL_METRICS = {cv = 1, cvis = 2, ev = 3, ev2 = 4, ord = 5, rev = 6, rev2 = 7}
+local cells_key = base .. ':cells'
+local cell_ids = {}
+local function cell_id(cell)
+  local id = cell_ids[cell]
+  if id == nil then
+    id = redis.call('HGET', cells_key, cell)
+    if not id then
+      -- '#' holds the last id given; a cell text always contains '|', never equals it
+      id = tostring(redis.call('HINCRBY', cells_key, '#', 1))
+      redis.call('HSET', cells_key, cell, id)
+    end
+    cell_ids[cell] = id
+  end
+  return id
+end
+
+-- Counter fields touched by this batch: key -> field -> numbers. Each is read once and
+-- written back once when the batch ends (write_counters), however often it changes.
+local counter_cache = {}
+-- cell is the cell's id (cell_id); goal is nil for the visitor metrics.
+local function add_counts(experiment, hour, variant, cell, goal, deltas)
+  local key = base .. ':c:' .. experiment .. ':' .. hour
+  local fields = counter_cache[key]
+  if fields == nil then
+    fields = {}
+    counter_cache[key] = fields
+    redis.call('SADD', base .. ':ch:' .. experiment, hour)
+  end
+  local field = cell .. ':' .. variant
+  local names = VISITOR_METRICS
+  if goal ~= nil then
+    field = field .. ':' .. goal
+    names = GOAL_METRICS
+  end
+  local values = fields[field]
+  if values == nil then
+    values = {}
+    local stored = redis.call('HGET', key, field)
+    if stored then
+      for _, part in ipairs(split(stored, ',')) do values[#values + 1] = tonumber(part) end
+    end
+    fields[field] = values
+  end
+  for name, delta in pairs(deltas) do
+    local index = names[name]
+    for missing = #values + 1, index do values[missing] = 0 end
+    values[index] = values[index] + delta
+  end
+end
+
+local function write_counters()
+  for key, fields in pairs(counter_cache) do
+    for field, values in pairs(fields) do
+      local last = #values
+      while last > 1 and values[last] == 0 do last = last - 1 end
+      local texts = {}
+      for index = 1, last do texts[index] = num(values[index]) end
+      redis.call('HSET', key, field, table.concat(texts, ','))
+    end
+  end
+end
+
 -- Counts one goal event of a visitor for one experiment the visitor had entered.
-local function count_conversion(visitor_key, experiment, entry_text, goal, record)
+-- xn and gn: the positions of experiment and goal in the visitor's kx and kg.
+local function count_conversion(visitor_key, xn, experiment, entry_text, gn, goal, record)
   local variant, _, entry_hour, cell = parse_entry(entry_text)
-  local counters = base .. ':c:' .. experiment
-  local sums_field = 's:' .. experiment .. ':' .. goal
+  local sums_field = 's' .. xn .. ':' .. gn
   local count, revenue, orders = 0, 0, 0
   local previous = redis.call('HGET', visitor_key, sums_field)
   if previous then
     local parts = split(previous, '|')
     count, revenue, orders = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
   end
-  local field = variant .. '|' .. entry_hour .. '|' .. cell .. '|g:' .. goal .. ':'
-  if count == 0 then redis.call('HINCRBY', counters, field .. 'cv', 1) end
-  redis.call('HINCRBY', counters, field .. 'ev', 1)
   -- sums of squares of per-visitor values, kept exact for integers: (c+1)^2 - c^2
-  redis.call('HINCRBY', counters, field .. 'ev2', 2 * count + 1)
+  local deltas = {ev = 1, ev2 = 2 * count + 1}
+  if count == 0 then deltas.cv = 1 end
   if record.v ~= nil then
     -- carried as text: cjson would keep only 14 significant digits of a number
     local value = tonumber(record.v)
-    redis.call('HINCRBYFLOAT', counters, field .. 'rev', num(value))
-    redis.call('HINCRBYFLOAT', counters, field .. 'rev2', num(2 * revenue * value + value * value))
-    redis.call('HINCRBY', counters, field .. 'ord', 1)
+    deltas.rev = value
+    deltas.rev2 = 2 * revenue * value + value * value
+    deltas.ord = 1
     revenue = revenue + value
     orders = orders + 1
   end
   redis.call('HSET', visitor_key, sums_field, (count + 1) .. '|' .. num(revenue) .. '|' .. orders)
   -- Converted visits: distinct visits with a counted goal event, in the visitor's
   -- cohort like conversions, so the count does not depend on arrival order.
-  if redis.call('HSETNX', visitor_key,
-      'cv:' .. experiment .. ':' .. goal .. ':' .. (record.s or '_'), '1') == 1 then
-    redis.call('HINCRBY', counters, field .. 'cvis', 1)
+  if redis.call('HSETNX', visitor_key, 'c' .. xn .. ':' .. gn .. ':' .. (record.s or '_'), '1')
+      == 1 then
+    deltas.cvis = 1
   end
+  add_counts(experiment, entry_hour, variant, cell, goal, deltas)
 end
 
 local function counts_for(experiment, entry_text, record)
@@ -114,85 +219,112 @@ end
 local function release_hold(visitor, record)
   redis.call('ZREM', hold_key, visitor .. '|' .. record.i)
   redis.call('HDEL', held_raw_key, record.i)
+  -- the id only serves to find a held record (expire_holds): de-duplication has its own
   record.h = nil
+  record.i = nil
 end
 
-local function add_to_list_field(visitor_key, field, item)
-  local current = redis.call('HGET', visitor_key, field)
-  if not current then
-    redis.call('HSET', visitor_key, field, item)
-    return
-  end
-  for _, existing in ipairs(split(current, ',')) do
-    if existing == item then return end
-  end
-  redis.call('HSET', visitor_key, field, current .. ',' .. item)
+-- kx as a list of experiment ids.
+local function entered_experiments(visitor_key)
+  local text = redis.call('HGET', visitor_key, 'kx')
+  return text and split(text, ',') or {}
 end
 
-local function record_visit(visitor_key, counters, experiment, variant, cell, visit, hour)
-  if redis.call('HSETNX', visitor_key, 'vs:' .. experiment .. ':' .. visit, hour) == 1 then
-    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|visits', 1)
+local function position(list, item)
+  for index, existing in ipairs(list) do
+    if existing == item then return index end
+  end
+  return nil
+end
+
+-- kg as a list of {goal, events appended}.
+local function goal_counts(visitor_key)
+  local goals = {}
+  local text = redis.call('HGET', visitor_key, 'kg')
+  if text then
+    for _, item in ipairs(split(text, ',')) do
+      local colon = string.find(item, ':', 1, true)
+      goals[#goals + 1] = {string.sub(item, 1, colon - 1), tonumber(string.sub(item, colon + 1))}
+    end
+  end
+  return goals
+end
+
+-- Appends a goal event as kG:{n + 1}; goals is goal_counts() with the goal at gn.
+local function append_goal_event(visitor_key, goals, gn, record)
+  local entry = goals[gn]
+  entry[2] = entry[2] + 1
+  redis.call('HSET', visitor_key, 'k' .. gn .. ':' .. entry[2], cjson.encode(record))
+  local items = {}
+  for index, item in ipairs(goals) do items[index] = item[1] .. ':' .. item[2] end
+  redis.call('HSET', visitor_key, 'kg', table.concat(items, ','))
+end
+
+local function record_visit(visitor_key, xn, experiment, variant, cell, visit, hour)
+  if redis.call('HSETNX', visitor_key, 'v' .. xn .. ':' .. visit, hour) == 1 then
+    add_counts(experiment, hour, variant, cell, nil, {visits = 1})
   end
 end
 
 local function apply_assignment(c)
   local visitor_key = base .. ':v:' .. c.u
   local experiment = c.x
-  local counters = base .. ':c:' .. experiment
-  local entry_field = 'e:' .. experiment
   local hour = math.floor(c.ts / 3600000)
-  local entry_text = redis.call('HGET', visitor_key, entry_field)
-  local variant, cell
-  if not entry_text then
-    entry_text = c.v .. '|' .. num(c.ts) .. '|' .. c.c
-    variant, cell = c.v, c.c
-    redis.call('HSET', visitor_key, entry_field, entry_text)
-    if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x:' .. experiment, c.ctx) end
-    add_to_list_field(visitor_key, 'kx', experiment)
+  local entered = entered_experiments(visitor_key)
+  local xn = position(entered, experiment)
+  if xn == nil then
+    xn = #entered + 1
+    entered[xn] = experiment
+    redis.call('HSET', visitor_key, 'kx', table.concat(entered, ','))
+    local variant, cell = c.v, cell_id(c.c)
+    local entry_text = variant .. '|' .. num(c.ts) .. '|' .. cell
+    redis.call('HSET', visitor_key, 'e' .. xn, entry_text)
+    if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x' .. xn, c.ctx) end
     redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
-    redis.call('HINCRBY', counters, variant .. '|' .. hour .. '|' .. cell .. '|n', 1)
-    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+    add_counts(experiment, hour, variant, cell, nil, {n = 1})
+    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour)
     -- Goal events that arrived before this assignment but happened after the entry.
-    local goals = redis.call('HGET', visitor_key, 'kg')
-    if goals then
-      for _, goal in ipairs(split(goals, ',')) do
-        local list_text = redis.call('HGET', visitor_key, 'k:' .. goal)
-        local records = list_text and cjson.decode(list_text) or {}
-        local changed = false
-        for _, record in ipairs(records) do
-          if counts_for(experiment, entry_text, record) then
-            count_conversion(visitor_key, experiment, entry_text, goal, record)
-            if record.h then
-              release_hold(c.u, record)
-              changed = true
-            end
+    for gn, entry in ipairs(goal_counts(visitor_key)) do
+      for n = 1, entry[2] do
+        local field = 'k' .. gn .. ':' .. n
+        local record_text = redis.call('HGET', visitor_key, field)
+        local record = record_text and cjson.decode(record_text)
+        if record and counts_for(experiment, entry_text, record) then
+          count_conversion(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
+          if record.h then
+            release_hold(c.u, record)
+            redis.call('HSET', visitor_key, field, cjson.encode(record))
           end
         end
-        if changed then redis.call('HSET', visitor_key, 'k:' .. goal, cjson.encode(records)) end
       end
     end
   else
-    local entry_variant, _, entry_hour, entry_cell = parse_entry(entry_text)
-    variant, cell = entry_variant, entry_cell
-    if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm:' .. experiment, c.v) == 1 then
-      redis.call('HINCRBY', counters, variant .. '|' .. entry_hour .. '|' .. cell .. '|me', 1)
+    local variant, _, entry_hour, cell = parse_entry(redis.call('HGET', visitor_key, 'e' .. xn))
+    if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm' .. xn, c.v) == 1 then
+      add_counts(experiment, entry_hour, variant, cell, nil, {me = 1})
     end
-    record_visit(visitor_key, counters, experiment, variant, cell, c.s or '_', hour)
+    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour)
   end
 end
 
 local function apply_conversion(c)
   local visitor_key = base .. ':v:' .. c.u
   local record = {t = c.ts, i = c.id, v = c.val, c = c.cur, x = c.x, s = c.s, a = c.at}
+  local goals = goal_counts(visitor_key)
+  local gn = nil
+  for index, entry in ipairs(goals) do
+    if entry[1] == c.g then gn = index end
+  end
+  if gn == nil then
+    gn = #goals + 1
+    goals[gn] = {c.g, 0}
+  end
   local attributed = 0
-  local entered = redis.call('HGET', visitor_key, 'kx')
-  if entered then
-    for _, experiment in ipairs(split(entered, ',')) do
-      local entry_text = redis.call('HGET', visitor_key, 'e:' .. experiment)
-      if counts_for(experiment, entry_text, record) then
-        count_conversion(visitor_key, experiment, entry_text, c.g, record)
-        attributed = attributed + 1
-      end
+  for xn, experiment in ipairs(entered_experiments(visitor_key)) do
+    local entry_text = redis.call('HGET', visitor_key, 'e' .. xn)
+    if counts_for(experiment, entry_text, record) then
+      count_conversion(visitor_key, xn, experiment, entry_text, gn, c.g, record)
+      attributed = attributed + 1
     end
   end
   if attributed == 0 then
@@ -201,13 +333,10 @@ local function apply_conversion(c)
     redis.call('ZADD', hold_key, c.ts, c.u .. '|' .. c.id)
     redis.call('HSET', held_raw_key, c.id, c.held)
     stats.conversions_held = stats.conversions_held + 1
+  else
+    record.i = nil
   end
-  local list_field = 'k:' .. c.g
-  local current = redis.call('HGET', visitor_key, list_field)
-  local records = current and cjson.decode(current) or {}
-  records[#records + 1] = record
-  redis.call('HSET', visitor_key, list_field, cjson.encode(records))
-  add_to_list_field(visitor_key, 'kg', c.g)
+  append_goal_event(visitor_key, goals, gn, record)
 end
 
 -- Conversions held past the hold time are dead-lettered when the visitor never entered
@@ -223,18 +352,21 @@ local function expire_holds()
     local held = redis.call('HGET', held_raw_key, event_id)
     if held then
       local held_record = cjson.decode(held)
-      local list_field = 'k:' .. held_record.goal
-      local list_text = redis.call('HGET', visitor_key, list_field)
-      local records = list_text and cjson.decode(list_text) or {}
-      local target_index = nil
-      for index, record in ipairs(records) do
-        if record.i == event_id then target_index = index end
+      local target, target_field = nil, nil
+      for gn, entry in ipairs(goal_counts(visitor_key)) do
+        if entry[1] == held_record.goal then
+          for n = 1, entry[2] do
+            local field = 'k' .. gn .. ':' .. n
+            local record_text = redis.call('HGET', visitor_key, field)
+            local record = record_text and cjson.decode(record_text)
+            if record and record.i == event_id then target, target_field = record, field end
+          end
+        end
       end
-      local target = target_index and records[target_index]
-      local entered = redis.call('HGET', visitor_key, 'kx')
-      local orphan = not entered
-      if entered and target and target.x ~= nil then
-        orphan = redis.call('HEXISTS', visitor_key, 'e:' .. target.x) == 0
+      local entered = entered_experiments(visitor_key)
+      local orphan = #entered == 0
+      if not orphan and target and target.x ~= nil then
+        orphan = position(entered, target.x) == nil
       end
       if orphan then
         redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
@@ -243,16 +375,13 @@ local function expire_holds()
           message = held_record}))
         stats.dead_lettered = stats.dead_lettered + 1
         stats.conversions_expired = stats.conversions_expired + 1
-        if target_index then table.remove(records, target_index) end
+        if target_field then redis.call('HDEL', visitor_key, target_field) end
       elseif target then
         -- The visitor entered only after converting: a conversion before entry, kept
         -- in the visitor's state and counted nowhere, which is not an error.
         target.h = nil
-      end
-      if #records == 0 then
-        redis.call('HDEL', visitor_key, list_field)
-      else
-        redis.call('HSET', visitor_key, list_field, cjson.encode(records))
+        target.i = nil
+        redis.call('HSET', visitor_key, target_field, cjson.encode(target))
       end
     end
     redis.call('ZREM', hold_key, member)
@@ -296,6 +425,7 @@ for key, expire_at in pairs(dedup_expiry) do
 end
 redis.call('SET', base .. ':wm', num(watermark))
 expire_holds()
+write_counters()
 
 for name, value in pairs(stats) do
   if value > 0 then redis.call('HINCRBY', base .. ':stats', name, value) end

@@ -18,9 +18,25 @@ def offsets_key(prefix: str, partition: int) -> str:
     return f"{partition_base(prefix, partition)}:off"
 
 
-def counters_key(prefix: str, partition: int, experiment_id: str) -> str:
-    """Hash of counters: `variant|hour|device|browser|os|country|visitor_type|source|metric`."""
-    return f"{partition_base(prefix, partition)}:c:{experiment_id}"
+def counters_key(prefix: str, partition: int, experiment_id: str, hour: int) -> str:
+    """Hash of one hour's counters: `{cell_id}:{variant}[:{goal}]` -> packed metrics.
+
+    apply_batch.lua documents the packing; `cells_key` maps cell ids to cells.
+    """
+    return f"{partition_base(prefix, partition)}:c:{experiment_id}:{hour}"
+
+
+def counter_hours_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """Set of the hours (since the epoch) that have a counters hash."""
+    return f"{partition_base(prefix, partition)}:ch:{experiment_id}"
+
+
+def cells_key(prefix: str, partition: int) -> str:
+    """Hash segment cell text (`device|browser|os|country|visitor_type|source`) -> id.
+
+    Also holds `#`, the last id given. Shared by the partition's experiments.
+    """
+    return f"{partition_base(prefix, partition)}:cells"
 
 
 def visitor_key(prefix: str, partition: int, visitor_id: str) -> str:

@@ -25,46 +25,70 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
             async with redis.pipeline(transaction=False) as pipe:
                 for visitor in chunk:
                     pipe.hgetall(keys.visitor_key(prefix, partition, visitor))
-                replies = await pipe.execute()
+                # After the visitors: the sink may intern a cell while we read, and ids
+                # are only ever added, so this names every id the chunk refers to.
+                pipe.hgetall(keys.cells_key(prefix, partition))
+                *replies, cells = await pipe.execute()
+            cell_texts = {_bytes(cell_id): _text(text) for text, cell_id in cells.items()}
             for visitor, fields in zip(chunk, replies, strict=True):
-                state = parse_visitor(visitor, experiment_id, fields)
+                state = parse_visitor(visitor, experiment_id, fields, cell_texts)
                 if state is not None:
                     states.append(state)
     return states
 
 
 def parse_visitor(
-    visitor_id: str, experiment_id: str, fields: dict[bytes, bytes]
+    visitor_id: str, experiment_id: str, fields: dict[bytes, bytes], cell_texts: dict[bytes, str]
 ) -> VisitorState | None:
-    """One visitor hash (see apply_batch.lua) -> the scan's VisitorState."""
-    entry = fields.get(f"e:{experiment_id}".encode())
-    if entry is None:
+    """One visitor hash (see apply_batch.lua) -> the scan's VisitorState.
+
+    ``cell_texts`` maps the partition's cell ids to cell texts (``keys.cells_key``).
+    Fields name the experiment and goals by their 1-based position in ``kx`` and ``kg``.
+    """
+    entered = fields.get(b"kx", b"").split(b",")
+    if experiment_id.encode() not in entered:
         return None
-    variant, entry_ms, cell = entry.decode().split("|", 2)
+    number = entered.index(experiment_id.encode()) + 1
+    variant, entry_ms, cell_id = fields[b"e%d" % number].split(b"|", 2)
     state: VisitorState = {
         "visitor_id": visitor_id,
-        "variant": variant,
+        "variant": variant.decode(),
         "entry_ms": int(entry_ms),
-        "cell": cell,
+        "cell": cell_texts[cell_id],
     }
-    context = fields.get(f"x:{experiment_id}".encode())
+    context = fields.get(b"x%d" % number)
     if context is not None:
         state["context"] = orjson.loads(context)
-    visit_prefix = f"vs:{experiment_id}:".encode()
-    goals: dict[str, Any] = {}
+    visit_prefix = b"v%d:" % number
+    # kG:{n}, the n-th event of goal G: listed in n order
+    goal_names = (
+        [item.rpartition(b":")[0].decode() for item in fields[b"kg"].split(b",")]
+        if b"kg" in fields
+        else []
+    )
+    numbered: dict[str, list[tuple[int, Any]]] = {}
     visits: dict[str, int] = {}
     for name, value in fields.items():
         if name.startswith(visit_prefix):
             visits[name[len(visit_prefix) :].decode()] = int(value)
-        elif name.startswith(b"k:"):
-            goals[name[2:].decode()] = orjson.loads(value)
+        elif name[:1] == b"k" and name[1:2].isdigit():
+            goal_number, _, event_number = name[1:].partition(b":")
+            goal = goal_names[int(goal_number) - 1]
+            numbered.setdefault(goal, []).append((int(event_number), orjson.loads(value)))
     if visits:
         state["visits"] = visits
-    if goals:
-        state["goals"] = goals
-    state["multiple_exposure"] = f"m:{experiment_id}".encode() in fields
+    if numbered:
+        state["goals"] = {
+            goal: [record for _, record in sorted(records, key=lambda item: item[0])]
+            for goal, records in numbered.items()
+        }
+    state["multiple_exposure"] = b"m%d" % number in fields
     return state
 
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode()
