@@ -15,6 +15,7 @@ from worker import config
 from worker.cli.main import build_parser
 from worker.config import Settings
 from worker.services.kafka_server import KAFKA_VERSION
+from worker.services.redis_server import ENCODING_LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -64,6 +65,8 @@ def test_redis_is_the_official_image_with_a_pinned_tag_and_aof() -> None:
     options = dict(zip(words[1::2], words[2::2], strict=True))
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "everysec"
+    # the same compact-encoding limits as the local provisioner's redis.conf
+    assert {name: options[f"--{name}"] for name in ENCODING_LIMITS} == ENCODING_LIMITS
 
 
 def test_kafka_is_a_single_kraft_node() -> None:

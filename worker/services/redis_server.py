@@ -61,6 +61,10 @@ def ensure_binary() -> str:
     return found
 
 
+ENCODING_LIMITS = {"hash-max-listpack-value": "512", "set-max-intset-entries": "2048"}
+"""The compact-encoding limits the key layout is sized for (see write_config)."""
+
+
 def write_config(layout: RedisLayout) -> None:
     """AOF with fsync every second: at most one second of writes is lost on a power cut.
 
@@ -84,8 +88,7 @@ def write_config(layout: RedisLayout) -> None:
                 "appendonly yes",
                 "appendfsync everysec",
                 'save ""',
-                "hash-max-listpack-value 512",
-                "set-max-intset-entries 2048",
+                *(f"{name} {value}" for name, value in ENCODING_LIMITS.items()),
                 "",
             ]
         )
