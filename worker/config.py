@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_REDIS = "redis://127.0.0.1:16379/0"
+DEFAULT_API_WORKERS = 1
 
 
 def _int(name: str, default: int) -> int:
@@ -52,6 +53,8 @@ class Settings:
     conversion_hold_seconds: int
     results_interval_seconds: float
     services_dir: Path
+    api_workers: int = 1
+    api_key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,6 +79,8 @@ class Settings:
             conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
             results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+            api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
+            api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
         )
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
+from starlette.routing import BaseRoute
 
 from worker.api import (
     experiments_api_routes,
@@ -23,9 +24,12 @@ from worker.api import (
     system_routes,
     ui_routes,
 )
+from worker.api.cached_results import CachedResultsMiddleware
 from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
+from worker.api.key_cache import KeyCache
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
+from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
 
@@ -40,11 +44,14 @@ def create_app(settings: Settings) -> FastAPI:
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
     )
+    results = ResultSource(redis, settings)
     context = ApiContext(
         settings=settings,
         redis=redis,
-        results=ResultSource(redis, settings),
+        results=results,
         metrics=RequestMetrics(),
+        keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
+        responses=ResponseCache(redis, settings.key_prefix, results),
     )
 
     @asynccontextmanager
@@ -62,7 +69,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.include_router(mida_routes.router)
     app.include_router(kameleoon_routes.router)
     app.include_router(experiments_api_routes.router)
@@ -70,8 +76,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(launchdarkly_routes.router)
     app.include_router(system_routes.router)
     app.include_router(ui_routes.router)
+    # Added last is outermost: metrics also count the answers of the cached layer.
+    app.add_middleware(
+        CachedResultsMiddleware,
+        keys=context.keys,
+        responses=context.responses,
+        route=_route(mida_routes.router.routes, mida_routes.RESULT_ROUTE),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of the environment's settings (uvicorn's factory with several workers)."""
+    return create_app(Settings.from_env())
+
+
+def _route(routes: list[BaseRoute], path: str) -> BaseRoute:
+    return next(route for route in routes if getattr(route, "path", None) == path)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

@@ -11,11 +11,14 @@ query exactly, the vectorised per-visitor scan otherwise.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
@@ -23,9 +26,10 @@ from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result, document, load_table
-from worker.store.snapshots import load_snapshot
+from worker.store.snapshots import snapshot_key
 
 Document = dict[str, Any]
+CacheKey = tuple[str, ResultQuery]
 
 DEFAULT_QUERY = ResultQuery()
 CACHE_SECONDS = 5.0
@@ -34,29 +38,48 @@ MAX_DAYS = 400
 """Longest timeseries: more than a year of daily rows is a different question."""
 
 
+@dataclass(frozen=True)
+class Version:
+    """Which document an answer was made from: the snapshot (``key`` None; its stored
+    bytes tell whether it is current) or one computation kept in the cache."""
+
+    key: CacheKey | None = None
+    sequence: int = 0
+
+
 class ResultSource:
     """Result documents for the API: snapshot, brief cache, or a fresh computation."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
-        self._cache: OrderedDict[tuple[str, ResultQuery], tuple[float, Document]] = OrderedDict()
-        self._in_flight: dict[tuple[str, ResultQuery], asyncio.Task[Document]] = {}
+        self._cache: OrderedDict[CacheKey, tuple[float, int, Document]] = OrderedDict()
+        self._in_flight: dict[CacheKey, asyncio.Task[Document]] = {}
+        self._sequence = itertools.count(1)
+        # The last snapshot parsed per experiment: parsing it is most of the cost of a
+        # default result, and it changes once per results interval.
+        self._snapshots: dict[str, tuple[bytes, Document]] = {}
 
     async def document(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
         """The result of ``query`` for every goal of the experiment (``query.goal`` is
         not used: one document serves every goal, as a snapshot does)."""
+        document, _ = await self.versioned(definition, query)
+        return document
+
+    async def versioned(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> tuple[Document, Version]:
+        """The document of :meth:`document` and the version it is."""
         query = query.model_copy(update={"goal": None})
         if query == DEFAULT_QUERY:
-            stored = await load_snapshot(self._redis, self._prefix, definition.id)
-            snapshot = _default_snapshot(stored, definition)
+            snapshot = _default_snapshot(await self._snapshot(definition.id), definition)
             if snapshot is not None:
-                return snapshot
+                return snapshot, Version()
         # The definition is part of the key: a changed definition changes the document.
         key = (definition.model_dump_json(), query)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            return cached[2], Version(key, cached[1])
         # Concurrent requests for the same query share one computation: without this a
         # burst of dashboards would each read every counter hash at once.
         task = self._in_flight.get(key)
@@ -65,8 +88,19 @@ class ResultSource:
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         document = await asyncio.shield(task)
-        self._remember(key, document)
-        return document
+        return document, Version(key, self._remember(key, document))
+
+    def is_current(self, version: Version) -> bool:
+        """Whether a computed version is still the one the cache serves (a snapshot
+        version always is: its bytes are compared by the caller)."""
+        if version.key is None:
+            return True
+        cached = self._cache.get(version.key)
+        return (
+            cached is not None
+            and cached[1] == version.sequence
+            and time.monotonic() - cached[0] < CACHE_SECONDS
+        )
 
     async def daily(
         self, definition: ExperimentDefinition, query: ResultQuery
@@ -85,11 +119,31 @@ class ResultSource:
 
         return await asyncio.to_thread(documents)
 
-    def _remember(self, key: tuple[str, ResultQuery], document: Document) -> None:
-        self._cache[key] = (time.monotonic(), document)
+    def _remember(self, key: CacheKey, document: Document) -> int:
+        """Keep ``document`` for ``key`` unless the cache has a fresh one (whose
+        sequence is returned, so concurrent waiters agree on one version)."""
+        cached = self._cache.get(key)
+        if cached is not None and cached[2] is document:
+            return cached[1]
+        sequence = next(self._sequence)
+        self._cache[key] = (time.monotonic(), sequence, document)
         self._cache.move_to_end(key)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
+        return sequence
+
+    async def _snapshot(self, experiment_id: str) -> Document | None:
+        """The stored snapshot, parsed once per distinct stored bytes."""
+        raw = await self._redis.get(snapshot_key(self._prefix, experiment_id))
+        if raw is None:
+            self._snapshots.pop(experiment_id, None)
+            return None
+        parsed = self._snapshots.get(experiment_id)
+        if parsed is not None and parsed[0] == raw:
+            return parsed[1]
+        document = dict(orjson.loads(raw))
+        self._snapshots[experiment_id] = (raw if isinstance(raw, bytes) else raw.encode(), document)
+        return document
 
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
         return await compute_result(self._redis, self._prefix, definition, query)
