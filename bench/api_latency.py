@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -145,16 +146,20 @@ def wait_ready(url: str, headers: dict[str, str], seconds: float) -> bytes:
 
 def measure(url: str, key: str | None, seconds: float, timeout: float) -> dict[str, Any]:
     """Figures of one load process driving ``url`` with 32 connections for ``seconds``."""
-    command = [sys.executable, str(BENCH / "http_load.py"), "load", url]
-    command += ["--connections", str(CONNECTIONS), "--seconds", str(seconds)]
-    command += ["--timeout", str(timeout)]
-    if key is not None:
-        command += ["--header", f"Authorization: Bearer {key}"]
-    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout + 60)
-    if output.returncode != 0:
-        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": {"load process": 1},
-                "detail": output.stderr.strip()[-300:]}  # fmt: skip
-    figures = json.loads(output.stdout)
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "load.json"
+        command = [sys.executable, str(BENCH / "http_load.py"), "load", url, "--out", str(out)]
+        command += ["--connections", str(CONNECTIONS), "--seconds", str(seconds)]
+        command += ["--timeout", str(timeout)]
+        if key is not None:
+            command += ["--header", f"Authorization: Bearer {key}"]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + timeout + 60
+        )
+        if done.returncode != 0 or not out.exists():
+            return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": {"load process": 1},
+                    "detail": done.stderr.strip()[-300:]}  # fmt: skip
+        figures = json.loads(out.read_text())
     latencies = sorted(figures["latencies_ms"])
     return {
         "rps": round(len(latencies) / figures["elapsed_s"], 1),

@@ -21,6 +21,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -174,6 +175,7 @@ def main() -> None:
     load.add_argument("--seconds", type=float, default=10)
     load.add_argument("--timeout", type=float, default=30, help="seconds per request")
     load.add_argument("--header", action="append", default=[], help="'Name: value'")
+    load.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
     server = commands.add_parser("serve", help="the trivial server of the ceiling run")
     server.add_argument("--port", type=int, required=True)
     server.add_argument("--body-bytes", type=int, default=1000)
@@ -181,7 +183,10 @@ def main() -> None:
     run = uvloop.run if uvloop is not None else asyncio.run
     if args.command == "load":
         figures = run(run_load(args.url, args.header, args.connections, args.seconds, args.timeout))
-        print(json.dumps(figures))
+        if args.out is None:
+            print(json.dumps(figures))
+        else:
+            args.out.write_text(json.dumps(figures))
     else:
         run(serve(args.port, args.body_bytes))
 

@@ -39,7 +39,7 @@ from worker.api.mida_shapes import (
     result_response,
     timeseries_row,
 )
-from worker.api.response_cache import RenderedResult, state_for
+from worker.api.response_cache import RenderedResult
 from worker.api.result_source import DEFAULT_QUERY
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.query import ResultQuery
@@ -129,7 +129,7 @@ async def get_result(
 ) -> Response:
     """Per-variant visitors, conversions, rates, lifts and statistics for one goal."""
     # Read first: the answer is made from data at least this new (response_cache).
-    state = await state_for(context.redis, context.prefix, definition, query)
+    state = await context.responses.state(definition, query)
     document, version = await context.results.versioned(definition, query)
     ended = await ended_at(context, definition)
     now = datetime.now(UTC)

@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from redis.asyncio import Redis
 
 from worker.api.experiment_state import ExperimentState, needs_ended_at, read_state
 from worker.api.mida_shapes import days_running
 from worker.api.result_source import DEFAULT_QUERY, ResultSource, Version
+from worker.api.shared_reads import SharedReads
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
 
@@ -45,24 +47,18 @@ class RenderedResult:
     days_running: int
     body: bytes
 
+    @cached_property
+    def reads_snapshot(self) -> bool:
+        return is_default(self.query)
+
+    @cached_property
+    def reads_ended_at(self) -> bool:
+        return needs_ended_at(self.definition)
+
 
 def is_default(query: ResultQuery) -> bool:
     """Whether the answer may come from the snapshot (every goal: ``goal`` ignored)."""
     return query.model_copy(update={"goal": None}) == DEFAULT_QUERY
-
-
-async def state_for(
-    redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
-) -> ExperimentState:
-    """The stored bytes an answer of ``query`` depends on; read *before* the answer is
-    made, so an answer is never older than the state it is filed under."""
-    return await read_state(
-        redis,
-        prefix,
-        definition.id,
-        snapshot=is_default(query),
-        ended_at=needs_ended_at(definition),
-    )
 
 
 class ResponseCache:
@@ -73,6 +69,12 @@ class ResponseCache:
         self._prefix = prefix
         self._results = results
         self._entries: OrderedDict[EntryKey, RenderedResult] = OrderedDict()
+        self._reads: SharedReads[ExperimentState] = SharedReads()
+
+    async def state(self, definition: ExperimentDefinition, query: ResultQuery) -> ExperimentState:
+        """The stored bytes an answer of ``query`` depends on. Read it *before* making
+        the answer, so an answer is never older than the state it is filed under."""
+        return await self._state(definition.id, is_default(query), needs_ended_at(definition))
 
     def put(self, key: EntryKey, entry: RenderedResult) -> None:
         """File ``entry`` (made after ``entry.state`` was read) under ``key``."""
@@ -86,7 +88,7 @@ class ResponseCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        state = await state_for(self._redis, self._prefix, entry.definition, entry.query)
+        state = await self._state(entry.definition.id, entry.reads_snapshot, entry.reads_ended_at)
         if (
             state != entry.state
             or not self._results.is_current(entry.version)
@@ -94,3 +96,12 @@ class ResponseCache:
         ):
             return None
         return entry.body
+
+    async def _state(self, experiment_id: str, snapshot: bool, ended_at: bool) -> ExperimentState:
+        # Concurrent requests share one read that started after they arrived.
+        return await self._reads.read(
+            (experiment_id, snapshot, ended_at),
+            lambda: read_state(
+                self._redis, self._prefix, experiment_id, snapshot=snapshot, ended_at=ended_at
+            ),
+        )
