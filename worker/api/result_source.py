@@ -2,7 +2,9 @@
 
 The default query (no filter, all dates) is served from the worker's stored result
 snapshot when there is one; every other query is computed on demand and kept for a
-few seconds, so a dashboard polling one view costs one computation per interval.
+few seconds, so a dashboard polling one view costs one computation per interval. An
+expired result is still served for up to ``STALE_SECONDS`` while one recomputation
+runs in the background, so only the very first question waits for a computation.
 
 Computations go through ``worker.results.service``: counters when they answer the
 query exactly, the vectorised per-visitor scan otherwise.
@@ -33,6 +35,11 @@ CacheKey = tuple[str, ResultQuery]
 
 DEFAULT_QUERY = ResultQuery()
 CACHE_SECONDS = 5.0
+STALE_SECONDS = 60.0
+"""A computed result older than ``CACHE_SECONDS`` but younger than this is still
+served while one newer computation runs in the background: a computation at a
+million visitors takes seconds, and every client waiting for it each time the cache
+expires is what made the filtered p99 seconds long."""
 CACHE_ENTRIES = 512
 MAX_DAYS = 400
 """Longest timeseries: more than a year of daily rows is a different question."""
@@ -47,14 +54,23 @@ class Version:
     sequence: int = 0
 
 
+@dataclass(frozen=True)
+class _Computed:
+    at: float
+    sequence: int
+    document: Document
+    definition: ExperimentDefinition
+    query: ResultQuery
+
+
 class ResultSource:
     """Result documents for the API: snapshot, brief cache, or a fresh computation."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
-        self._cache: OrderedDict[CacheKey, tuple[float, int, Document]] = OrderedDict()
-        self._in_flight: dict[CacheKey, asyncio.Task[Document]] = {}
+        self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
+        self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
         self._sequence = itertools.count(1)
         # The last snapshot parsed per experiment: parsing it is most of the cost of a
         # default result, and it changes once per results interval.
@@ -78,29 +94,57 @@ class ResultSource:
         # The definition is part of the key: a changed definition changes the document.
         key = (definition.model_dump_json(), query)
         cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[2], Version(key, cached[1])
-        # Concurrent requests for the same query share one computation: without this a
-        # burst of dashboards would each read every counter hash at once.
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._compute(definition, query))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        document = await asyncio.shield(task)
-        return document, Version(key, self._remember(key, document))
+        if cached is None or not self._servable(key, cached):
+            cached = await asyncio.shield(self._start(key, definition, query))
+        return cached.document, Version(key, cached.sequence)
 
     def is_current(self, version: Version) -> bool:
-        """Whether a computed version is still the one the cache serves (a snapshot
-        version always is: its bytes are compared by the caller)."""
+        """Whether a version may still be served: a computed one while it is the one
+        the cache serves (a snapshot version always: its bytes are compared by the
+        caller)."""
         if version.key is None:
             return True
         cached = self._cache.get(version.key)
         return (
             cached is not None
-            and cached[1] == version.sequence
-            and time.monotonic() - cached[0] < CACHE_SECONDS
+            and cached.sequence == version.sequence
+            and self._servable(version.key, cached)
         )
+
+    def _servable(self, key: CacheKey, cached: _Computed) -> bool:
+        """Fresh, or stale within ``STALE_SECONDS`` (then a recomputation is started)."""
+        age = time.monotonic() - cached.at
+        if CACHE_SECONDS <= age < STALE_SECONDS:
+            self._start(key, cached.definition, cached.query)
+        return age < STALE_SECONDS
+
+    def _start(
+        self, key: CacheKey, definition: ExperimentDefinition, query: ResultQuery
+    ) -> asyncio.Task[_Computed]:
+        """The computation of ``key``, started unless one runs: concurrent requests
+        share it (a burst of dashboards would otherwise each read every counter)."""
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._compute_and_keep(key, definition, query))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return task
+
+    def _finished(self, key: CacheKey, task: asyncio.Task[_Computed]) -> None:
+        self._in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # a background refresh may have no waiter to see its error
+
+    async def _compute_and_keep(
+        self, key: CacheKey, definition: ExperimentDefinition, query: ResultQuery
+    ) -> _Computed:
+        document = await self._compute(definition, query)
+        computed = _Computed(time.monotonic(), next(self._sequence), document, definition, query)
+        self._cache[key] = computed
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return computed
 
     async def daily(
         self, definition: ExperimentDefinition, query: ResultQuery
@@ -118,19 +162,6 @@ class ResultSource:
             ]
 
         return await asyncio.to_thread(documents)
-
-    def _remember(self, key: CacheKey, document: Document) -> int:
-        """Keep ``document`` for ``key`` unless the cache has a fresh one (whose
-        sequence is returned, so concurrent waiters agree on one version)."""
-        cached = self._cache.get(key)
-        if cached is not None and cached[2] is document:
-            return cached[1]
-        sequence = next(self._sequence)
-        self._cache[key] = (time.monotonic(), sequence, document)
-        self._cache.move_to_end(key)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return sequence
 
     async def _snapshot(self, experiment_id: str) -> Document | None:
         """The stored snapshot, parsed once per distinct stored bytes."""
