@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 
 from worker.api import (
@@ -29,21 +28,15 @@ from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
 from worker.api.key_cache import KeyCache
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
+from worker.api.redis_client import connect
 from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
 
-REDIS_TIMEOUT_SECONDS = 5.0
-
 
 def create_app(settings: Settings) -> FastAPI:
     """A new app reading the Redis of ``settings``; its client closes at shutdown."""
-    # The client connects lazily, so the app starts (and /healthz reports) without Redis.
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-    )
+    redis = connect(settings)
     results = ResultSource(redis, settings)
     context = ApiContext(
         settings=settings,

@@ -24,6 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
+from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
@@ -69,6 +70,7 @@ class ResultSource:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
+        self._settings = settings
         self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
         self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
         self._sequence = itertools.count(1)
@@ -177,10 +179,25 @@ class ResultSource:
         return document
 
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
-        return await compute_result(self._redis, self._prefix, definition, query)
+        # Off the serving event loop: reading and parsing the counters is seconds of
+        # Python at a million visitors, and every request of this process would wait.
+        return await asyncio.to_thread(_compute_in_thread, self._settings, definition, query)
 
     async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:
         return await load_table(self._redis, self._prefix, definition, query)
+
+
+def _compute_in_thread(
+    settings: Settings, definition: ExperimentDefinition, query: ResultQuery
+) -> Document:
+    """``compute_result`` on this thread's own event loop and Redis client (a client
+    belongs to the loop it was created on)."""
+
+    async def compute() -> Document:
+        async with connect(settings) as redis:
+            return await compute_result(redis, settings.key_prefix, definition, query)
+
+    return asyncio.run(compute())
 
 
 def _default_snapshot(
