@@ -8,9 +8,10 @@ from pathlib import Path
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_REDIS = "redis://127.0.0.1:16379/0"
-DEFAULT_API_WORKERS = 2
-"""Measured on the 2-core development machine: two uvicorn processes serve a cached
-result about twice as fast as one (README, read API latency)."""
+DEFAULT_API_WORKERS = 1
+"""Measured on the 2-core development machine (README, read API latency): a second
+uvicorn process did not serve cached results faster (the load generator, Redis and the
+worker need the other core) and doubles every per-process cache and cold computation."""
 
 
 def _int(name: str, default: int) -> int:

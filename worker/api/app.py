@@ -1,7 +1,8 @@
 """The FastAPI application: Mida-compatible read API, health, metrics, OpenAPI.
 
-Stateless apart from a few seconds of result cache: every answer is read from Redis,
-so any number of replicas can serve behind a load balancer.
+Stateless apart from in-process caches that Redis validates (rendered results, parsed
+snapshots and definitions) or that expire within seconds (API keys, computed results):
+any number of processes and replicas can serve behind a load balancer.
 """
 
 from __future__ import annotations
