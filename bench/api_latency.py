@@ -301,7 +301,7 @@ async def run(args: argparse.Namespace) -> None:
             "default": figures["default"],
             "filtered": figures["filtered"],
             "client_ceiling_rps": client_ceiling(figures["body_bytes"], args.seconds, args.timeout),
-            "api_workers": args.workers,
+            "api_workers": args.workers or DEFAULT_API_WORKERS,
             "notes": notes,
         }
         if args.baseline_tree is not None:
