@@ -1,13 +1,21 @@
 """Read-API benchmark: requests/s and p50/p99 latency of the Mida result endpoint.
 
-    .venv/bin/python bench/api_latency.py --visitors 1000000 --seconds 20
+    .venv/bin/python bench/api_latency.py --visitors 1000000 --json out.json
 
 Fills a fresh key prefix with an experiment of N visitors (4 variants, 3 goals,
 30 days) through the real Lua sink (no Kafka: only the API is measured), stores a
 default-result snapshot as the worker would, starts `python -m worker api` as its own
-process and drives it from a separate load process with 32 concurrent connections:
-the default result (served from the snapshot) and a filtered result (computed from
-the counters, then cached for 5 s by the API).
+process(es) and drives it from a separate load process (bench/http_load.py: raw
+HTTP/1.1 keep-alive, 32 concurrent connections): the default result (served from the
+snapshot) and a filtered result (computed from the counters, then cached by the API).
+The load generator's own ceiling is measured in the same run against a trivial server
+answering with a body of the same size. `--baseline-tree DIR` also measures an API
+started from another checkout (e.g. `git archive <commit> | tar -x -C DIR`) in the same
+run, for a before/after comparison on the same noisy machine.
+
+A slow query never stops the run: timeouts and error statuses are counted.
+The bench keys are deleted at the end unless `--keep`; `--prefix P --keep` lets a
+later run reuse a populated prefix.
 """
 
 from __future__ import annotations
@@ -17,21 +25,24 @@ import asyncio
 import json
 import os
 import random
+import signal
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import httpx
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.config import Settings  # noqa: E402
+from worker.config import DEFAULT_API_WORKERS, Settings  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
 from worker.ingestion.commands import SourceMessage, plan_assignment, plan_conversion  # noqa: E402
 from worker.ingestion.partitioning import partition_for  # noqa: E402
@@ -43,6 +54,9 @@ from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.snapshots import save_snapshot  # noqa: E402
 
 PARTITIONS = 12
+CONNECTIONS = 32
+FILTER = "filter_by=mobile,country-US"
+BENCH = Path(__file__).resolve().parent
 DEFINITION = ExperimentDefinition.model_validate(
     {
         "id": "bench-exp",
@@ -117,95 +131,193 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def load(url: str, headers: dict[str, str], seconds: float, connections: int) -> list[float]:
-    """Latencies (ms) of back-to-back requests from `connections` workers for `seconds`."""
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
-
-        async def one() -> None:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                response = await client.get(url)
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-
-        await asyncio.gather(*(one() for _ in range(connections)))
-    return latencies
+def wait_ready(url: str, headers: dict[str, str], seconds: float) -> bytes:
+    """The body of the first 200 answer of ``url`` (polled until ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=seconds) as response:
+                return bytes(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
-def load_process(url: str, key: str, seconds: float, connections: int) -> dict[str, float]:
-    """Run the load from a separate Python process, as the issue asks."""
-    code = (
-        "import asyncio, json, sys; sys.path.insert(0, 'bench'); from api_latency import load; "
-        f"l = asyncio.run(load({url!r}, {{'Authorization': 'Bearer {key}'}}, {seconds}, {connections})); "
-        "print(json.dumps(l))"
-    )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if output.returncode != 0:
-        raise RuntimeError(f"the load process failed: {output.stderr.strip()[-500:]}")
-    latencies = sorted(json.loads(output.stdout))
+def measure(url: str, key: str | None, seconds: float, timeout: float) -> dict[str, Any]:
+    """Figures of one load process driving ``url`` with 32 connections for ``seconds``."""
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "load.json"
+        command = [sys.executable, str(BENCH / "http_load.py"), "load", url, "--out", str(out)]
+        command += ["--connections", str(CONNECTIONS), "--seconds", str(seconds)]
+        command += ["--timeout", str(timeout)]
+        if key is not None:
+            command += ["--header", f"Authorization: Bearer {key}"]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + timeout + 60
+        )
+        if done.returncode != 0 or not out.exists():
+            return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": {"load process": 1},
+                    "detail": done.stderr.strip()[-300:]}  # fmt: skip
+        figures = json.loads(out.read_text())
+    latencies = sorted(figures["latencies_ms"])
     return {
+        "rps": round(len(latencies) / figures["elapsed_s"], 1),
+        "p50_ms": round(latencies[len(latencies) // 2], 2) if latencies else None,
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
+        "max_ms": round(latencies[-1], 2) if latencies else None,
+        "errors": figures["errors"],
         "requests": len(latencies),
-        "rps": len(latencies) / seconds,
-        "p50": statistics.median(latencies),
-        "p99": latencies[int(0.99 * (len(latencies) - 1))],
     }
 
 
-async def run(args: argparse.Namespace) -> None:
-    prefix = f"apibench{uuid.uuid4().hex[:6]}"
-    os.environ["AB_KEY_PREFIX"] = prefix
-    settings = Settings.from_env()
-    redis = Redis.from_url(settings.redis_url)
-    print(f"populating {args.visitors:,} visitors under {prefix}...", flush=True)
-    began = time.perf_counter()
-    await populate(redis, prefix, args.visitors)
-    print(f"  done in {time.perf_counter() - began:.0f} s", flush=True)
+def client_ceiling(body_bytes: int, seconds: float, timeout: float) -> float:
+    """Requests/s of the load generator against a trivial server (same body size)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "http_load.py"), "serve", "--port", str(port),
+         "--body-bytes", str(body_bytes)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "ready"
+        return float(measure(f"http://127.0.0.1:{port}/", None, seconds, timeout)["rps"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]) -> dict[str, Any]:
+    """Default and filtered figures of `python -m worker api` run from ``tree``."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if args.workers is not None:
+        env["AB_API_WORKERS"] = str(args.workers)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "worker", "api", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=tree,
+        start_new_session=True,  # its uvicorn workers are stopped with it
+    )
+    base = f"http://127.0.0.1:{port}/v2/project/bench/experiment/{DEFINITION.id}/result"
+    headers = {"Authorization": f"Bearer {key}"}
+    figures: dict[str, Any] = {}
+    try:
+        body = wait_ready(base, headers, 60)
+        figures["default"] = measure(base, key, args.seconds, args.timeout)
+        # The first filtered answer of each API process is a computation: it is timed
+        # here, not in the measured load. Parallel first requests reach every process.
+        began = time.perf_counter()
+        warmups = 4 * (args.workers or DEFAULT_API_WORKERS)
+        with ThreadPoolExecutor(warmups) as pool:
+            warm = [pool.submit(wait_ready, f"{base}?{FILTER}", headers, max(args.timeout, 120))
+                    for _ in range(warmups)]  # fmt: skip
+            failed = [str(future.exception()) for future in warm if future.exception()]
+        took = time.perf_counter() - began
+        notes.append(f"{tree.name}: first filtered answers (cold, {warmups} in parallel) took {took:.1f} s"
+                     + (f"; {len(failed)} failed: {failed[0]}" if failed else ""))  # fmt: skip
+        figures["filtered"] = measure(f"{base}?{FILTER}", key, args.seconds, args.timeout)
+        figures["body_bytes"] = len(body)
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+    return figures
+
+
+async def delete_prefix(redis: Redis, prefix: str) -> int:
+    """Delete every key of the bench prefix; the count deleted."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for name in redis.scan_iter(match=f"{prefix}:*", count=10_000):
+        batch.append(name)
+        if len(batch) >= 10_000:
+            deleted += await redis.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += await redis.unlink(*batch)
+    return deleted
+
+
+async def prepare(redis: Redis, prefix: str, visitors: int) -> str:
+    """Populate (unless the prefix already holds the experiment), snapshot, key."""
+    if await redis.hexists(keys.experiments_key(prefix), DEFINITION.id):
+        print(f"reusing the data under {prefix}", flush=True)
+    else:
+        print(f"populating {visitors:,} visitors under {prefix}...", flush=True)
+        began = time.perf_counter()
+        await populate(redis, prefix, visitors)
+        print(f"  done in {time.perf_counter() - began:.0f} s", flush=True)
+    print("computing the snapshot...", flush=True)
     snapshot = await compute_result(redis, prefix, DEFINITION, ResultQuery())
     await save_snapshot(redis, prefix, DEFINITION.id, snapshot)
     key, _ = await create_key(redis, prefix, "bench")
-    await redis.aclose()
-    port = free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "worker", "api", "--port", str(port)],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return key
+
+
+def report(results: dict[str, Any]) -> None:
+    """The figures as a table on stdout."""
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        "unknown",
+    )  # fmt: skip
+    print(f"\nmachine: {os.cpu_count()} cores, {cpu}; {results['visitors']:,} visitors; "
+          f"{CONNECTIONS} connections")  # fmt: skip
+    print(f"load generator ceiling (trivial server): {results['client_ceiling_rps']:,.0f} req/s")
+    print(
+        f"{'api':<10} {'query':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors"
     )
-    base = f"http://127.0.0.1:{port}/v2/project/bench/experiment/{DEFINITION.id}/result"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        rows = [
-            ("default (snapshot)", base),
-            (
-                "filter_by=mobile,country-US (counters, cached 5 s)",
-                base + "?filter_by=mobile,country-US",
-            ),
-        ]
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-            "unknown",
-        )  # fmt: skip
-        print(
-            f"\nmachine: {os.cpu_count()} cores, {cpu}; {args.visitors:,} visitors; 32 connections; {args.seconds:.0f} s each"
-        )
-        print(f"{'query':<52} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-        for name, url in rows:
-            figures = load_process(url, key, args.seconds, 32)
+    rows = [("this tree", results)]
+    if "baseline" in results:
+        rows.append(("baseline", results["baseline"]))
+    for label, figures in rows:
+        for query in ("default", "filtered"):
+            row = figures[query]
+            p50 = "-" if row["p50_ms"] is None else f"{row['p50_ms']:.1f}"
+            p99 = "-" if row["p99_ms"] is None else f"{row['p99_ms']:.1f}"
+            top = "-" if row.get("max_ms") is None else f"{row['max_ms']:.0f}"
+            name = "default (snapshot)" if query == "default" else FILTER
             print(
-                f"{name:<52} {figures['requests']:>9,.0f} {figures['rps']:>8,.0f} {figures['p50']:>8.1f} {figures['p99']:>8.1f}"
+                f"{label:<10} {name:<30} {row['rps']:>8,.0f} {p50:>8} {p99:>8} {top:>8}  {row['errors'] or ''}"
             )
+    for note in results["notes"]:
+        print(f"note: {note}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    prefix = args.prefix or f"apibench{uuid.uuid4().hex[:6]}"
+    os.environ["AB_KEY_PREFIX"] = prefix
+    settings = Settings.from_env()
+    redis = Redis.from_url(settings.redis_url)
+    notes: list[str] = []
+    try:
+        key = await prepare(redis, prefix, args.visitors)
+        tree = BENCH.parent
+        figures = measure_api(args, key, tree, notes)
+        results: dict[str, Any] = {
+            "visitors": args.visitors,
+            "connections": CONNECTIONS,
+            "default": figures["default"],
+            "filtered": figures["filtered"],
+            "client_ceiling_rps": client_ceiling(figures["body_bytes"], args.seconds, args.timeout),
+            "api_workers": args.workers or DEFAULT_API_WORKERS,
+            "notes": notes,
+        }
+        if args.baseline_tree is not None:
+            results["baseline"] = measure_api(args, key, args.baseline_tree.resolve(), notes)
+        results["notes"].append(
+            f"each figure: one load process, {CONNECTIONS} closed-loop keep-alive connections, "
+            f"{args.seconds:.0f} s; p50/p99 over the 200 answers; API, Redis and the load "
+            "process share the machine"
+        )
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        if not args.keep:
+            print(f"deleted {await delete_prefix(redis, prefix):,} bench keys", flush=True)
+        await redis.aclose()
+    report(results)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main() -> None:
@@ -213,7 +325,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--visitors", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10, help="per measured load")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--workers", type=int, help="AB_API_WORKERS of the API under test")
+    parser.add_argument("--timeout", type=float, default=30, help="client seconds per request")
+    parser.add_argument("--baseline-tree", type=Path, help="also measure the API of this tree")
+    parser.add_argument("--prefix", help="Redis key prefix (default: a fresh one)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench keys")
     asyncio.run(run(parser.parse_args()))
 
 

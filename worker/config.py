@@ -8,6 +8,10 @@ from pathlib import Path
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_REDIS = "redis://127.0.0.1:16379/0"
+DEFAULT_API_WORKERS = 1
+"""Measured on the 2-core development machine (README, read API latency): a second
+uvicorn process did not serve cached results faster (the load generator, Redis and the
+worker need the other core) and doubles every per-process cache and cold computation."""
 
 
 def _int(name: str, default: int) -> int:
@@ -52,6 +56,8 @@ class Settings:
     conversion_hold_seconds: int
     results_interval_seconds: float
     services_dir: Path
+    api_workers: int = DEFAULT_API_WORKERS
+    api_key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,6 +82,8 @@ class Settings:
             conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
             results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+            api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
+            api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
         )
 
     @property

@@ -8,6 +8,7 @@ the visitors a filter selects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -441,6 +442,8 @@ async def test_keys_are_required_and_scoped_to_their_project(
         short_lived, record = await create_key(redis, api_namespace.settings.key_prefix, PROJECT)
         assert (await client.get(path, headers={"x-api-key": short_lived})).status_code == 200
         assert await revoke_key(redis, api_namespace.settings.key_prefix, record.id) == record
+    # A revoked key is refused once the API's key cache forgot it (AB_API_KEY_CACHE_SECONDS).
+    await asyncio.sleep(api_namespace.settings.api_key_cache_seconds)
     assert (await client.get(path, headers={"x-api-key": short_lived})).status_code == 401
 
 

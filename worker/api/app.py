@@ -1,7 +1,8 @@
 """The FastAPI application: Mida-compatible read API, health, metrics, OpenAPI.
 
-Stateless apart from a few seconds of result cache: every answer is read from Redis,
-so any number of replicas can serve behind a load balancer.
+Stateless apart from in-process caches that Redis validates (rendered results, parsed
+snapshots and definitions) or that expire within seconds (API keys, computed results):
+any number of processes and replicas can serve behind a load balancer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from redis.asyncio import Redis
+from starlette.routing import BaseRoute
 
 from worker.api import (
     experiments_api_routes,
@@ -23,28 +24,28 @@ from worker.api import (
     system_routes,
     ui_routes,
 )
+from worker.api.cached_results import CachedResultsMiddleware
 from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
+from worker.api.key_cache import KeyCache
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
+from worker.api.redis_client import connect
+from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
-
-REDIS_TIMEOUT_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> FastAPI:
     """A new app reading the Redis of ``settings``; its client closes at shutdown."""
-    # The client connects lazily, so the app starts (and /healthz reports) without Redis.
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-    )
+    redis = connect(settings)
+    results = ResultSource(redis, settings)
     context = ApiContext(
         settings=settings,
         redis=redis,
-        results=ResultSource(redis, settings),
+        results=results,
         metrics=RequestMetrics(),
+        keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
+        responses=ResponseCache(redis, settings.key_prefix, results),
     )
 
     @asynccontextmanager
@@ -62,7 +63,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.include_router(mida_routes.router)
     app.include_router(kameleoon_routes.router)
     app.include_router(experiments_api_routes.router)
@@ -70,8 +70,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(launchdarkly_routes.router)
     app.include_router(system_routes.router)
     app.include_router(ui_routes.router)
+    # Added last is outermost: metrics also count the answers of the cached layer.
+    app.add_middleware(
+        CachedResultsMiddleware,
+        keys=context.keys,
+        responses=context.responses,
+        route=_route(mida_routes.router.routes, mida_routes.RESULT_ROUTE),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of the environment's settings (uvicorn's factory with several workers)."""
+    return create_app(Settings.from_env())
+
+
+def _route(routes: list[BaseRoute], path: str) -> BaseRoute:
+    return next(route for route in routes if getattr(route, "path", None) == path)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

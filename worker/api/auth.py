@@ -16,9 +16,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import EXPERIMENT_NOT_FOUND, UNAUTHORIZED, ApiError
+from worker.api.experiment_state import load_definition
 from worker.events.experiment import ExperimentDefinition
-from worker.store.api_keys import find_key
-from worker.store.definitions import load_definition
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
 """Project keys and experiment ids (``worker.events.fields.Identifier``)."""
@@ -37,12 +36,13 @@ async def key_project(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> str:
-    """Dependency: the project of the presented key, or a 401."""
+    """Dependency: the project of the presented key, or a 401 (a key revoked less than
+    ``KEY_CACHE_SECONDS`` ago may still pass: see ``key_cache``)."""
     key = credentials.credentials if credentials is not None else header_key
-    record = await find_key(context.redis, context.prefix, key) if key else None
-    if record is None:
+    project = await context.keys.project_of(key) if key else None
+    if project is None:
         raise ApiError(401, UNAUTHORIZED)
-    return record.project_key
+    return project
 
 
 async def authorized_project(

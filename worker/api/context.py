@@ -7,19 +7,23 @@ from dataclasses import dataclass
 from fastapi import Request
 from redis.asyncio import Redis
 
+from worker.api.key_cache import KeyCache
 from worker.api.metrics import RequestMetrics
+from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Settings, the Redis client, the result source and the request metrics."""
+    """Settings, the Redis client, the caches and the request metrics."""
 
     settings: Settings
     redis: Redis
     results: ResultSource
     metrics: RequestMetrics
+    keys: KeyCache
+    responses: ResponseCache
 
     @property
     def prefix(self) -> str:

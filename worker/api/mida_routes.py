@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from worker.api.auth import AuthorizedExperiment, AuthorizedProject, experiment_in_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, bad_request
+from worker.api.experiment_state import parse_definition
 from worker.api.mida_models import (
     DistributionResponse,
     ExperimentDetailsResponse,
@@ -28,6 +29,7 @@ from worker.api.mida_params import (
     result_query,
 )
 from worker.api.mida_shapes import (
+    days_running,
     distribution,
     experiment_details,
     experiment_summary,
@@ -37,6 +39,7 @@ from worker.api.mida_shapes import (
     result_response,
     timeseries_row,
 )
+from worker.api.response_cache import RenderedResult
 from worker.api.result_source import DEFAULT_QUERY
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.query import ResultQuery
@@ -57,6 +60,7 @@ Context = Annotated[ApiContext, Depends(api_context)]
 Params = Annotated[ResultParams, Depends()]
 
 EXPERIMENT = "/project/{project_key}/experiment/{test_id}"
+RESULT_ROUTE = "/v2" + EXPERIMENT + "/result"
 DEFAULT_SHARE_DAYS = 90
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
 
@@ -121,10 +125,24 @@ async def get_experiment(definition: AuthorizedExperiment) -> ExperimentDetailsR
     summary="Get experiment result",
 )
 async def get_result(
-    definition: AuthorizedExperiment, query: MidaQuery, context: Context
-) -> ResultResponse:
+    request: Request, definition: AuthorizedExperiment, query: MidaQuery, context: Context
+) -> Response:
     """Per-variant visitors, conversions, rates, lifts and statistics for one goal."""
-    return await _mida_result(context, definition, query)
+    # Read first: the answer is made from data at least this new (response_cache).
+    state = await context.responses.state(definition, query)
+    document, version = await context.results.versioned(definition, query)
+    ended = await ended_at(context, definition)
+    now = datetime.now(UTC)
+    response = result_response(definition, document, query.goal_key(definition), ended, now)
+    # The bytes FastAPI sends for this response_model (pydantic's JSON, unset fields left out).
+    body = response.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    if state.definition is not None and parse_definition(state.definition) == definition:
+        entry = RenderedResult(
+            definition, query, state, version, ended, days_running(definition, ended, now), body
+        )
+        key = (definition.project_key, definition.id, request.scope["query_string"])
+        context.responses.put(key, entry)
+    return Response(body, media_type="application/json")
 
 
 @router.get(

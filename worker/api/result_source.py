@@ -2,7 +2,9 @@
 
 The default query (no filter, all dates) is served from the worker's stored result
 snapshot when there is one; every other query is computed on demand and kept for a
-few seconds, so a dashboard polling one view costs one computation per interval.
+few seconds, so a dashboard polling one view costs one computation per interval. An
+expired result is still served for up to ``STALE_SECONDS`` while one recomputation
+runs in the background, so only the very first question waits for a computation.
 
 Computations go through ``worker.results.service``: counters when they answer the
 query exactly, the vectorised per-visitor scan otherwise.
@@ -11,27 +13,55 @@ query exactly, the vectorised per-visitor scan otherwise.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
+from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result, document, load_table
-from worker.store.snapshots import load_snapshot
+from worker.store.snapshots import snapshot_key
 
 Document = dict[str, Any]
+CacheKey = tuple[str, ResultQuery]
 
 DEFAULT_QUERY = ResultQuery()
 CACHE_SECONDS = 5.0
+STALE_SECONDS = 60.0
+"""A computed result older than ``CACHE_SECONDS`` but younger than this is still
+served while one newer computation runs in the background: a computation at a
+million visitors takes seconds, and every client waiting for it each time the cache
+expires is what made the filtered p99 seconds long."""
 CACHE_ENTRIES = 512
 MAX_DAYS = 400
 """Longest timeseries: more than a year of daily rows is a different question."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """Which document an answer was made from: the snapshot (``key`` None; its stored
+    bytes tell whether it is current) or one computation kept in the cache."""
+
+    key: CacheKey | None = None
+    sequence: int = 0
+
+
+@dataclass(frozen=True)
+class _Computed:
+    at: float
+    sequence: int
+    document: Document
+    definition: ExperimentDefinition
+    query: ResultQuery
 
 
 class ResultSource:
@@ -40,33 +70,83 @@ class ResultSource:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
-        self._cache: OrderedDict[tuple[str, ResultQuery], tuple[float, Document]] = OrderedDict()
-        self._in_flight: dict[tuple[str, ResultQuery], asyncio.Task[Document]] = {}
+        self._settings = settings
+        self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
+        self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
+        self._sequence = itertools.count(1)
+        # The last snapshot parsed per experiment: parsing it is most of the cost of a
+        # default result, and it changes once per results interval.
+        self._snapshots: dict[str, tuple[bytes, Document]] = {}
 
     async def document(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
         """The result of ``query`` for every goal of the experiment (``query.goal`` is
         not used: one document serves every goal, as a snapshot does)."""
+        document, _ = await self.versioned(definition, query)
+        return document
+
+    async def versioned(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> tuple[Document, Version]:
+        """The document of :meth:`document` and the version it is."""
         query = query.model_copy(update={"goal": None})
         if query == DEFAULT_QUERY:
-            stored = await load_snapshot(self._redis, self._prefix, definition.id)
-            snapshot = _default_snapshot(stored, definition)
+            snapshot = _default_snapshot(await self._snapshot(definition.id), definition)
             if snapshot is not None:
-                return snapshot
+                return snapshot, Version()
         # The definition is part of the key: a changed definition changes the document.
         key = (definition.model_dump_json(), query)
         cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[1]
-        # Concurrent requests for the same query share one computation: without this a
-        # burst of dashboards would each read every counter hash at once.
+        if cached is None or not self._servable(key, cached):
+            cached = await asyncio.shield(self._start(key, definition, query))
+        return cached.document, Version(key, cached.sequence)
+
+    def is_current(self, version: Version) -> bool:
+        """Whether a version may still be served: a computed one while it is the one
+        the cache serves (a snapshot version always: its bytes are compared by the
+        caller)."""
+        if version.key is None:
+            return True
+        cached = self._cache.get(version.key)
+        return (
+            cached is not None
+            and cached.sequence == version.sequence
+            and self._servable(version.key, cached)
+        )
+
+    def _servable(self, key: CacheKey, cached: _Computed) -> bool:
+        """Fresh, or stale within ``STALE_SECONDS`` (then a recomputation is started)."""
+        age = time.monotonic() - cached.at
+        if CACHE_SECONDS <= age < STALE_SECONDS:
+            self._start(key, cached.definition, cached.query)
+        return age < STALE_SECONDS
+
+    def _start(
+        self, key: CacheKey, definition: ExperimentDefinition, query: ResultQuery
+    ) -> asyncio.Task[_Computed]:
+        """The computation of ``key``, started unless one runs: concurrent requests
+        share it (a burst of dashboards would otherwise each read every counter)."""
         task = self._in_flight.get(key)
         if task is None:
-            task = asyncio.create_task(self._compute(definition, query))
+            task = asyncio.create_task(self._compute_and_keep(key, definition, query))
             self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        document = await asyncio.shield(task)
-        self._remember(key, document)
-        return document
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return task
+
+    def _finished(self, key: CacheKey, task: asyncio.Task[_Computed]) -> None:
+        self._in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # a background refresh may have no waiter to see its error
+
+    async def _compute_and_keep(
+        self, key: CacheKey, definition: ExperimentDefinition, query: ResultQuery
+    ) -> _Computed:
+        document = await self._compute(definition, query)
+        computed = _Computed(time.monotonic(), next(self._sequence), document, definition, query)
+        self._cache[key] = computed
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return computed
 
     async def daily(
         self, definition: ExperimentDefinition, query: ResultQuery
@@ -85,17 +165,39 @@ class ResultSource:
 
         return await asyncio.to_thread(documents)
 
-    def _remember(self, key: tuple[str, ResultQuery], document: Document) -> None:
-        self._cache[key] = (time.monotonic(), document)
-        self._cache.move_to_end(key)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+    async def _snapshot(self, experiment_id: str) -> Document | None:
+        """The stored snapshot, parsed once per distinct stored bytes."""
+        raw = await self._redis.get(snapshot_key(self._prefix, experiment_id))
+        if raw is None:
+            self._snapshots.pop(experiment_id, None)
+            return None
+        parsed = self._snapshots.get(experiment_id)
+        if parsed is not None and parsed[0] == raw:
+            return parsed[1]
+        document = dict(orjson.loads(raw))
+        self._snapshots[experiment_id] = (raw if isinstance(raw, bytes) else raw.encode(), document)
+        return document
 
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
-        return await compute_result(self._redis, self._prefix, definition, query)
+        # Off the serving event loop: reading and parsing the counters is seconds of
+        # Python at a million visitors, and every request of this process would wait.
+        return await asyncio.to_thread(_compute_in_thread, self._settings, definition, query)
 
     async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:
         return await load_table(self._redis, self._prefix, definition, query)
+
+
+def _compute_in_thread(
+    settings: Settings, definition: ExperimentDefinition, query: ResultQuery
+) -> Document:
+    """``compute_result`` on this thread's own event loop and Redis client (a client
+    belongs to the loop it was created on)."""
+
+    async def compute() -> Document:
+        async with connect(settings) as redis:
+            return await compute_result(redis, settings.key_prefix, definition, query)
+
+    return asyncio.run(compute())
 
 
 def _default_snapshot(

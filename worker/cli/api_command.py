@@ -29,7 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}.", exit_code=2)
-    app = create_app(Settings.from_env())
+    settings = Settings.from_env()
+    if settings.api_workers < 1:
+        raise UserError(f"AB_API_WORKERS must be at least 1, got {settings.api_workers}.")
     # proxy_headers (uvicorn's default) makes share links use the proxy's scheme and host.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # uvicorn picks uvloop and httptools (both dependencies) by itself.
+    if settings.api_workers == 1:
+        app = create_app(settings)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    else:
+        # Several processes need the app as an import string; each builds its own.
+        uvicorn.run(
+            "worker.api.app:app_from_env",
+            factory=True,
+            workers=settings.api_workers,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+        )
     return 0

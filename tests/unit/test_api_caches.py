@@ -1,0 +1,134 @@
+"""The read API's in-process caches: shared Redis reads, key parsing, stale results."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from worker.api import result_source
+from worker.api.key_cache import presented_key
+from worker.api.result_source import CACHE_SECONDS, STALE_SECONDS, ResultSource
+from worker.api.shared_reads import SharedReads
+from worker.config import Settings
+from worker.events.experiment import ExperimentDefinition
+from worker.results.query import ResultQuery
+
+DEFINITION = ExperimentDefinition.model_validate(
+    {
+        "id": "e",
+        "project_key": "p",
+        "name": "E",
+        "status": "live",
+        "variants": [{"id": "0", "name": "A", "is_control": True}, {"id": "1", "name": "B"}],
+        "goals": [{"key": "g", "name": "G", "primary": True}],
+    }
+)
+FILTERED = ResultQuery(min_count=2)
+
+
+async def test_concurrent_reads_share_one_round_trip_that_started_after_them() -> None:
+    reads = SharedReads[int]()
+    store = {"value": 1}
+    started: list[int] = []
+
+    async def reader() -> int:
+        seen = store["value"]  # what Redis answers: the state when the read arrives
+        started.append(seen)
+        await asyncio.sleep(0.01)
+        return seen
+
+    first = [asyncio.create_task(reads.read("k", reader)) for _ in range(5)]
+    while not started:  # until the first read is on the wire
+        await asyncio.sleep(0)
+    store["value"] = 2  # a write that completes before the next requests arrive
+    later = [asyncio.create_task(reads.read("k", reader)) for _ in range(5)]
+    assert await asyncio.gather(*first) == [1] * 5
+    assert await asyncio.gather(*later) == [2] * 5, "never an answer older than the request"
+    assert started == [1, 2], "one read per batch of concurrent requests"
+
+
+async def test_a_failed_read_fails_every_waiter_and_the_next_read_runs() -> None:
+    reads = SharedReads[int]()
+
+    async def failing() -> int:
+        await asyncio.sleep(0)
+        raise ConnectionError("redis down")
+
+    results = await asyncio.gather(
+        *(reads.read("k", failing) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, ConnectionError) for result in results)
+
+    async def working() -> int:
+        return 7
+
+    assert await reads.read("k", working) == 7
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "expected"),
+    [
+        ("Bearer abc", None, "abc"),
+        ("bearer  abc ", "other", "abc"),
+        ("Basic abc", "other", "other"),
+        ("Bearer ", "other", "other"),
+        ("Bearer", None, None),
+        (None, "", None),
+        (None, None, None),
+    ],
+)
+def test_the_presented_key_is_read_as_fastapi_reads_it(
+    authorization: str | None, x_api_key: str | None, expected: str | None
+) -> None:
+    assert presented_key(authorization, x_api_key) == expected
+
+
+class CountingSource(ResultSource):
+    """A result source whose computations are counted and take a moment."""
+
+    def __init__(self) -> None:
+        super().__init__(redis=None, settings=Settings.from_env())  # type: ignore[arg-type]
+        self.computations = 0
+        self.release = asyncio.Event()
+
+    async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Any:
+        self.computations += 1
+        await self.release.wait()
+        return {"computation": self.computations}
+
+
+def age(source: ResultSource, seconds: float) -> None:
+    """Make every cached computation ``seconds`` old."""
+    for key, computed in source._cache.items():
+        source._cache[key] = dataclasses.replace(
+            computed, at=result_source.time.monotonic() - seconds
+        )
+
+
+async def test_an_expired_result_is_served_while_one_recomputation_runs() -> None:
+    source = CountingSource()
+    source.release.set()
+    first, version = await source.versioned(DEFINITION, FILTERED)
+    assert first == {"computation": 1} and source.is_current(version)
+
+    source.release.clear()
+    age(source, CACHE_SECONDS + 1)
+    served = await asyncio.gather(*(source.document(DEFINITION, FILTERED) for _ in range(5)))
+    assert served == [first] * 5, "stale but within STALE_SECONDS: nobody waits"
+    assert source.computations == 2, "one background recomputation for all of them"
+    source.release.set()
+    await asyncio.sleep(0.01)
+    assert not source.is_current(version)
+    assert await source.document(DEFINITION, FILTERED) == {"computation": 2}
+
+
+async def test_a_result_past_the_stale_limit_is_never_served() -> None:
+    source = CountingSource()
+    source.release.set()
+    _, version = await source.versioned(DEFINITION, FILTERED)
+    age(source, STALE_SECONDS + 1)
+    assert not source.is_current(version)
+    assert await source.document(DEFINITION, FILTERED) == {"computation": 2}
