@@ -30,6 +30,21 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from error
 
 
+ENGINES = ("faust", "aiokafka")
+"""Ingestion engines: faust (worker/ingestion/app.py) or a plain aiokafka consumer loop
+(worker/ingestion/consumer_loop.py); both drive the same pipeline."""
+
+
+def engine_name(raw: str | None, source: str = "AB_INGESTION_ENGINE") -> str:
+    """The ingestion engine named by `raw` (faust when empty); a clear error otherwise."""
+    if raw is None or raw.strip() == "":
+        return ENGINES[0]
+    name = raw.strip().lower()
+    if name not in ENGINES:
+        raise ValueError(f"{source} must be one of {', '.join(ENGINES)}, got {raw!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the worker, the CLI and the API read, by environment variable."""
@@ -52,6 +67,7 @@ class Settings:
     conversion_hold_seconds: int
     results_interval_seconds: float
     services_dir: Path
+    ingestion_engine: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,6 +92,7 @@ class Settings:
             conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
             results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+            ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
         )
 
     @property
