@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
@@ -10,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from worker.config import Settings, engine_name
 from worker.ingestion.commands import SourceMessage
-from worker.ingestion.consumer_loop import next_offsets, to_messages
+from worker.ingestion.consumer_loop import ConsumerLoop, next_offsets, to_messages
 from worker.ingestion.pipeline import raise_first_failure
 from worker.ingestion.runtime import every
 
@@ -86,3 +87,16 @@ async def test_every_runs_after_each_interval_and_stops_on_an_error() -> None:
     with pytest.raises(RuntimeError, match="fatal"):
         await asyncio.wait_for(every(0.01, job), timeout=5)
     assert runs == [0, 1, 2]
+
+
+async def test_a_failed_batch_fails_every_later_settle() -> None:
+    # A revocation's settle may see the failure first; the main loop must see it too,
+    # or it would apply later batches past the one that failed.
+    async def failing() -> None:
+        raise KeyError("bug in the sink")
+
+    loop = ConsumerLoop(SimpleNamespace(settings=None, pipeline=None))  # type: ignore[arg-type]
+    loop._in_flight = asyncio.create_task(failing())
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            await loop.settle(commit=False)

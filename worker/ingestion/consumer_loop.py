@@ -47,8 +47,9 @@ Planning is CPU work that never yields, and getmany returns buffered records wit
 yielding either: without these turns the task would not even have sent its script
 call before planning ended, and nothing would overlap. Starting the task, its
 per-partition calls, the connection checkout and the socket write take about four
-turns; measured on 200k events, 8 turns took 31k -> 42k events/s. Fewer turns only
-lose overlap, never correctness.
+turns. Planning and applying 200k events in one process (records already read):
+0 turns 31.6k events/s, 4 turns 40.2k, 8 turns 42.5k. Fewer turns only lose
+overlap, never correctness.
 """
 
 
@@ -166,11 +167,11 @@ class ConsumerLoop:
         """
         task = self._in_flight
         if task is not None:
-            try:
-                await task
-            finally:
-                if self._in_flight is task:
-                    self._in_flight = None
+            # A failed task stays in place, so that every later settle (the main loop's
+            # after a revocation's) raises too and no later batch is applied past it.
+            await task
+            if self._in_flight is task:
+                self._in_flight = None
         committing = self._committing
         if committing is not None and committing.done():
             self._committing = None
