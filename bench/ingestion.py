@@ -15,7 +15,8 @@ producer competes for the CPU:
 A contender's rate is events/s from its first applied event to its last (worker
 start-up is not charged; a rebalance while the second worker joins is). Redis bytes
 per visitor-experiment are INFO used_memory after minus before a contender's run
-(dedup ids, visitor state and counters); each contender's keys are deleted afterwards.
+(dedup ids, visitor state and counters), and the sum of MEMORY USAGE of its keys (which
+other clients of a shared Redis cannot move); its keys are deleted afterwards.
 Finally one engine (--concurrent, default faust, the default engine) is measured end
 to end with concurrent publishing: first publish to last applied in Redis.
 Figures move with the machine's load: compare ratios measured in the same run.
@@ -163,18 +164,31 @@ async def used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
-async def delete_prefix(redis: Redis, prefix: str) -> int:
-    """Delete a contender's keys (synchronously, so the next used_memory is settled)."""
-    deleted = 0
+async def measure_and_delete(redis: Redis, prefix: str) -> tuple[int, int]:
+    """Sum MEMORY USAGE of a contender's keys, then delete them; returns (keys, bytes).
+
+    The key sum does not move with other clients of a shared Redis, unlike
+    used_memory. Deleting synchronously settles used_memory for the next contender.
+    """
+    count = size = 0
     batch: list[bytes] = []
+
+    async def flush() -> None:
+        nonlocal count, size
+        pipe = redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key, samples=0)
+        size += sum(int(value or 0) for value in await pipe.execute())
+        count += await redis.delete(*batch)
+        batch.clear()
+
     async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
         batch.append(key)
-        if len(batch) >= 5000:
-            deleted += await redis.delete(*batch)
-            batch = []
+        if len(batch) >= 2000:
+            await flush()
     if batch:
-        deleted += await redis.delete(*batch)
-    return deleted
+        await flush()
+    return count, size
 
 
 async def publish(settings: Settings, messages: list[Message], with_definitions: bool) -> float:
@@ -344,9 +358,23 @@ async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, floa
     memory_after = await used_memory(bench.redis)
     eps = (bench.total - first) / (finished - started)
     per_entry = (memory_after - memory_before) / bench.entries
-    print(f"{label}: {eps:,.0f} events/s, {per_entry:,.0f} bytes per visitor-experiment")
-    await delete_prefix(bench.redis, prefix)
-    return {"eps": eps, "bytes_per_visitor_experiment": per_entry}
+    key_count, key_bytes = await measure_and_delete(bench.redis, prefix)
+    per_entry_keys = key_bytes / bench.entries
+    print(
+        f"{label}: {eps:,.0f} events/s; Redis per visitor-experiment: {per_entry:,.0f} bytes "
+        f"(used_memory delta), {per_entry_keys:,.0f} bytes (MEMORY USAGE of its {key_count:,} keys)"
+    )
+    if not 0.75 < per_entry / per_entry_keys < 1.5:
+        bench.notes.append(
+            f"{label}: used_memory moved by {per_entry:,.0f} bytes per visitor-experiment while "
+            f"its keys hold {per_entry_keys:,.0f}: other clients of the shared Redis changed "
+            "its memory meanwhile; key_bytes_per_visitor_experiment is the figure to trust"
+        )
+    return {
+        "eps": eps,
+        "bytes_per_visitor_experiment": per_entry,
+        "key_bytes_per_visitor_experiment": per_entry_keys,
+    }
 
 
 async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) -> dict[str, float]:
@@ -375,7 +403,7 @@ async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) ->
             return await applied(bench.redis, live, partitions)
 
         _, finished, _ = await wait_for(f"end to end {engine}", len(messages), progress, alive)
-    await delete_prefix(bench.redis, live)
+    await measure_and_delete(bench.redis, live)
     eps = len(messages) / (finished - started)
     print(f"end to end ({engine}, 1 worker): {eps:,.0f} events/s; publishing {publish_eps:,.0f}/s")
     return {"engine": engine, "workers": 1.0, "eps": eps, "publish_eps": publish_eps}
@@ -471,14 +499,15 @@ def report(figures: dict[str, object], bench: Bench) -> None:
     )
     print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:>10,.0f} events/s")
     print(f"naive baseline (faust, one Redis round trip an event): {baseline:>9,.0f} events/s")
-    print(f"{'engine':<10} {'workers':>7} {'events/s':>10} {'/ceiling':>9} {'/baseline':>10} {'bytes/v-e':>10}")  # fmt: skip
+    print(f"{'engine':<10} {'workers':>7} {'events/s':>10} {'/ceiling':>9} {'/baseline':>10} {'bytes/v-e':>10} {'key bytes/v-e':>14}")  # fmt: skip
     engines: dict[str, dict[str, dict[str, float]]] = figures["engines"]  # type: ignore[assignment]
     for engine, by_workers in engines.items():
         for workers, result in by_workers.items():
             eps = result["eps"]
             print(
                 f"{engine:<10} {workers:>7} {eps:>10,.0f} {eps / ceiling:>9.1%} "
-                f"{eps / baseline:>9.1f}x {result['bytes_per_visitor_experiment']:>10,.0f}"
+                f"{eps / baseline:>9.1f}x {result['bytes_per_visitor_experiment']:>10,.0f} "
+                f"{result['key_bytes_per_visitor_experiment']:>14,.0f}"
             )
     concurrent = figures.get("concurrent")
     if isinstance(concurrent, dict):
