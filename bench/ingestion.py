@@ -1,12 +1,25 @@
-"""Ingestion benchmark: publish N events, measure sustained events/s and Redis bytes.
+"""Ingestion benchmark: every contender on the same events, in one run.
 
-    .venv/bin/python bench/ingestion.py --events 200000 --visitors 40000 [--workers 1] [--compare]
+    .venv/bin/python bench/ingestion.py [--events 1000000] [--visitors 100000] [--json out.json]
 
-Starts its own worker process(es) on fresh topics and a fresh key prefix against the
-services of the environment (or the local ones from `python -m worker services up`),
-publishes the events as fast as one producer can, and reports events/s from the first
-publish to the last applied offset in Redis, plus Redis memory per visitor-experiment
-(INFO used_memory before and after, so the figure includes dedup ids and counters).
+Generates the events once (default: the figures of issue #8, 1,000,000 events over
+100,000 visitors, 3 experiments, 12 partitions), publishes them once to fresh topics,
+then lets each contender consume them from the start with its own consumer group and
+Redis key prefix, one contender at a time, so every one gets identical input and no
+producer competes for the CPU:
+
+* ceiling: a bare aiokafka consumer that only reads and JSON-decodes;
+* baseline: the naive faust agent of bench/naive_baseline.py (one Redis call per event);
+* each ingestion engine (faust, aiokafka) with 1 and with 2 worker processes.
+
+A contender's rate is events/s from its first applied event to its last (worker
+start-up is not charged; a rebalance while the second worker joins is). Redis bytes
+per visitor-experiment are INFO used_memory after minus before a contender's run
+(dedup ids, visitor state and counters), and the sum of MEMORY USAGE of its keys (which
+other clients of a shared Redis cannot move); its keys are deleted afterwards.
+Finally one engine (--concurrent, default faust, the default engine) is measured end
+to end with concurrent publishing: first publish to last applied in Redis.
+Figures move with the machine's load: compare ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -19,22 +32,29 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.config import Settings  # noqa: E402
+from worker.config import ENGINES, Settings, engine_name  # noqa: E402
 from worker.ingestion.topics import ensure_topics  # noqa: E402
 from worker.store import keys  # noqa: E402
 
 EXPERIMENTS = ("bench-a", "bench-b", "bench-c")
+ROOT = Path(__file__).resolve().parents[1]
+Message = tuple[str, bytes, bytes]  # (kind "a"/"c", key, value)
 
 
 def definitions() -> list[dict[str, object]]:
@@ -54,11 +74,11 @@ def definitions() -> list[dict[str, object]]:
     ]
 
 
-def generate(events: int, visitors: int, seed: int) -> tuple[list[tuple[str, bytes, bytes]], int]:
+def generate(events: int, visitors: int, seed: int) -> tuple[list[Message], int]:
     """~70 % assignments, ~30 % conversions; returns messages and visitor-experiment entries."""
     rng = random.Random(seed)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    out: list[tuple[str, bytes, bytes]] = []
+    out: list[Message] = []
     entries: set[tuple[int, str]] = set()
     for n in range(events):
         visitor = rng.randrange(visitors)
@@ -93,36 +113,87 @@ def generate(events: int, visitors: int, seed: int) -> tuple[list[tuple[str, byt
     return out, len(entries)
 
 
-async def applied(redis: Redis, settings: Settings, partitions: int) -> int:
-    total = 0
-    for partition in range(partitions):
-        offsets = await redis.hgetall(keys.offsets_key(settings.key_prefix, partition))
-        total += sum(int(value) + 1 for value in offsets.values())
-    return total
+@dataclass
+class Bench:
+    """The run's shared state: options, base environment, the published input."""
+
+    args: argparse.Namespace
+    name: str
+    env: dict[str, str]
+    settings: Settings
+    redis: Redis
+    total: int = 0
+    entries: int = 0
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-ingestion-")))
+    notes: list[str] = field(default_factory=list)
 
 
-async def run(args: argparse.Namespace) -> None:
-    name = f"bench{uuid.uuid4().hex[:8]}"
-    env = {
+def topic_env(name: str) -> dict[str, str]:
+    return {
         "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
         "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
         "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
         "AB_TOPIC_RESULTS": f"{name}.results",
         "AB_TOPIC_WINNERS": f"{name}.winners",
         "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
-        "AB_CONSUMER_GROUP": name,
-        "AB_KEY_PREFIX": name,
-        "AB_BATCH_SIZE": str(args.batch_size),
     }
-    os.environ.update(env)
-    settings = Settings.from_env()
-    partitions = await ensure_topics(settings)
-    print(f"generating {args.events:,} events over {args.visitors:,} visitors...", flush=True)
-    messages, entries = generate(args.events, args.visitors, seed=1)
-    topics = {"a": settings.topic_assignments, "c": settings.topic_conversions}
-    redis = Redis.from_url(settings.redis_url)
-    memory_before = (await redis.info("memory"))["used_memory"]
 
+
+def settings_for(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def applied(redis: Redis, prefix: str, partitions: int) -> int:
+    """Events applied under `prefix`, by the offsets the Lua script stored."""
+    pipe = redis.pipeline(transaction=False)
+    for partition in range(partitions):
+        pipe.hgetall(keys.offsets_key(prefix, partition))
+    total = 0
+    for offsets in await pipe.execute():
+        total += sum(int(value) + 1 for value in offsets.values())
+    return total
+
+
+async def used_memory(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+async def measure_and_delete(redis: Redis, prefix: str) -> tuple[int, int]:
+    """Sum MEMORY USAGE of a contender's keys, then delete them; returns (keys, bytes).
+
+    The key sum does not move with other clients of a shared Redis, unlike
+    used_memory. Deleting synchronously settles used_memory for the next contender.
+    """
+    count = size = 0
+    batch: list[bytes] = []
+
+    async def flush() -> None:
+        nonlocal count, size
+        pipe = redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key, samples=0)
+        size += sum(int(value or 0) for value in await pipe.execute())
+        count += await redis.delete(*batch)
+        batch.clear()
+
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            await flush()
+    if batch:
+        await flush()
+    return count, size
+
+
+async def publish(settings: Settings, messages: list[Message], with_definitions: bool) -> float:
+    """Publish the messages (and the definitions first); returns events/s of publishing."""
+    topics = {"a": settings.topic_assignments, "c": settings.topic_conversions}
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -130,83 +201,100 @@ async def run(args: argparse.Namespace) -> None:
         max_batch_size=262144,
     )
     await producer.start()
-    for definition in definitions():
-        await producer.send_and_wait(
-            settings.topic_experiments,
-            json.dumps(definition).encode(),
-            key=str(definition["id"]).encode(),
-        )
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", "--loglevel", "warning"],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(args.workers)
-    ]
     try:
-        await asyncio.sleep(8)  # let the workers join the group before the clock starts
-        print(f"publishing with {args.workers} worker(s) consuming...", flush=True)
+        if with_definitions:
+            for definition in definitions():
+                await producer.send_and_wait(
+                    settings.topic_experiments,
+                    json.dumps(definition).encode(),
+                    key=str(definition["id"]).encode(),
+                )
         started = time.perf_counter()
         pending = []
-        for kind, key, value in messages:
+        for n, (kind, key, value) in enumerate(messages, 1):
             pending.append(await producer.send(topics[kind], value=value, key=key))
+            if n % 200_000 == 0:
+                print(f"  published {n:,}/{len(messages):,}", flush=True)
         await producer.flush()
         for future in pending:
             await future
-        published = time.perf_counter()
-        total = len(messages)
-        last_report = published
-        while (done := await applied(redis, settings, partitions)) < total:
-            await asyncio.sleep(0.05)
-            if time.perf_counter() - last_report > 5:
-                last_report = time.perf_counter()
-                print(f"  {done:,}/{total:,} applied", flush=True)
-        finished = time.perf_counter()
+        return len(messages) / (time.perf_counter() - started)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=60)
         await producer.stop()
-    memory_after = (await redis.info("memory"))["used_memory"]
-    await redis.aclose()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    print()
-    print(f"machine: {os.cpu_count()} cores, {cpu}")
-    print(
-        f"events: {total:,} ({entries:,} visitor-experiment entries), workers: {args.workers}, batch: {args.batch_size}"
-    )
-    print(f"publish only: {total / (published - started):,.0f} events/s")
-    print(
-        f"sustained end to end (first publish -> last applied): {total / (finished - started):,.0f} events/s"
-    )
-    print(
-        f"Redis memory: {(memory_after - memory_before) / entries:,.0f} bytes per visitor-experiment"
-    )
-    if args.compare:
-        pipeline_rate = total / (finished - started)
-        ceiling = await ceiling_rate(settings, total)
-        baseline = await baseline_rate(settings, total, env)
-        print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:,.0f} events/s")
-        print(
-            f"naive baseline (faust, one event and one Redis round trip at a time): {baseline:,.0f} events/s"
-        )
-        print(
-            f"pipeline / ceiling: {pipeline_rate / ceiling:.0%}; pipeline / baseline: {pipeline_rate / baseline:.1f}x"
-        )
 
 
-async def ceiling_rate(settings: Settings, total: int) -> float:
-    """Read both input topics from the start with a bare consumer; events/s."""
+async def wait_for(
+    label: str,
+    total: int,
+    progress: Callable[[], Awaitable[int]],
+    alive: Callable[[], str | None],
+) -> tuple[float, float, int]:
+    """Poll until `progress` reaches `total`; returns (first seen, finished, count at first).
+
+    `alive` returns an error text when a contender died, which ends the run.
+    """
+    started: float | None = None
+    first = 0
+    last_report = time.perf_counter()
+    while True:
+        done = await progress()
+        now = time.perf_counter()
+        if started is None and done:
+            started, first = now, done
+        if done >= total:
+            assert started is not None
+            return started, now, first
+        if (problem := alive()) is not None:
+            raise RuntimeError(f"{label}: {problem}")
+        if now - last_report >= 5:
+            last_report = now
+            rate = (done - first) / (now - started) if started and now > started else 0.0
+            print(f"  {label}: {done:,}/{total:,} applied ({rate:,.0f} events/s)", flush=True)
+        await asyncio.sleep(0.05)
+
+
+@contextmanager
+def processes(bench: Bench, label: str, commands: list[list[str]], env: dict[str, str]) -> Iterator[Callable[[], str | None]]:  # fmt: skip
+    """Start the commands with their logs in the run's log directory; stop them after."""
+    started = []
+    for index, command in enumerate(commands):
+        log = (bench.log_dir / f"{label}-{index}.log").open("wb")
+        started.append(
+            subprocess.Popen(
+                command,
+                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        )
+
+    def alive() -> str | None:
+        for index, process in enumerate(started):
+            if process.poll() is not None:
+                return f"exited with {process.returncode}; log {bench.log_dir}/{label}-{index}.log"
+        return None
+
+    try:
+        yield alive
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def ceiling_rate(bench: Bench) -> float:
+    """Read both input topics from the start with a bare consumer and JSON-decode; events/s."""
+    settings = bench.settings
     consumer = AIOKafkaConsumer(
         *settings.input_topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"{settings.consumer_group}-ceiling",
+        group_id=f"{bench.name}-ceiling",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -215,7 +303,7 @@ async def ceiling_rate(settings: Settings, total: int) -> float:
     seen = 0
     started: float | None = None
     try:
-        while seen < total:
+        while seen < bench.total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
             if started is None and batches:
                 started = time.perf_counter()
@@ -226,54 +314,246 @@ async def ceiling_rate(settings: Settings, total: int) -> float:
     finally:
         await consumer.stop()
     assert started is not None
-    return total / (time.perf_counter() - started)
+    return bench.total / (time.perf_counter() - started)
 
 
-async def baseline_rate(settings: Settings, total: int, env: dict[str, str]) -> float:
-    """Run the naive faust baseline on the same topics until it counted everything."""
-    counter = f"{settings.key_prefix}:naive"
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("naive_baseline.py")),
-         f"{settings.consumer_group}-naive", counter, *settings.input_topics],
-        env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    redis = Redis.from_url(settings.redis_url)
-    # Measured from its first counted event, so faust's start-up is not charged.
-    started: float | None = None
-    first = 0
+async def baseline_rate(bench: Bench) -> float:
+    """The naive faust baseline on the same topics; measured over --baseline-events."""
+    settings = bench.settings
+    counter = f"{bench.name}-naive:counts"
+    target = min(bench.total, bench.args.baseline_events or bench.total)
+    if target < bench.total:
+        bench.notes.append(
+            f"baseline measured over its first {target:,} events (one Redis round trip per "
+            "event makes all of them take minutes; its rate is flat)"
+        )
+    command = [sys.executable, str(Path(__file__).with_name("naive_baseline.py")),
+               f"{bench.name}-naive", counter, *settings.input_topics]  # fmt: skip
+
+    async def progress() -> int:
+        return sum(int(value) for value in await bench.redis.hvals(counter))
+
+    with processes(bench, "baseline", [command], bench.env) as alive:
+        started, finished, first = await wait_for("baseline", target, progress, alive)
+    rate = (target - first) / (finished - started)
+    await bench.redis.delete(counter)
+    return rate
+
+
+async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, float]:
+    """One engine with `workers` processes over all events: events/s and Redis bytes."""
+    label = f"{engine}x{workers}"
+    prefix = f"{bench.name}-{label}"
+    env = {**bench.env, "AB_CONSUMER_GROUP": prefix, "AB_KEY_PREFIX": prefix}
+    command = [sys.executable, "-m", "worker", "run", "--loglevel", "warning", "--engine", engine]
+    partitions = bench.settings.partitions
+    memory_before = await used_memory(bench.redis)
+
+    async def progress() -> int:
+        return await applied(bench.redis, prefix, partitions)
+
+    print(f"{label}: {workers} worker process(es) from the start of the topics...", flush=True)
+    with processes(bench, label, [command] * workers, env) as alive:
+        started, finished, first = await wait_for(label, bench.total, progress, alive)
+    memory_after = await used_memory(bench.redis)
+    eps = (bench.total - first) / (finished - started)
+    per_entry = (memory_after - memory_before) / bench.entries
+    key_count, key_bytes = await measure_and_delete(bench.redis, prefix)
+    per_entry_keys = key_bytes / bench.entries
+    print(
+        f"{label}: {eps:,.0f} events/s; Redis per visitor-experiment: {per_entry:,.0f} bytes "
+        f"(used_memory delta), {per_entry_keys:,.0f} bytes (MEMORY USAGE of its {key_count:,} keys)"
+    )
+    if not 0.75 < per_entry / per_entry_keys < 1.5:
+        bench.notes.append(
+            f"{label}: used_memory moved by {per_entry:,.0f} bytes per visitor-experiment while "
+            f"its keys hold {per_entry_keys:,.0f}: other clients of the shared Redis changed "
+            "its memory meanwhile; key_bytes_per_visitor_experiment is the figure to trust"
+        )
+    return {
+        "eps": eps,
+        "bytes_per_visitor_experiment": per_entry,
+        "key_bytes_per_visitor_experiment": per_entry_keys,
+    }
+
+
+async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) -> dict[str, float]:
+    """End to end while publishing: first publish -> last applied, one worker."""
+    live = f"{bench.name}-live"
+    topics = {
+        "AB_TOPIC_ASSIGNMENTS": f"{live}.assignments",
+        "AB_TOPIC_CONVERSIONS": f"{live}.conversions",
+    }
+    env = {**bench.env, **topics, "AB_CONSUMER_GROUP": live, "AB_KEY_PREFIX": live}
+    settings = settings_for(env)
+    partitions = await ensure_topics(settings)
+    command = [sys.executable, "-m", "worker", "run", "--loglevel", "warning", "--engine", engine]
+    print(f"end to end: {engine}, 1 worker, publishing concurrently...", flush=True)
+    with processes(bench, f"live-{engine}", [command], env) as alive:
+        # Ready once it wrote the meta key; then give the consumer time to join the group.
+        while not await bench.redis.exists(keys.meta_key(live)):
+            if (problem := alive()) is not None:
+                raise RuntimeError(f"end to end: {problem}")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(5)
+        started = time.perf_counter()
+        publish_eps = await publish(settings, messages, with_definitions=False)
+
+        async def progress() -> int:
+            return await applied(bench.redis, live, partitions)
+
+        _, finished, _ = await wait_for(f"end to end {engine}", len(messages), progress, alive)
+    await measure_and_delete(bench.redis, live)
+    eps = len(messages) / (finished - started)
+    print(f"end to end ({engine}, 1 worker): {eps:,.0f} events/s; publishing {publish_eps:,.0f}/s")
+    return {"engine": engine, "workers": 1.0, "eps": eps, "publish_eps": publish_eps}
+
+
+async def delete_topics(settings: Settings, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
     try:
-        while True:
-            done = sum(int(value) for value in await redis.hvals(counter))
-            if started is None and done:
-                started, first = time.perf_counter(), done
-            if done >= total:
-                break
-            if process.poll() is not None:
-                raise RuntimeError("the naive baseline exited early")
-            await asyncio.sleep(0.05)
-        assert started is not None
-        return (total - first) / (time.perf_counter() - started)
+        existing = set(await admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
-        await redis.aclose()
+        await admin.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    env = {
+        **topic_env(name),
+        "AB_PARTITIONS": str(args.partitions),
+        "AB_BATCH_SIZE": str(args.batch_size),
+    }
+    settings = settings_for(env)
+    bench = Bench(args, name, env, settings, Redis.from_url(settings.redis_url))
+    print(f"generating {args.events:,} events over {args.visitors:,} visitors...", flush=True)
+    messages, bench.entries = generate(args.events, args.visitors, seed=1)
+    bench.total = len(messages)
+    live_topics = [f"{name}-live.assignments", f"{name}-live.conversions"]
+    all_topics = [*topic_env(name).values(), *live_topics]
+    engines: dict[str, dict[str, dict[str, float]]] = {}
+    figures: dict[str, object] = {}
+    try:
+        partitions = await ensure_topics(settings)
+        print(f"publishing once to {partitions} partitions...", flush=True)
+        publish_eps = await publish(settings, messages, with_definitions=True)
+        print(f"published at {publish_eps:,.0f} events/s", flush=True)
+        ceiling = await ceiling_rate(bench)
+        print(f"ceiling (bare aiokafka, read + JSON decode): {ceiling:,.0f} events/s", flush=True)
+        baseline = None if args.no_baseline else await baseline_rate(bench)
+        if baseline is not None:
+            print(f"naive faust baseline: {baseline:,.0f} events/s", flush=True)
+        for engine in args.engines:
+            for workers in args.workers:
+                result = await engine_rate(bench, engine, workers)
+                engines.setdefault(engine, {})[str(workers)] = result
+        concurrent = None
+        if args.concurrent != "none":
+            concurrent = await concurrent_rate(bench, args.concurrent, messages)
+        figures = {
+            "events": float(bench.total),
+            "visitors": float(args.visitors),
+            "visitor_experiments": float(bench.entries),
+            "partitions": float(partitions),
+            "batch_size": float(args.batch_size),
+            "publish_eps": publish_eps,
+            "ceiling_eps": ceiling,
+            "baseline_eps": baseline,
+            "engines": engines,
+            "concurrent": concurrent,
+            "notes": bench.notes,
+        }
+    finally:
+        await delete_topics(settings, all_topics)
+        await bench.redis.aclose()
+    report(figures, bench)
+    return figures
+
+
+def report(figures: dict[str, object], bench: Bench) -> None:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    bench.notes.append(
+        f"machine: {os.cpu_count()} cores, {cpu}; load average at the end {load}. Other work on "
+        "the machine (and on the shared Redis, whose used_memory is global) moves the absolute "
+        "figures: compare the ratios of one run."
+    )
+    bench.notes.append(
+        "each contender consumed the same pre-published events from the start with its own "
+        "consumer group and key prefix; its rate runs from its first to its last applied event"
+    )
+    ceiling = float(figures["ceiling_eps"])  # type: ignore[arg-type]
+    # Ratios to a skipped baseline print as nan.
+    baseline = float(figures["baseline_eps"] or "nan")  # type: ignore[arg-type]
+    print()
+    print(
+        f"events: {bench.total:,} ({bench.entries:,} visitor-experiment entries), "
+        f"batch {bench.args.batch_size}, partitions {bench.args.partitions}"
+    )
+    print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:>10,.0f} events/s")
+    print(f"naive baseline (faust, one Redis round trip an event): {baseline:>9,.0f} events/s")
+    print(f"{'engine':<10} {'workers':>7} {'events/s':>10} {'/ceiling':>9} {'/baseline':>10} {'bytes/v-e':>10} {'key bytes/v-e':>14}")  # fmt: skip
+    engines: dict[str, dict[str, dict[str, float]]] = figures["engines"]  # type: ignore[assignment]
+    for engine, by_workers in engines.items():
+        for workers, result in by_workers.items():
+            eps = result["eps"]
+            print(
+                f"{engine:<10} {workers:>7} {eps:>10,.0f} {eps / ceiling:>9.1%} "
+                f"{eps / baseline:>9.1f}x {result['bytes_per_visitor_experiment']:>10,.0f} "
+                f"{result['key_bytes_per_visitor_experiment']:>14,.0f}"
+            )
+    concurrent = figures.get("concurrent")
+    if isinstance(concurrent, dict):
+        print(
+            f"end to end with concurrent publishing ({concurrent['engine']}, 1 worker, first "
+            f"publish -> last applied): {concurrent['eps']:,.0f} events/s "
+            f"(publishing alone {concurrent['publish_eps']:,.0f}/s)"
+        )
+    for note in bench.notes:
+        print(f"note: {note}")
+    print(f"worker logs: {bench.log_dir}")
+
+
+def _csv_ints(raw: str) -> list[int]:
+    return [int(part) for part in raw.split(",") if part.strip()]
+
+
+def _csv_engines(raw: str) -> list[str]:
+    return [engine_name(part, "--engines") for part in raw.split(",") if part.strip()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--visitors", type=int, default=40_000)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--visitors", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=500, help="AB_BATCH_SIZE of the workers")
+    parser.add_argument("--engines", type=_csv_engines, default=list(ENGINES), help="comma-separated engines (default: all)")  # fmt: skip
+    parser.add_argument("--workers", type=_csv_ints, default=[1, 2], help="comma-separated worker counts (default: 1,2)")  # fmt: skip
     parser.add_argument(
-        "--compare", action="store_true",
-        help="also measure the ceiling (bare consumer) and the naive faust baseline on the same topics",
+        "--baseline-events", type=int, default=200_000,
+        help="events over which the naive baseline is timed (0: all of them)",
     )  # fmt: skip
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    parser.add_argument(
+        "--concurrent", default=engine_name(None), choices=[*ENGINES, "none"],
+        help="engine measured end to end with concurrent publishing (default: the default engine)",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    figures = asyncio.run(run(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,21 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from error
 
 
+ENGINES = ("faust", "aiokafka")
+"""Ingestion engines: faust (worker/ingestion/app.py) or a plain aiokafka consumer loop
+(worker/ingestion/consumer_loop.py); both drive the same pipeline."""
+
+
+def engine_name(raw: str | None, source: str = "AB_INGESTION_ENGINE") -> str:
+    """The ingestion engine named by `raw` (faust when empty); a clear error otherwise."""
+    if raw is None or raw.strip() == "":
+        return ENGINES[0]
+    name = raw.strip().lower()
+    if name not in ENGINES:
+        raise ValueError(f"{source} must be one of {', '.join(ENGINES)}, got {raw!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the worker, the CLI and the API read, by environment variable."""
@@ -56,6 +71,7 @@ class Settings:
     conversion_hold_seconds: int
     results_interval_seconds: float
     services_dir: Path
+    ingestion_engine: str
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
 
@@ -82,6 +98,7 @@ class Settings:
             conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
             results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+            ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
         )

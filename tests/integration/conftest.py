@@ -40,9 +40,13 @@ async def redis(namespace: Namespace) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def workers(
-    namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    namespace: Namespace,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcesses]:
-    processes = WorkerProcesses(namespace, tmp_path_factory.mktemp("worker-logs"))
+    # Parametrised indirectly (harness.ENGINES) by the tests that run on both engines.
+    engine = getattr(request, "param", None)
+    processes = WorkerProcesses(namespace, tmp_path_factory.mktemp("worker-logs"), engine)
     yield processes
     processes.stop_all()
 

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from tests.dataset import GOALS, LIVE, Dataset, generate
 from tests.integration.harness import (
+    ENGINES,
     Namespace,
     WorkerProcesses,
     applied_fraction,
@@ -68,6 +69,7 @@ async def dead_letter_reasons(namespace: Namespace) -> Counter[str]:
     return Counter(record["reason"] for _, record in records)
 
 
+@pytest.mark.parametrize("workers", ENGINES, indirect=True)
 async def test_generated_traffic_is_counted_exactly(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
@@ -102,6 +104,7 @@ async def test_results_cli_prints_the_counts(
     ]
 
 
+@pytest.mark.parametrize("workers", ENGINES, indirect=True)
 async def test_sigkill_mid_stream_and_restart_stays_exact(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
@@ -126,6 +129,7 @@ async def test_sigkill_mid_stream_and_restart_stays_exact(
     assert set(reasons) == set(data.expected_dead)
 
 
+@pytest.mark.parametrize("workers", ENGINES, indirect=True)
 async def test_two_workers_and_a_rebalance_stay_exact(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
@@ -142,6 +146,7 @@ async def test_two_workers_and_a_rebalance_stay_exact(
         if await applied_fraction(namespace.settings, redis) > 0.5:
             break
     workers.stop(first)  # leaves the group: another rebalance, the second takes over
+    assert first.returncode == 0, workers.log_of(first)  # SIGTERM is a clean stop
     await wait_until_applied(namespace.settings, redis, timeout=240)
     assert second.poll() is None, workers.log_of(second)
     await assert_results_exact(namespace, data)

@@ -1,15 +1,14 @@
-"""`python -m worker run`: the ingestion worker (faust)."""
+"""`python -m worker run`: the ingestion worker (faust or plain aiokafka engine)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-
-import faust
+import dataclasses
+import logging
 
 from worker.cli.errors import UserError
-from worker.config import Settings
-from worker.ingestion.app import create_app
+from worker.config import ENGINES, Settings, engine_name
 from worker.ingestion.topics import ensure_topics
 from worker.services import kafka_server, redis_server
 
@@ -22,11 +21,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "counters in Redis. Configure with KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and AB_* variables.",
     )
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="ingestion engine (default: AB_INGESTION_ENGINE, else faust); both count exactly",
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        if args.engine is not None:
+            settings = dataclasses.replace(settings, ingestion_engine=engine_name(args.engine))
+    except ValueError as error:
+        raise UserError(str(error)) from error
     if not kafka_server.answers(settings.kafka_bootstrap_servers):
         raise UserError(
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer: start it with "
@@ -39,7 +48,12 @@ def handle(args: argparse.Namespace) -> int:
         )
     # Topics first, so the consumer subscribes to topics with the intended partitions.
     asyncio.run(ensure_topics(settings))
-    app, _ = create_app(settings)
-    worker = faust.Worker(app, loglevel=args.loglevel)
-    worker.execute_from_commandline()
-    return 0
+    # Imported here: each engine pulls in only its own consumer library's machinery.
+    if settings.ingestion_engine == "aiokafka":
+        from worker.ingestion import consumer_loop
+
+        logging.getLogger().setLevel(args.loglevel.upper())  # faust sets its own
+        return consumer_loop.run(settings)
+    from worker.ingestion import app
+
+    return app.run(settings, args.loglevel)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from worker.config import Settings
+from worker.config import ENGINES, Settings
 from worker.services import provision
 
 PROCESSES = (
@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-demo", action="store_true", help="start no demo traffic")
     parser.add_argument("--rate", type=float, default=20.0, help="demo visitors per second")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="the worker's ingestion engine (default: AB_INGESTION_ENGINE, else faust)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -39,6 +44,11 @@ def handle(args: argparse.Namespace) -> int:
     log_dir = settings.services_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = list(PROCESSES)
+    if args.engine is not None:
+        commands = [
+            (name, [*command, "--engine", args.engine] if name == "worker" else command)
+            for name, command in commands
+        ]
     if not args.no_demo:
         commands.append(("demo", ["demo", "--rate", str(args.rate)]))
     children = [_start(name, command, log_dir) for name, command in commands]

@@ -1,34 +1,29 @@
-"""The faust worker: consumes the input topics and drives the pipeline.
+"""The faust ingestion engine: consumes the input topics and drives the pipeline.
 
 Faust is used so that its known offset bugs cannot lose or double data
 (DESIGN.md section 4): one agent with concurrency 1 reads batches with
 `noack_take`, the pipeline writes them to Redis, and only then are the events acked,
 in offset order. Redis, not Kafka's committed offset, is the truth of what was
-applied, so a redelivered batch changes nothing.
+applied, so a redelivered batch changes nothing. The runtime and the timers are shared
+with the aiokafka engine (worker/ingestion/runtime.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
 import mode
-from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.ingestion.commands import SourceMessage
-from worker.ingestion.pipeline import TRANSIENT, Pipeline
-from worker.ingestion.registry import ExperimentRegistry
-from worker.ingestion.topics import ensure_topics
-from worker.results.snapshot_job import SnapshotJob, utc_now
-from worker.store import keys
-
-log = logging.getLogger(__name__)
+from worker.ingestion.runtime import (
+    PROGRESS_INTERVAL_SECONDS,
+    Runtime,
+    report_progress,
+    snapshot_results,
+)
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -43,52 +38,6 @@ def faust_data_dir(services_dir: Path, group: str) -> Path:
     parent = services_dir / "faust"
     parent.mkdir(parents=True, exist_ok=True)
     return parent / group
-
-
-@dataclass
-class Runtime:
-    """The connections and services the agent needs, created once the app starts."""
-
-    settings: Settings
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    pipeline: Pipeline | None = None
-    redis: Redis | None = None
-    producer: AIOKafkaProducer | None = None
-    registry: ExperimentRegistry | None = None
-    snapshot_job: SnapshotJob | None = None
-
-    async def start(self) -> None:
-        settings = self.settings
-        partitions = await ensure_topics(settings)  # already created; this reads the count
-        self.redis = Redis.from_url(settings.redis_url)
-        await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-        )
-        await self.producer.start()
-        self.registry = ExperimentRegistry(
-            settings.kafka_bootstrap_servers,
-            settings.topic_experiments,
-            self.redis,
-            settings.key_prefix,
-            self.producer,
-            settings.topic_dead_letter,
-        )
-        await self.registry.start()
-        self.pipeline = Pipeline(settings, self.redis, self.producer, self.registry, partitions)
-        self.snapshot_job = SnapshotJob(settings, self.redis, self.producer)
-        self.ready.set()
-        log.info(
-            "ingestion ready: %d partitions, batches of up to %d", partitions, settings.batch_size
-        )
-
-    async def stop(self) -> None:
-        if self.registry is not None:
-            await self.registry.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.redis is not None:
-            await self.redis.aclose()
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -121,24 +70,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         await runtime.stop()
 
     @app.timer(interval=settings.results_interval_seconds)
-    async def snapshot_results() -> None:
-        if runtime.snapshot_job is None or runtime.registry is None:
-            return
-        try:
-            await runtime.snapshot_job.run_once(
-                list(runtime.registry.definitions.values()), utc_now()
-            )
-        except TRANSIENT as error:
-            # The next interval tries again; ingestion is not affected.
-            log.warning("result snapshots skipped this interval: %s", error)
+    async def snapshot_timer() -> None:
+        await snapshot_results(runtime)
 
-    @app.timer(interval=60.0)
-    async def report_progress() -> None:
-        if runtime.pipeline is not None and runtime.pipeline.totals:
-            totals = runtime.pipeline.totals
-            log.info(
-                "ingested so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items()))
-            )
+    @app.timer(interval=PROGRESS_INTERVAL_SECONDS)
+    async def progress_timer() -> None:
+        await report_progress(runtime)
 
     @app.agent(topic, concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def ingest(stream: faust.StreamT) -> None:
@@ -165,3 +102,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
                 event.ack()
 
     return app, runtime
+
+
+def run(settings: Settings, loglevel: str) -> int:
+    """Run the faust engine until a signal stops it (faust handles SIGTERM and SIGINT)."""
+    app, _ = create_app(settings)
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    return 0

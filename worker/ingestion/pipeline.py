@@ -1,7 +1,9 @@
 """One batch of input messages -> one atomic sink call per partition -> outbox flushed.
 
-This is the consumer-agnostic core: the faust agent (worker/ingestion/app.py) hands it
-a batch and acks the batch's events only after `process` returned. A batch that
+This is the consumer-agnostic core: an engine (the faust agent in
+worker/ingestion/app.py, or the aiokafka loop in worker/ingestion/consumer_loop.py)
+hands it a batch and acks or commits the batch's offsets only after `process`
+returned. A batch that
 fails on a transient error is retried whole, which is safe because the sink skips
 offsets it applied before.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis.exceptions
 from aiokafka import AIOKafkaProducer
@@ -30,7 +33,28 @@ from worker.store.batch_sink import BatchSink, SinkSettings
 log = logging.getLogger(__name__)
 
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KafkaError, OSError)
+T = TypeVar("T")
 Planner = Callable[[SourceMessage, dict[str, ExperimentDefinition], int], Plan]
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A planned batch: the sink commands of each partition, in offset order."""
+
+    size: int
+    by_partition: dict[int, list[dict[str, Any]]]
+
+
+async def _retrying(size: int, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` until it succeeds, backing off (capped) after transient failures."""
+    delay = 0.1
+    while True:
+        try:
+            return await attempt()
+        except TRANSIENT as error:
+            log.warning("batch of %d not applied yet (%s); retrying in %.1f s", size, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class Pipeline:
@@ -64,23 +88,30 @@ class Pipeline:
         self.totals: Counter[str] = Counter()
 
     async def process(self, messages: Sequence[SourceMessage]) -> None:
-        """Apply a batch, retrying transient failures with capped backoff until it lands."""
-        delay = 0.1
-        while True:
-            try:
-                await self._process_once(messages)
-                return
-            except TRANSIENT as error:
-                log.warning(
-                    "batch of %d not applied yet (%s); retrying in %.1f s",
-                    len(messages),
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Plan and apply a batch, retrying transient failures until it lands."""
+        await self.apply(await self.prepare(messages))
 
-    async def _process_once(self, messages: Sequence[SourceMessage]) -> None:
+    async def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
+        """Plan a batch (CPU only, unless a definition must be fetched first).
+
+        An engine may prepare the next batch while the previous one is being applied:
+        planning reads only the experiment definitions, never what `apply` writes.
+        """
+        return await _retrying(len(messages), lambda: self._prepare_once(messages))
+
+    async def apply(self, batch: PreparedBatch) -> None:
+        """Apply a planned batch, retrying transient failures with capped backoff.
+
+        Batches must be applied one after another, in consumption order.
+        """
+        await _retrying(batch.size, lambda: self._apply_once(batch))
+
+    async def _prepare_once(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
+        # Planning is pure CPU (JSON, pydantic, murmur2). On a worker thread it leaves
+        # the event loop free, so a batch already handed to `apply` sends its script
+        # call and Redis runs it while this one is planned (the GIL is released while
+        # the loop waits on its sockets). It reads only the experiment definitions,
+        # whose dict the loop replaces entry by entry.
         plans = self._plan(messages)
         if any(plan.registry_miss for plan in plans):
             # The definition may have been published a moment ago: catch up, plan again.
@@ -89,18 +120,28 @@ class Pipeline:
         by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for message, plan in zip(messages, plans, strict=True):
             by_partition[message.partition].append(plan.command)
+        return PreparedBatch(len(messages), dict(by_partition))
+
+    async def _apply_once(self, batch: PreparedBatch) -> None:
+        by_partition = batch.by_partition
         frozen = self._registry.frozen()
+        # Keys of different partitions are independent, so their script calls run
+        # concurrently: one partition's round trip and Lua run overlap the next one's
+        # encoding here. Every call is awaited before the batch counts as applied.
+        outcomes = await asyncio.gather(
+            *(
+                self._apply_partition(partition, commands, frozen)
+                for partition, commands in by_partition.items()
+            ),
+            return_exceptions=True,
+        )
+        raise_first_failure(outcomes)
         batch_totals: Counter[str] = Counter()
-        for partition, commands in by_partition.items():
-            result = await self._sink.apply(partition, commands, frozen)
-            batch_totals.update({name: value for name, value in result.items() if name != "outbox"})
-            if result["outbox"]:
-                await outbox.flush(
-                    self._redis,
-                    self._producer,
-                    keys.outbox_key(self._settings.key_prefix, partition),
-                    self._settings.topic_dead_letter,
-                )
+        for outcome in outcomes:
+            assert isinstance(outcome, dict)
+            batch_totals.update(
+                {name: value for name, value in outcome.items() if name != "outbox"}
+            )
         self.totals.update(batch_totals)
         notable = {
             name: value for name, value in batch_totals.items() if value and name != "applied"
@@ -108,9 +149,22 @@ class Pipeline:
         if notable:
             log.info(
                 "batch of %d: %s",
-                len(messages),
+                batch.size,
                 ", ".join(f"{k}={v}" for k, v in sorted(notable.items())),
             )
+
+    async def _apply_partition(
+        self, partition: int, commands: list[dict[str, Any]], frozen: list[str]
+    ) -> dict[str, int]:
+        result = await self._sink.apply(partition, commands, frozen)
+        if result["outbox"]:
+            await outbox.flush(
+                self._redis,
+                self._producer,
+                keys.outbox_key(self._settings.key_prefix, partition),
+                self._settings.topic_dead_letter,
+            )
+        return result
 
     def _plan(self, messages: Sequence[SourceMessage]) -> list[Plan]:
         catalog = self._registry.definitions
@@ -118,3 +172,16 @@ class Pipeline:
             self._planners[message.topic](message, catalog, self._partitions)
             for message in messages
         ]
+
+
+def raise_first_failure(outcomes: Sequence[object]) -> None:
+    """Re-raise a fatal error before a transient one, so a retry never hides a bug.
+
+    `outcomes` is what `asyncio.gather(..., return_exceptions=True)` returned: waiting
+    for every partition before raising means a retry never overlaps a call still
+    running from the failed attempt.
+    """
+    errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    fatal = [error for error in errors if not isinstance(error, TRANSIENT)]
+    if errors:
+        raise (fatal or errors)[0]

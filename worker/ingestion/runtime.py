@@ -1,0 +1,109 @@
+"""What every ingestion engine runs besides its consumer: connections, registry, timers.
+
+Both engines (faust in worker/ingestion/app.py, plain aiokafka in
+worker/ingestion/consumer_loop.py) start one `Runtime` and call the same two
+periodic jobs, so the result snapshots and the progress log behave the same
+whichever engine consumes the input topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from worker.config import Settings
+from worker.ingestion.pipeline import TRANSIENT, Pipeline
+from worker.ingestion.registry import ExperimentRegistry
+from worker.ingestion.topics import ensure_topics
+from worker.results.snapshot_job import SnapshotJob, utc_now
+from worker.store import keys
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 60.0
+
+
+@dataclass
+class Runtime:
+    """The connections and services ingestion needs, created once the engine starts."""
+
+    settings: Settings
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pipeline: Pipeline | None = None
+    redis: Redis | None = None
+    producer: AIOKafkaProducer | None = None
+    registry: ExperimentRegistry | None = None
+    snapshot_job: SnapshotJob | None = None
+
+    async def start(self) -> None:
+        """Read the partition count, connect, load the definitions; then `ready` is set."""
+        settings = self.settings
+        partitions = await ensure_topics(settings)  # already created; this reads the count
+        self.redis = Redis.from_url(settings.redis_url)
+        await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        )
+        await self.producer.start()
+        self.registry = ExperimentRegistry(
+            settings.kafka_bootstrap_servers,
+            settings.topic_experiments,
+            self.redis,
+            settings.key_prefix,
+            self.producer,
+            settings.topic_dead_letter,
+        )
+        await self.registry.start()
+        self.pipeline = Pipeline(settings, self.redis, self.producer, self.registry, partitions)
+        self.snapshot_job = SnapshotJob(settings, self.redis, self.producer)
+        self.ready.set()
+        log.info(
+            "ingestion ready: %d partitions, batches of up to %d", partitions, settings.batch_size
+        )
+
+    async def stop(self) -> None:
+        """Close the registry consumer, the producer (flushing it) and Redis."""
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+async def snapshot_results(runtime: Runtime) -> None:
+    """One results interval: snapshots and decisions of every defined experiment."""
+    if runtime.snapshot_job is None or runtime.registry is None:
+        return
+    try:
+        await runtime.snapshot_job.run_once(list(runtime.registry.definitions.values()), utc_now())
+    except TRANSIENT as error:
+        # The next interval tries again; ingestion is not affected.
+        log.warning("result snapshots skipped this interval: %s", error)
+
+
+async def report_progress(runtime: Runtime) -> None:
+    """Log the pipeline's running totals (applied, duplicates, dead letters, ...)."""
+    if runtime.pipeline is not None and runtime.pipeline.totals:
+        totals = runtime.pipeline.totals
+        log.info("ingested so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+async def every(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run `job` every `interval` seconds, first after one interval (as faust's timers do).
+
+    An exception other than the transient ones `job` handles itself ends the loop, so
+    the engine that awaits this task sees it and stops the process.
+    """
+    loop = asyncio.get_running_loop()
+    next_run = loop.time() + interval
+    while True:
+        await asyncio.sleep(max(0.0, next_run - loop.time()))
+        await job()
+        # A slow run is not followed by a burst of catch-up runs.
+        next_run = max(next_run + interval, loop.time())
