@@ -32,7 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.config import Settings  # noqa: E402
+from bench_experiments import two_arm_definition  # noqa: E402
+
+from worker.config import Settings, namespace_env  # noqa: E402
 from worker.ingestion.topics import ensure_topics  # noqa: E402
 
 EXPERIMENTS = ("fresh-a", "fresh-b", "fresh-c")
@@ -52,20 +54,6 @@ class Snapshot:
     experiment: str
     applied: dict[tuple[str, int], int]
     at: float
-
-
-def definition(experiment: str) -> dict[str, object]:
-    return {
-        "id": experiment,
-        "project_key": "bench",
-        "name": experiment,
-        "status": "live",
-        "variants": [
-            {"id": "0", "name": "A", "is_control": True},
-            {"id": "1", "name": "B"},
-        ],
-        "goals": [{"key": "purchase", "name": "Purchase", "primary": True}],
-    }
 
 
 def event(rng: random.Random, n: int, topics: dict[str, str]) -> tuple[str, str, bytes, bytes]:
@@ -126,17 +114,7 @@ def percentile(values: list[float], share: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     name = f"fresh{uuid.uuid4().hex[:8]}"
-    env = {
-        "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
-        "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
-        "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
-        "AB_TOPIC_RESULTS": f"{name}.results",
-        "AB_TOPIC_WINNERS": f"{name}.winners",
-        "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
-        "AB_CONSUMER_GROUP": name,
-        "AB_KEY_PREFIX": name,
-        "AB_RESULTS_INTERVAL": str(args.interval),
-    }
+    env = namespace_env(name) | {"AB_RESULTS_INTERVAL": str(args.interval)}
     if args.engine:
         env["AB_INGESTION_ENGINE"] = args.engine
     os.environ.update(env)
@@ -148,7 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await producer.start()
     for experiment in EXPERIMENTS:
         await producer.send_and_wait(
-            settings.topic_experiments, json.dumps(definition(experiment)).encode(), key=experiment.encode()
+            settings.topic_experiments, json.dumps(two_arm_definition(experiment)).encode(), key=experiment.encode()
         )  # fmt: skip
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--loglevel", "warning"],

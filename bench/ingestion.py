@@ -17,7 +17,7 @@ start-up is not charged; a rebalance while the second worker joins is). Redis by
 per visitor-experiment are INFO used_memory after minus before a contender's run
 (dedup ids, visitor state and counters), and the sum of MEMORY USAGE of its keys (which
 other clients of a shared Redis cannot move); its keys are deleted afterwards.
-Finally one engine (--concurrent, default faust, the default engine) is measured end
+Finally one engine (--concurrent, default: the default engine) is measured end
 to end with concurrent publishing: first publish to last applied in Redis.
 Figures move with the machine's load: compare ratios measured in the same run.
 """
@@ -48,7 +48,9 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.config import ENGINES, Settings, engine_name  # noqa: E402
+from bench_experiments import two_arm_definition  # noqa: E402
+
+from worker.config import ENGINES, Settings, engine_name, namespace_env  # noqa: E402
 from worker.ingestion.topics import ensure_topics  # noqa: E402
 from worker.store import keys  # noqa: E402
 
@@ -58,20 +60,7 @@ Message = tuple[str, bytes, bytes]  # (kind "a"/"c", key, value)
 
 
 def definitions() -> list[dict[str, object]]:
-    return [
-        {
-            "id": experiment,
-            "project_key": "bench",
-            "name": experiment,
-            "status": "live",
-            "variants": [
-                {"id": "0", "name": "A", "is_control": True},
-                {"id": "1", "name": "B"},
-            ],
-            "goals": [{"key": "purchase", "name": "Purchase", "type": "revenue", "primary": True}],
-        }
-        for experiment in EXPERIMENTS
-    ]
+    return [two_arm_definition(experiment) for experiment in EXPERIMENTS]
 
 
 def generate(events: int, visitors: int, seed: int) -> tuple[list[Message], int]:
@@ -129,14 +118,8 @@ class Bench:
 
 
 def topic_env(name: str) -> dict[str, str]:
-    return {
-        "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
-        "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
-        "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
-        "AB_TOPIC_RESULTS": f"{name}.results",
-        "AB_TOPIC_WINNERS": f"{name}.winners",
-        "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
-    }
+    """The namespace's topics only: each contender brings its own group and key prefix."""
+    return {key: value for key, value in namespace_env(name).items() if key.startswith("AB_TOPIC_")}
 
 
 def settings_for(env: dict[str, str]) -> Settings:

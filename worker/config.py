@@ -34,13 +34,24 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from error
 
 
-ENGINES = ("faust", "aiokafka")
-"""Ingestion engines: faust (worker/ingestion/app.py) or a plain aiokafka consumer loop
-(worker/ingestion/consumer_loop.py); both drive the same pipeline."""
+def namespace_env(name: str) -> dict[str, str]:
+    """Environment of an isolated namespace on shared Kafka and Redis: every topic, the
+    consumer group and the key prefix named after ``name`` (tests, benchmarks, or two
+    deployments on one cluster)."""
+    topics = ("assignments", "conversions", "experiments", "results", "winners", "dead-letter")
+    env = {f"AB_TOPIC_{topic.upper().replace('-', '_')}": f"{name}.{topic}" for topic in topics}
+    return env | {"AB_CONSUMER_GROUP": name, "AB_KEY_PREFIX": name}
+
+
+ENGINES = ("aiokafka", "faust")
+"""Ingestion engines, the default first: a plain aiokafka consumer loop
+(worker/ingestion/consumer_loop.py) or faust (worker/ingestion/app.py); both drive the
+same pipeline and count exactly. aiokafka is the default because it ingests 3-6 times
+faster in the same benchmark run (BENCHMARKS.md): faust's per-event overhead bound it."""
 
 
 def engine_name(raw: str | None, source: str = "AB_INGESTION_ENGINE") -> str:
-    """The ingestion engine named by `raw` (faust when empty); a clear error otherwise."""
+    """The ingestion engine named by `raw` (the default when empty); a clear error otherwise."""
     if raw is None or raw.strip() == "":
         return ENGINES[0]
     name = raw.strip().lower()

@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.harness import Namespace, WorkerProcesses
+from tests.integration.harness import Namespace, WorkerProcesses, delete_keys
 from tests.integration.services import Endpoints, resolve
 
 
@@ -26,9 +26,12 @@ def endpoints() -> Iterator[Endpoints]:
 
 
 @pytest.fixture
-def namespace(endpoints: Endpoints) -> Namespace:
-    """Topics, consumer group and Redis key prefix of this test alone."""
-    return Namespace.create(endpoints, f"t{uuid.uuid4().hex[:10]}")
+def namespace(endpoints: Endpoints) -> Iterator[Namespace]:
+    """Topics, consumer group and Redis key prefix of this test alone; its keys are
+    deleted afterwards so that repeated local runs do not fill the shared Redis."""
+    namespace = Namespace.create(endpoints, f"t{uuid.uuid4().hex[:10]}")
+    yield namespace
+    delete_keys(namespace.settings.redis_url, namespace.settings.key_prefix)
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from worker.config import Settings
+from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
 from worker.store import keys
 
@@ -33,17 +34,10 @@ class Namespace:
 
     @classmethod
     def create(cls, endpoints: Any, name: str, partitions: int = 12) -> Namespace:
-        env = {
+        env = namespace_env(name) | {
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka,
             "REDIS_URL": endpoints.redis,
-            "AB_TOPIC_ASSIGNMENTS": f"{name}.assignments",
-            "AB_TOPIC_CONVERSIONS": f"{name}.conversions",
-            "AB_TOPIC_EXPERIMENTS": f"{name}.experiments",
-            "AB_TOPIC_RESULTS": f"{name}.results",
-            "AB_TOPIC_WINNERS": f"{name}.winners",
-            "AB_TOPIC_DEAD_LETTER": f"{name}.dead-letter",
             "AB_CONSUMER_GROUP": f"{name}-worker",
-            "AB_KEY_PREFIX": name,
             "AB_PARTITIONS": str(partitions),
         }
         saved = {key: os.environ.get(key) for key in env}
@@ -233,3 +227,19 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
     finally:
         await consumer.stop()
     return out
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Every key of the namespace `prefix` (they all start with `prefix:`)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+            batch.append(key)
+            if len(batch) == 5000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()

@@ -36,7 +36,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.dataset import GOALS, LIVE, Dataset, entries, expected_totals, generate
-from tests.integration.harness import Namespace, WorkerProcesses, produce, wait_until_applied
+from tests.integration.harness import (
+    Namespace,
+    WorkerProcesses,
+    delete_keys,
+    produce,
+    wait_until_applied,
+)
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import messages_for
 from worker.api.app import create_app
@@ -65,8 +71,10 @@ Event = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def api_namespace(endpoints: Endpoints) -> Namespace:
-    return Namespace.create(endpoints, f"t{uuid.uuid4().hex[:10]}")
+def api_namespace(endpoints: Endpoints) -> Iterator[Namespace]:
+    namespace = Namespace.create(endpoints, f"t{uuid.uuid4().hex[:10]}")
+    yield namespace
+    delete_keys(namespace.settings.redis_url, namespace.settings.key_prefix)
 
 
 @pytest.fixture(scope="module")

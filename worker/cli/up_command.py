@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine",
         choices=ENGINES,
-        help="the worker's ingestion engine (default: AB_INGESTION_ENGINE, else faust)",
+        help="the worker's ingestion engine (default: AB_INGESTION_ENGINE, else aiokafka)",
     )
     parser.set_defaults(handler=handle)
 
