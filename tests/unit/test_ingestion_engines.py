@@ -24,16 +24,16 @@ def record(topic: str, partition: int, offset: int) -> ConsumerRecord:
     )  # fmt: skip
 
 
-def test_engine_defaults_to_faust_and_accepts_both() -> None:
+def test_engine_defaults_to_aiokafka_and_accepts_both() -> None:
     assert engine_name(None) == "aiokafka"
-    assert engine_name("") == "faust"
+    assert engine_name("") == "aiokafka"
     assert engine_name(" AioKafka ") == "aiokafka"
     assert engine_name("faust") == "faust"
 
 
 def test_an_unknown_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AB_INGESTION_ENGINE", "kafka-streams")
-    with pytest.raises(ValueError, match="AB_INGESTION_ENGINE must be one of faust, aiokafka"):
+    with pytest.raises(ValueError, match="AB_INGESTION_ENGINE must be one of aiokafka, faust"):
         Settings.from_env()
     monkeypatch.setenv("AB_INGESTION_ENGINE", "aiokafka")
     assert Settings.from_env().ingestion_engine == "aiokafka"
