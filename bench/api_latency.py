@@ -308,7 +308,7 @@ async def run(args: argparse.Namespace) -> None:
             results["baseline"] = measure_api(args, key, args.baseline_tree.resolve(), notes)
         results["notes"].append(
             f"each figure: one load process, {CONNECTIONS} closed-loop keep-alive connections, "
-            f"{args.seconds:.0f} s; p50/p99 over the 200 answers; API, Redis and the load "
+            f"{args.seconds:.0f} s; p50/p99 over the successful (HTTP 200) answers; API, Redis and the load "
             "process share the machine"
         )
     finally:

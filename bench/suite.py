@@ -175,6 +175,7 @@ def main() -> None:
     ]  # fmt: skip
     started = datetime.now(UTC)
     rows: list[Row] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, command, to_rows in steps:
             if name in args.skip:
@@ -184,8 +185,8 @@ def main() -> None:
                 rows.append((f"{name}: run failed", "n/a", "", ""))
                 continue
             rows.extend(to_rows(figures))
-            rows.extend((f"  note: {note}", "", "", "") for note in figures.get("notes", []))
-    table = render(rows)
+            notes.extend(f"- {name}: {note}" for note in figures.get("notes", []))
+    table = "\n".join([render(rows), "", "Notes:", *notes])
     heading = (
         f"Benchmarks of {started:%Y-%m-%d %H:%M} UTC on {machine()}\n"
         f"command: {' '.join(['bench/suite.py', *sys.argv[1:]])}"
