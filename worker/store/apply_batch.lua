@@ -55,7 +55,7 @@ local function applied_offset(topic)
   return offset
 end
 
--- De-duplication by event id (DESIGN.md section 3). An id is remembered as a 52-bit
+-- De-duplication of conversions by event id (DESIGN.md section 3). An id is remembered as a 52-bit
 -- fingerprint (13 hex digits of its SHA-1: exact in a Lua number) in one of 256 sets
 -- per partition and event day, "{base}:dd:{day}:{first 2 hex digits}". Integer members
 -- keep a set intset-encoded (8 bytes each) up to set-max-intset-entries (512 by
@@ -266,6 +266,12 @@ local function record_visit(visitor_key, xn, experiment, variant, cell, visit, h
   end
 end
 
+-- Idempotent, so that assignments need no de-duplication: applied again, an
+-- assignment finds its experiment in kx and only takes the else branch, where the
+-- same variant records no multiple exposure (and another one only the first time,
+-- HSETNX) and the same visit exists already (HSETNX). A resend with another timestamp
+-- changes nothing either: the entry keeps the first arrival's time and the visit its
+-- first hour. Only the watermark may move, as it would for the original.
 local function apply_assignment(c)
   local visitor_key = base .. ':v:' .. c.u
   local experiment = c.x
@@ -398,7 +404,10 @@ for _, c in ipairs(commands) do
       -- Only assignments move the hold clock: whether the conversions topic is read
       -- ahead of the assignments topic must not decide what expires.
       if c.k == 'a' and c.ts > watermark then watermark = c.ts end
-      if is_duplicate(c.id, c.ts) then
+      -- Assignments are not de-duplicated: applying one again changes nothing (see
+      -- apply_assignment), and their ids would take as much memory as the rest of the
+      -- de-duplication sets. Conversions add to counts, so theirs are remembered.
+      if c.k == 'c' and is_duplicate(c.id, c.ts) then
         stats.duplicates = stats.duplicates + 1
       elseif c.k == 'a' then
         apply_assignment(c)
