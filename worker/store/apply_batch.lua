@@ -55,8 +55,8 @@ local function applied_offset(topic)
   return offset
 end
 
--- De-duplication of conversions by event id (DESIGN.md section 3). An id is remembered as a 52-bit
--- fingerprint (13 hex digits of its SHA-1: exact in a Lua number) in one of 256 sets
+-- De-duplication of conversions by event id (DESIGN.md section 3). An id is remembered
+-- as a 52-bit fingerprint (13 hex digits of its SHA-1: exact in a Lua number) in one of 256 sets
 -- per partition and event day, "{base}:dd:{day}:{first 2 hex digits}". Integer members
 -- keep a set intset-encoded (8 bytes each) up to set-max-intset-entries (512 by
 -- default, so about 130,000 events per partition and day; more turn a set into a
