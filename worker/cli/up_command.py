@@ -14,7 +14,9 @@ from worker.config import ENGINES, Settings
 from worker.services import provision
 
 PROCESSES = (
-    ("worker", ["run", "--loglevel", "warning"]),
+    # info: start-up, partition assignments, the 60 s progress line and notable batches
+    # (dead letters, duplicates) are what someone watching the demo wants to read.
+    ("worker", ["run", "--loglevel", "info"]),
     ("api", ["api"]),
 )
 
