@@ -28,7 +28,7 @@ from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
-from worker.results.service import Table, compute_result, document, load_table
+from worker.results.service import Table, compute_result_apart, document, load_table
 from worker.store.snapshots import snapshot_key
 
 Document = dict[str, Any]
@@ -181,23 +181,13 @@ class ResultSource:
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
         # Off the serving event loop: reading and parsing the counters is seconds of
         # Python at a million visitors, and every request of this process would wait.
-        return await asyncio.to_thread(_compute_in_thread, self._settings, definition, query)
+        settings = self._settings
+        return await asyncio.to_thread(
+            compute_result_apart, lambda: connect(settings), settings.key_prefix, definition, query
+        )
 
     async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:
         return await load_table(self._redis, self._prefix, definition, query)
-
-
-def _compute_in_thread(
-    settings: Settings, definition: ExperimentDefinition, query: ResultQuery
-) -> Document:
-    """``compute_result`` on this thread's own event loop and Redis client (a client
-    belongs to the loop it was created on)."""
-
-    async def compute() -> Document:
-        async with connect(settings) as redis:
-            return await compute_result(redis, settings.key_prefix, definition, query)
-
-    return asyncio.run(compute())
 
 
 def _default_snapshot(

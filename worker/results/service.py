@@ -7,7 +7,7 @@ the read API all compute results through here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -59,3 +59,19 @@ async def compute_result(
     table = await load_table(redis, prefix, definition, query)
     goals = [goal.key for goal in definition.goals]
     return await asyncio.to_thread(document, table, definition, query, goals)
+
+
+def compute_result_apart(
+    connect: Callable[[], Redis], prefix: str, definition: ExperimentDefinition, query: ResultQuery
+) -> dict[str, Any]:
+    """``compute_result`` on a new event loop with a new client from ``connect``, for
+    ``asyncio.to_thread``: at a million visitors reading and parsing the counters is
+    seconds of Python, and the caller's loop (ingestion, or an API process serving
+    requests) must keep running meanwhile. A client belongs to the loop it was made on.
+    """
+
+    async def compute() -> dict[str, Any]:
+        async with connect() as redis:
+            return await compute_result(redis, prefix, definition, query)
+
+    return asyncio.run(compute())
