@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m worker services up
 	$(VENV)/bin/python -m pytest -ra
 
-## bench: provision Kafka and Redis, run every benchmark, print one table (about 30 min)
+## bench: provision Kafka and Redis, run every benchmark, print one table (about 11 min)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/suite.py
 
