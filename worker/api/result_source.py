@@ -28,7 +28,7 @@ from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
-from worker.results.service import Table, compute_result_apart, document, load_table
+from worker.results.service import Table, compute_result_off_loop, document, load_table
 from worker.store.snapshots import snapshot_key
 
 Document = dict[str, Any]
@@ -182,8 +182,8 @@ class ResultSource:
         # Off the serving event loop: reading and parsing the counters is seconds of
         # Python at a million visitors, and every request of this process would wait.
         settings = self._settings
-        return await asyncio.to_thread(
-            compute_result_apart, lambda: connect(settings), settings.key_prefix, definition, query
+        return await compute_result_off_loop(
+            lambda: connect(settings), settings.key_prefix, definition, query
         )
 
     async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:

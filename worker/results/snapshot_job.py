@@ -10,7 +10,6 @@ outbox: the event's `idempotency_key` lets a consumer drop that repeat).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -25,7 +24,7 @@ from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import outbox
 from worker.results.decisions import decide
 from worker.results.query import ResultQuery
-from worker.results.service import compute_result_apart
+from worker.results.service import compute_result_off_loop
 from worker.store import snapshots
 from worker.store.applied_offsets import read_applied_offsets
 
@@ -74,10 +73,10 @@ class SnapshotJob:
     ) -> None:
         prefix = self._settings.key_prefix
         applied = await read_applied_offsets(self._redis, prefix)
-        # On a thread with its own loop and client: the worker's loop keeps ingesting.
+        # Off the worker's loop, which keeps ingesting meanwhile.
         url = self._settings.redis_url
-        document = await asyncio.to_thread(
-            compute_result_apart, lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
+        document = await compute_result_off_loop(
+            lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
         )
         document["applied_offsets"] = applied
         document["computed_at"] = now.isoformat()
