@@ -271,7 +271,7 @@ def test_dead_letter_keeps_the_original_message() -> None:
     [
         (plan_a, assignment_event(visitor_id="has space"), "visitor_id"),
         (plan_a, assignment_event(timestamp="2024-05-01T12:00:00"), "timestamp"),
-        (plan_a, assignment_event(context={"device": "smartwatch"}), "context.device"),
+        (plan_a, assignment_event(context={"device": 5}), "context.device"),
         (plan_a, {"event_id": "e1"}, "experiment_id"),
         (plan_c, conversion_event(goal="a|b"), "goal"),
         (plan_c, conversion_event(currency="euro"), "currency"),

@@ -131,7 +131,17 @@ def test_missing_dimensions_default_to_other() -> None:
     "field, value",
     [("device", "smartwatch"), ("browser", "netscape"), ("os", "beos"), ("source", "tv")],
 )
-def test_unknown_enum_value_rejected(field: str, value: str) -> None:
+def test_unknown_enum_text_counts_as_other_and_is_kept(field: str, value: str) -> None:
+    context = Assignment.model_validate(assignment(context={field: value})).context
+    assert getattr(context, field) == "other"
+    assert context.raw == {field: value}
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("device", 5), ("browser", {"name": "netscape"}), ("os", ["ios"]), ("source", True)],
+)
+def test_enum_value_that_is_not_text_rejected(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as error:
         Assignment.model_validate(assignment(context={field: value}))
     assert error_locations(error) == [("context", field)]

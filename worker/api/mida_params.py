@@ -25,6 +25,7 @@ from worker.api.errors import bad_request
 from worker.events.experiment import ExperimentDefinition
 from worker.results.presets import preset_filter
 from worker.results.query import (
+    FIXED_VALUES,
     AndGroup,
     Condition,
     Dimension,
@@ -33,6 +34,7 @@ from worker.results.query import (
     OrGroup,
     ResultQuery,
     SegmentFilter,
+    fixed_value,
 )
 
 MAX_JSON_CHARS = 32_000
@@ -84,6 +86,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _TZ = re.compile(r"^[+-]?\d{1,2}(\.0+)?$", re.ASCII)
 _EVENT_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
 _PRESENCE = ("exists", "not_exists")
+_EQUALITY = ("==", "!=")
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -300,7 +303,23 @@ def _segment_condition(rule: object, where: str) -> Condition:
         fields["value"] = BOOLEAN_OPERATORS[operator]
     if fields["operator"] in _PRESENCE:
         fields["value"] = None  # the dashboard may send an empty value with ex / nx
+    if fields["operator"] in _EQUALITY and fields["field"] in FIXED_VALUES:
+        fields["value"] = _listed_value(criteria, fields["field"], fields["value"], where)
     return _validated(Condition, fields, where)
+
+
+def _listed_value(criteria: str, field: str, value: object, where: str) -> object:
+    """An equality's value on a criterion with a fixed list: one of the list (any case),
+    else a 400 naming the list, never a silently empty result."""
+    if value is None:
+        return value  # the query model reports the missing value
+    listed = fixed_value(field, value)
+    if listed is None:
+        raise bad_request(
+            f"{where}: {criteria} has no value {_quote(str(value))} "
+            f"(use one of {', '.join(FIXED_VALUES[field])})."
+        )
+    return value if str(value).casefold() == listed else listed
 
 
 def _segment_operator(criteria: str, operator: str, where: str) -> str:

@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    computed_field,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from worker.events.enums import Browser, Device, OperatingSystem, Source, VisitorType
+from worker.events.enums import (
+    ENUMERATED_CONTEXT,
+    OTHER,
+    Browser,
+    Device,
+    OperatingSystem,
+    Source,
+    VisitorType,
+    known_value,
+)
 from worker.events.fields import (
     Attributes,
     AttributeValue,
@@ -20,6 +41,27 @@ from worker.events.fields import (
 
 NEW_VISITOR_WINDOW = timedelta(hours=24)
 UNKNOWN_COUNTRY = "ZZ"
+RAW_TEXT_CHARS = 200
+"""How much of an unknown enumerated value's text is kept."""
+
+
+class _OpenVocabulary:
+    """JSON Schema of an enumerated field that takes any text: one of the known values
+    (any case), or anything else, which is counted as `other`."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "anyOf": [handler(core_schema), {"type": "string"}],
+            "description": (
+                "One of the known values, in any case; any other text is counted as "
+                f"`other` and its first {RAW_TEXT_CHARS} characters are kept for scans."
+            ),
+        }
+
+
+_OPEN = _OpenVocabulary()
 
 
 class Utm(BaseModel):
@@ -39,16 +81,16 @@ class Context(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
-    device: Device = Device.OTHER
-    browser: Browser = Browser.OTHER
-    os: OperatingSystem = OperatingSystem.OTHER
+    device: Annotated[Device, _OPEN] = Device.OTHER
+    browser: Annotated[Browser, _OPEN] = Browser.OTHER
+    os: Annotated[OperatingSystem, _OPEN] = OperatingSystem.OTHER
     country: CountryCode | None = None
     region: ShortText | None = None
     city: ShortText | None = None
     landing_page: LongText | None = None
     ref_page: LongText | None = None
     user_agent: LongText | None = None
-    source: Source = Source.OTHER
+    source: Annotated[Source, _OPEN] = Source.OTHER
     utm: Utm | None = None
     query_params: dict[Identifier, AttributeValue] | None = Field(default=None, max_length=50)
     first_seen_at: Timestamp | None = None
@@ -56,11 +98,45 @@ class Context(BaseModel):
     sdk: ShortText | None = None
     timezone: ShortText | None = None
 
-    @field_validator("device", "browser", "os", "source", mode="before")
+    _unknown: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _lowercase(cls, value: object) -> object:
-        # Producers write "Chrome" or "iOS"; the vocabulary is lower case.
-        return value.lower() if isinstance(value, str) else value
+    def _unknown_text_is_other(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Context]
+    ) -> Context:
+        # Producers write "Chrome" or "iOS"; the vocabularies are lower case. Text that
+        # names no known value counts as `other` and is kept; non-text stays invalid.
+        unknown: dict[str, str] = {}
+        if isinstance(data, dict):
+            normalised: dict[str, Any] | None = None
+            for name, vocabulary in ENUMERATED_CONTEXT.items():
+                text = data.get(name)
+                if not isinstance(text, str):
+                    continue
+                known = known_value(vocabulary, text)
+                if known is None and text.strip():
+                    unknown[name] = text[:RAW_TEXT_CHARS]
+                value = OTHER if known is None else known.value
+                if value != text:
+                    normalised = normalised if normalised is not None else dict(data)
+                    normalised[name] = value
+            data = normalised if normalised is not None else data
+        context = handler(data)
+        if unknown:
+            context._unknown = unknown
+        return context
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def raw(self) -> dict[str, str] | None:
+        """The producer's text of enumerated fields counted as `other` because it named
+        no known value (device, browser, os, source), or None when there was none.
+
+        Set by validation, never read from the input; it travels with the extended
+        context to the visitor state, where scans and breakdowns find it.
+        """
+        return dict(self._unknown) if self._unknown else None
 
 
 class Assignment(BaseModel):

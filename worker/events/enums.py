@@ -1,4 +1,11 @@
-"""Closed vocabularies of the segment dimensions; each has `other` for the rest."""
+"""Vocabularies of the segment dimensions; each has `other` for the rest.
+
+The device, browser, os and source lists are the values Mida documents (its browser
+list has edge_chromium, edge_legacy, brave, vivaldi, yandex, chromium, samsung, uc,
+duckduckgo, silk, facebook, instagram, opera and ie besides the big four). A producer
+may send any other text: the visitor is counted under `other` and the text is kept
+for scans (see ``assignment.Context``), never a reason to drop the visitor.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +24,20 @@ class Browser(StrEnum):
     SAFARI = "safari"
     FIREFOX = "firefox"
     EDGE = "edge"
+    EDGE_CHROMIUM = "edge_chromium"
+    EDGE_LEGACY = "edge_legacy"
     OPERA = "opera"
     SAMSUNG = "samsung"
     IE = "ie"
+    BRAVE = "brave"
+    VIVALDI = "vivaldi"
+    YANDEX = "yandex"
+    CHROMIUM = "chromium"
+    UC = "uc"
+    DUCKDUCKGO = "duckduckgo"
+    SILK = "silk"
+    FACEBOOK = "facebook"
+    INSTAGRAM = "instagram"
     OTHER = "other"
 
 
@@ -47,3 +65,27 @@ class Source(StrEnum):
 class VisitorType(StrEnum):
     NEW = "new"
     RETURNING = "returning"
+
+
+ENUMERATED_CONTEXT: dict[str, type[StrEnum]] = {
+    "device": Device,
+    "browser": Browser,
+    "os": OperatingSystem,
+    "source": Source,
+}
+"""The assignment context's enumerated fields and their vocabularies."""
+
+OTHER = "other"
+"""The value every vocabulary above counts unknown text as."""
+
+_VOCABULARIES: tuple[type[StrEnum], ...] = (*ENUMERATED_CONTEXT.values(), VisitorType)
+_MEMBERS: dict[type[StrEnum], dict[str, StrEnum]] = {
+    vocabulary: {member.value: member for member in vocabulary} for vocabulary in _VOCABULARIES
+}
+
+
+def known_value(vocabulary: type[StrEnum], text: str) -> StrEnum | None:
+    """The member ``text`` names (case and surrounding blanks ignored), else None."""
+    members = _MEMBERS[vocabulary]
+    found = members.get(text)  # the usual spelling: one lookup
+    return found if found is not None else members.get(text.strip().lower())

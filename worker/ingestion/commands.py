@@ -30,8 +30,10 @@ from worker.ingestion.partitioning import partition_for
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXTENDED_CONTEXT = (
     "region", "city", "landing_page", "ref_page", "user_agent", "utm",
-    "query_params", "attributes", "sdk", "timezone", "first_seen_at",
+    "query_params", "attributes", "sdk", "timezone", "first_seen_at", "raw",
 )  # fmt: skip
+"""Context kept in the visitor state for scans; ``raw`` is the text of enumerated
+values counted as `other` (``Context.raw``), present only when there was some."""
 
 
 @dataclass(frozen=True)

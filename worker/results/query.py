@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from worker.events.enums import ENUMERATED_CONTEXT, VisitorType
 from worker.events.experiment import ExperimentDefinition
 
 HOURS_PER_DAY = 24
@@ -31,6 +32,23 @@ CONTEXT_FIELDS = (
 KEYED_FIELDS = ("query_param", "attribute")
 """Fields that need a ``key``: one query parameter or one visitor attribute."""
 
+RAW_FIELDS = ("device_raw", "browser_raw", "os_raw", "source_raw")
+"""The producer's text of an enumerated cell field (visitor scan only): the text a
+value outside the vocabulary was sent as (counted as ``other`` in the cell), else the
+counted value itself."""
+
+FIXED_VALUES: dict[str, tuple[str, ...]] = {
+    **{
+        name: tuple(member.value for member in vocabulary)
+        for name, vocabulary in ENUMERATED_CONTEXT.items()
+    },
+    "visitor_type": tuple(member.value for member in VisitorType),
+    "day_of_week": tuple(str(day) for day in range(7)),
+    "hour_of_day": tuple(str(hour) for hour in range(HOURS_PER_DAY)),
+}
+"""Every value a field with a closed vocabulary can hold (lower case; time fields as
+whole numbers, 0 = Monday)."""
+
 FilterField = Literal[
     "device", "browser", "os", "country", "visitor_type", "source",
     "day_of_week", "hour_of_day",
@@ -38,6 +56,7 @@ FilterField = Literal[
     "first_seen_at", "visitor_id",
     "utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term",
     "query_param", "attribute",
+    "device_raw", "browser_raw", "os_raw", "source_raw",
 ]  # fmt: skip
 
 Dimension = Literal[
@@ -45,8 +64,27 @@ Dimension = Literal[
     "day_of_week", "hour_of_day",
     "region", "city", "landing_page", "ref_page",
     "utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term",
+    "device_raw", "browser_raw", "os_raw", "source_raw",
 ]  # fmt: skip
 """Breakdown dimensions; Mida's ``user_type`` is accepted as ``visitor_type``."""
+
+
+def fixed_value(field: str, value: object) -> str | None:
+    """``value`` as the member of ``field``'s closed vocabulary it names (case ignored,
+    whole numbers for time fields), or None when it names none; fields without a
+    closed vocabulary raise KeyError."""
+    values = FIXED_VALUES[field]
+    if isinstance(value, bool):
+        return None
+    text = str(value).strip().lower()
+    if field in TIME_FIELDS:
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        text = str(int(number)) if number.is_integer() else text
+    return text if text in values else None
+
 
 EventOperator = Literal[
     "==", "!=", "contains", "not_contains", "exists", "not_exists", ">", ">=", "<", "<=",

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from worker.results.columns import Codes, Column, Mask, encode
 from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
-from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, UTM_FIELDS, ResultQuery
+from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, RAW_FIELDS, UTM_FIELDS, ResultQuery
 from worker.results.query_totals import Grouping, QueryTotals, Sums, assemble, grouping
 
 MS_PER_HOUR = 3_600_000
@@ -60,7 +60,8 @@ class VisitorState(TypedDict):
 
     ``variant``, ``entry_ms`` and ``cell`` come from the ``e:{experiment}`` field
     ("variant|entry_ms|cell"), ``cell`` as that "device|…|source" text or its six
-    values; ``context`` is the extended context (``x:{experiment}``); ``visits`` maps
+    values; ``context`` is the extended context (``x:{experiment}``, whose ``raw`` holds
+    the text of enumerated values counted as ``other``); ``visits`` maps
     visit id → first-exposure hour (``vs:{experiment}:{visit}``; absent: one visit at
     the entry hour); ``multiple_exposure`` is whether ``m:{experiment}`` exists;
     ``goals`` maps goal → its decoded ``k:{goal}`` records.
@@ -182,11 +183,13 @@ class VisitorTable:
     def stored_column(self, field: str, key: str | None) -> Column:
         """A visitor field as a column, built on first use."""
         if (field, key) not in self._columns:
-            self._columns[field, key] = (
-                self._cell_column(field)
-                if field in CELL_FIELDS
-                else encode(self._values(field, key), self.size)
-            )
+            if field in CELL_FIELDS:
+                column = self._cell_column(field)
+            elif field in RAW_FIELDS:
+                column = self._raw_column(field)
+            else:
+                column = encode(self._values(field, key), self.size)
+            self._columns[field, key] = column
         return self._columns[field, key]
 
     def _cell_column(self, field: str) -> Column:
@@ -196,6 +199,24 @@ class VisitorTable:
         distinct = encode(parts, len(parts))
         to_value = np.append(distinct.codes, -1)  # a missing cell stays missing
         return Column(self.cells.lookup(to_value), distinct.values)
+
+    def _raw_column(self, field: str) -> Column:
+        """The producer's text of a cell field: the context's ``raw`` text where the
+        value was counted as ``other`` for naming no known value, else the cell's value."""
+        name = field.removesuffix("_raw")
+        counted = self.stored_column(name, None)
+        texts = [(context.get("raw") or _EMPTY).get(name) for context in self.contexts]
+        if not any(texts):
+            return counted
+        codes = counted.codes.tolist()
+        values = counted.values
+        return encode(
+            (
+                text if text else (values[code] if code >= 0 else None)
+                for text, code in zip(texts, codes, strict=True)
+            ),
+            self.size,
+        )
 
     def reference_ms(self) -> npt.NDArray[np.float64]:
         return self.entry_ms.astype(np.float64)
