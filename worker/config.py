@@ -85,6 +85,7 @@ class Settings:
     ingestion_engine: str
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
+    worker_metrics_port: int = 9108
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,6 +113,7 @@ class Settings:
             ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
+            worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
         )
 
     @property

@@ -39,6 +39,7 @@ class Namespace:
             "REDIS_URL": endpoints.redis,
             "AB_CONSUMER_GROUP": f"{name}-worker",
             "AB_PARTITIONS": str(partitions),
+            "AB_WORKER_METRICS_PORT": "0",  # several workers at once: no port each
         }
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)

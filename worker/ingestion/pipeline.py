@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
-from worker.ingestion import outbox
+from worker.ingestion import metrics, outage, outbox
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
 from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
@@ -46,15 +46,14 @@ class PreparedBatch:
 
 
 async def _retrying(size: int, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt` until it succeeds, backing off (capped) after transient failures."""
-    delay = 0.1
-    while True:
-        try:
-            return await attempt()
-        except TRANSIENT as error:
-            log.warning("batch of %d not applied yet (%s); retrying in %.1f s", size, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """Run `attempt` until it succeeds, backing off (capped) after transient failures.
+
+    While Redis or Kafka is unreachable, a warning names it and says since when, at
+    once and then every 10 s (worker/ingestion/outage.py); each retry is counted.
+    """
+    return await outage.retry_transient(
+        lambda: metrics.timed(attempt), TRANSIENT, f"batch of {size} not applied yet"
+    )
 
 
 class Pipeline:
@@ -143,6 +142,7 @@ class Pipeline:
                 {name: value for name, value in outcome.items() if name != "outbox"}
             )
         self.totals.update(batch_totals)
+        metrics.observe_batch(by_partition, outcomes, metrics.attempt_seconds())
         notable = {
             name: value for name, value in batch_totals.items() if value and name != "applied"
         }

@@ -4,23 +4,34 @@ Every worker reads the whole topic (no consumer group) and keeps the latest
 definition of each experiment in memory; it also writes them to Redis, where the
 CLI and the read API find them. `sync()` waits until everything published before
 the call has been read, so an event naming an experiment defined a moment earlier
-is never dead-lettered as unknown.
+is never dead-lettered as unknown. A Redis or Kafka outage stalls the follower (with
+warnings, worker/ingestion/outage.py) rather than ending it; if it ends anyway, `sync`
+raises instead of waiting for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.ingestion import metrics, outage
 from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
 from worker.store import keys
 
 log = logging.getLogger(__name__)
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError)
+"""The same transient errors as the pipeline's (worker/ingestion/pipeline.py imports this
+module, so this one cannot import them from there)."""
 
 
 class ExperimentRegistry:
@@ -88,25 +99,61 @@ class ExperimentRegistry:
         ends = await self._consumer.end_offsets(self._partitions)
         async with self._progress:
             await self._progress.wait_for(
-                lambda: all(self._position(tp) >= end for tp, end in ends.items())
+                lambda: (
+                    self._stopped() or all(self._position(tp) >= end for tp, end in ends.items())
+                )
             )
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise RuntimeError("the experiment registry stopped following") from task.exception()
+
+    def _stopped(self) -> bool:
+        return self._task is not None and self._task.done()
 
     def _position(self, tp: TopicPartition) -> int:
         return self._positions.get(tp, 0)
 
     async def _follow(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    await self._apply(record.key, record.value, tp.partition, record.offset)
-                    self._positions[tp] = record.offset + 1
-            for tp in self._partitions:
-                # position() also moves past compacted-away and transaction-marker offsets.
-                self._positions[tp] = max(self._position(tp), await self._consumer.position(tp))
+        try:
+            while True:
+                await self._follow_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the experiment registry stopped following %s", self._topic)
+            raise
+        finally:
+            # Wake every sync(): it raises now rather than waiting for ever.
             async with self._progress:
                 self._progress.notify_all()
+
+    async def _follow_once(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        batches = await outage.retry_transient(
+            lambda: consumer.getmany(timeout_ms=200),
+            TRANSIENT,
+            f"experiment definitions of {self._topic} not read",
+        )
+        for tp, records in batches.items():
+            for record in records:
+                # Retried until stored: the consumer has moved past these records.
+                await outage.retry_transient(
+                    partial(self._apply, record.key, record.value, tp.partition, record.offset),
+                    TRANSIENT,
+                    f"experiment definition {tp.topic}[{tp.partition}]@{record.offset} not stored",
+                )
+                self._positions[tp] = record.offset + 1
+        for tp in self._partitions:
+            # position() also moves past compacted-away and transaction-marker offsets.
+            position: int = await outage.retry_transient(
+                partial(consumer.position, tp),
+                TRANSIENT,
+                f"position in {tp.topic}[{tp.partition}] not known",
+            )
+            self._positions[tp] = max(self._position(tp), position)
+        async with self._progress:
+            self._progress.notify_all()
 
     async def _apply(
         self, key: bytes | None, value: bytes | None, partition: int, offset: int
@@ -137,4 +184,10 @@ class ExperimentRegistry:
         )
         message = source_message(self._topic, partition, offset, key, value)
         payload = dead_letter_payload(Reason.INVALID_DEFINITION, detail, message)
-        await self._producer.send_and_wait(self._dead_letter_topic, value=payload, key=key)
+        try:
+            await self._producer.send_and_wait(self._dead_letter_topic, value=payload, key=key)
+        except BaseException:
+            # Not sent: release the marker, so that the retry (or another worker) sends it.
+            await self._redis.delete(marker)
+            raise
+        metrics.DEAD_LETTERS.labels(Reason.INVALID_DEFINITION.value).inc()

@@ -3,7 +3,10 @@
 Both engines (faust in worker/ingestion/app.py, plain aiokafka in
 worker/ingestion/consumer_loop.py) start one `Runtime` and call the same two
 periodic jobs, so the result snapshots and the progress log behave the same
-whichever engine consumes the input topics.
+whichever engine consumes the input topics. The runtime also serves the worker's
+Prometheus metrics (AB_WORKER_METRICS_PORT, worker/ingestion/metrics.py) and runs the
+monitor that probes Redis and Kafka, warns while either is unreachable and sets the
+gauges (worker/ingestion/monitor.py, worker/ingestion/outage.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from worker.config import Settings
+from worker.ingestion import outage
+from worker.ingestion.metrics import MetricsServer
+from worker.ingestion.monitor import Monitor
 from worker.ingestion.pipeline import TRANSIENT, Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
@@ -26,6 +32,8 @@ from worker.store import keys
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 60.0
+REMIND_INTERVAL_SECONDS = 1.0
+"""How often ongoing outages are checked for their next warning (due every 10 s)."""
 
 
 @dataclass
@@ -39,11 +47,27 @@ class Runtime:
     producer: AIOKafkaProducer | None = None
     registry: ExperimentRegistry | None = None
     snapshot_job: SnapshotJob | None = None
+    metrics_server: MetricsServer = field(default_factory=MetricsServer)
+    monitor: Monitor | None = None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Read the partition count, connect, load the definitions; then `ready` is set."""
+        """Read the partition count, connect, load the definitions; then `ready` is set.
+
+        Metrics are served and the monitor runs from here on, before the connections
+        below, so a worker that waits for a service at start-up says so too.
+        """
         settings = self.settings
+        outage.configure(settings.redis_url, settings.kafka_bootstrap_servers)
+        self.metrics_server.start(settings.worker_metrics_port)
         partitions = await ensure_topics(settings)  # already created; this reads the count
+        self.monitor = Monitor(settings, partitions)
+        self._background = [
+            asyncio.create_task(self.monitor.run(), name="monitor"),
+            asyncio.create_task(
+                every(REMIND_INTERVAL_SECONDS, _remind_outages), name="outage-warnings"
+            ),
+        ]
         self.redis = Redis.from_url(settings.redis_url)
         await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
         self.producer = AIOKafkaProducer(
@@ -68,6 +92,13 @@ class Runtime:
 
     async def stop(self) -> None:
         """Close the registry consumer, the producer (flushing it) and Redis."""
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background)
+        if self.monitor is not None:
+            await self.monitor.close()
+        self.metrics_server.stop()
         if self.registry is not None:
             await self.registry.stop()
         if self.producer is not None:
@@ -85,6 +116,11 @@ async def snapshot_results(runtime: Runtime) -> None:
     except TRANSIENT as error:
         # The next interval tries again; ingestion is not affected.
         log.warning("result snapshots skipped this interval: %s", error)
+        outage.tracker_for(error).failed(error, "result snapshots skipped")
+
+
+async def _remind_outages() -> None:
+    outage.remind_all()
 
 
 async def report_progress(runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
-from worker.ingestion import outbox
+from worker.ingestion import metrics, outbox
 from worker.results.decisions import decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
@@ -75,9 +76,11 @@ class SnapshotJob:
         applied = await read_applied_offsets(self._redis, prefix)
         # Off the worker's loop, which keeps ingesting meanwhile.
         url = self._settings.redis_url
+        started = time.perf_counter()
         document = await compute_result_off_loop(
             lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
         )
+        metrics.SNAPSHOT_COMPUTE_SECONDS.observe(time.perf_counter() - started)
         document["applied_offsets"] = applied
         document["computed_at"] = now.isoformat()
         document["interval_index"] = index

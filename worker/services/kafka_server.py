@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from worker.cli.errors import UserError
 from worker.services import processes
@@ -194,22 +195,30 @@ def format_storage(layout: KafkaLayout) -> None:
         )
 
 
-async def _answers(bootstrap: str) -> bool:
-    # aiokafka logs every refused connection at ERROR; a probe expects refusals.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        await admin.start()
-        await admin.describe_cluster()
-        return True
-    except Exception:
-        return False
-    finally:
-        await admin.close()
+async def _answers(bootstrap: str, timeout_seconds: float = 3.0) -> bool:
+    # A bare connection and one metadata request: unlike a client's bootstrap, this logs
+    # nothing when the broker refuses, so the probe needs no change to aiokafka's logger
+    # (raising it here once silenced the worker's own Kafka errors for good, issue 13).
+    for host, port, _ in collect_hosts(bootstrap):
+        try:
+            connection = await create_conn(
+                host, port, request_timeout_ms=int(timeout_seconds * 1000)
+            )
+        except (OSError, KafkaError):  # TimeoutError is an OSError
+            continue
+        try:
+            metadata = await connection.send(MetadataRequest([]))
+        except (OSError, KafkaError):  # TimeoutError is an OSError
+            continue
+        finally:
+            connection.close()
+        if metadata.brokers:
+            return True
+    return False
 
 
 def answers(bootstrap: str) -> bool:
-    """True when a broker at this address answers a metadata request."""
+    """True when a broker at this address answers a metadata request (logs nothing)."""
     return asyncio.run(_answers(bootstrap))
 
 
