@@ -76,9 +76,11 @@ DEFINITION = ExperimentDefinition.model_validate(
 async def populate(redis: Redis, prefix: str, visitors: int) -> None:
     """Apply generated events through the Lua sink, partition by partition."""
     rng = random.Random(1)
-    sink = BatchSink(redis, SinkSettings(prefix, 7 * 86400, 3_600_000))
+    sink = BatchSink(redis, SinkSettings(prefix, 7 * 86400, 3_600_000, assignments_topic="a"))
     catalog = {DEFINITION.id: DEFINITION}
     start = datetime(2026, 10, 1, tzinfo=UTC)
+    # Published after every event happened, one millisecond apart, in visitor order.
+    published_ms = int((start + timedelta(days=31)).timestamp() * 1000)
     offsets: dict[tuple[str, int], int] = {}
     pending: dict[int, list[dict[str, object]]] = {p: [] for p in range(PARTITIONS)}
     applied = 0
@@ -106,7 +108,12 @@ async def populate(redis: Redis, prefix: str, visitors: int) -> None:
             offset = offsets.get((topic, partition), 0)
             offsets[(topic, partition)] = offset + 1
             message = SourceMessage(
-                topic, partition, offset, visitor.encode(), json.dumps(event).encode()
+                topic,
+                partition,
+                offset,
+                visitor.encode(),
+                json.dumps(event).encode(),
+                timestamp_ms=published_ms + number,
             )
             plan = (plan_assignment if kind == "a" else plan_conversion)(
                 message, catalog, PARTITIONS

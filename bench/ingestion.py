@@ -63,9 +63,17 @@ def definitions() -> list[dict[str, object]]:
     return [two_arm_definition(experiment) for experiment in EXPERIMENTS]
 
 
-def generate(events: int, visitors: int, seed: int) -> tuple[list[Message], int]:
-    """~70 % assignments, ~30 % conversions; returns messages and visitor-experiment entries."""
+def generate(
+    events: int, visitors: int, seed: int, unknown_rate: float = 0.0
+) -> tuple[list[Message], int]:
+    """~70 % assignments, ~30 % conversions; returns messages and visitor-experiment entries.
+
+    With `unknown_rate`, that share of events are assignments to experiments nobody
+    defined (50 distinct ids): dead-lettered `unknown_experiment`, as a misconfigured
+    producer's traffic would be.
+    """
     rng = random.Random(seed)
+    unknown = random.Random(seed + 1)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     out: list[Message] = []
     entries: set[tuple[int, str]] = set()
@@ -73,7 +81,16 @@ def generate(events: int, visitors: int, seed: int) -> tuple[list[Message], int]
         visitor = rng.randrange(visitors)
         experiment = EXPERIMENTS[visitor % len(EXPERIMENTS)]
         moment = start + timedelta(seconds=n)
-        if rng.random() < 0.7 or (visitor, experiment) not in entries:
+        if unknown_rate and unknown.random() < unknown_rate:
+            event = {
+                "event_id": f"u{n}",
+                "experiment_id": f"no-such-experiment-{unknown.randrange(50)}",
+                "variant_id": "0",
+                "visitor_id": f"visitor-{visitor}",
+                "timestamp": moment.isoformat(),
+            }
+            out.append(("a", f"visitor-{visitor}".encode(), json.dumps(event).encode()))
+        elif rng.random() < 0.7 or (visitor, experiment) not in entries:
             entries.add((visitor, experiment))
             event = {
                 "event_id": f"a{n}",
@@ -414,7 +431,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     settings = settings_for(env)
     bench = Bench(args, name, env, settings, Redis.from_url(settings.redis_url))
     print(f"generating {args.events:,} events over {args.visitors:,} visitors...", flush=True)
-    messages, bench.entries = generate(args.events, args.visitors, seed=1)
+    messages, bench.entries = generate(
+        args.events, args.visitors, seed=1, unknown_rate=args.unknown_rate
+    )
     bench.total = len(messages)
     live_topics = [f"{name}-live.assignments", f"{name}-live.conversions"]
     all_topics = [*topic_env(name).values(), *live_topics]
@@ -527,6 +546,10 @@ def main() -> None:
         help="events over which the naive baseline is timed (0: all of them)",
     )  # fmt: skip
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    parser.add_argument(
+        "--unknown-rate", type=float, default=0.0,
+        help="share of events naming an undefined experiment (dead-lettered; default 0)",
+    )  # fmt: skip
     parser.add_argument(
         "--concurrent", default=engine_name(None), choices=[*ENGINES, "none"],
         help="engine measured end to end with concurrent publishing (default: the default engine)",

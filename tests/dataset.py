@@ -69,6 +69,20 @@ class Dataset:
     def expected(self, experiment_id: str, goal: str) -> list[dict[str, Any]]:
         return expected_totals(self, experiment_id, goal)
 
+    def publish_times(self, start_ms: int) -> list[int]:
+        """A record timestamp (ms) for each message: one millisecond apart in produce
+        order, and the clock-advancing tail of late assignments two hold times later,
+        so that every orphan conversion's hold runs out (the hold is in publish time)."""
+        hold_ms = int(HOLD.total_seconds() * 1000)
+        return [
+            start_ms + index + (2 * hold_ms if _is_late_tail(kind, value) else 0)
+            for index, (kind, _, value) in enumerate(self.messages)
+        ]
+
+
+def _is_late_tail(kind: str, value: bytes) -> bool:
+    return kind == "assignments" and b'"late-' in value
+
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat()
@@ -245,7 +259,7 @@ def _add_poison(data: Dataset, rng: random.Random, count: int, start: datetime) 
     ]  # fmt: skip
     # keep the clock-advancing tail last: poison goes before it
     tail_start = len(data.messages) - sum(
-        1 for kind, _, value in data.messages if kind == "assignments" and b'"late-' in value
+        1 for kind, _, value in data.messages if _is_late_tail(kind, value)
     )
     for index in range(count):
         reason, topic, make = kinds[index % len(kinds)]

@@ -43,6 +43,24 @@ def namespace_env(name: str) -> dict[str, str]:
     return env | {"AB_CONSUMER_GROUP": name, "AB_KEY_PREFIX": name}
 
 
+TIMESTAMP_TYPES = ("LogAppendTime", "CreateTime")
+"""`message.timestamp.type` of the input topics the worker creates, the default first.
+The conversion hold runs in record timestamps: with LogAppendTime they are the broker's
+clock when the record was appended; with CreateTime, each producer's own clock."""
+
+
+def timestamp_type(raw: str | None) -> str:
+    """The input topics' timestamp type named by `raw` (the default when empty)."""
+    if raw is None or raw.strip() == "":
+        return TIMESTAMP_TYPES[0]
+    for name in TIMESTAMP_TYPES:
+        if raw.strip().lower() == name.lower():
+            return name
+    raise ValueError(
+        f"AB_INPUT_TIMESTAMP_TYPE must be one of {', '.join(TIMESTAMP_TYPES)}, got {raw!r}"
+    )
+
+
 ENGINES = ("aiokafka", "faust")
 """Ingestion engines, the default first: a plain aiokafka consumer loop
 (worker/ingestion/consumer_loop.py) or faust (worker/ingestion/app.py); both drive the
@@ -86,6 +104,8 @@ class Settings:
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
     worker_metrics_port: int = 9108
+    max_future_skew_seconds: int = 86400
+    input_timestamp_type: str = TIMESTAMP_TYPES[0]
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -114,6 +134,8 @@ class Settings:
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
             worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
+            max_future_skew_seconds=_int("AB_MAX_FUTURE_SKEW_SECONDS", 86400),
+            input_timestamp_type=timestamp_type(env("AB_INPUT_TIMESTAMP_TYPE")),
         )
 
     @property

@@ -33,13 +33,19 @@ class Namespace:
     env: dict[str, str]
 
     @classmethod
-    def create(cls, endpoints: Any, name: str, partitions: int = 12) -> Namespace:
+    def create(
+        cls, endpoints: Any, name: str, partitions: int = 12, timestamp_type: str = "CreateTime"
+    ) -> Namespace:
         env = namespace_env(name) | {
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka,
             "REDIS_URL": endpoints.redis,
             "AB_CONSUMER_GROUP": f"{name}-worker",
             "AB_PARTITIONS": str(partitions),
             "AB_WORKER_METRICS_PORT": "0",  # several workers at once: no port each
+            # Tests publish with record timestamps of their own (a publish clock they
+            # control, as the conversion hold runs in publish time); a test of the
+            # default LogAppendTime passes it here.
+            "AB_INPUT_TIMESTAMP_TYPE": timestamp_type,
         }
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
@@ -93,6 +99,10 @@ class WorkerProcesses:
         index = self._processes.index(process)
         return (self._log_dir / f"worker-{index}.log").read_text(errors="replace")
 
+    def all_logs(self) -> str:
+        """What every worker of this test has logged so far."""
+        return "".join(self.log_of(process) for process in self._processes)
+
     @staticmethod
     def kill(process: subprocess.Popen[bytes]) -> None:
         process.send_signal(signal.SIGKILL)
@@ -117,9 +127,19 @@ Message = tuple[str, bytes | None, bytes | None]  # (topic, key, value)
 
 
 async def produce(
-    settings: Settings, messages: Iterable[Message], partitions: dict[int, int] | None = None
+    settings: Settings,
+    messages: Iterable[Message],
+    partitions: dict[int, int] | None = None,
+    timestamps: Sequence[int] | None = None,
 ) -> None:
-    """Send messages in order with Kafka's default partitioner (murmur2 of the key)."""
+    """Send messages in order with Kafka's default partitioner (murmur2 of the key).
+
+    `timestamps` (ms, one per message) are the records' timestamps: their publish time
+    on CreateTime topics (the broker replaces them on LogAppendTime topics).
+    """
+    messages = list(messages)
+    stamps = list(timestamps) if timestamps is not None else [None] * len(messages)
+    assert len(stamps) == len(messages)
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -130,7 +150,8 @@ async def produce(
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value=value, key=key) for topic, key, value in messages
+            await producer.send(topic, value=value, key=key, timestamp_ms=stamp)
+            for (topic, key, value), stamp in zip(messages, stamps, strict=True)
         ]
         await producer.flush()
         for future in futures:

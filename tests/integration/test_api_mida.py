@@ -40,11 +40,10 @@ from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
     delete_keys,
-    produce,
     wait_until_applied,
 )
 from tests.integration.services import Endpoints
-from tests.integration.test_ingestion import messages_for
+from tests.integration.test_ingestion import produce_dataset
 from worker.api.app import create_app
 from worker.api.mida_params import CRITERIA, EVENT_OPERATORS, SEGMENT_OPERATORS
 from worker.events.experiment import ExperimentDefinition
@@ -83,7 +82,7 @@ async def ingested(
 ) -> AsyncIterator[Dataset]:
     settings_ = api_namespace.settings
     data = generate(seed=61, visitors=2000, partitions=settings_.partitions)
-    await produce(settings_, messages_for(api_namespace, data))
+    await produce_dataset(api_namespace, data)
     workers = WorkerProcesses(api_namespace, tmp_path_factory.mktemp("api-worker"))
     workers.start()
     async with Redis.from_url(settings_.redis_url) as redis:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -45,6 +46,15 @@ def messages_for(
     return definitions + [(topics[kind], key, value) for kind, key, value in data.messages]
 
 
+async def produce_dataset(namespace: Namespace, data: Dataset) -> None:
+    """The definitions, then the data set's messages with its publish clock (from now)."""
+    messages = messages_for(namespace, data)
+    now_ms = int(time.time() * 1000)
+    definitions = len(messages) - len(data.messages)
+    stamps = [now_ms] * definitions + data.publish_times(now_ms)
+    await produce(namespace.settings, messages, timestamps=stamps)
+
+
 async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
     # timeframe_days forces the per-visitor scan: both paths must give the oracle's numbers.
     queries = [ResultQuery(goal=goal) for goal in GOALS]
@@ -76,7 +86,7 @@ async def test_generated_traffic_is_counted_exactly(
     data = generate(seed=11, visitors=1500, partitions=namespace.settings.partitions, poison=40)
     duplicates = len(data.messages) - len({value for _, _, value in data.messages})
     assert duplicates > 20  # the data set does exercise de-duplication
-    await produce(namespace.settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     workers.start()
     await wait_until_applied(namespace.settings, redis)
     await assert_results_exact(namespace, data)
@@ -87,7 +97,7 @@ async def test_results_cli_prints_the_counts(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
     data = generate(seed=12, visitors=200, partitions=namespace.settings.partitions)
-    await produce(namespace.settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     workers.start()
     await wait_until_applied(namespace.settings, redis)
     process = await asyncio.create_subprocess_exec(
@@ -109,7 +119,7 @@ async def test_sigkill_mid_stream_and_restart_stays_exact(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
     data = generate(seed=21, visitors=8000, partitions=namespace.settings.partitions, poison=50)
-    await produce(namespace.settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     first = workers.start(AB_BATCH_SIZE="100")
     for _ in range(600):
         await asyncio.sleep(0.1)
@@ -134,7 +144,7 @@ async def test_two_workers_and_a_rebalance_stay_exact(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
     data = generate(seed=31, visitors=6000, partitions=namespace.settings.partitions, poison=30)
-    await produce(namespace.settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     first = workers.start(AB_BATCH_SIZE="100")
     for _ in range(600):
         await asyncio.sleep(0.1)
@@ -158,7 +168,7 @@ async def test_poison_messages_are_dead_lettered_and_never_stall(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis
 ) -> None:
     data = generate(seed=41, visitors=1000, partitions=namespace.settings.partitions, poison=1000)
-    await produce(namespace.settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     workers.start()
     await wait_until_applied(namespace.settings, redis)
     await assert_results_exact(namespace, data)
@@ -177,7 +187,7 @@ async def test_misrouted_event_is_forwarded_and_counted_once(
 ) -> None:
     settings = namespace.settings
     data = generate(seed=51, visitors=50, partitions=settings.partitions)
-    await produce(settings, messages_for(namespace, data))
+    await produce_dataset(namespace, data)
     visitor = "misrouted-visitor"
     right = partition_for(visitor, settings.partitions)
     wrong = (right + 1) % settings.partitions

@@ -85,6 +85,10 @@ def conversion_event(**overrides: Any) -> dict[str, Any]:
     }
 
 
+PUBLISHED_MS = 1_714_557_900_000
+"""The records' timestamp: five minutes after the events' own (2024-05-01T10:00Z)."""
+
+
 def message(
     topic: str, value: bytes | None, visitor_id: str = "visitor-1", partition: int | None = None
 ) -> SourceMessage:
@@ -95,6 +99,7 @@ def message(
         offset=42,
         key=visitor_id.encode(),
         value=value,
+        timestamp_ms=PUBLISHED_MS,
     )
 
 
@@ -138,6 +143,7 @@ def test_assignment_command() -> None:
         "k": "a",
         "t": ASSIGNMENTS,
         "o": 42,
+        "p": PUBLISHED_MS,
         "id": "evt-a1",
         "u": "visitor-1",
         "x": "exp-live",
@@ -155,6 +161,7 @@ def test_assignment_without_optional_fields_leaves_keys_out() -> None:
         "k": "a",
         "t": ASSIGNMENTS,
         "o": 42,
+        "p": PUBLISHED_MS,
         "id": "evt-a1",
         "u": "visitor-1",
         "x": "exp-live",
@@ -180,6 +187,7 @@ def test_conversion_command() -> None:
         "k": "c",
         "t": CONVERSIONS,
         "o": 42,
+        "p": PUBLISHED_MS,
         "id": "evt-c1",
         "u": "visitor-1",
         "x": "exp-live",
@@ -256,7 +264,13 @@ def test_malformed_json(plan_for: Any, raw: bytes | None) -> None:
 def test_dead_letter_keeps_the_original_message() -> None:
     raw = b'{"visitor_id": "visitor-1", broken'
     plan = plan_a(raw)
-    assert plan.command == {"k": "d", "t": ASSIGNMENTS, "o": 42, "out": plan.command["out"]}
+    assert plan.command == {
+        "k": "d",
+        "t": ASSIGNMENTS,
+        "o": 42,
+        "p": PUBLISHED_MS,
+        "out": plan.command["out"],
+    }
     assert outbox_entry(plan)["message"] == {
         "topic": ASSIGNMENTS,
         "partition": partition_for("visitor-1", PARTITIONS),
@@ -344,7 +358,13 @@ def test_misrouted_message_is_forwarded(plan_for: Any, event: dict[str, Any], to
     raw = orjson.dumps(event)
     plan = plan_for(raw, visitor_id="visitor-2", partition=wrong)
     assert plan.registry_miss is False
-    assert plan.command == {"k": "f", "t": topic, "o": 42, "out": plan.command["out"]}
+    assert plan.command == {
+        "k": "f",
+        "t": topic,
+        "o": 42,
+        "p": PUBLISHED_MS,
+        "out": plan.command["out"],
+    }
     assert outbox_entry(plan) == {
         "kind": "forward",
         "topic": topic,
@@ -412,3 +432,39 @@ def test_partition_for_matches_java(text: str, java: int, partitions: int) -> No
 def test_partition_for_spreads_visitors() -> None:
     partitions = {partition_for(f"visitor-{index}", PARTITIONS) for index in range(500)}
     assert partitions == set(range(PARTITIONS))
+
+
+# event time against publish time
+
+
+@pytest.mark.parametrize("plan", [plan_a, plan_c])
+def test_event_time_a_day_after_publishing_is_dead_lettered(plan: Any) -> None:
+    make = assignment_event if plan is plan_a else conversion_event
+    # published 2024-05-01T10:05Z; one day later is 2024-05-02T10:05Z
+    within = plan(make(timestamp="2024-05-02T10:05:00+00:00"))
+    beyond = plan(make(timestamp="2024-05-02T10:05:00.001+00:00"))
+    assert within.command["k"] in ("a", "c")
+    assert beyond.command["k"] == "d"
+    entry = outbox_entry(beyond)
+    assert entry["reason"] == "timestamp_out_of_range"
+    assert "86400 s" in entry["detail"]
+
+
+def test_future_skew_is_configurable() -> None:
+    value = orjson.dumps(assignment_event(timestamp="2024-05-01T10:06:00+00:00"))
+    source = message(ASSIGNMENTS, value)
+    assert (
+        plan_assignment(source, CATALOG, PARTITIONS, max_future_skew_ms=60_000).command["k"] == "a"
+    )
+    assert (
+        plan_assignment(source, CATALOG, PARTITIONS, max_future_skew_ms=59_999).command["k"] == "d"
+    )
+
+
+def test_publish_time_falls_back_to_event_time_without_a_record_timestamp() -> None:
+    value = orjson.dumps(conversion_event())
+    source = SourceMessage(
+        CONVERSIONS, partition_for("visitor-1", PARTITIONS), 1, b"visitor-1", value
+    )
+    command = plan_conversion(source, CATALOG, PARTITIONS).command
+    assert command["p"] == 1_714_557_600_000  # 2024-05-01T10:00Z, the event's own time

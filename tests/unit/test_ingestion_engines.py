@@ -50,7 +50,7 @@ def test_to_messages_keeps_only_owned_partitions_in_order() -> None:
     assert [(m.topic, m.partition, m.offset) for m in messages] == [
         ("a", 0, 5), ("a", 0, 6), ("c", 0, 2),
     ]  # fmt: skip
-    assert messages[0] == SourceMessage("a", 0, 5, b"k", b"{}")
+    assert messages[0] == SourceMessage("a", 0, 5, b"k", b"{}", timestamp_ms=0)
 
 
 def test_next_offsets_is_one_past_the_highest_per_topic_partition() -> None:

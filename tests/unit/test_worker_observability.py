@@ -113,7 +113,7 @@ async def test_retrying_warns_at_once_then_every_10_s_saying_what_and_since_when
         return "applied"
 
     retries_before = sample("ab_worker_retries_total", service="redis")
-    assert await _retrying(500, attempt) == "applied"
+    assert await _retrying("batch of 500 not applied yet", attempt) == "applied"
 
     waiting = [(at, text) for at, text in timed.seen if text.startswith("waiting for")]
     assert failed_at[-1] - failed_at[0] > 150  # backoff capped at 5 s: minutes of failures

@@ -3,6 +3,7 @@
 A command is a small dict that the script reads by short keys:
   k   kind: "a" assignment, "c" conversion, "d" dead letter, "f" forward
   t   source topic; o offset (the script skips offsets it applied before)
+  p   publish time in ms (the Kafka record timestamp): the hold's clock
   id  event id; u visitor; x experiment; v variant; s visit; ts event time in ms
   c   segment cell; ctx extended context (JSON); g goal; val revenue (text);
   cur currency; at attributes
@@ -45,6 +46,18 @@ class SourceMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
+    """The record's timestamp: publish time (LogAppendTime, the broker's clock) on the
+    topics the worker creates, the producer's clock on CreateTime topics."""
+
+    def published_ms(self, fallback: int = 0) -> int:
+        """The publish time, or `fallback` for a record without one (old message format)."""
+        stamp = self.timestamp_ms
+        return stamp if stamp is not None and stamp >= 0 else fallback
+
+
+DEFAULT_MAX_FUTURE_SKEW_MS = 86_400_000
+"""How far an event's own timestamp may lie after its record's publish time."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,12 @@ class Plan:
     """
 
     command: dict[str, Any]
-    registry_miss: bool = False
+    missed_experiment: str | None = None
+    """The experiment id whose lookup missed (unknown, or without that variant or status)."""
+
+    @property
+    def registry_miss(self) -> bool:
+        return self.missed_experiment is not None
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -78,7 +96,7 @@ def segment_cell(assignment: Assignment) -> str:
     )
 
 
-def _dead(message: SourceMessage, reason: Reason, detail: str, miss: bool = False) -> Plan:
+def _dead(message: SourceMessage, reason: Reason, detail: str, miss: str | None = None) -> Plan:
     entry = {
         "kind": "dead_letter",
         "reason": reason.value,
@@ -91,9 +109,10 @@ def _dead(message: SourceMessage, reason: Reason, detail: str, miss: bool = Fals
         "k": "d",
         "t": message.topic,
         "o": message.offset,
+        "p": message.published_ms(),
         "out": orjson.dumps(entry).decode(),
     }
-    return Plan(command, registry_miss=miss)
+    return Plan(command, missed_experiment=miss)
 
 
 def _schema_detail(error: ValidationError) -> str:
@@ -116,7 +135,13 @@ def _misrouted(message: SourceMessage, visitor_id: str, partitions: int) -> Plan
         "value": b64(message.value),
     }
     return Plan(
-        {"k": "f", "t": message.topic, "o": message.offset, "out": orjson.dumps(entry).decode()}
+        {
+            "k": "f",
+            "t": message.topic,
+            "o": message.offset,
+            "p": message.published_ms(),
+            "out": orjson.dumps(entry).decode(),
+        }
     )
 
 
@@ -127,21 +152,39 @@ def _without_none(command: dict[str, Any]) -> dict[str, Any]:
 EventT = TypeVar("EventT", Assignment, Conversion)
 
 
-def _parse(message: SourceMessage, model: type[EventT], partitions: int) -> EventT | Plan:
+def _parse(
+    message: SourceMessage, model: type[EventT], partitions: int, max_future_skew_ms: int
+) -> EventT | Plan:
     """The validated event, or the plan that disposes of the message instead."""
     try:
         event = model.model_validate_json(message.value or b"")
     except ValidationError as error:
         return _invalid(message, error)
     forward = _misrouted(message, event.visitor_id, partitions)
-    return event if forward is None else forward
+    if forward is not None:
+        return forward
+    if message.timestamp_ms is not None and message.timestamp_ms >= 0:
+        # A producer bug (a clock in the wrong zone, milliseconds taken for seconds):
+        # counted, it would sit in an hour that has not come yet.
+        ahead_ms = epoch_ms(event.timestamp) - message.timestamp_ms
+        if ahead_ms > max_future_skew_ms:
+            return _dead(
+                message,
+                Reason.TIMESTAMP_OUT_OF_RANGE,
+                f"timestamp {event.timestamp.isoformat()} is {ahead_ms / 1000:.0f} s after "
+                f"the record was published (at most {max_future_skew_ms // 1000} s allowed)",
+            )
+    return event
 
 
 def plan_assignment(
-    message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
+    message: SourceMessage,
+    catalog: Mapping[str, ExperimentDefinition],
+    partitions: int,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
 ) -> Plan:
     """The command for a message of the assignments topic."""
-    event = _parse(message, Assignment, partitions)
+    event = _parse(message, Assignment, partitions, max_future_skew_ms)
     if isinstance(event, Plan):
         return event
     experiment = catalog.get(event.experiment_id)
@@ -150,21 +193,21 @@ def plan_assignment(
             message,
             Reason.UNKNOWN_EXPERIMENT,
             f"experiment {event.experiment_id!r} is not defined",
-            miss=True,
+            miss=event.experiment_id,
         )
     if experiment.variant(event.variant_id) is None:
         return _dead(
             message,
             Reason.UNKNOWN_VARIANT,
             f"experiment {experiment.id!r} has no variant {event.variant_id!r}",
-            miss=True,
+            miss=event.experiment_id,
         )
     if not experiment.accepts_assignments:
         return _dead(
             message,
             Reason.EXPERIMENT_NOT_LIVE,
             f"experiment {experiment.id!r} is {experiment.status.value}: it takes no new assignments",
-            miss=True,
+            miss=event.experiment_id,
         )
     extended = event.context.model_dump(
         mode="json", include=set(EXTENDED_CONTEXT), exclude_none=True
@@ -175,6 +218,7 @@ def plan_assignment(
                 "k": "a",
                 "t": message.topic,
                 "o": message.offset,
+                "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
                 "id": event.event_id,
                 "u": event.visitor_id,
                 "x": event.experiment_id,
@@ -189,10 +233,13 @@ def plan_assignment(
 
 
 def plan_conversion(
-    message: SourceMessage, catalog: Mapping[str, ExperimentDefinition], partitions: int
+    message: SourceMessage,
+    catalog: Mapping[str, ExperimentDefinition],
+    partitions: int,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
 ) -> Plan:
     """The command for a message of the conversions topic."""
-    event = _parse(message, Conversion, partitions)
+    event = _parse(message, Conversion, partitions, max_future_skew_ms)
     if isinstance(event, Plan):
         return event
     if event.experiment_id is not None:
@@ -202,14 +249,14 @@ def plan_conversion(
                 message,
                 Reason.UNKNOWN_EXPERIMENT,
                 f"experiment {event.experiment_id!r} is not defined",
-                miss=True,
+                miss=event.experiment_id,
             )
         if not experiment.accepts_conversions:
             return _dead(
                 message,
                 Reason.EXPERIMENT_NOT_LIVE,
                 f"experiment {experiment.id!r} is {experiment.status.value}: it counts no conversions",
-                miss=True,
+                miss=event.experiment_id,
             )
     held = source_message(
         message.topic, message.partition, message.offset, message.key, message.value
@@ -221,6 +268,7 @@ def plan_conversion(
                 "k": "c",
                 "t": message.topic,
                 "o": message.offset,
+                "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
                 "id": event.event_id,
                 "u": event.visitor_id,
                 "x": event.experiment_id,

@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from worker.config import Settings
 from worker.ingestion.commands import SourceMessage
 from worker.ingestion.pipeline import PreparedBatch
+from worker.ingestion.positions import ROLLBACK_CHECK_SECONDS, Rewind
 from worker.ingestion.runtime import (
     PROGRESS_INTERVAL_SECONDS,
     Runtime,
@@ -75,6 +76,7 @@ def to_messages(
             offset=record.offset,
             key=record.key,
             value=record.value,
+            timestamp_ms=record.timestamp,
         )
         for tp, records in batches.items()
         if tp in owned
@@ -108,6 +110,9 @@ class ConsumerLoop:
         self._committing: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
+        # Seeks owed after Redis was found behind this consumer (a roll-back).
+        self._rewinds: list[Rewind] = []
+        self._rollbacks_checked = 0.0
         self.batches = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -140,10 +145,16 @@ class ConsumerLoop:
                 messages = to_messages(batches, consumer.assignment())
                 if not messages:
                     await self.settle(commit=True)
+                    await self._look_for_rollbacks()
+                    self._seek_back([])
                     continue
                 # Planned while the previous batch is still in Redis.
                 prepared = await pipeline.prepare(messages)
                 await self.settle(commit=False)
+                if self._rewinds:
+                    # Planned past a hole Redis lost: read it again from the hole on.
+                    self._seek_back(pipeline.set_aside(prepared))
+                    continue
                 self._in_flight = asyncio.create_task(
                     self._apply(prepared, next_offsets(messages)), name="apply-batch"
                 )
@@ -181,12 +192,42 @@ class ConsumerLoop:
                 await committing
             await self._commit()
 
+    async def _look_for_rollbacks(self) -> None:
+        """While idle, at most every ROLLBACK_CHECK_SECONDS: has Redis lost what was applied?"""
+        pipeline = self._runtime.pipeline
+        assert pipeline is not None
+        now = asyncio.get_running_loop().time()
+        if now - self._rollbacks_checked < ROLLBACK_CHECK_SECONDS:
+            return
+        self._rollbacks_checked = now
+        self._rewinds.extend(await pipeline.find_rollbacks())
+
+    def _seek_back(self, set_aside: list[Rewind]) -> None:
+        """Seek to what must be read again: a batch set aside, then rolled-back partitions."""
+        if not self._rewinds and not set_aside:
+            return
+        consumer = self._consumer
+        pipeline = self._runtime.pipeline
+        assert consumer is not None and pipeline is not None
+        owned = consumer.assignment()
+        rewinds = [*set_aside, *self._rewinds]  # a roll-back's seek is made last, so it wins
+        self._rewinds = []
+        for rewind in rewinds:
+            tp = TopicPartition(rewind.topic, rewind.partition)
+            if tp in owned:
+                consumer.seek(tp, rewind.offset)
+        pipeline.positions.reposition(rewinds)
+
     async def _apply(self, batch: PreparedBatch, offsets: dict[TopicPartition, int]) -> None:
         pipeline = self._runtime.pipeline
         assert pipeline is not None
         # Retries transient failures itself; anything else ends the process.
-        await pipeline.apply(batch)
+        rewinds = await pipeline.apply(batch)
         self.batches += 1
+        for rewind in rewinds:
+            # Not applied: nothing of that partition is committed from this batch.
+            offsets.pop(TopicPartition(rewind.topic, rewind.partition), None)
+        self._rewinds.extend(rewinds)
         for tp, offset in offsets.items():
             self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, 0))
         # Commit after each applied batch, without waiting for it; while a commit is
@@ -224,7 +265,44 @@ class ConsumerLoop:
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Wait for the batch in flight, then commit before the partitions move on."""
         await self.settle(commit=True)
+        pipeline = self._runtime.pipeline
+        assert pipeline is not None
+        pipeline.positions.forget((tp.topic, tp.partition) for tp in revoked)
         log.info("partitions revoked: %s", _describe(revoked))
+
+    async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Position each partition after what Redis applied (DESIGN.md section 4).
+
+        Redis, not the committed offset, is the truth of what was applied: after a
+        roll-back (a restored snapshot, a promoted replica, a power cut) it is behind,
+        and the lost range is read again. The committed offset is used only where
+        Redis has no offset for the partition.
+        """
+        consumer = self._consumer
+        pipeline = self._runtime.pipeline
+        assert consumer is not None and pipeline is not None
+        partitions = sorted(assigned)
+        # Seeks owed by partitions this consumer had are superseded by these.
+        self._rewinds = []
+        applied = await pipeline.applied_offsets(partitions)
+        for tp in partitions:
+            offset = applied.get(tp)
+            pipeline.positions.sought(tp.topic, tp.partition, offset)
+            if offset is None:
+                continue
+            committed = await consumer.committed(tp)
+            if committed is not None and committed > offset + 1:
+                log.warning(
+                    "Redis rolled back: %s[%d] holds offset %d but offset %d was committed; "
+                    "reading the %d lost offsets again",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    committed - 1,
+                    committed - 1 - offset,
+                )
+            consumer.seek(tp, offset + 1)
+        log.info("partitions assigned: %s", _describe(partitions))
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -235,9 +313,7 @@ class _Listener(ConsumerRebalanceListener):
         await self._loop.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        # Positions come from the committed offsets (or the earliest); Redis skips
-        # whatever of that range was applied already.
-        log.info("partitions assigned: %s", _describe(assigned))
+        await self._loop.on_assigned(assigned)
 
 
 def _describe(partitions: Iterable[TopicPartition]) -> str:

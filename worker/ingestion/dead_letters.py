@@ -19,6 +19,7 @@ class Reason(StrEnum):
     UNKNOWN_VARIANT = "unknown_variant"
     EXPERIMENT_NOT_LIVE = "experiment_not_live"
     NO_ASSIGNMENT = "no_assignment"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_DEFINITION = "invalid_definition"
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -26,8 +28,10 @@ from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion import metrics, outage, outbox
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
+from worker.ingestion.positions import BatchSpan, ReadPositions, Rewind, roll_back, set_aside
 from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
+from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,10 @@ TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Ka
 T = TypeVar("T")
 Planner = Callable[[SourceMessage, dict[str, ExperimentDefinition], int], Plan]
 
+REGISTRY_SYNC_SECONDS = 5.0
+"""How long an experiment id that was not found stays looked up: events naming it in
+that time are dead-lettered without waiting for another registry sync."""
+
 
 @dataclass(frozen=True)
 class PreparedBatch:
@@ -43,17 +51,16 @@ class PreparedBatch:
 
     size: int
     by_partition: dict[int, list[dict[str, Any]]]
+    span: BatchSpan
 
 
-async def _retrying(size: int, attempt: Callable[[], Awaitable[T]]) -> T:
+async def _retrying(waiting: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Run `attempt` until it succeeds, backing off (capped) after transient failures.
 
     While Redis or Kafka is unreachable, a warning names it and says since when, at
     once and then every 10 s (worker/ingestion/outage.py); each retry is counted.
     """
-    return await outage.retry_transient(
-        lambda: metrics.timed(attempt), TRANSIENT, f"batch of {size} not applied yet"
-    )
+    return await outage.retry_transient(lambda: metrics.timed(attempt), TRANSIENT, waiting)
 
 
 class Pipeline:
@@ -78,50 +85,132 @@ class Pipeline:
                 prefix=settings.key_prefix,
                 dedup_window_seconds=settings.dedup_window_days * 86400,
                 conversion_hold_ms=settings.conversion_hold_seconds * 1000,
+                assignments_topic=settings.topic_assignments,
             ),
         )
+        skew_ms = settings.max_future_skew_seconds * 1000
         self._planners: dict[str, Planner] = {
-            settings.topic_assignments: plan_assignment,
-            settings.topic_conversions: plan_conversion,
+            settings.topic_assignments: partial(plan_assignment, max_future_skew_ms=skew_ms),
+            settings.topic_conversions: partial(plan_conversion, max_future_skew_ms=skew_ms),
         }
+        # experiment id -> when the registry was last synced because of it
+        self._synced_for: dict[str, float] = {}
+        self.positions = ReadPositions()
         self.totals: Counter[str] = Counter()
 
-    async def process(self, messages: Sequence[SourceMessage]) -> None:
+    async def process(self, messages: Sequence[SourceMessage]) -> list[Rewind]:
         """Plan and apply a batch, retrying transient failures until it lands."""
-        await self.apply(await self.prepare(messages))
+        return await self.apply(await self.prepare(messages))
 
     async def prepare(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
         """Plan a batch (CPU only, unless a definition must be fetched first).
 
         An engine may prepare the next batch while the previous one is being applied:
         planning reads only the experiment definitions, never what `apply` writes.
+        Each batch of a partition's records must be prepared in consumption order.
         """
-        return await _retrying(len(messages), lambda: self._prepare_once(messages))
+        by_partition = await _retrying(
+            f"batch of {len(messages)} not planned yet", lambda: self._prepare_once(messages)
+        )
+        return PreparedBatch(len(messages), by_partition, self.positions.span(messages))
 
-    async def apply(self, batch: PreparedBatch) -> None:
+    async def apply(self, batch: PreparedBatch) -> list[Rewind]:
         """Apply a planned batch, retrying transient failures with capped backoff.
 
-        Batches must be applied one after another, in consumption order.
+        Batches must be applied one after another, in consumption order. Returns the
+        seeks the engine must make before reading on: empty unless Redis was found
+        behind this consumer's position in some partition (a roll-back), in which case
+        none of that partition's records were applied and they are to be read again.
         """
-        await _retrying(batch.size, lambda: self._apply_once(batch))
+        return await _retrying(
+            f"batch of {batch.size} not applied yet", lambda: self._apply_once(batch)
+        )
 
-    async def _prepare_once(self, messages: Sequence[SourceMessage]) -> PreparedBatch:
-        # Planning is pure CPU (JSON, pydantic, murmur2). On a worker thread it leaves
-        # the event loop free, so a batch already handed to `apply` sends its script
-        # call and Redis runs it while this one is planned (the GIL is released while
-        # the loop waits on its sockets). It reads only the experiment definitions,
-        # whose dict the loop replaces entry by entry.
+    async def applied_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """What Redis applied last per (topic, partition), waiting out a Redis outage."""
+        return await _retrying(
+            "applied offsets not read yet",
+            lambda: read_partition_offsets(self._redis, self._settings.key_prefix, partitions),
+        )
+
+    async def find_rollbacks(self) -> list[Rewind]:
+        """Seeks for the partitions whose Redis offsets fell behind what was applied.
+
+        The sink finds a roll-back when the next batch of a partition arrives; this
+        finds it in partitions that receive nothing (an engine calls it when idle).
+        """
+        known = self.positions.known_applied()
+        stored = await self.applied_offsets(sorted(known))
+        rewinds = []
+        for (topic, partition), applied in sorted(known.items()):
+            offset = stored.get((topic, partition))
+            if offset is not None and offset < applied:
+                rewinds.append(Rewind(topic, partition, offset + 1, offset, applied - offset))
+                log.warning(
+                    "Redis rolled back: %s[%d] holds offset %d, %d behind what was applied; "
+                    "reading again from offset %d",
+                    topic,
+                    partition,
+                    offset,
+                    applied - offset,
+                    offset + 1,
+                )
+        return rewinds
+
+    @staticmethod
+    def set_aside(batch: PreparedBatch) -> list[Rewind]:
+        """A prepared batch that will not be applied: the seeks that read it again.
+
+        The engine makes them, then hands them to `positions.reposition`.
+        """
+        return set_aside(batch.span)
+
+    def _sync_due(self, missed: set[str]) -> bool:
+        """Whether an id not found was not looked up lately (and mark them all looked up).
+
+        A sync waits for the registry's consumer to reach the definitions topic's end;
+        traffic naming an experiment that does not exist would otherwise pay that wait
+        in every batch.
+        """
+        now = time.monotonic()
+        due = any(
+            now - self._synced_for.get(name, -REGISTRY_SYNC_SECONDS) >= REGISTRY_SYNC_SECONDS
+            for name in missed
+        )
+        if due:
+            if len(self._synced_for) > 10_000:
+                self._synced_for = {
+                    name: at
+                    for name, at in self._synced_for.items()
+                    if now - at < REGISTRY_SYNC_SECONDS
+                }
+            self._synced_for.update(dict.fromkeys(missed, now))
+        return due
+
+    async def _prepare_once(
+        self, messages: Sequence[SourceMessage]
+    ) -> dict[int, list[dict[str, Any]]]:
         plans = self._plan(messages)
-        if any(plan.registry_miss for plan in plans):
-            # The definition may have been published a moment ago: catch up, plan again.
+        missed = {plan.missed_experiment for plan in plans if plan.missed_experiment is not None}
+        if missed and self._sync_due(missed):
+            # The definition may have been published a moment ago: catch up once, plan
+            # again the messages that missed.
             await self._registry.sync()
-            plans = self._plan(messages)
+            catalog = self._registry.definitions
+            plans = [
+                self._planners[message.topic](message, catalog, self._partitions)
+                if plan.registry_miss
+                else plan
+                for message, plan in zip(messages, plans, strict=True)
+            ]
         by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for message, plan in zip(messages, plans, strict=True):
             by_partition[message.partition].append(plan.command)
-        return PreparedBatch(len(messages), dict(by_partition))
+        return dict(by_partition)
 
-    async def _apply_once(self, batch: PreparedBatch) -> None:
+    async def _apply_once(self, batch: PreparedBatch) -> list[Rewind]:
         by_partition = batch.by_partition
         frozen = self._registry.frozen()
         # Keys of different partitions are independent, so their script calls run
@@ -129,18 +218,34 @@ class Pipeline:
         # encoding here. Every call is awaited before the batch counts as applied.
         outcomes = await asyncio.gather(
             *(
-                self._apply_partition(partition, commands, frozen)
+                self._apply_partition(partition, commands, frozen, batch.span.expected(partition))
                 for partition, commands in by_partition.items()
             ),
             return_exceptions=True,
         )
         raise_first_failure(outcomes)
         batch_totals: Counter[str] = Counter()
-        for outcome in outcomes:
+        rewinds: list[Rewind] = []
+        for partition, outcome in zip(by_partition, outcomes, strict=True):
             assert isinstance(outcome, dict)
+            if "rollback" in outcome:
+                rewinds.extend(roll_back(batch.span, partition, outcome["rollback"]))
+                continue
             batch_totals.update(
                 {name: value for name, value in outcome.items() if name != "outbox"}
             )
+        self.positions.applied(batch.span, {rewind.partition for rewind in rewinds})
+        for rewind in rewinds:
+            if rewind.lost:
+                log.warning(
+                    "Redis rolled back: %s[%d] holds offset %d, %d behind what was applied; "
+                    "reading again from offset %d",
+                    rewind.topic,
+                    rewind.partition,
+                    rewind.offset - 1,
+                    rewind.lost,
+                    rewind.offset,
+                )
         self.totals.update(batch_totals)
         metrics.observe_batch(by_partition, outcomes, metrics.attempt_seconds())
         notable = {
@@ -152,12 +257,17 @@ class Pipeline:
                 batch.size,
                 ", ".join(f"{k}={v}" for k, v in sorted(notable.items())),
             )
+        return rewinds
 
     async def _apply_partition(
-        self, partition: int, commands: list[dict[str, Any]], frozen: list[str]
-    ) -> dict[str, int]:
-        result = await self._sink.apply(partition, commands, frozen)
-        if result["outbox"]:
+        self,
+        partition: int,
+        commands: list[dict[str, Any]],
+        frozen: list[str],
+        expected: dict[str, int],
+    ) -> dict[str, Any]:
+        result = await self._sink.apply(partition, commands, frozen, expected)
+        if result.get("outbox"):
             await outbox.flush(
                 self._redis,
                 self._producer,
@@ -172,6 +282,19 @@ class Pipeline:
             self._planners[message.topic](message, catalog, self._partitions)
             for message in messages
         ]
+
+
+async def read_applied_offsets_when_up(
+    settings: Settings, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """What Redis applied last per (topic, partition), on a connection of its own,
+    waiting out a Redis outage (for an engine that positions before the runtime is up)."""
+
+    async def attempt() -> dict[tuple[str, int], int]:
+        async with Redis.from_url(settings.redis_url) as redis:
+            return await read_partition_offsets(redis, settings.key_prefix, partitions)
+
+    return await _retrying("applied offsets not read yet", attempt)
 
 
 def raise_first_failure(outcomes: Sequence[object]) -> None:

@@ -16,9 +16,16 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     """Every topic with its partitions and cleanup policy."""
     replication = settings.replication_factor
     compacted = {"cleanup.policy": "compact"}
+    # The conversion hold runs in publish time: LogAppendTime makes a record's timestamp
+    # the broker's clock, the same for every producer (README, "hold").
+    stamped = {"message.timestamp.type": settings.input_timestamp_type}
     return [
-        NewTopic(settings.topic_assignments, settings.partitions, replication),
-        NewTopic(settings.topic_conversions, settings.partitions, replication),
+        NewTopic(
+            settings.topic_assignments, settings.partitions, replication, topic_configs=stamped
+        ),
+        NewTopic(
+            settings.topic_conversions, settings.partitions, replication, topic_configs=stamped
+        ),
         # One partition: definitions are few, and one ordered log keeps every
         # worker's view of them in the same order.
         NewTopic(settings.topic_experiments, 1, replication, topic_configs=compacted),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from redis.asyncio import Redis
 
 from worker.store import keys
@@ -24,3 +26,19 @@ async def read_applied_offsets(redis: Redis, prefix: str) -> dict[str, dict[str,
         for topic, offset in offsets.items():
             applied.setdefault(topic.decode(), {})[str(partition)] = int(offset)
     return applied
+
+
+async def read_partition_offsets(
+    redis: Redis, prefix: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset Redis applied last, for those that have one."""
+    wanted = list(partitions)
+    async with redis.pipeline(transaction=False) as pipe:
+        for topic, partition in wanted:
+            pipe.hget(keys.offsets_key(prefix, partition), topic)
+        replies = await pipe.execute()
+    return {
+        (topic, partition): int(reply)
+        for (topic, partition), reply in zip(wanted, replies, strict=True)
+        if reply is not None
+    }

@@ -6,12 +6,19 @@
 -- ARGV[2]  JSON array of commands in offset order (see worker/ingestion/commands.py)
 -- ARGV[3]  JSON array of completed (frozen) experiment ids
 -- ARGV[4]  de-duplication window in seconds
--- ARGV[5]  hold time of unattributed conversions in milliseconds (event time)
+-- ARGV[5]  hold time of unattributed conversions in milliseconds (publish time)
 -- ARGV[6]  now, unix seconds
+-- ARGV[7]  JSON object topic -> the offset the consumer last applied (or was positioned
+--          after) in this partition; topics it does not know are left out
+-- ARGV[8]  the assignments topic: its records' publish times drive the hold clock
 --
 -- A command whose offset is not above the stored offset of its topic was applied
--- before (a replay after a crash or a rebalance) and changes nothing. The script
--- validates nothing that could raise half-way: Python validated every command.
+-- before (a replay after a crash or a rebalance) and changes nothing. A stored offset
+-- BELOW what the consumer expects means Redis lost writes (restored from a snapshot, a
+-- promoted replica, a power cut): the script then writes nothing and returns
+-- {"rollback": {topic: stored offset}}, so that the consumer re-reads from there
+-- instead of applying past the hole. The script validates nothing that could raise
+-- half-way: Python validated every command.
 
 local base = ARGV[1]
 local commands = cjson.decode(ARGV[2])
@@ -20,8 +27,20 @@ for _, experiment in ipairs(cjson.decode(ARGV[3])) do frozen[experiment] = true 
 local dedup_seconds = tonumber(ARGV[4])
 local hold_ms = tonumber(ARGV[5])
 local now_seconds = tonumber(ARGV[6])
+local expected = cjson.decode(ARGV[7])
+local assignments_topic = ARGV[8]
 
 local offsets_key = KEYS[1]
+
+local behind = nil
+for topic, offset in pairs(expected) do
+  local stored = redis.call('HGET', offsets_key, topic)
+  if stored and tonumber(stored) < offset then
+    behind = behind or {}
+    behind[topic] = tonumber(stored)
+  end
+end
+if behind then return cjson.encode({rollback = behind}) end
 local outbox_key = base .. ':outbox'
 local hold_key = base .. ':hold'
 local held_raw_key = base .. ':heldraw'
@@ -74,7 +93,11 @@ local function is_duplicate(event_id, ts)
   return false
 end
 
-local watermark = tonumber(redis.call('GET', base .. ':wm') or '0')
+-- The hold clock (DESIGN.md section 3): the newest publish time (Kafka record
+-- timestamp, ms) of the records read so far in this partition of the assignments
+-- topic. It depends only on how far that partition has been read, never on how far
+-- the conversions topic is ahead or behind, so a replay decides as the first run did.
+local clock = tonumber(redis.call('GET', base .. ':wm') or '0')
 
 -- Per-visitor state, the hash "{base}:v:{visitor}" (read by worker/store/visitor_reader.py).
 -- Every field is short so that the hash stays listpack-encoded (Redis' defaults: up to
@@ -84,7 +107,9 @@ local watermark = tonumber(redis.call('GET', base .. ':wm') or '0')
 --   kx                 experiments entered, in entry order, "a,b"
 --   kg                 goals with events, in first-event order, and how many events of
 --                      each were appended, "goal:n,..."
---   eX                 entry, "variant|entry_ms|cell_id" (cell ids: see cells_key)
+--   eX                 entry, "variant|entry_ms|cell_id|clock" (cell ids: see
+--                      cells_key; clock: the hold clock when the entry was applied,
+--                      which decides whether it came within a conversion's hold)
 --   xX                 extended context JSON of the entry
 --   mX                 the first other variant seen (a multiple exposure)
 --   vX:{visit}         hour of the visit's first exposure
@@ -94,13 +119,19 @@ local watermark = tonumber(redis.call('GET', base .. ':wm') or '0')
 --   sX:G               counted events, revenue and orders, "count|revenue|orders"
 --   cX:G:{visit}       this visit has a counted event
 
--- entry: "variant|entry_ms|cell_id" -> variant, entry_ms, hour, cell_id
+-- entry: "variant|entry_ms|cell_id|clock" -> variant, entry_ms, hour, cell_id, clock
+-- (entries written before the clock was kept have none: 0, within every hold)
 local function parse_entry(text)
   local bar1 = string.find(text, '|', 1, true)
   local bar2 = string.find(text, '|', bar1 + 1, true)
+  local bar3 = string.find(text, '|', bar2 + 1, true)
   local entry_ms = tonumber(string.sub(text, bar1 + 1, bar2 - 1))
-  return string.sub(text, 1, bar1 - 1), entry_ms, math.floor(entry_ms / 3600000),
-         string.sub(text, bar2 + 1)
+  local cell, entry_clock = string.sub(text, bar2 + 1), 0
+  if bar3 then
+    cell, entry_clock = string.sub(text, bar2 + 1, bar3 - 1), tonumber(string.sub(text, bar3 + 1))
+  end
+  return string.sub(text, 1, bar1 - 1), entry_ms, math.floor(entry_ms / 3600000), cell,
+         entry_clock
 end
 
 -- Counters (DESIGN.md section 4): one hash per experiment and entry/visit hour,
@@ -237,6 +268,28 @@ local function position(list, item)
   return nil
 end
 
+-- Whether the visitor has an entry that keeps a conversion with this hold deadline:
+-- one applied before the hold clock passed the deadline, into the experiment the
+-- conversion names (any, when it names none).
+local function has_entry_within(visitor_key, experiment, deadline)
+  for xn, entered in ipairs(entered_experiments(visitor_key)) do
+    if experiment == nil or experiment == entered then
+      local _, _, _, _, entry_clock = parse_entry(redis.call('HGET', visitor_key, 'e' .. xn))
+      if entry_clock <= deadline then return true end
+    end
+  end
+  return false
+end
+
+local function dead_letter_unassigned(held_text)
+  redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
+    reason = 'no_assignment',
+    detail = 'no assignment of this visitor to an experiment was published within the hold time',
+    message = cjson.decode(held_text)}))
+  stats.dead_lettered = stats.dead_lettered + 1
+  stats.conversions_expired = stats.conversions_expired + 1
+end
+
 -- kg as a list of {goal, events appended}.
 local function goal_counts(visitor_key)
   local goals = {}
@@ -271,7 +324,7 @@ end
 -- same variant records no multiple exposure (and another one only the first time,
 -- HSETNX) and the same visit exists already (HSETNX). A resend with another timestamp
 -- changes nothing either: the entry keeps the first arrival's time and the visit its
--- first hour. Only the watermark may move, as it would for the original.
+-- first hour. Only the hold clock may move, as it did for the original.
 local function apply_assignment(c)
   local visitor_key = base .. ':v:' .. c.u
   local experiment = c.x
@@ -283,21 +336,26 @@ local function apply_assignment(c)
     entered[xn] = experiment
     redis.call('HSET', visitor_key, 'kx', table.concat(entered, ','))
     local variant, cell = c.v, cell_id(c.c)
-    local entry_text = variant .. '|' .. num(c.ts) .. '|' .. cell
+    local entry_text = variant .. '|' .. num(c.ts) .. '|' .. cell .. '|' .. num(clock)
     redis.call('HSET', visitor_key, 'e' .. xn, entry_text)
     if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x' .. xn, c.ctx) end
     redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
     add_counts(experiment, hour, variant, cell, nil, {n = 1})
     record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour)
     -- Goal events that arrived before this assignment but happened after the entry.
+    -- Holds past their deadline were dead-lettered before this entry was made
+    -- (advance_clock), so every held record this entry can keep is still within it.
     for gn, entry in ipairs(goal_counts(visitor_key)) do
       for n = 1, entry[2] do
         local field = 'k' .. gn .. ':' .. n
         local record_text = redis.call('HGET', visitor_key, field)
         local record = record_text and cjson.decode(record_text)
-        if record and counts_for(experiment, entry_text, record) then
-          count_conversion(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
-          if record.h then
+        if record then
+          if counts_for(experiment, entry_text, record) then
+            count_conversion(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
+          end
+          -- Kept by this entry even when it happened before it (counted nowhere then).
+          if record.h and (record.x == nil or record.x == experiment) then
             release_hold(c.u, record)
             redis.call('HSET', visitor_key, field, cjson.encode(record))
           end
@@ -313,9 +371,33 @@ local function apply_assignment(c)
   end
 end
 
+-- The smallest hold deadline, read when first needed (false until then).
+local next_deadline = false
+
+-- A conversion is kept when the visitor has an entry it can count for, now or once
+-- its assignment is read; it is dead-lettered when no such entry was applied before
+-- the hold clock passed its deadline (publish time + hold). Deciding by the entry's
+-- clock rather than by arrival makes the outcome the same whichever topic is read
+-- ahead: an assignment read later than the deadline never keeps it.
 local function apply_conversion(c)
   local visitor_key = base .. ':v:' .. c.u
+  local deadline = c.p + hold_ms
   local record = {t = c.ts, i = c.id, v = c.val, c = c.cur, x = c.x, s = c.s, a = c.at}
+  if not has_entry_within(visitor_key, c.x, deadline) then
+    if clock > deadline then
+      -- The assignments partition was read past the deadline before this conversion.
+      dead_letter_unassigned(c.held)
+      return
+    end
+    -- Held: the visitor's assignment may still be read; until then it counts nowhere.
+    record.h = 1
+    redis.call('ZADD', hold_key, deadline, c.u .. '|' .. c.id)
+    redis.call('HSET', held_raw_key, c.id, c.held)
+    if next_deadline ~= false and deadline < next_deadline then next_deadline = deadline end
+    stats.conversions_held = stats.conversions_held + 1
+  else
+    record.i = nil
+  end
   local goals = goal_counts(visitor_key)
   local gn = nil
   for index, entry in ipairs(goals) do
@@ -325,33 +407,23 @@ local function apply_conversion(c)
     gn = #goals + 1
     goals[gn] = {c.g, 0}
   end
-  local attributed = 0
   for xn, experiment in ipairs(entered_experiments(visitor_key)) do
     local entry_text = redis.call('HGET', visitor_key, 'e' .. xn)
     if counts_for(experiment, entry_text, record) then
       count_conversion(visitor_key, xn, experiment, entry_text, gn, c.g, record)
-      attributed = attributed + 1
     end
-  end
-  if attributed == 0 then
-    -- Held: an assignment may still arrive; after the hold time it is dead-lettered.
-    record.h = 1
-    redis.call('ZADD', hold_key, c.ts, c.u .. '|' .. c.id)
-    redis.call('HSET', held_raw_key, c.id, c.held)
-    stats.conversions_held = stats.conversions_held + 1
-  else
-    record.i = nil
   end
   append_goal_event(visitor_key, goals, gn, record)
 end
 
--- Conversions held past the hold time are dead-lettered when the visitor never entered
--- an experiment they could count for. The clock is the newest assignment event time
--- of this partition: an assignment published in time order has arrived by then.
+-- Dead-letters the held conversions whose deadline the clock has passed. Every record
+-- still held has no entry that keeps it (an entry releases what it keeps), but an
+-- entry is checked again all the same.
 local function expire_holds()
-  local expired = redis.call('ZRANGEBYSCORE', hold_key, '-inf', num(watermark - hold_ms),
-    'LIMIT', 0, 1000)
-  for _, member in ipairs(expired) do
+  local expired = redis.call('ZRANGEBYSCORE', hold_key, '-inf', '(' .. num(clock),
+    'WITHSCORES')
+  for index = 1, #expired, 2 do
+    local member, deadline = expired[index], tonumber(expired[index + 1])
     local bar = string.find(member, '|', 1, true)
     local visitor, event_id = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
     local visitor_key = base .. ':v:' .. visitor
@@ -369,22 +441,10 @@ local function expire_holds()
           end
         end
       end
-      local entered = entered_experiments(visitor_key)
-      local orphan = #entered == 0
-      if not orphan and target and target.x ~= nil then
-        orphan = position(entered, target.x) == nil
-      end
-      if orphan then
-        redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
-          reason = 'no_assignment',
-          detail = 'no assignment of this visitor to an experiment arrived within the hold time',
-          message = held_record}))
-        stats.dead_lettered = stats.dead_lettered + 1
-        stats.conversions_expired = stats.conversions_expired + 1
+      if not has_entry_within(visitor_key, target and target.x, deadline) then
+        dead_letter_unassigned(held)
         if target_field then redis.call('HDEL', visitor_key, target_field) end
       elseif target then
-        -- The visitor entered only after converting: a conversion before entry, kept
-        -- in the visitor's state and counted nowhere, which is not an error.
         target.h = nil
         target.i = nil
         redis.call('HSET', visitor_key, target_field, cjson.encode(target))
@@ -395,15 +455,32 @@ local function expire_holds()
   end
 end
 
+-- Moves the hold clock to a record of the assignments topic published at `published`,
+-- first dead-lettering what it passes: before the record is applied, so an assignment
+-- published after a conversion's deadline never keeps it.
+local function advance_clock(published)
+  if published <= clock then return end
+  clock = published
+  if next_deadline == false then
+    local first = redis.call('ZRANGE', hold_key, 0, 0, 'WITHSCORES')
+    next_deadline = first[2] and tonumber(first[2]) or math.huge
+  end
+  if clock > next_deadline then
+    expire_holds()
+    local first = redis.call('ZRANGE', hold_key, 0, 0, 'WITHSCORES')
+    next_deadline = first[2] and tonumber(first[2]) or math.huge
+  end
+end
+
 for _, c in ipairs(commands) do
   if c.o <= applied_offset(c.t) then
     stats.replayed = stats.replayed + 1
   else
     applied_offsets[c.t] = c.o
+    -- Every record of the assignments topic moves the clock, counted or not: the
+    -- clock is how far that partition has been read.
+    if c.t == assignments_topic then advance_clock(c.p) end
     if c.k == 'a' or c.k == 'c' then
-      -- Only assignments move the hold clock: whether the conversions topic is read
-      -- ahead of the assignments topic must not decide what expires.
-      if c.k == 'a' and c.ts > watermark then watermark = c.ts end
       -- Assignments are not de-duplicated: applying one again changes nothing (see
       -- apply_assignment), and their ids would take as much memory as the rest of the
       -- de-duplication sets. Conversions add to counts, so theirs are remembered.
@@ -432,8 +509,7 @@ end
 for key, expire_at in pairs(dedup_expiry) do
   redis.call('EXPIREAT', key, expire_at)
 end
-redis.call('SET', base .. ':wm', num(watermark))
-expire_holds()
+redis.call('SET', base .. ':wm', num(clock))
 write_counters()
 
 for name, value in pairs(stats) do

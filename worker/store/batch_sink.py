@@ -20,6 +20,7 @@ class SinkSettings:
     prefix: str
     dedup_window_seconds: int
     conversion_hold_ms: int
+    assignments_topic: str
 
 
 class BatchSink:
@@ -31,9 +32,18 @@ class BatchSink:
         self._script = redis.register_script(SCRIPT)
 
     async def apply(
-        self, partition: int, commands: list[dict[str, Any]], frozen: list[str]
-    ) -> dict[str, int]:
-        """Run the script for one partition; returns its counts (applied, duplicates, ...)."""
+        self,
+        partition: int,
+        commands: list[dict[str, Any]],
+        frozen: list[str],
+        expected: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Run the script for one partition; returns its counts (applied, duplicates, ...).
+
+        `expected` (topic -> offset) is what the caller applied last or was positioned
+        after; a stored offset behind it applies nothing and returns
+        `{"rollback": {topic: stored offset}}` instead.
+        """
         settings = self._settings
         reply = await self._script(
             keys=[keys.offsets_key(settings.prefix, partition)],
@@ -44,7 +54,9 @@ class BatchSink:
                 settings.dedup_window_seconds,
                 settings.conversion_hold_ms,
                 int(time.time()),
+                orjson.dumps(expected or {}),
+                settings.assignments_topic,
             ],
         )
-        result: dict[str, int] = orjson.loads(reply)
+        result: dict[str, Any] = orjson.loads(reply)
         return result

@@ -60,7 +60,12 @@ def partition_stats_key(prefix: str, partition: int) -> str:
 
 
 def hold_key(prefix: str, partition: int) -> str:
-    """Sorted set of conversions counted for no experiment yet, by event time."""
+    """Sorted set `visitor|event id` of conversions no entry keeps yet, by hold deadline.
+
+    The deadline is the conversion's publish time plus the hold (ms); apply_batch.lua
+    dead-letters a member once its partition's hold clock (`{base}:wm`, the newest
+    publish time read in the assignments topic) has passed it.
+    """
     return f"{partition_base(prefix, partition)}:hold"
 
 

@@ -49,7 +49,8 @@ def parse_visitor(
     if experiment_id.encode() not in entered:
         return None
     number = entered.index(experiment_id.encode()) + 1
-    variant, entry_ms, cell_id = fields[b"e%d" % number].split(b"|", 2)
+    # "variant|entry_ms|cell_id|clock"; entries written before the clock was kept lack it
+    variant, entry_ms, cell_id = fields[b"e%d" % number].split(b"|")[:3]
     state: VisitorState = {
         "visitor_id": visitor_id,
         "variant": variant.decode(),

@@ -1,0 +1,139 @@
+"""Redis restored from an older snapshot: the worker reads the lost range again.
+
+A Redis of this test's own (no AOF, RDB only), so that it can be killed and restored
+without touching the shared one. The worker keeps running throughout, as it would
+through a failover or a restore in production.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.dataset import generate
+from tests.integration.harness import (
+    ENGINES,
+    Namespace,
+    WorkerProcesses,
+    delete_keys,
+    produce,
+    wait_until_applied,
+)
+from tests.integration.services import Endpoints
+from tests.integration.test_ingestion import assert_results_exact
+from worker.services import redis_server
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class SnapshotRedis:
+    """redis-server with RDB snapshots only (SAVE on request), on a free port."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [redis_server.ensure_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--appendonly", "no", "--save", ""],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not redis_server.answers(self.url):
+            assert time.monotonic() < deadline, "the test's redis-server did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def snapshot_redis(tmp_path: Path) -> Iterator[SnapshotRedis]:
+    server = SnapshotRedis(tmp_path, free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize(
+    ("engine", "restarted"),
+    [*((engine, False) for engine in ENGINES), ("aiokafka", True)],
+    ids=[*(f"{engine}-running" for engine in ENGINES), "aiokafka-restarted"],
+)
+async def test_redis_restored_from_an_older_snapshot_is_exact(
+    endpoints: Endpoints,
+    snapshot_redis: SnapshotRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: str,
+    restarted: bool,
+) -> None:
+    """Issue 13.1: RDB saved halfway, more applied and committed, Redis killed and
+    restored from the save. The worker keeps running through it (it finds the roll-back
+    itself), or is restarted after it (it seeks from Redis's offsets on assignment)."""
+    private = Endpoints(endpoints.kafka, snapshot_redis.url, "test's own redis")
+    namespace = Namespace.create(private, f"t{uuid.uuid4().hex[:10]}")
+    settings = namespace.settings
+    data = generate(seed=71, visitors=1500, partitions=settings.partitions)
+    topics = {"assignments": settings.topic_assignments, "conversions": settings.topic_conversions}
+    messages = [(topics[kind], key, value) for kind, key, value in data.messages]
+    stamps = data.publish_times(int(time.time() * 1000))
+    half = len(messages) // 2
+    workers = WorkerProcesses(namespace, tmp_path_factory.mktemp("rollback-worker"), engine)
+    try:
+        await produce(settings, [
+            (settings.topic_experiments, d["id"].encode(), json.dumps(d).encode())
+            for d in data.definitions
+        ])  # fmt: skip
+        await produce(settings, messages[:half], timestamps=stamps[:half])
+        workers.start()
+        async with Redis.from_url(snapshot_redis.url) as redis:
+            await wait_until_applied(settings, redis)
+            await redis.save()
+        saved = snapshot_redis.directory / "snapshot.rdb"
+        shutil.copy(snapshot_redis.directory / "dump.rdb", saved)
+
+        await produce(settings, messages[half:], timestamps=stamps[half:])
+        async with Redis.from_url(snapshot_redis.url) as redis:
+            await wait_until_applied(settings, redis)
+        time.sleep(4)  # both engines have committed the offsets past the snapshot
+
+        if restarted:
+            workers.stop_all()
+        snapshot_redis.kill()
+        shutil.copy(saved, snapshot_redis.directory / "dump.rdb")
+        snapshot_redis.start()
+        if restarted:
+            workers.start()
+        async with Redis.from_url(snapshot_redis.url) as redis:
+            await wait_until_applied(settings, redis, timeout=180)
+        await assert_results_exact(namespace, data)
+        assert "Redis rolled back" in workers.all_logs()
+    finally:
+        workers.stop_all()
+        delete_keys(snapshot_redis.url, settings.key_prefix)
