@@ -46,6 +46,7 @@ from worker.config import DEFAULT_API_WORKERS, Settings  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
 from worker.ingestion.commands import SourceMessage, plan_assignment, plan_conversion  # noqa: E402
 from worker.ingestion.partitioning import partition_for  # noqa: E402
+from worker.results.contract import Snapshot  # noqa: E402
 from worker.results.query import ResultQuery  # noqa: E402
 from worker.results.service import compute_result  # noqa: E402
 from worker.store import keys  # noqa: E402
@@ -257,8 +258,15 @@ async def prepare(redis: Redis, prefix: str, visitors: int) -> str:
         await populate(redis, prefix, visitors)
         print(f"  done in {time.perf_counter() - began:.0f} s", flush=True)
     print("computing the snapshot...", flush=True)
-    snapshot = await compute_result(redis, prefix, DEFINITION, ResultQuery())
-    await save_snapshot(redis, prefix, DEFINITION.id, snapshot)
+    document = await compute_result(redis, prefix, DEFINITION, ResultQuery())
+    snapshot = Snapshot(
+        document=document,
+        applied_offsets={},
+        computed_at=datetime.now(UTC),
+        interval_index=0,
+        computed_by="bench",
+    )
+    await save_snapshot(redis, prefix, DEFINITION.id, snapshot.model_dump(mode="json"))
     key, _ = await create_key(redis, prefix, "bench")
     return key
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from redis.asyncio import Redis
 
 from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
+from worker.results.contract import ResultDocument, Snapshot
 from worker.store import keys
+from worker.store.snapshots import save_snapshot
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,18 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
     finally:
         await consumer.stop()
     return out
+
+
+async def store_as_snapshot(redis: Redis, prefix: str, document: ResultDocument) -> None:
+    """Store ``document`` as the worker stores a result snapshot of it."""
+    snapshot = Snapshot(
+        document=document,
+        applied_offsets={},
+        computed_at=datetime.now(UTC),
+        interval_index=0,
+        computed_by="test",
+    )
+    await save_snapshot(redis, prefix, document.experiment_id, snapshot.model_dump(mode="json"))
 
 
 def delete_keys(redis_url: str, prefix: str) -> None:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.harness import Namespace
+from tests.integration.harness import Namespace, store_as_snapshot
 from tests.integration.services import Endpoints
 from worker.api import mida_routes
 from worker.api.app import create_app
@@ -29,7 +29,7 @@ from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.store import keys
 from worker.store.api_keys import api_keys_key, create_key, revoke_key
-from worker.store.snapshots import save_snapshot, snapshot_key
+from worker.store.snapshots import snapshot_key
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ async def store_snapshot(redis: Redis, namespace: Namespace, visitors: tuple[int
     ]
     stored = definition("shop", "cached")
     document = result_document(stored, {goal.key: QueryTotals(rows) for goal in stored.goals})
-    await save_snapshot(redis, namespace.name, "cached", document)
+    await store_as_snapshot(redis, namespace.name, document)
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
     delete_keys,
+    store_as_snapshot,
     wait_until_applied,
 )
 from tests.integration.services import Endpoints
@@ -52,7 +53,6 @@ from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.store import keys
 from worker.store.api_keys import create_key, revoke_key
-from worker.store.snapshots import save_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -351,9 +351,9 @@ async def test_default_query_is_served_from_the_stored_snapshot(
         VariantTotals("0", visitors=40, conversions=4),
         VariantTotals("1", visitors=60, conversions=9),
     ]
-    snapshot = result_document(definition, {g.key: QueryTotals(rows) for g in definition.goals})
+    document = result_document(definition, {g.key: QueryTotals(rows) for g in definition.goals})
     async with Redis.from_url(api_namespace.settings.redis_url) as redis:
-        await save_snapshot(redis, api_namespace.settings.key_prefix, "exp-draft", snapshot)
+        await store_as_snapshot(redis, api_namespace.settings.key_prefix, document)
     path = f"{BASE}/experiment/exp-draft/result"
     served = await get_json(client, path, api_key, goal_key="signup")
     assert [(v["visitors"], v["conversions"]) for v in served["variants"]] == [(40, 4), (60, 9)]

@@ -237,7 +237,7 @@ async def test_every_visitor_is_counted_and_nothing_is_dead_lettered(
     assert sum(visitors for visitors, _ in everyone.values()) == len(assignments)
     # The counters (default query) and the per-visitor scan (timeframe_days) agree.
     for query in (ResultQuery(), ResultQuery(timeframe_days=3650)):
-        result = await collect(settings, EXPERIMENT, query)
+        result = (await collect(settings, EXPERIMENT, query)).model_dump(mode="json")
         assert got(result["variants"]) == everyone
 
 
@@ -308,12 +308,14 @@ async def test_the_raw_text_is_kept_for_scans_and_breakdowns(
     assignments, conversions = traffic
     settings = browsers_namespace.settings
     netscape = Condition(field="browser_raw", operator="==", value="Netscape Navigator")
-    result = await collect(settings, EXPERIMENT, ResultQuery(segment=((netscape,),)))
+    filtered = await collect(settings, EXPERIMENT, ResultQuery(segment=((netscape,),)))
+    result = filtered.model_dump(mode="json")
     want = expected(assignments, conversions, lambda e: browser_of(e) == "Netscape Navigator")
     assert got(result["variants"]) == want
     assert sum(visitors for visitors, _ in want.values()) > 0
 
-    breakdown = await collect(settings, EXPERIMENT, ResultQuery(breakdown="browser_raw"))
+    by_raw_text = await collect(settings, EXPERIMENT, ResultQuery(breakdown="browser_raw"))
+    breakdown = by_raw_text.model_dump(mode="json")
     labels = {raw_label(event) for event in assignments}
     assert set(breakdown["segments"]) == labels
     assert {"some-new-browser", "Netscape Navigator", "edge_chromium", "other"} <= labels

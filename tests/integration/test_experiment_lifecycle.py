@@ -57,6 +57,12 @@ async def send(namespace: Namespace, messages: list[tuple[str, bytes, bytes]]) -
     await produce(namespace.settings, [(topics[kind], key, value) for kind, key, value in messages])
 
 
+async def variant_rows(namespace: Namespace) -> list[dict[str, Any]]:
+    """The rows `python -m worker results ld-exp --json` prints."""
+    result = await collect(namespace.settings, "ld-exp", ResultQuery())
+    return list(result.model_dump(mode="json")["variants"])
+
+
 def launchdarkly(status: str) -> dict[str, Any]:
     return {
         "key": "ld-exp",
@@ -88,7 +94,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     await send(namespace, [assignment("a1", "u1", "control"), assignment("a2", "u2", "treatment"),
                            assignment("a3", "u3", "treatment"), conversion("c1", "u2")])  # fmt: skip
     await wait_until_applied(namespace.settings, redis)
-    live = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
+    live = await variant_rows(namespace)
     assert [(v["variant_id"], v["visitors"], v["conversions"]) for v in live] == [
         ("control", 1, 0), ("treatment", 2, 1),
     ]  # fmt: skip
@@ -100,7 +106,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     # Inactive: no new enrolments, but enrolled visitors still convert.
     await send(namespace, [assignment("a4", "u4", "control"), conversion("c2", "u3")])
     await wait_until_applied(namespace.settings, redis)
-    inactive = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
+    inactive = await variant_rows(namespace)
     assert [(v["visitors"], v["conversions"]) for v in inactive] == [(1, 0), (2, 2)]
 
     definition["status"] = "completed"
@@ -108,7 +114,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     assert apply(namespace, definition_file).returncode == 0
     await send(namespace, [conversion("c3", "u1")])  # frozen: counts nowhere
     await wait_until_applied(namespace.settings, redis)
-    completed = (await collect(namespace.settings, "ld-exp", ResultQuery()))["variants"]
+    completed = await variant_rows(namespace)
     assert [(v["visitors"], v["conversions"]) for v in completed] == [(1, 0), (2, 2)]
 
     reasons = Counter(

@@ -87,10 +87,8 @@ def default_namespace(endpoints: Endpoints) -> Iterator[Namespace]:
 
 
 async def variant_rows(namespace: Namespace) -> list[tuple[str, int, int]]:
-    document = await collect(namespace.settings, "hold-exp", ResultQuery(goal="buy"))
-    return [
-        (row["variant_id"], row["visitors"], row["conversions"]) for row in document["variants"]
-    ]
+    result = await collect(namespace.settings, "hold-exp", ResultQuery(goal="buy"))
+    return [(row.variant_id, row.visitors, row.conversions) for row in result.variants]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

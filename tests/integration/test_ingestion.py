@@ -63,7 +63,8 @@ async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
         for query in queries:
             goal = query.goal
             assert goal is not None
-            actual = (await collect(namespace.settings, experiment, query))["variants"]
+            result = await collect(namespace.settings, experiment, query)
+            actual = result.model_dump(mode="json")["variants"]
             expected = data.expected(experiment, goal)
             for full, want in zip(actual, expected, strict=True):
                 got = {name: full[name] for name in want}
@@ -203,7 +204,7 @@ async def test_misrouted_event_is_forwarded_and_counted_once(
     )
     workers.start()
     await wait_until_applied(settings, redis)
-    before = (await collect(settings, "exp-a", ResultQuery()))["variants"]
+    before = (await collect(settings, "exp-a", ResultQuery())).model_dump(mode="json")["variants"]
     expected = data.expected("exp-a", "purchase")
     assert before[1]["visitors"] == expected[1]["visitors"] + 1
     assert before[0]["visitors"] == expected[0]["visitors"]

@@ -131,10 +131,10 @@ class Sink:
         settings = Settings(**{**self.settings.__dict__, "key_prefix": self.prefix})
         out = {}
         for definition in DEFINITIONS:
-            document = await collect(settings, definition.id, ResultQuery(goal="buy"))
+            result = await collect(settings, definition.id, ResultQuery(goal="buy"))
             out[definition.id] = [
-                {name: row[name] for name in ("variant_id", "visitors", "conversions", "revenue")}
-                for row in document["variants"]
+                row.model_dump(include={"variant_id", "visitors", "conversions", "revenue"})
+                for row in result.variants
             ]
         return out
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from worker.api import result_source
@@ -14,7 +16,11 @@ from worker.api.result_source import CACHE_SECONDS, STALE_SECONDS, ResultSource
 from worker.api.shared_reads import SharedReads
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import ResultDocument, Snapshot
+from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
+from worker.results.query_totals import QueryTotals
+from worker.results.variant_totals import VariantTotals
 
 DEFINITION = ExperimentDefinition.model_validate(
     {
@@ -132,3 +138,46 @@ async def test_a_result_past_the_stale_limit_is_never_served() -> None:
     age(source, STALE_SECONDS + 1)
     assert not source.is_current(version)
     assert await source.document(DEFINITION, FILTERED) == {"computation": 2}
+
+
+class StoredSnapshot:
+    """Redis as the result source reads a snapshot: one stored value."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    async def get(self, key: str) -> bytes:
+        return self.value
+
+
+def stored_snapshot() -> tuple[ResultDocument, bytes]:
+    rows = [VariantTotals("0", visitors=10, conversions=1), VariantTotals("1", visitors=10)]
+    document = result_document(DEFINITION, {"g": QueryTotals(rows)})
+    snapshot = Snapshot(
+        document=document,
+        applied_offsets={},
+        computed_at=datetime(2026, 11, 20, tzinfo=UTC),
+        interval_index=1,
+        computed_by="test:1",
+    )
+    return document, orjson.dumps(snapshot.model_dump(mode="json"))
+
+
+async def test_the_default_result_is_the_snapshot_parsed_once_per_stored_bytes() -> None:
+    document, raw = stored_snapshot()
+    source = CountingSource()
+    source._redis = StoredSnapshot(raw)  # type: ignore[assignment]
+    served = await source.document(DEFINITION, ResultQuery())
+    assert served == document
+    assert await source.document(DEFINITION, ResultQuery()) is served, "parsed once"
+    source._redis = StoredSnapshot(raw.replace(b'"test:1"', b'"test:2"'))  # type: ignore[assignment]
+    assert await source.document(DEFINITION, ResultQuery()) is not served, "new bytes, new parse"
+    assert source.computations == 0
+
+
+async def test_a_snapshot_this_version_cannot_read_is_computed_instead() -> None:
+    _, raw = stored_snapshot()
+    source = CountingSource()
+    source.release.set()
+    source._redis = StoredSnapshot(raw[:-1] + b',"added_later":1}')  # type: ignore[assignment]
+    assert await source.document(DEFINITION, ResultQuery()) == {"computation": 1}

@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from tests.unit.result_rows import goal_block, variant_row
 from worker.api.errors import ApiError
 from worker.api.kameleoon_params import ResultsRequest, results_plan
 from worker.api.kameleoon_shapes import variation_data
 from worker.events.experiment import Correction, Engine, ExperimentDefinition
+from worker.results.contract import VariantRow, VariantStatistics
 
 DEFINITION = ExperimentDefinition.model_validate(
     {
@@ -86,20 +88,18 @@ def test_unanswerable_requests_are_400(body: dict[str, Any]) -> None:
     assert raised.value.status_code == 400
 
 
-def row(variant: str, **numbers: Any) -> dict[str, Any]:
-    base = {"variant_id": variant, "visitors": 10, "visits": 12, "goal_events": 3}
-    return base | {"converted_visits": 2, "orders": 0, "revenue": 0.0} | numbers
+def row(variant: str, **numbers: Any) -> VariantRow:
+    base = {"visitors": 10, "visits": 12, "goal_events": 3, "converted_visits": 2}
+    return variant_row(variant, **base | numbers)
 
 
 def test_variation_data_units_are_percent() -> None:
+    statistics = VariantStatistics(id="b", reliability=0.9, improvement=25.0)
     blocks = {
-        "buy": {
-            "variants": [
-                row("a", conversion_rate=0.2, statistics=None),
-                row("b", conversion_rate=0.25, orders=2, revenue=30.0,
-                    statistics={"reliability": 0.9, "improvement": 25.0}),
-            ]
-        }
+        "buy": goal_block([
+            row("a", conversion_rate=0.2, statistics=None),
+            row("b", conversion_rate=0.25, orders=2, revenue=30.0, statistics=statistics),
+        ])
     }  # fmt: skip
     data = variation_data({"_reference": blocks, "mobile": blocks}, ["buy"])
     assert list(data["variationData"]) == ["_reference", "b"]

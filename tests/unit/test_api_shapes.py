@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.unit.result_rows import variant_row
 from worker.api.mida_shapes import (
     breakdown,
     days_running,
@@ -146,11 +147,10 @@ def test_frequentist_statistics_and_completed_status() -> None:
 
 
 def test_breakdown_segment_has_lifts_within_the_segment() -> None:
-    base = {"revenue": 0.0, "orders": 0, "statistics": None}
     rows = [
-        base | {"variant_id": "0", "name": "Control", "is_control": True, "visitors": 200, "conversions": 20},
-        base | {"variant_id": "1", "name": "Red", "is_control": False, "visitors": 100, "conversions": 15},
-    ]  # fmt: skip
+        variant_row("0", name="Control", is_control=True, visitors=200, conversions=20),
+        variant_row("1", name="Red", is_control=False, visitors=100, conversions=15),
+    ]
     segment = breakdown(definition(), "mobile", rows).model_dump(exclude_unset=True)
     assert segment["criteria"] == "mobile"
     assert (segment["total_visitors"], segment["total_conversions"]) == (300, 35)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
 
 from worker.events.experiment import ExperimentDefinition
-from worker.results.decisions import decide
+from worker.results.contract import ResultDocument, Snapshot
+from worker.results.decisions import DecisionState, decide
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -41,14 +43,25 @@ def definition(
     )
 
 
+def snapshot(document: ResultDocument) -> Snapshot:
+    """The document as the snapshot job wraps it (the metadata plays no part here)."""
+    return Snapshot(
+        document=document,
+        applied_offsets={},
+        computed_at=datetime(2026, 11, 20, tzinfo=UTC),
+        interval_index=0,
+        computed_by="test:1",
+    )
+
+
 def document(
     exp: ExperimentDefinition, visitors: Sequence[int], conversions: Sequence[int]
-) -> dict[str, Any]:
+) -> Snapshot:
     rows = [
         VariantTotals(f"v{i}", visitors=int(n), conversions=int(c))
         for i, (n, c) in enumerate(zip(visitors, conversions, strict=True))
     ]
-    return result_document(exp, {"buy": QueryTotals(rows)})
+    return snapshot(result_document(exp, {"buy": QueryTotals(rows)}))
 
 
 def peeks(
@@ -58,7 +71,7 @@ def peeks(
     per_peek: int,
     count: int,
     seed: int,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Snapshot]:
     """Results of a growing experiment, one per interval."""
     rng = np.random.default_rng(seed)
     visitors = np.zeros(len(rates), dtype=np.int64)
@@ -70,13 +83,14 @@ def peeks(
         yield document(exp, visitors.tolist(), conversions.tolist())
 
 
-def run(exp: ExperimentDefinition, results: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every event published while the results come in, the state carried along."""
-    state: dict[str, Any] = {}
+def run(exp: ExperimentDefinition, results: Iterator[Snapshot]) -> list[dict[str, Any]]:
+    """Every event published (as its JSON) while the results come in, the state carried
+    along."""
+    state = DecisionState()
     events: list[dict[str, Any]] = []
     for result in results:
         decisions = decide(exp, state, result)
-        events += decisions.events
+        events += [event.model_dump(mode="json") for event in decisions.events]
         state = decisions.state
     return events
 
@@ -97,10 +111,10 @@ def test_a_true_30_percent_effect_declares_exactly_one_winner(engine: str) -> No
 def test_the_same_state_and_result_give_the_same_events_once() -> None:
     exp = definition(2, engine="frequentist")
     result = document(exp, [20_000, 20_000], [2_000, 2_600])
-    first = decide(exp, {}, result)
-    assert [e["kind"] for e in first.events] == ["winner_declared"]
+    first = decide(exp, DecisionState(), result)
+    assert [e.kind for e in first.events] == ["winner_declared"]
     assert decide(exp, first.state, result).events == []
-    replay = decide(exp, {}, result)  # a restart before the state was stored
+    replay = decide(exp, DecisionState(), result)  # a restart before the state was stored
     assert replay.events == first.events and replay.state == first.state
 
 
@@ -116,13 +130,13 @@ def test_a_45_55_split_against_50_50_raises_srm_once_and_declares_nothing() -> N
 
 def test_an_srm_alarm_withdraws_a_declared_winner() -> None:
     exp = definition(2, engine="frequentist")
-    declared = decide(exp, {}, document(exp, [20_000, 20_000], [2_000, 2_600]))
+    declared = decide(exp, DecisionState(), document(exp, [20_000, 20_000], [2_000, 2_600]))
     skewed = decide(exp, declared.state, document(exp, [20_000, 23_000], [2_000, 3_000]))
-    assert [(e["kind"], e.get("reason")) for e in skewed.events] == [
+    assert [(e.kind, getattr(e, "reason", None)) for e in skewed.events] == [
         ("srm_detected", None),
         ("winner_withdrawn", "srm_alarm"),
     ]
-    assert skewed.state["winner"] is None
+    assert skewed.state.winner is None
 
 
 def test_a_winner_that_no_longer_passes_is_withdrawn_and_can_return() -> None:
@@ -140,12 +154,16 @@ def test_a_winner_that_no_longer_passes_is_withdrawn_and_can_return() -> None:
 
 def test_a_worse_variant_is_never_a_winner() -> None:
     exp = definition(2, engine="frequentist", test_direction="two_sided")
-    assert decide(exp, {}, document(exp, [20_000, 20_000], [2_600, 2_000])).events == []
+    assert (
+        decide(exp, DecisionState(), document(exp, [20_000, 20_000], [2_600, 2_000])).events == []
+    )
     lower_is_better = definition(2, engine="frequentist", test_direction="less")
     events = decide(
-        lower_is_better, {}, document(lower_is_better, [20_000, 20_000], [2_600, 2_000])
+        lower_is_better,
+        DecisionState(),
+        document(lower_is_better, [20_000, 20_000], [2_600, 2_000]),
     ).events
-    assert [(e["kind"], e["variant_id"]) for e in events] == [("winner_declared", "v1")]
+    assert [(e.kind, e.variant_id) for e in events] == [("winner_declared", "v1")]
 
 
 @pytest.mark.parametrize("engine", ["frequentist", "bayesian"])
@@ -158,27 +176,28 @@ def test_an_aa_test_with_20_variants_declares_nothing_at_any_interval(engine: st
 def test_fixed_horizon_tests_wait_for_the_planned_sample() -> None:
     exp = definition(2, engine="frequentist", sequential=False, planned_sample_size=10_000)
     early = document(exp, [9_999, 10_000], [1_000, 1_500])
-    assert decide(exp, {}, early).events == []
+    assert decide(exp, DecisionState(), early).events == []
     on_time = document(exp, [10_000, 10_000], [1_000, 1_500])
-    assert [e["kind"] for e in decide(exp, {}, on_time).events] == ["winner_declared"]
+    assert [e.kind for e in decide(exp, DecisionState(), on_time).events] == ["winner_declared"]
     unplanned = definition(2, engine="frequentist", sequential=False)
-    assert decide(unplanned, {}, document(unplanned, [50_000] * 2, [5_000, 7_000])).events == []
+    unplanned_result = document(unplanned, [50_000] * 2, [5_000, 7_000])
+    assert decide(unplanned, DecisionState(), unplanned_result).events == []
 
 
 def test_bandits_publish_weights_when_they_move() -> None:
     exp = definition(3, kind="mab", engine="bayesian")
     level = document(exp, [5_000] * 3, [500, 500, 500])
-    first = decide(exp, {}, level)
+    first = decide(exp, DecisionState(), level)
     assert first.events == []  # equal arms keep (about) the configured weights
     leader = document(exp, [5_000] * 3, [500, 650, 500])
     moved = decide(exp, first.state, leader)
-    updates = [e for e in moved.events if e["kind"] == "allocation_updated"]
+    updates = [e.model_dump(mode="json") for e in moved.events if e.kind == "allocation_updated"]
     assert len(updates) == 1 and updates[0]["idempotency_key"] == "exp:allocation_updated:-:1"
     weights = updates[0]["weights"]
     assert weights["v1"] > 0.9 and sum(weights.values()) == pytest.approx(1.0)
     assert updates[0]["previous_weights"] == pytest.approx({"v0": 1 / 3, "v1": 1 / 3, "v2": 1 / 3})
     again = decide(exp, moved.state, leader)
-    assert [e for e in again.events if e["kind"] == "allocation_updated"] == []
+    assert [e for e in again.events if e.kind == "allocation_updated"] == []
 
 
 def test_decisions_need_the_default_result() -> None:
@@ -186,4 +205,4 @@ def test_decisions_need_the_default_result() -> None:
     rows = QueryTotals([VariantTotals("v0", visitors=10), VariantTotals("v1", visitors=10)])
     filtered = result_document(exp, {"buy": rows}, ResultQuery(min_count=2))
     with pytest.raises(ValueError, match="default result"):
-        decide(exp, {}, filtered)
+        decide(exp, DecisionState(), snapshot(filtered))

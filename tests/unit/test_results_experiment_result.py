@@ -1,4 +1,8 @@
-"""Totals + definition → the result document: which statistics go in, and the shape."""
+"""Totals + definition → the result document: which statistics go in, and the shape.
+
+The shape is checked on the document's JSON (``published``): what snapshots store and
+publish, and what these tests pinned down before the document became a model.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 import pytest
 
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -53,13 +58,17 @@ def row(variant: str, visitors: int, scale: float = 1.0) -> VariantTotals:
     )
 
 
+def published(document: ResultDocument) -> dict[str, Any]:
+    return document.model_dump(mode="json")
+
+
 ROWS = [row("a", 2000), row("b", 1000, 1.2), row("c", 1000, 0.9)]
 TOTALS = {goal: QueryTotals(ROWS) for goal in ("signup", "buy", "click")}
 
 
 def test_each_goal_type_gets_its_metric_and_the_goals_form_one_family() -> None:
     exp = definition(engine="frequentist", correction="holm", sequential=False)
-    document = result_document(exp, TOTALS)
+    document = published(result_document(exp, TOTALS))
     weights = [0.5, 0.25, 0.25]
     inputs: dict[str, list[dict[str, Any]]] = {
         "signup": [{"n": r.visitors, "sum": r.conversions} for r in ROWS],
@@ -109,19 +118,23 @@ def test_visits_unit_uses_visits_and_caps_converted_visits() -> None:
         VariantTotals(v, visitors=10, visits=12, converted_visits=3) for v in ("b", "c")
     ]
     query = ResultQuery(count_unit="visits", goal="signup")
-    block = result_document(exp, {"signup": QueryTotals(rows)}, query)["goals"]["signup"]
+    block = published(result_document(exp, {"signup": QueryTotals(rows)}, query))["goals"]["signup"]
     assert block["unit"] == "visits"
     assert [v["units"] for v in block["variants"]] == [12, 12, 12]
     assert block["variants"][1]["conversion_rate"] == 0.25
-    converted = result_document(
-        exp, {"signup": QueryTotals(rows)}, ResultQuery(conversion_type="converted_visits")
+    converted = published(
+        result_document(
+            exp, {"signup": QueryTotals(rows)}, ResultQuery(conversion_type="converted_visits")
+        )
     )
     assert converted["goals"]["signup"]["unit"] == "visits"
 
 
 def test_reference_override_and_bayesian_checks() -> None:
     exp = definition(engine="bayesian", confidence_threshold_percent=90)
-    document = result_document(exp, {"buy": TOTALS["buy"]}, ResultQuery(reference_variant="c"))
+    document = published(
+        result_document(exp, {"buy": TOTALS["buy"]}, ResultQuery(reference_variant="c"))
+    )
     variants = document["goals"]["buy"]["variants"]
     assert [v["variant_id"] for v in variants] == ["c", "b", "a"]
     assert variants[0]["is_reference"] and not variants[0]["is_control"]
@@ -135,7 +148,7 @@ def test_breakdowns_are_analysed_per_segment() -> None:
     exp = definition(engine="frequentist")
     segments = {"mobile": ROWS, "desktop": [row("a", 20), row("b", 10)]}
     totals = QueryTotals(ROWS, "device", segments)
-    document = result_document(exp, {"buy": totals}, ResultQuery(breakdown="device"))
+    document = published(result_document(exp, {"buy": totals}, ResultQuery(breakdown="device")))
     assert list(document["segments"]) == ["mobile", "desktop"]
     desktop = document["segments"]["desktop"]["goals"]["buy"]["variants"]
     assert [v["visitors"] for v in desktop] == [20, 10, 0]
@@ -147,11 +160,13 @@ def test_only_the_largest_segments_get_statistics() -> None:
     segments = {
         f"page{i}": [row("a", 20 * (i + 1)), row("b", 10 * (i + 1)), row("c", 10)] for i in range(5)
     }
-    document = result_document(
-        exp,
-        {"buy": QueryTotals(ROWS, "landing_page", segments)},
-        ResultQuery(breakdown="landing_page"),
-        max_segment_statistics=2,
+    document = published(
+        result_document(
+            exp,
+            {"buy": QueryTotals(ROWS, "landing_page", segments)},
+            ResultQuery(breakdown="landing_page"),
+            max_segment_statistics=2,
+        )
     )
     analysed = [
         label

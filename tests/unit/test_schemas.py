@@ -17,7 +17,7 @@ from worker.events.enums import Device
 from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
-GENERATED = json_schemas.generate()
+GENERATED = json_schemas.generate(schemas_command.TOPIC_MODELS)
 
 
 def run_cli(*argv: str) -> int:
@@ -37,6 +37,8 @@ def test_one_schema_per_topic() -> None:
         "ab.conversions.schema.json",
         "ab.dead-letter.schema.json",
         "ab.experiments.schema.json",
+        "ab.results.schema.json",
+        "ab.winners.schema.json",
     ]
 
 
@@ -55,7 +57,7 @@ def test_no_stale_schema_files() -> None:
 
 
 def test_generation_is_stable_and_sorted() -> None:
-    again = json_schemas.generate()
+    again = json_schemas.generate(schemas_command.TOPIC_MODELS)
     assert {name: json_schemas.render(s) for name, s in again.items()} == {
         name: json_schemas.render(s) for name, s in GENERATED.items()
     }
@@ -73,18 +75,19 @@ def test_generation_is_stable_and_sorted() -> None:
 def test_check_write_cycle_through_the_cli(tmp_path: Path) -> None:
     assert run_cli("--directory", str(tmp_path / "absent")) == 1
     assert run_cli("--directory", str(tmp_path)) == 1
-    assert json_schemas.changes(tmp_path) == dict.fromkeys(GENERATED, "create")
+    models = schemas_command.TOPIC_MODELS
+    assert json_schemas.changes(tmp_path, models) == dict.fromkeys(GENERATED, "create")
 
     assert run_cli("--write", "--directory", str(tmp_path)) == 0
-    assert json_schemas.changes(tmp_path) == {}
+    assert json_schemas.changes(tmp_path, models) == {}
     assert run_cli("--directory", str(tmp_path)) == 0
 
     drifted = tmp_path / "ab.conversions.schema.json"
     drifted.write_text(drifted.read_text().replace('"goal"', '"goal_key"'))
-    assert json_schemas.changes(tmp_path) == {"ab.conversions.schema.json": "update"}
+    assert json_schemas.changes(tmp_path, models) == {"ab.conversions.schema.json": "update"}
     assert run_cli("--directory", str(tmp_path)) == 1
-    assert json_schemas.write(tmp_path) == ["ab.conversions.schema.json"]
-    assert json_schemas.changes(tmp_path) == {}
+    assert json_schemas.write(tmp_path, models) == ["ab.conversions.schema.json"]
+    assert json_schemas.changes(tmp_path, models) == {}
 
 
 @pytest.mark.parametrize("filename", ["ab.assignments.schema.json", "ab.conversions.schema.json"])

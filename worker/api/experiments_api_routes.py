@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from math import ceil
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, bad_request
 from worker.api.result_source import DEFAULT_QUERY
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.results.contract import GoalBlock
 from worker.results.experiment_result import traffic_weights
 from worker.store.definitions import load_definitions
 
@@ -186,19 +187,19 @@ async def get_results(
     """Participants (visitors) per variant and their conversions on one goal."""
     definition = await experiment_in_project(context, project_key, experiment_id)
     goal_key = _goal(definition, goal)
-    rows = (await _goals(context, definition))[goal_key]["variants"]
+    rows = (await _goals(context, definition))[goal_key].variants
     return ExperimentResults(
         experimentId=definition.id,
         goal=goal_key,
-        totalParticipants=sum(row["visitors"] for row in rows),
+        totalParticipants=sum(row.visitors for row in rows),
         variants=[
             VariantResult(
-                variantId=row["variant_id"],
-                name=row["name"],
-                isControl=row["is_control"],
-                participants=row["visitors"],
-                conversions=row["conversions"],
-                conversionRate=row["conversion_rate"],
+                variantId=row.variant_id,
+                name=row.name,
+                isControl=row.is_control,
+                participants=row.visitors,
+                conversions=row.conversions,
+                conversionRate=row.conversion_rate,
             )
             for row in rows
         ],
@@ -226,12 +227,12 @@ async def compute_results(
                 primary=goal.primary,
                 variants=[
                     ComputedVariant(
-                        variantId=row["variant_id"],
-                        sampleSize=row["visitors"],
-                        conversions=row["conversions"],
-                        conversionRate=row["conversion_rate"],
+                        variantId=row.variant_id,
+                        sampleSize=row.visitors,
+                        conversions=row.conversions,
+                        conversionRate=row.conversion_rate,
                     )
-                    for row in goals[goal.key]["variants"]
+                    for row in goals[goal.key].variants
                 ],
             )
             for goal in definition.goals
@@ -258,17 +259,16 @@ def _goal(definition: ExperimentDefinition, goal: str | None) -> str:
     return goal
 
 
-async def _goals(context: ApiContext, definition: ExperimentDefinition) -> dict[str, Any]:
+async def _goals(context: ApiContext, definition: ExperimentDefinition) -> dict[str, GoalBlock]:
     """The goal blocks of the experiment's default result (whole run, visitors)."""
-    goals: dict[str, Any] = (await context.results.document(definition, DEFAULT_QUERY))["goals"]
-    return goals
+    return (await context.results.document(definition, DEFAULT_QUERY)).goals
 
 
 async def _experiment(context: ApiContext, definition: ExperimentDefinition) -> ExperimentOut:
     """The listed shape of one experiment, with its visitors as ``_count.assignments``."""
     order = [variant.id for variant in definition.variants]
     weights = traffic_weights(definition, order)
-    rows = (await _goals(context, definition))[definition.primary_goal.key]["variants"]
+    rows = (await _goals(context, definition))[definition.primary_goal.key].variants
     return ExperimentOut(
         id=definition.id,
         name=definition.name,
@@ -287,5 +287,5 @@ async def _experiment(context: ApiContext, definition: ExperimentDefinition) -> 
         ],
         goals=[goal.key for goal in definition.goals],
         primaryGoal=definition.primary_goal.key,
-        _count=AssignmentCount(assignments=sum(row["visitors"] for row in rows)),
+        _count=AssignmentCount(assignments=sum(row.visitors for row in rows)),
     )

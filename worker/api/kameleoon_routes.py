@@ -27,6 +27,7 @@ from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experime
 from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
 from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
 from worker.api.result_source import ResultSource
+from worker.results.contract import GoalBlock
 from worker.store.data_codes import (
     CODE_PATTERN,
     DataCode,
@@ -185,17 +186,17 @@ async def _run(
 async def kameleoon_data(results: ResultSource, plan: ResultsPlan) -> dict[str, Any]:
     """The ``data`` of a plan: the whole interval, and its breakdown if any."""
     document = await results.document(plan.definition, plan.query)
-    breakdown: dict[str, GoalBlocks] = {REFERENCE: document["goals"]}
+    breakdown: dict[str, GoalBlocks] = {REFERENCE: document.goals}
     if plan.daily:
-        days: dict[str, dict[str, Any]] = {}
+        days: dict[str, dict[str, GoalBlock]] = {}
         for goal in plan.goals:
             query = plan.query.model_copy(update={"goal": goal})
             for day, daily in await results.daily(plan.definition, query):
-                days.setdefault(day.isoformat(), {})[goal] = daily["goals"][goal]
+                days.setdefault(day.isoformat(), {})[goal] = daily.goals[goal]
         breakdown.update(days)
     else:
-        for label, segment in document["segments"].items():
-            breakdown[str(label)] = segment["goals"]
+        for label, segment in document.segments.items():
+            breakdown[label] = segment.goals
     return variation_data(breakdown, plan.goals)
 
 

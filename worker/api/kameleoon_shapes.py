@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from worker.results.contract import GoalBlock, VariantRow
+
 REFERENCE = "_reference"
 
-GoalBlocks = Mapping[str, Mapping[str, Any]]
-"""Goal key → the goal block of a result document (``document["goals"][goal]``)."""
+GoalBlocks = Mapping[str, GoalBlock]
+"""Goal key → the goal block of a result document (``document.goals[goal]``)."""
 
 
 def variation_data(breakdown: Mapping[str, GoalBlocks], goals: list[str]) -> dict[str, Any]:
@@ -23,7 +25,7 @@ def variation_data(breakdown: Mapping[str, GoalBlocks], goals: list[str]) -> dic
     Every block lists the same variants with the reference first, as result documents do.
     """
     overall = breakdown[REFERENCE]
-    order = [row["variant_id"] for row in overall[goals[0]]["variants"]]
+    order = [row.variant_id for row in overall[goals[0]].variants]
     return {
         "variationData": {
             (REFERENCE if i == 0 else variant): {
@@ -39,30 +41,28 @@ def variation_data(breakdown: Mapping[str, GoalBlocks], goals: list[str]) -> dic
 
 def _general(blocks: GoalBlocks, goals: list[str], variant: str) -> dict[str, Any]:
     rows = {goal: _row(blocks[goal], variant) for goal in goals if goal in blocks}
-    first = next(iter(rows.values()), {})
+    first = next(iter(rows.values()), None)
     return {
-        "visitCount": first.get("visits", 0),
-        "visitorCount": first.get("visitors", 0),
+        "visitCount": first.visits if first else 0,
+        "visitorCount": first.visitors if first else 0,
         "goalsData": {goal: _goal_data(row) for goal, row in rows.items()},
     }
 
 
-def _row(block: Mapping[str, Any], variant: str) -> dict[str, Any]:
-    return next((row for row in block["variants"] if row["variant_id"] == variant), {})
+def _row(block: GoalBlock, variant: str) -> VariantRow:
+    # Every block of one result lists the same variants (see variation_data).
+    return next(row for row in block.variants if row.variant_id == variant)
 
 
-def _goal_data(row: Mapping[str, Any]) -> dict[str, Any]:
-    statistics = row.get("statistics") or {}
-    orders = row.get("orders", 0)
-    revenue = row.get("revenue", 0.0)
-    rate = row.get("conversion_rate")
-    reliability = statistics.get("reliability")
+def _goal_data(row: VariantRow) -> dict[str, Any]:
+    statistics = row.statistics
+    reliability = statistics.reliability if statistics else None
     return {
-        "conversionCount": row.get("goal_events", 0),
-        "convertedVisitCount": row.get("converted_visits", 0),
-        "revenueCount": revenue,
-        "averageCart": revenue / orders if orders else None,
-        "conversionRate": None if rate is None else 100.0 * rate,
-        "improvementRate": statistics.get("improvement"),
+        "conversionCount": row.goal_events,
+        "convertedVisitCount": row.converted_visits,
+        "revenueCount": row.revenue,
+        "averageCart": row.revenue / row.orders if row.orders else None,
+        "conversionRate": None if row.conversion_rate is None else 100.0 * row.conversion_rate,
+        "improvementRate": statistics.improvement if statistics else None,
         "reliability": None if reliability is None else 100.0 * reliability,
     }

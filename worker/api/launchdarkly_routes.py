@@ -26,6 +26,7 @@ from worker.events.experiment import (
     Goal,
     GoalType,
 )
+from worker.results.decisions import DecisionState
 from worker.results.experiment_result import alpha, traffic_weights
 from worker.store.snapshots import load_decision_state
 
@@ -118,8 +119,8 @@ async def get_experiment(
     definition = await experiment_in_project(
         context, projectKey if projectKey == project_key else None, experimentKey
     )
-    state = await load_decision_state(context.redis, context.prefix, definition.id)
-    winner = state.get("winner")
+    stored = await load_decision_state(context.redis, context.prefix, definition.id)
+    winner = DecisionState.model_validate(stored).winner
     stats = definition.stats
     return Experiment(
         key=definition.id,

@@ -1,13 +1,13 @@
 """Definitions and result documents → Mida's response bodies (pure).
 
-A result document is what ``worker.results.experiment_result.result_document``
-builds (and result snapshots store): per goal, per-variant totals in reference-first
-order with their statistics. Everything here only reads it.
+A result document (``worker.results.contract.ResultDocument``, what snapshots store)
+holds per goal the per-variant rows in reference-first order with their statistics.
+Everything here only reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from worker.events.experiment import (
     GoalType,
     Variant,
 )
+from worker.results.contract import ResultDocument, VariantRow, VariantStatistics
 
 StatusLabel = Literal["draft", "live", "inactive"]
 StatusCode = Literal[9, 1, 0]
@@ -54,9 +55,6 @@ TRAFFIC_ALLOCATION = 100.0
 
 DIGITS = 4
 """Percentages and money are rounded to this many decimals, enough for any display."""
-
-Row = Mapping[str, Any]
-"""One variant row of a result document's goal block."""
 
 
 def goal_info(goal: Goal) -> GoalInfo:
@@ -164,7 +162,7 @@ def distribution(definition: ExperimentDefinition) -> DistributionResponse:
 
 def result_response(
     definition: ExperimentDefinition,
-    document: Mapping[str, Any],
+    document: ResultDocument,
     goal_key: str,
     ended_at: datetime | None,
     now: datetime,
@@ -172,8 +170,8 @@ def result_response(
     """Mida's result of one goal from a result document (overall and, if any, segments)."""
     label, code = STATUS[definition.status]
     goal = goal_of(definition, goal_key)
-    rows = document["goals"][goal_key]["variants"]
-    visitors = _total(rows, "visitors")
+    rows = document.goals[goal_key].variants
+    visitors = _visitors(rows)
     fields: dict[str, Any] = {
         "success": True,
         "test_id": definition.id,
@@ -188,14 +186,14 @@ def result_response(
         "stats_engine": _engine(definition),
         "confidence_threshold_percent": definition.stats.confidence_threshold_percent,
         "total_visitors": visitors,
-        "total_conversions": _total(rows, "conversions"),
+        "total_conversions": _conversions(rows),
         "has_revenue": goal.type is GoalType.REVENUE,
-        "srm_p_value": document.get("srm_p_value"),
+        "srm_p_value": document.srm_p_value,
         "variants": variant_rows(definition, rows),
     }
     if goal.type is GoalType.REVENUE:
-        revenue = sum(float(row["revenue"]) for row in rows)
-        orders = _total(rows, "orders")
+        revenue = sum(row.revenue for row in rows)
+        orders = sum(row.orders for row in rows)
         fields |= {
             "total_revenue": _round(revenue),
             "total_orders": orders,
@@ -204,50 +202,52 @@ def result_response(
             # Counters sum values as sent; they keep no currency to report.
             "currency": None,
         }
-    if document.get("breakdown"):
-        fields["breakdown_by"] = _mida_breakdown_name(str(document["breakdown"]))
+    if document.breakdown:
+        fields["breakdown_by"] = _mida_breakdown_name(document.breakdown)
         fields["breakdowns"] = [
-            breakdown(definition, label, segment["goals"][goal_key]["variants"])
-            for label, segment in document.get("segments", {}).items()
-            if goal_key in segment.get("goals", {})
+            breakdown(definition, label, segment.goals[goal_key].variants)
+            for label, segment in document.segments.items()
+            if goal_key in segment.goals
         ]
     return ResultResponse(**fields)
 
 
 def metric_row(
-    definition: ExperimentDefinition, document: Mapping[str, Any], goal_key: str
+    definition: ExperimentDefinition, document: ResultDocument, goal_key: str
 ) -> MetricRow:
     """One goal of ``/metrics``."""
-    rows = document["goals"][goal_key]["variants"]
+    rows = document.goals[goal_key].variants
     return MetricRow(
         goal=goal_info(goal_of(definition, goal_key)),
-        total_visitors=_total(rows, "visitors"),
-        total_conversions=_total(rows, "conversions"),
+        total_visitors=_visitors(rows),
+        total_conversions=_conversions(rows),
         variants=variant_rows(definition, rows),
     )
 
 
-def timeseries_row(day: date, document: Mapping[str, Any], goal_key: str) -> TimeseriesRow:
+def timeseries_row(day: date, document: ResultDocument, goal_key: str) -> TimeseriesRow:
     """One day of the series from the document of that day's cohort."""
     return TimeseriesRow(
         date=day.isoformat(),
         variants=[
             TimeseriesVariant(
-                variant_id=str(row["variant_id"]),
-                name=str(row["name"]),
-                is_control=bool(row["is_control"]),
-                visitors=int(row["visitors"]),
-                conversions=int(row["conversions"]),
-                conversion_rate=_percent(row["conversions"], row["visitors"]),
-                revenue=_round(float(row["revenue"])),
-                orders=int(row["orders"]),
+                variant_id=row.variant_id,
+                name=row.name,
+                is_control=row.is_control,
+                visitors=row.visitors,
+                conversions=row.conversions,
+                conversion_rate=_percent(row.conversions, row.visitors),
+                revenue=_round(row.revenue),
+                orders=row.orders,
             )
-            for row in document["goals"][goal_key]["variants"]
+            for row in document.goals[goal_key].variants
         ],
     )
 
 
-def variant_rows(definition: ExperimentDefinition, rows: Sequence[Row]) -> list[ResultVariant]:
+def variant_rows(
+    definition: ExperimentDefinition, rows: Sequence[VariantRow]
+) -> list[ResultVariant]:
     """Mida's variant objects; the first row is the reference (the control)."""
     control = rows[0]
     weights = _weights_percent(definition)
@@ -255,20 +255,20 @@ def variant_rows(definition: ExperimentDefinition, rows: Sequence[Row]) -> list[
     for row in rows:
         is_control = row is control
         fields: dict[str, Any] = {
-            "variant_id": str(row["variant_id"]),
-            "name": str(row["name"]),
-            "visitors": int(row["visitors"]),
-            "conversions": int(row["conversions"]),
-            "conversion_rate": _percent(row["conversions"], row["visitors"]),
-            "revenue": _round(float(row["revenue"])),
-            "orders": int(row["orders"]),
-            "rpv": _round(_ratio(row["revenue"], row["visitors"])),
-            "aov": _round(_ratio(row["revenue"], row["orders"])),
+            "variant_id": row.variant_id,
+            "name": row.name,
+            "visitors": row.visitors,
+            "conversions": row.conversions,
+            "conversion_rate": _percent(row.conversions, row.visitors),
+            "revenue": _round(row.revenue),
+            "orders": row.orders,
+            "rpv": _round(_ratio(row.revenue, row.visitors)),
+            "aov": _round(_ratio(row.revenue, row.orders)),
             # A stored document may name a variant the definition has since dropped.
-            "traffic_weight": weights.get(str(row["variant_id"]), 0.0),
-            "variant_status": _variant_status(weights.get(str(row["variant_id"]), 0.0)),
-            "is_control": bool(row["is_control"]),
-            "statistics": None if is_control else _statistics(definition, row.get("statistics")),
+            "traffic_weight": weights.get(row.variant_id, 0.0),
+            "variant_status": _variant_status(weights.get(row.variant_id, 0.0)),
+            "is_control": row.is_control,
+            "statistics": None if is_control else _statistics(definition, row.statistics),
         }
         if not is_control:
             fields |= _lifts(control, row)
@@ -276,9 +276,11 @@ def variant_rows(definition: ExperimentDefinition, rows: Sequence[Row]) -> list[
     return out
 
 
-def breakdown(definition: ExperimentDefinition, label: str, rows: Sequence[Row]) -> Breakdown:
+def breakdown(
+    definition: ExperimentDefinition, label: str, rows: Sequence[VariantRow]
+) -> Breakdown:
     """One segment of a breakdown: variant rows with lifts against the segment's control."""
-    visitors, conversions = _total(rows, "visitors"), _total(rows, "conversions")
+    visitors, conversions = _visitors(rows), _conversions(rows)
     return Breakdown(
         criteria=label,
         total_visitors=visitors,
@@ -288,11 +290,15 @@ def breakdown(definition: ExperimentDefinition, label: str, rows: Sequence[Row])
     )
 
 
-def _total(rows: Sequence[Row], name: str) -> int:
-    return sum(int(row[name]) for row in rows)
+def _visitors(rows: Sequence[VariantRow]) -> int:
+    return sum(row.visitors for row in rows)
 
 
-def _lifts(control: Row, row: Row) -> dict[str, float]:
+def _conversions(rows: Sequence[VariantRow]) -> int:
+    return sum(row.conversions for row in rows)
+
+
+def _lifts(control: VariantRow, row: VariantRow) -> dict[str, float]:
     """``improvement`` and the RPV improvement, each only when the control has a base."""
     lifts = {
         "improvement": _lift(_rate(row), _rate(control)),
@@ -302,7 +308,7 @@ def _lifts(control: Row, row: Row) -> dict[str, float]:
 
 
 def _statistics(
-    definition: ExperimentDefinition, raw: Mapping[str, Any] | None
+    definition: ExperimentDefinition, raw: VariantStatistics | None
 ) -> Statistics | None:
     """The engine's numbers in Mida's units (percent for lifts and chances)."""
     if raw is None:
@@ -310,25 +316,21 @@ def _statistics(
     engine = _engine(definition)
     fields: dict[str, Any] = {"engine": engine, "sequential": definition.stats.sequential}
     if engine == "bayesian":
-        chance = raw.get("chance_to_win")
-        risk = raw.get("risk")
+        chance = raw.chance_to_win
+        risk = raw.risk
         fields |= {
             "chance_to_beat_control": None if chance is None else _round(100.0 * chance),
             # risk = (loss if the control is kept, loss if this variant is chosen)
             "expected_loss": None if not risk else _round(100.0 * risk[1]),
-            "credible_interval": _interval_percent(raw.get("ci")),
+            "credible_interval": _interval_percent(raw.ci),
         }
     else:
         fields |= {
             # Adjusted for multiple comparisons when a correction is configured.
-            "p_value": _first_present(raw, "p_value_adjusted", "p_value"),
-            "confidence_interval": _interval_percent(raw.get("ci_adjusted") or raw.get("ci")),
+            "p_value": raw.p_value if raw.p_value_adjusted is None else raw.p_value_adjusted,
+            "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci),
         }
     return Statistics(**fields)
-
-
-def _first_present(raw: Mapping[str, Any], *names: str) -> Any:
-    return next((raw[name] for name in names if raw.get(name) is not None), None)
 
 
 def _interval_percent(
@@ -364,12 +366,12 @@ def _variant_status(weight: float) -> Literal["active", "paused"]:
     return "active" if weight > 0 else "paused"
 
 
-def _rate(row: Row) -> float | None:
-    return _ratio(row["conversions"], row["visitors"]) if row["visitors"] else None
+def _rate(row: VariantRow) -> float | None:
+    return _ratio(row.conversions, row.visitors) if row.visitors else None
 
 
-def _rpv(row: Row) -> float | None:
-    return _ratio(row["revenue"], row["visitors"]) if row["visitors"] else None
+def _rpv(row: VariantRow) -> float | None:
+    return _ratio(row.revenue, row.visitors) if row.visitors else None
 
 
 def _lift(value: float | None, base: float | None) -> float | None:

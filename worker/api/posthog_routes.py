@@ -9,8 +9,9 @@ day adds that day's cohort to the days before, so the last day equals the whole 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
@@ -19,19 +20,20 @@ from worker.api.auth import experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, bad_request
 from worker.events.experiment import ExperimentDefinition, GoalType
+from worker.results.contract import VariantRow
 from worker.results.query import ResultQuery
 
 router = APIRouter(prefix="/api/projects", tags=["PostHog"])
 
 Context = Annotated[ApiContext, Depends(api_context)]
 
-SUM_FIELDS: dict[GoalType, tuple[str, str]] = {
-    GoalType.CONVERSION: ("conversions", "conversions"),
-    GoalType.REVENUE: ("revenue", "revenue_sum_squares"),
-    GoalType.COUNT: ("goal_events", "goal_events_sum_squares"),
+SUMS: dict[GoalType, Callable[[VariantRow], tuple[float, float]]] = {
+    GoalType.CONVERSION: lambda row: (row.conversions, row.conversions),
+    GoalType.REVENUE: lambda row: (row.revenue, row.revenue_sum_squares),
+    GoalType.COUNT: lambda row: (row.goal_events, row.goal_events_sum_squares),
 }
-"""Goal type → the VariantTotals fields of ``sum`` and ``sum_squares`` (a 0/1 value is
-its own square)."""
+"""Goal type → a row's ``sum`` and ``sum_squares`` of the per-visitor value (a 0/1 value
+is its own square)."""
 
 
 class VariantStats(BaseModel):
@@ -83,9 +85,8 @@ async def timeseries_results(
     totals: dict[str, VariantStats] = {}
     series: dict[str, DayResult] = {}
     for day, document in days:
-        rows = document["goals"][metric_uuid]["variants"]
-        for row in rows:
-            totals[row["variant_id"]] = _added(totals.get(row["variant_id"]), row, goal)
+        for row in document.goals[metric_uuid].variants:
+            totals[row.variant_id] = _added(totals.get(row.variant_id), row, goal)
         series[day.isoformat()] = _day(definition, totals)
     return TimeseriesResults(
         experiment_id=definition.id,
@@ -105,15 +106,15 @@ def _goal_type(definition: ExperimentDefinition, goal_key: str) -> GoalType:
     return goal.type
 
 
-def _added(total: VariantStats | None, row: dict[str, Any], goal: GoalType) -> VariantStats:
+def _added(total: VariantStats | None, row: VariantRow, goal: GoalType) -> VariantStats:
     """``total`` (None: nothing yet) plus one day's row of the variant."""
-    sum_field, squares_field = SUM_FIELDS[goal]
-    before = total or VariantStats(key=row["variant_id"], number_of_samples=0, sum=0, sum_squares=0)
+    value_sum, squares_sum = SUMS[goal](row)
+    before = total or VariantStats(key=row.variant_id, number_of_samples=0, sum=0, sum_squares=0)
     return VariantStats(
         key=before.key,
-        number_of_samples=before.number_of_samples + row["visitors"],
-        sum=before.sum + row[sum_field],
-        sum_squares=before.sum_squares + row[squares_field],
+        number_of_samples=before.number_of_samples + row.visitors,
+        sum=before.sum + value_sum,
+        sum_squares=before.sum_squares + squares_sum,
     )
 
 

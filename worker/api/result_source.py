@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
-import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
 from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import ResultDocument, Snapshot
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result_off_loop, document, load_table
 from worker.store.snapshots import snapshot_key
 
-Document = dict[str, Any]
+log = logging.getLogger(__name__)
+
 CacheKey = tuple[str, ResultQuery]
 
 DEFAULT_QUERY = ResultQuery()
@@ -59,7 +61,7 @@ class Version:
 class _Computed:
     at: float
     sequence: int
-    document: Document
+    document: ResultDocument
     definition: ExperimentDefinition
     query: ResultQuery
 
@@ -75,10 +77,12 @@ class ResultSource:
         self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
         self._sequence = itertools.count(1)
         # The last snapshot parsed per experiment: parsing it is most of the cost of a
-        # default result, and it changes once per results interval.
-        self._snapshots: dict[str, tuple[bytes, Document]] = {}
+        # default result, and it changes once per results interval. None: unreadable.
+        self._snapshots: dict[str, tuple[bytes, ResultDocument | None]] = {}
 
-    async def document(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
+    async def document(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> ResultDocument:
         """The result of ``query`` for every goal of the experiment (``query.goal`` is
         not used: one document serves every goal, as a snapshot does)."""
         document, _ = await self.versioned(definition, query)
@@ -86,7 +90,7 @@ class ResultSource:
 
     async def versioned(
         self, definition: ExperimentDefinition, query: ResultQuery
-    ) -> tuple[Document, Version]:
+    ) -> tuple[ResultDocument, Version]:
         """The document of :meth:`document` and the version it is."""
         query = query.model_copy(update={"goal": None})
         if query == DEFAULT_QUERY:
@@ -150,7 +154,7 @@ class ResultSource:
 
     async def daily(
         self, definition: ExperimentDefinition, query: ResultQuery
-    ) -> list[tuple[date, Document]]:
+    ) -> list[tuple[date, ResultDocument]]:
         """One document per day (in the query's timezone) of ``query.goal`` for the
         cohort entering that day, from the first to the last day with visitors inside
         the query's dates."""
@@ -158,15 +162,15 @@ class ResultSource:
         days = _days(table, query)
         goal = query.goal_key(definition)
 
-        def documents() -> list[tuple[date, Document]]:
+        def documents() -> list[tuple[date, ResultDocument]]:
             return [
                 (day, document(table, definition, _one_day(query, day), [goal])) for day in days
             ]
 
         return await asyncio.to_thread(documents)
 
-    async def _snapshot(self, experiment_id: str) -> Document | None:
-        """The stored snapshot, parsed once per distinct stored bytes."""
+    async def _snapshot(self, experiment_id: str) -> ResultDocument | None:
+        """The stored snapshot's document, parsed once per distinct stored bytes."""
         raw = await self._redis.get(snapshot_key(self._prefix, experiment_id))
         if raw is None:
             self._snapshots.pop(experiment_id, None)
@@ -174,11 +178,18 @@ class ResultSource:
         parsed = self._snapshots.get(experiment_id)
         if parsed is not None and parsed[0] == raw:
             return parsed[1]
-        document = dict(orjson.loads(raw))
+        try:
+            document: ResultDocument | None = Snapshot.model_validate_json(raw).document
+        except ValidationError as error:
+            # Written by a worker of another version: answered by a computation instead.
+            log.warning("snapshot of %s does not validate: %s", experiment_id, error)
+            document = None
         self._snapshots[experiment_id] = (raw if isinstance(raw, bytes) else raw.encode(), document)
         return document
 
-    async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:
+    async def _compute(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> ResultDocument:
         # Off the serving event loop: reading and parsing the counters is seconds of
         # Python at a million visitors, and every request of this process would wait.
         settings = self._settings
@@ -191,14 +202,13 @@ class ResultSource:
 
 
 def _default_snapshot(
-    snapshot: Document | None, definition: ExperimentDefinition
-) -> Document | None:
+    snapshot: ResultDocument | None, definition: ExperimentDefinition
+) -> ResultDocument | None:
     """The snapshot if it answers the default query: computed for that query and
     holding every goal of the current definition."""
-    if snapshot is None or snapshot.get("query") != DEFAULT_QUERY.model_dump(mode="json"):
+    if snapshot is None or snapshot.query != DEFAULT_QUERY:
         return None
-    goals = snapshot.get("goals") or {}
-    return snapshot if all(goal.key in goals for goal in definition.goals) else None
+    return snapshot if all(goal.key in snapshot.goals for goal in definition.goals) else None
 
 
 def _days(table: Table, query: ResultQuery) -> list[date]:

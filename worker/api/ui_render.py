@@ -6,19 +6,17 @@ API always agree. Every user-controlled text (names, ids, form values) is escape
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from html import escape
-from typing import Any
 
 from worker.api.mida_models import ResultResponse, ResultVariant, Statistics
 from worker.api.mida_params import BREAKDOWNS, ResultParams
 from worker.api.mida_shapes import variant_rows
 from worker.api.ui_charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition
-
-Document = Mapping[str, Any]
+from worker.results.contract import ResultDocument
 
 AUTH_NOTE = (
     "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>, "
@@ -67,8 +65,8 @@ class ExperimentPage:
     action: str
     key: str | None
     days: Sequence[date]
-    daily: Sequence[Document]
-    cumulative: Sequence[Document]
+    daily: Sequence[ResultDocument]
+    cumulative: Sequence[ResultDocument]
 
 
 def document_page(title: str, body: str) -> str:
@@ -230,17 +228,17 @@ def verdict(variant: ResultVariant, threshold: float) -> tuple[str, str]:
     return "Not enough data yet", "neutral"
 
 
-def rate_lines(daily: Sequence[Document], goal: str) -> list[Line]:
+def rate_lines(daily: Sequence[ResultDocument], goal: str) -> list[Line]:
     """Cumulative conversion rate (percent) per variant, accumulated over daily cohorts."""
     names: dict[str, str] = {}
     totals: dict[str, list[tuple[int, int]]] = {}
     for document in daily:
-        for row in document["goals"][goal]["variants"]:
-            variant = str(row["variant_id"])
-            names[variant] = str(row["name"])
+        for row in document.goals[goal].variants:
+            variant = row.variant_id
+            names[variant] = row.name
             visitors, conversions = (totals.get(variant) or [(0, 0)])[-1]
             totals.setdefault(variant, []).append(
-                (visitors + int(row["visitors"]), conversions + int(row["conversions"]))
+                (visitors + row.visitors, conversions + row.conversions)
             )
     return [
         Line(names[variant], [100.0 * c / n if n else None for n, c in series])
@@ -249,12 +247,10 @@ def rate_lines(daily: Sequence[Document], goal: str) -> list[Line]:
 
 
 def lift_lines(
-    definition: ExperimentDefinition, cumulative: Sequence[Document], goal: str
+    definition: ExperimentDefinition, cumulative: Sequence[ResultDocument], goal: str
 ) -> list[Line]:
     """Per treatment: its lift over the control (percent) and the engine's interval."""
-    days = [
-        variant_rows(definition, document["goals"][goal]["variants"]) for document in cumulative
-    ]
+    days = [variant_rows(definition, document.goals[goal].variants) for document in cumulative]
     if not days:
         return []
     # The control line is the zero rule; it keeps its place so colours match the rates.

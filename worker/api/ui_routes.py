@@ -27,6 +27,7 @@ from worker.api.mida_routes import shared_experiment
 from worker.api.mida_shapes import result_response
 from worker.api.ui_render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import ResultDocument
 from worker.results.query import ResultQuery
 from worker.results.service import document, load_table
 from worker.store.definitions import load_definitions
@@ -168,12 +169,12 @@ async def _results(
 
 async def _cumulative(
     context: ApiContext, definition: ExperimentDefinition, query: ResultQuery, days: list[date]
-) -> list[dict[str, object]]:
+) -> list[ResultDocument]:
     """The result of ``query``'s goal for the visitors entering up to each day."""
     table = await load_table(context.redis, context.prefix, definition, query)
     goal = query.goal_key(definition)
 
-    def documents() -> list[dict[str, object]]:
+    def documents() -> list[ResultDocument]:
         return [
             document(table, definition, query.model_copy(update={"end_date": day}), [goal])
             for day in days

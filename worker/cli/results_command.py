@@ -5,31 +5,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import date
-from typing import Any
 
 import redis.exceptions
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 
 from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.events.experiment import ExperimentStatus
+from worker.results.contract import VariantRow, VariantStatistics
 from worker.results.presets import preset_filter
-from worker.results.query import ResultQuery
+from worker.results.query import Dimension, ResultQuery
 from worker.results.service import compute_result
 from worker.store.definitions import load_definition
 
-COLUMNS = (
-    ("variant_id", "variant"),
-    ("visitors", "visitors"),
-    ("visits", "visits"),
-    ("conversions", "conv"),
-    ("converted_visits", "conv visits"),
-    ("goal_events", "events"),
-    ("orders", "orders"),
-    ("revenue", "revenue"),
-    ("multiple_exposures", "multi exp"),
+COLUMNS: tuple[tuple[Callable[[VariantRow], str | int | float], str], ...] = (
+    (lambda row: row.variant_id, "variant"),
+    (lambda row: row.visitors, "visitors"),
+    (lambda row: row.visits, "visits"),
+    (lambda row: row.conversions, "conv"),
+    (lambda row: row.converted_visits, "conv visits"),
+    (lambda row: row.goal_events, "events"),
+    (lambda row: row.orders, "orders"),
+    (lambda row: row.revenue, "revenue"),
+    (lambda row: row.multiple_exposures, "multi exp"),
 )
+"""The table's columns: each cell's value, and the column's title."""
+
+
+class GoalResult(BaseModel):
+    """What the command shows: one goal's rows, overall and per breakdown segment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: str
+    status: ExperimentStatus
+    goal: str
+    srm_p_value: float | None
+    variants: list[VariantRow]
+    breakdown: Dimension | None
+    segments: dict[str, list[VariantRow]]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,8 +99,8 @@ def _first_error(error: Exception) -> str:
     return str(error)
 
 
-async def collect(settings: Settings, experiment_id: str, query: ResultQuery) -> dict[str, Any]:
-    """The result document of the query for one goal (what the command prints)."""
+async def collect(settings: Settings, experiment_id: str, query: ResultQuery) -> GoalResult:
+    """The result of the query for one goal (what the command prints)."""
     async with Redis.from_url(settings.redis_url) as redis:
         definition = await load_definition(redis, settings.key_prefix, experiment_id)
         if definition is None:
@@ -97,62 +114,58 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
         except ValueError as error:
             raise UserError(f"{error}.", exit_code=2) from error
         document = await compute_result(redis, settings.key_prefix, definition, query)
-    result = document["goals"][goal]
-    return {
-        "experiment_id": experiment_id,
-        "status": definition.status.value,
-        "goal": goal,
-        "srm_p_value": document["srm_p_value"],
-        "variants": result["variants"],
-        "breakdown": document.get("breakdown"),
-        "segments": {
-            label: segment["goals"][goal]["variants"]
-            for label, segment in (document.get("segments") or {}).items()
+    return GoalResult(
+        experiment_id=experiment_id,
+        status=definition.status,
+        goal=goal,
+        srm_p_value=document.srm_p_value,
+        variants=document.goals[goal].variants,
+        breakdown=document.breakdown,
+        segments={
+            label: segment.goals[goal].variants for label, segment in document.segments.items()
         },
-    }
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     query = build_query(args)
     try:
-        document = asyncio.run(collect(settings, args.experiment_id, query))
+        result = asyncio.run(collect(settings, args.experiment_id, query))
     except redis.exceptions.ConnectionError as error:
         raise UserError(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."
         ) from error
     if args.json:
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
         return 0
-    srm = document["srm_p_value"]
-    print(f"{document['experiment_id']} ({document['status']}), goal {document['goal']}, "
+    srm = result.srm_p_value
+    print(f"{result.experiment_id} ({result.status}), goal {result.goal}, "
           f"SRM p = {'n/a' if srm is None else f'{srm:.4f}'}")  # fmt: skip
-    _print_table(document["variants"])
-    for label, rows in document["segments"].items():
-        print(f"\n{document['breakdown']} = {label}")
+    _print_table(result.variants)
+    for label, rows in result.segments.items():
+        print(f"\n{result.breakdown} = {label}")
         _print_table(rows)
     return 0
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[VariantRow]) -> None:
     print("  ".join(f"{title:>11}" for _, title in COLUMNS) + "  verdict")
     for row in rows:
-        cells = [
-            f"{row[name]:>11.2f}" if isinstance(row[name], float) else f"{row[name]:>11}"
-            for name, _ in COLUMNS
-        ]
-        print("  ".join(cells) + "  " + verdict(row.get("statistics")))
+        values = [value(row) for value, _ in COLUMNS]
+        cells = [f"{v:>11.2f}" if isinstance(v, float) else f"{v:>11}" for v in values]
+        print("  ".join(cells) + "  " + verdict(row.statistics))
 
 
-def verdict(statistics: dict[str, Any] | None) -> str:
+def verdict(statistics: VariantStatistics | None) -> str:
     """One plain-language line of a variant's statistics against the reference."""
     if statistics is None:
         return "reference"
-    improvement = statistics.get("improvement")
+    improvement = statistics.improvement
     lift = "n/a" if improvement is None else f"{improvement:+.1f} %"
-    chance = statistics.get("chance_to_win")
+    chance = statistics.chance_to_win
     if chance is not None:
         return f"{lift}, {chance:.0%} chance to beat the reference"
-    p_value = statistics.get("p_value_adjusted")
+    p_value = statistics.p_value_adjusted
     return f"{lift}, p = {'n/a' if p_value is None else f'{p_value:.4f}'}"

@@ -3,11 +3,18 @@
 Producers and consumers outside Python validate against these files; the models stay
 the source of truth. `python -m worker schemas` checks the committed files against the
 models and `python -m worker schemas --write` regenerates them.
+
+``MODELS`` holds the topics whose models live here, in events/. The output topics'
+models (`ab.results`, `ab.winners`) are the results layer's contract, which sits above
+events/, so the full registry is assembled where both are in reach, by the `schemas`
+command (``worker.cli.schemas_command.TOPIC_MODELS``); the functions below take the
+registry as an argument.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +63,10 @@ class DeadLetter(BaseModel):
     dead_lettered_at: AwareDatetime
 
 
-MODELS: dict[str, type[BaseModel]] = {
+Registry = Mapping[str, type[BaseModel]]
+"""Schema file name → the model of the topic's messages."""
+
+MODELS: Registry = {
     "ab.assignments.schema.json": Assignment,
     "ab.conversions.schema.json": Conversion,
     "ab.experiments.schema.json": ExperimentDefinition,
@@ -87,10 +97,10 @@ def _sorted(node: Any) -> Any:
     return node
 
 
-def generate() -> dict[str, dict[str, Any]]:
+def generate(models: Registry) -> dict[str, dict[str, Any]]:
     """Every schema file's content by file name, with keys in sorted order."""
     schemas = {}
-    for filename, model in MODELS.items():
+    for filename, model in models.items():
         schema = model.model_json_schema(mode="validation")
         _close_pattern_properties(schema)
         schema["$schema"] = DIALECT
@@ -107,10 +117,10 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
-def changes(directory: Path) -> dict[str, str]:
+def changes(directory: Path, models: Registry) -> dict[str, str]:
     """Files of `directory` that differ from the models: name -> "create" or "update"."""
     pending = {}
-    for filename, schema in generate().items():
+    for filename, schema in generate(models).items():
         path = directory / filename
         if not path.exists():
             pending[filename] = "create"
@@ -119,11 +129,11 @@ def changes(directory: Path) -> dict[str, str]:
     return pending
 
 
-def write(directory: Path) -> list[str]:
+def write(directory: Path, models: Registry) -> list[str]:
     """(Re)write the files that differ from the models; returns their names."""
     directory.mkdir(parents=True, exist_ok=True)
-    schemas = generate()
-    pending = changes(directory)
+    schemas = generate(models)
+    pending = changes(directory, models)
     for filename in pending:
         (directory / filename).write_text(render(schemas[filename]), encoding="utf-8")
     return list(pending)

@@ -22,9 +22,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from worker.events.experiment import Engine, ExperimentDefinition, ExperimentType, TestDirection
+from worker.results.contract import (
+    AllocationUpdated,
+    AnyDecisionEvent,
+    FrequentistCheck,
+    GoalBlock,
+    KameleoonRule,
+    ResultDocument,
+    Snapshot,
+    SrmDetected,
+    VariantRow,
+    VariantStatistics,
+    WinnerDeclared,
+    WinnerRule,
+    WinnerWithdrawn,
+)
 from worker.results.experiment_result import alpha
 from worker.results.query import ResultQuery
 from worker.stats.corrections import adjust_p_values
@@ -32,44 +50,63 @@ from worker.stats.corrections import adjust_p_values
 ALLOCATION_TOLERANCE = 0.01
 """Bandit weights that move less than this (per arm) are not republished."""
 
-WINNER_DECLARED = "winner_declared"
-WINNER_WITHDRAWN = "winner_withdrawn"
-SRM_DETECTED = "srm_detected"
-ALLOCATION_UPDATED = "allocation_updated"
+_DEFAULT_QUERY = ResultQuery()
 
-_DEFAULT_QUERY = ResultQuery().model_dump(mode="json")
+
+class DecisionState(BaseModel):
+    """What one round of decisions leaves for the next (stored in Redis beside the
+    outbox; an experiment without decisions yet starts from the defaults).
+
+    Unknown fields are ignored, not refused: a state stored by another version of the
+    worker still loads, in the worker and in the API that reads the winner from it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    winner: str | None = None
+    srm_alarm: bool = False
+    weights: dict[str, float] | None = None
+    sequence: dict[str, int] = Field(default_factory=dict)
+    """Event kind → how many events of it the experiment has had."""
 
 
 @dataclass(frozen=True)
 class Decisions:
-    """Events to publish, in order, and the state to store with them (plain data)."""
+    """Events to publish, in order, and the state to store with them."""
 
-    events: list[dict[str, Any]]
-    state: dict[str, Any]
+    events: list[AnyDecisionEvent]
+    state: DecisionState
 
 
-def decide(
-    definition: ExperimentDefinition, state: Mapping[str, Any], result: Mapping[str, Any]
-) -> Decisions:
-    """The decision events of ``result`` (a ``result_document`` of the default query).
+def decide(definition: ExperimentDefinition, state: DecisionState, snapshot: Snapshot) -> Decisions:
+    """The decision events of ``snapshot`` (of the default query).
 
-    ``state`` is the previous ``Decisions.state`` ({} at first). The same state and
-    result always give the same events and keys.
+    ``state`` is the previous ``Decisions.state``. The same state and snapshot always
+    give the same events and keys.
     """
-    if result.get("query") != _DEFAULT_QUERY:
+    result = snapshot.document
+    if result.query != _DEFAULT_QUERY:
         raise ValueError("decisions are taken on the default result only")
-    primary = result["goals"][definition.primary_goal.key]
-    ledger = _Ledger(definition, result, state.get("sequence") or {})
-    srm = bool(result["srm_alarm"])
-    if srm and not state.get("srm_alarm"):
-        ledger.emit(SRM_DETECTED, None, _srm_numbers(result, primary["variants"]))
-    winner = _next_winner(definition, result, primary, state.get("winner"), srm, ledger)
-    weights = state.get("weights")
+    primary = result.goals[definition.primary_goal.key]
+    ledger = _Ledger(definition, snapshot.computed_at, state.sequence)
+    srm = result.srm_alarm
+    if srm and not state.srm_alarm:
+        ledger.events.append(
+            SrmDetected(
+                **ledger.header("srm_detected", None),
+                srm_p_value=result.srm_p_value,
+                srm_sequential_p_value=result.srm_sequential_p_value,
+                visitors={v.variant_id: v.visitors for v in primary.variants},
+                expected_weights=_configured_weights(primary.variants),
+            )
+        )
+    winner = _next_winner(definition, result, primary, state.winner, srm, ledger)
+    weights = state.weights
     if definition.type is ExperimentType.MAB:
         weights = _next_weights(primary, weights, ledger)
     return Decisions(
         ledger.events,
-        {"winner": winner, "srm_alarm": srm, "weights": weights, "sequence": ledger.sequence},
+        DecisionState(winner=winner, srm_alarm=srm, weights=weights, sequence=ledger.sequence),
     )
 
 
@@ -77,37 +114,32 @@ class _Ledger:
     """Numbers the events of one decision round per kind, continuing the state's count."""
 
     def __init__(
-        self,
-        definition: ExperimentDefinition,
-        result: Mapping[str, Any],
-        sequence: Mapping[str, int],
+        self, definition: ExperimentDefinition, computed_at: datetime, sequence: Mapping[str, int]
     ) -> None:
         self.definition = definition
-        self.result = result
+        self.computed_at = computed_at
         self.sequence = dict(sequence)
-        self.events: list[dict[str, Any]] = []
+        self.events: list[AnyDecisionEvent] = []
 
-    def emit(self, kind: str, variant_id: str | None, numbers: Mapping[str, Any]) -> None:
-        number = self.sequence[kind] = int(self.sequence.get(kind, 0)) + 1
+    def header(self, kind: str, variant_id: str | None) -> dict[str, Any]:
+        """The fields every event starts with, for the next event of ``kind``."""
+        number = self.sequence[kind] = self.sequence.get(kind, 0) + 1
         experiment = self.definition.id
-        self.events.append(
-            {
-                "kind": kind,
-                "experiment_id": experiment,
-                "variant_id": variant_id,
-                "goal": self.definition.primary_goal.key,
-                "sequence": number,
-                "idempotency_key": f"{experiment}:{kind}:{variant_id or '-'}:{number}",
-                "computed_at": self.result.get("computed_at"),
-                **numbers,
-            }
-        )
+        return {
+            "kind": kind,
+            "experiment_id": experiment,
+            "variant_id": variant_id,
+            "goal": self.definition.primary_goal.key,
+            "sequence": number,
+            "idempotency_key": f"{experiment}:{kind}:{variant_id or '-'}:{number}",
+            "computed_at": self.computed_at,
+        }
 
 
 def _next_winner(
     definition: ExperimentDefinition,
-    result: Mapping[str, Any],
-    primary: Mapping[str, Any],
+    result: ResultDocument,
+    primary: GoalBlock,
     winner: str | None,
     srm: bool,
     ledger: _Ledger,
@@ -117,94 +149,98 @@ def _next_winner(
     A declared winner stays while it passes, even if another variant overtakes it:
     downstream services act on a winner, so it must not flap.
     """
-    passing = passing_variants(definition, primary["variants"])
+    passing = passing_variants(definition, primary.variants)
     if winner is not None and (srm or winner not in passing):
-        reason = "srm_alarm" if srm else "threshold_no_longer_met"
-        ledger.emit(
-            WINNER_WITHDRAWN, winner, {"reason": reason} | _numbers(result, primary, winner)
+        ledger.events.append(
+            WinnerWithdrawn(
+                **ledger.header("winner_withdrawn", winner),
+                reason="srm_alarm" if srm else "threshold_no_longer_met",
+                **_numbers(result, primary, winner),
+            )
         )
         winner = None
     if winner is None and passing and not srm:
         winner = passing[0]
-        ledger.emit(
-            WINNER_DECLARED,
-            winner,
-            _numbers(result, primary, winner) | {"rule": winner_rule(definition, primary, winner)},
+        ledger.events.append(
+            WinnerDeclared(
+                **ledger.header("winner_declared", winner),
+                **_numbers(result, primary, winner),
+                rule=winner_rule(definition, primary, winner),
+            )
         )
     return winner
 
 
 def _next_weights(
-    primary: Mapping[str, Any], weights: Mapping[str, float] | None, ledger: _Ledger
-) -> Mapping[str, float] | None:
+    primary: GoalBlock, weights: dict[str, float] | None, ledger: _Ledger
+) -> dict[str, float] | None:
     """Publish the bandit's Thompson weights when they moved beyond the tolerance."""
-    if not primary["bandit_updated"]:
+    if not primary.bandit_updated or primary.bandit_weights is None:
         return weights
-    new_weights = {k: float(v) for k, v in primary["bandit_weights"].items()}
-    previous = weights or _configured_weights(primary["variants"])
+    new_weights = dict(primary.bandit_weights)
+    previous = weights or _configured_weights(primary.variants)
     if not _moved(previous, new_weights):
         return weights
-    ledger.emit(
-        ALLOCATION_UPDATED,
-        None,
-        {
-            "weights": new_weights,
-            "previous_weights": previous,
-            "probability_best": primary["probability_best"],
-        },
+    ledger.events.append(
+        AllocationUpdated(
+            **ledger.header("allocation_updated", None),
+            weights=new_weights,
+            previous_weights=previous,
+            probability_best=primary.probability_best,
+        )
     )
     return new_weights
 
 
-def passing_variants(
-    definition: ExperimentDefinition, variants: Sequence[Mapping[str, Any]]
-) -> list[str]:
+def passing_variants(definition: ExperimentDefinition, variants: Sequence[VariantRow]) -> list[str]:
     """Variant ids that pass the winner rule, best improvement first."""
     stats = definition.stats
     planned = stats.planned_sample_size
-    horizon_reached = planned is not None and all(v["units"] >= planned for v in variants)
+    horizon_reached = planned is not None and all(v.units >= planned for v in variants)
     if not stats.sequential and not horizon_reached:
         return []
     higher_is_better = stats.test_direction is not TestDirection.LESS
-    treatments = [v for v in variants if v["statistics"] is not None]
-    tests = [_frequentist(definition, v["statistics"]) for v in treatments]
-    holm = adjust_p_values([test.get("p_value") for test in tests], "holm")
-    passing = [
-        variant
-        for variant, test, holm_p in zip(treatments, tests, holm, strict=True)
-        if _passes(definition, variant["statistics"], test, holm_p, higher_is_better)
-    ]
-    passing.sort(
-        key=lambda v: v["statistics"]["lift"] * (1 if higher_is_better else -1), reverse=True
-    )
-    return [v["variant_id"] for v in passing]
+    treatments = [(v.variant_id, v.statistics) for v in variants if v.statistics is not None]
+    tests = [_frequentist(definition, statistics) for _, statistics in treatments]
+    holm = adjust_p_values([test.p_value if test else None for test in tests], "holm")
+    lifts = {
+        variant_id: statistics.lift
+        for (variant_id, statistics), test, holm_p in zip(treatments, tests, holm, strict=True)
+        if statistics.lift is not None
+        and _passes(definition, statistics, test, holm_p, higher_is_better)
+    }
+    sign = 1 if higher_is_better else -1
+    return sorted(lifts, key=lambda variant_id: sign * lifts[variant_id], reverse=True)
 
 
 def _frequentist(
-    definition: ExperimentDefinition, statistics: Mapping[str, Any]
-) -> Mapping[str, Any]:
+    definition: ExperimentDefinition, statistics: VariantStatistics
+) -> VariantStatistics | FrequentistCheck | None:
+    """The frequentist test of a comparison: the engine's own, or the Bayesian one's check."""
     if definition.stats.engine is Engine.BAYESIAN:
-        return statistics.get("frequentist_check") or {}
+        return statistics.frequentist_check
     return statistics
 
 
 def _passes(
     definition: ExperimentDefinition,
-    statistics: Mapping[str, Any],
-    test: Mapping[str, Any],
+    statistics: VariantStatistics,
+    test: VariantStatistics | FrequentistCheck | None,
     holm_p_value: float | None,
     higher_is_better: bool,
 ) -> bool:
     stats = definition.stats
-    lift = statistics.get("lift")
+    lift = statistics.lift
     if lift is None or (lift <= 0 if higher_is_better else lift >= 0):
         return False
     if stats.engine is Engine.BAYESIAN:
-        chance = statistics.get("chance_to_win")
+        chance = statistics.chance_to_win
         if chance is None or chance < stats.confidence_threshold_percent / 100.0:
             return False
-    p_value = test.get("p_value_adjusted")
-    interval = test.get("ci_adjusted")
+    if test is None:
+        return False
+    p_value = test.p_value_adjusted
+    interval = test.ci_adjusted
     if p_value is None or holm_p_value is None or interval is None:
         return False
     if max(p_value, holm_p_value) >= alpha(definition):
@@ -215,9 +251,7 @@ def _passes(
     return upper is not None and upper < 0
 
 
-def winner_rule(
-    definition: ExperimentDefinition, goal: Mapping[str, Any], variant_id: str
-) -> dict[str, Any]:
+def winner_rule(definition: ExperimentDefinition, goal: GoalBlock, variant_id: str) -> WinnerRule:
     """Which rule declared the winner, and Kameleoon's rule on the same numbers.
 
     Ours: the threshold under sequential inference (or a fixed-horizon test at the
@@ -225,51 +259,40 @@ def winner_rule(
     Kameleoon's: reliability (1 - one-sided p, or the chance to beat the reference)
     above the threshold and a positive improvement; ours implies it.
     """
-    statistics = next(v for v in goal["variants"] if v["variant_id"] == variant_id)["statistics"]
+    statistics = next(v for v in goal.variants if v.variant_id == variant_id).statistics
     threshold = definition.stats.confidence_threshold_percent
-    reliability = statistics.get("reliability")
-    improvement = statistics.get("improvement")
-    return {
-        "name": "sequential" if definition.stats.sequential else "fixed_horizon",
-        "engine": definition.stats.engine.value,
-        "threshold_percent": threshold,
-        "kameleoon": {
-            "reliability_percent": None if reliability is None else 100 * reliability,
-            "improvement_percent": improvement,
-            "met": reliability is not None
+    reliability = statistics.reliability if statistics else None
+    improvement = statistics.improvement if statistics else None
+    return WinnerRule(
+        name="sequential" if definition.stats.sequential else "fixed_horizon",
+        engine=definition.stats.engine,
+        threshold_percent=threshold,
+        kameleoon=KameleoonRule(
+            reliability_percent=None if reliability is None else 100 * reliability,
+            improvement_percent=improvement,
+            met=reliability is not None
             and 100 * reliability >= threshold
             and improvement is not None
             and improvement > 0,
-        },
-    }
+        ),
+    )
 
 
 def _moved(previous: Mapping[str, float], new: Mapping[str, float]) -> bool:
     return any(abs(new[k] - previous.get(k, 0.0)) > ALLOCATION_TOLERANCE for k in new)
 
 
-def _numbers(result: Mapping[str, Any], goal: Mapping[str, Any], variant_id: str) -> dict[str, Any]:
+def _numbers(result: ResultDocument, goal: GoalBlock, variant_id: str) -> dict[str, Any]:
     """The rows behind a winner decision: the variant, the reference, the checks."""
-    rows = {v["variant_id"]: v for v in goal["variants"]}
+    rows = {v.variant_id: v for v in goal.variants}
     return {
-        "reference_variant": result["reference_variant"],
+        "reference_variant": result.reference_variant,
         "variant": rows[variant_id],
-        "reference": rows[result["reference_variant"]],
-        "srm_p_value": result["srm_p_value"],
-        "settings": result["settings"],
+        "reference": rows[result.reference_variant],
+        "srm_p_value": result.srm_p_value,
+        "settings": result.settings,
     }
 
 
-def _configured_weights(variants: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    return {v["variant_id"]: float(v["traffic_weight"]) for v in variants}
-
-
-def _srm_numbers(
-    result: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "srm_p_value": result["srm_p_value"],
-        "srm_sequential_p_value": result.get("srm_sequential_p_value"),
-        "visitors": {v["variant_id"]: v["visitors"] for v in variants},
-        "expected_weights": _configured_weights(variants),
-    }
+def _configured_weights(variants: Sequence[VariantRow]) -> dict[str, float]:
+    return {v.variant_id: v.traffic_weight for v in variants}

@@ -11,11 +11,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from worker.events.experiment import Engine, ExperimentDefinition, GoalType, Variant
-from worker.results.query import ResultQuery
+from worker.results.contract import (
+    AnalysisSettings,
+    FrequentistCheck,
+    GoalBlock,
+    ResultDocument,
+    SegmentResult,
+    VariantRow,
+    VariantStatistics,
+)
+from worker.results.query import CountUnit, ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, AnalysisResult, analyze_goals
 from worker.stats.corrections import Correction
+from worker.stats.schema import VariantResult
 from worker.stats.srm import (
     DEFAULT_SRM_THRESHOLD,
     sequential_srm_p_value,
@@ -35,7 +45,7 @@ def result_document(
     totals: Mapping[str, QueryTotals],
     query: ResultQuery | None = None,
     max_segment_statistics: int = SEGMENT_STATISTICS,
-) -> dict[str, Any]:
+) -> ResultDocument:
     """The result of ``query`` for the goals in ``totals`` (goal key → its totals).
 
     All totals must come from the same query. Without a breakdown, ``segments`` is
@@ -44,7 +54,9 @@ def result_document(
     """
     query = query or ResultQuery()
     order = query.variant_order(definition)
-    overall = {goal: _ordered(goal_totals.variants, order) for goal, goal_totals in totals.items()}
+    overall_rows = {
+        goal: _ordered(goal_totals.variants, order) for goal, goal_totals in totals.items()
+    }
     segment_rows = {
         label: {
             goal: _ordered((t.segments or {}).get(label, []), order) for goal, t in totals.items()
@@ -64,29 +76,33 @@ def result_document(
         for label, rows in segment_rows.items()
     }
     stats = definition.stats
-    return {
-        "experiment_id": definition.id,
-        "name": definition.name,
-        "status": definition.status.value,
-        "type": definition.type.value,
-        "query": query.model_dump(mode="json"),
-        "goal": query.goal_key(definition),
-        "primary_goal": definition.primary_goal.key,
-        "reference_variant": order[0],
-        "settings": {
-            "engine": stats.engine.value,
-            "confidence_threshold_percent": stats.confidence_threshold_percent,
-            "alpha": alpha(definition),
-            "test_direction": stats.test_direction.value,
-            "correction": stats.correction.value,
-            "sequential": stats.sequential,
-            "sequential_tuning": stats.sequential_tuning,
-            "planned_sample_size": stats.planned_sample_size,
-        },
-        **_analysis(definition, query, order, overall, statistics=True, checks=True),
-        "breakdown": query.breakdown,
-        "segments": segments,
-    }
+    overall = _analysis(definition, query, order, overall_rows, statistics=True, checks=True)
+    return ResultDocument(
+        experiment_id=definition.id,
+        name=definition.name,
+        status=definition.status,
+        type=definition.type,
+        query=query,
+        goal=query.goal_key(definition),
+        primary_goal=definition.primary_goal.key,
+        reference_variant=order[0],
+        settings=AnalysisSettings(
+            engine=stats.engine,
+            confidence_threshold_percent=stats.confidence_threshold_percent,
+            alpha=alpha(definition),
+            test_direction=stats.test_direction,
+            correction=stats.correction,
+            sequential=stats.sequential,
+            sequential_tuning=stats.sequential_tuning,
+            planned_sample_size=stats.planned_sample_size,
+        ),
+        srm_p_value=overall.srm_p_value,
+        srm_sequential_p_value=overall.srm_sequential_p_value,
+        srm_alarm=overall.srm_alarm,
+        goals=overall.goals,
+        breakdown=query.breakdown,
+        segments=segments,
+    )
 
 
 def alpha(definition: ExperimentDefinition) -> float:
@@ -108,7 +124,7 @@ def _analysis(
     rows: Rows,
     statistics: bool,
     checks: bool = False,
-) -> dict[str, Any]:
+) -> SegmentResult:
     """SRM and the per-goal blocks of one set of rows (whole query or one segment).
 
     ``checks`` adds, for the Bayesian engine, the frequentist test decisions need.
@@ -133,20 +149,20 @@ def _analysis(
     # The alarm (and the srm_detected decision) uses the anytime-valid test: the split
     # is checked at every interval; the chi-square value is shown as vendors show it.
     sequential = sequential_srm_p_value(visitors, weights) if first else None
-    return {
-        "srm_p_value": srm,
-        "srm_sequential_p_value": sequential,
-        "srm_alarm": srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
-        "goals": {
+    return SegmentResult(
+        srm_p_value=srm,
+        srm_sequential_p_value=sequential,
+        srm_alarm=srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
+        goals={
             goal.key: _goal_block(
                 definition, query, goal.type, rows[goal.key], weights, result, check
             )
             for goal, result, check in zip(goals, results, frequentist, strict=True)
         },
-    }
+    )
 
 
-def _units(query: ResultQuery) -> tuple[str, str]:
+def _units(query: ResultQuery) -> tuple[CountUnit, str]:
     """(denominator, converted numerator) fields of VariantTotals for the query.
 
     Converted visits are only a proportion of visits, so asking for them implies the
@@ -206,40 +222,48 @@ def _goal_block(
     weights: list[float],
     result: AnalysisResult | None,
     check: AnalysisResult | None,
-) -> dict[str, Any]:
-    statistics = {v.id: v.model_dump(mode="json") for v in result.variants} if result else {}
-    if check is not None:
-        for checked in check.variants:
-            statistics[checked.id]["frequentist_check"] = {
-                "p_value": checked.p_value,
-                "p_value_adjusted": checked.p_value_adjusted,
-                "ci_adjusted": checked.ci_adjusted,
-            }
+) -> GoalBlock:
+    checks = {checked.id: checked for checked in check.variants} if check else {}
+    statistics = {
+        v.id: VariantStatistics(**dict(v), frequentist_check=_frequentist_check(checks.get(v.id)))
+        for v in (result.variants if result else [])
+    }
     unit, converted = _units(query)
     variants = []
     for row, weight in zip(rows, weights, strict=True):
         variant = _variant(definition, row.variant_id)
         base = getattr(row, unit)
         variants.append(
-            row.as_dict()
-            | {
-                "name": variant.name,
-                "is_control": variant.is_control,
-                "is_reference": row is rows[0],
-                "traffic_weight": weight,
-                "units": base,
-                "conversion_rate": getattr(row, converted) / base if base else None,
-                "statistics": statistics.get(row.variant_id),
-            }
+            VariantRow(
+                **row.as_dict(),
+                name=variant.name,
+                is_control=variant.is_control,
+                is_reference=row is rows[0],
+                traffic_weight=weight,
+                units=base,
+                conversion_rate=getattr(row, converted) / base if base else None,
+                statistics=statistics.get(row.variant_id),
+            )
         )
-    return {
-        "type": goal_type.value,
-        "unit": unit,
-        "variants": variants,
-        "probability_best": result.probability_best if result else None,
-        "bandit_weights": result.bandit_weights if result else None,
-        "bandit_updated": result.bandit_updated if result else False,
-    }
+    return GoalBlock(
+        type=goal_type,
+        unit=unit,
+        variants=variants,
+        probability_best=result.probability_best if result else None,
+        bandit_weights=result.bandit_weights if result else None,
+        bandit_updated=result.bandit_updated if result else False,
+    )
+
+
+def _frequentist_check(checked: VariantResult | None) -> FrequentistCheck | None:
+    """The numbers decisions read from the frequentist run of a Bayesian comparison."""
+    if checked is None:
+        return None
+    return FrequentistCheck(
+        p_value=checked.p_value,
+        p_value_adjusted=checked.p_value_adjusted,
+        ci_adjusted=checked.ci_adjusted,
+    )
 
 
 def _ordered(rows: Sequence[VariantTotals], order: Sequence[str]) -> list[VariantTotals]:

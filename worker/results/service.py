@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 
 from worker.events.experiment import ExperimentDefinition
 from worker.results.cell_aggregation import CellTable, aggregate_cells
+from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
 from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
@@ -44,7 +44,7 @@ def totals(table: Table, query: ResultQuery, goal: str, variant_ids: Sequence[st
 
 def document(
     table: Table, definition: ExperimentDefinition, query: ResultQuery, goals: Sequence[str]
-) -> dict[str, Any]:
+) -> ResultDocument:
     """The result document (numbers and statistics) of the given goals."""
     order = query.variant_order(definition)
     return result_document(
@@ -54,7 +54,7 @@ def document(
 
 async def compute_result(
     redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
-) -> dict[str, Any]:
+) -> ResultDocument:
     """The result of every goal of the experiment for the query."""
     table = await load_table(redis, prefix, definition, query)
     goals = [goal.key for goal in definition.goals]
@@ -63,18 +63,18 @@ async def compute_result(
 
 async def compute_result_off_loop(
     connect: Callable[[], Redis], prefix: str, definition: ExperimentDefinition, query: ResultQuery
-) -> dict[str, Any]:
+) -> ResultDocument:
     """``compute_result`` on a thread of its own, with its own event loop and a new
     client from ``connect`` (a client belongs to the loop it was made on): at a million
     visitors reading and parsing the counters is seconds of Python, and the caller's
     loop (ingestion, or an API process serving requests) must keep running meanwhile.
     """
 
-    async def compute() -> dict[str, Any]:
+    async def compute() -> ResultDocument:
         async with connect() as redis:
             return await compute_result(redis, prefix, definition, query)
 
-    def run() -> dict[str, Any]:
+    def run() -> ResultDocument:
         # The coroutine is made on the thread too: cancelled before the thread starts,
         # none is left never awaited.
         return asyncio.run(compute())

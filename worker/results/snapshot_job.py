@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import metrics, outbox
-from worker.results.decisions import decide
+from worker.results.contract import Snapshot
+from worker.results.decisions import DecisionState, decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
 from worker.store import snapshots
@@ -81,34 +82,43 @@ class SnapshotJob:
             lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
         )
         metrics.SNAPSHOT_COMPUTE_SECONDS.observe(time.perf_counter() - started)
-        document["applied_offsets"] = applied
-        document["computed_at"] = now.isoformat()
-        document["interval_index"] = index
-        document["computed_by"] = self._worker
+        ended_at = None
         if completed:
-            document["ended_at"] = await snapshots.mark_ended(
+            recorded = await snapshots.mark_ended(
                 self._redis, prefix, definition.id, now.isoformat()
             )
-        await snapshots.save_snapshot(self._redis, prefix, definition.id, document)
+            ended_at = datetime.fromisoformat(recorded)
+        snapshot = Snapshot(
+            document=document,
+            applied_offsets=applied,
+            computed_at=now,
+            interval_index=index,
+            computed_by=self._worker,
+            ended_at=ended_at,
+        )
+        published = snapshot.model_dump(mode="json")
+        await snapshots.save_snapshot(self._redis, prefix, definition.id, published)
         await self._producer.send_and_wait(
-            self._settings.topic_results, orjson.dumps(document), key=definition.id.encode()
+            self._settings.topic_results, orjson.dumps(published), key=definition.id.encode()
         )
         if completed:
             return  # a frozen result takes no new decisions
-        state = await snapshots.load_decision_state(self._redis, prefix, definition.id)
-        decisions = decide(definition, state, document)
+        stored = await snapshots.load_decision_state(self._redis, prefix, definition.id)
+        decisions = decide(definition, DecisionState.model_validate(stored), snapshot)
         entries = [
             (
-                event["idempotency_key"],
-                outbox.publish_entry(self._settings.topic_winners, definition.id, event),
+                event.idempotency_key,
+                outbox.publish_entry(
+                    self._settings.topic_winners, definition.id, event.model_dump(mode="json")
+                ),
             )
             for event in decisions.events
         ]
         taken = await snapshots.record_decisions(
-            self._redis, prefix, definition.id, entries, decisions.state
+            self._redis, prefix, definition.id, entries, decisions.state.model_dump(mode="json")
         )
         if taken:
-            kinds = ", ".join(event["kind"] for event in decisions.events)
+            kinds = ", ".join(event.kind for event in decisions.events)
             log.info("%s: %d decision(s): %s", definition.id, taken, kinds)
 
 

@@ -1,0 +1,47 @@
+"""Hand-made pieces of result documents, for tests of the shapes that read them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.events.experiment import GoalType
+from worker.results.contract import GoalBlock, VariantRow
+
+ZERO_ROW: dict[str, Any] = {
+    "visitors": 0,
+    "visits": 0,
+    "multiple_exposures": 0,
+    "conversions": 0,
+    "converted_visits": 0,
+    "goal_events": 0,
+    "goal_events_sum_squares": 0,
+    "orders": 0,
+    "revenue": 0.0,
+    "revenue_sum_squares": 0.0,
+    "is_control": False,
+    "is_reference": False,
+    "traffic_weight": 0.5,
+    "units": 0,
+    "conversion_rate": None,
+    "statistics": None,
+}
+"""A row's fields that a test leaves out: nothing counted, no statistics."""
+
+
+def variant_row(variant_id: str, **fields: Any) -> VariantRow:
+    """A variant row with ``fields`` (``name`` defaults to the id), zero elsewhere."""
+    return VariantRow.model_validate(
+        ZERO_ROW | {"variant_id": variant_id, "name": variant_id} | fields
+    )
+
+
+def goal_block(rows: list[VariantRow]) -> GoalBlock:
+    """A conversion goal's block of ``rows``, without bandit numbers."""
+    return GoalBlock(
+        type=GoalType.CONVERSION,
+        unit="visitors",
+        variants=rows,
+        probability_best=None,
+        bandit_weights=None,
+        bandit_updated=False,
+    )

@@ -1,0 +1,155 @@
+"""The result document: one query's numbers and statistics for every goal of an experiment.
+
+``worker.results.experiment_result.result_document`` builds it; snapshots store and
+publish it, and decisions, every vendor shape, the UI and the CLI read it. Field
+order is the order of the published JSON.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.events.experiment import (
+    Correction,
+    Engine,
+    ExperimentStatus,
+    ExperimentType,
+    GoalType,
+    TestDirection,
+)
+from worker.results.query import CountUnit, Dimension, ResultQuery
+from worker.stats.common import Interval
+from worker.stats.schema import VariantResult
+
+CONTRACT = ConfigDict(frozen=True, extra="forbid")
+"""Every contract model is immutable, and lists exactly the fields that are published."""
+
+
+class FrequentistCheck(BaseModel):
+    """The frequentist test of a Bayesian comparison, which decisions gate a winner on."""
+
+    model_config = CONTRACT
+
+    p_value: float | None
+    p_value_adjusted: float | None
+    ci_adjusted: Interval | None
+
+
+class VariantStatistics(VariantResult):
+    """A treatment compared with the reference, by the experiment's engine.
+
+    The frequentist engine fills ``p_value``/``p_value_adjusted`` and leaves
+    ``chance_to_win``/``risk`` null; the Bayesian engine does the opposite, with ``ci``
+    the credible interval and ``lift`` the posterior mean. A number undefined for the
+    data is null, and so is an interval side that is unbounded. ``frequentist_check``
+    is present only in the whole query's blocks of a Bayesian experiment; it is left
+    out, not null, everywhere else.
+    """
+
+    model_config = CONTRACT
+
+    frequentist_check: FrequentistCheck | None = Field(
+        default=None,
+        exclude_if=lambda check: check is None,
+        description="Present for the Bayesian engine only, on the whole query (not segments).",
+    )
+
+
+class VariantRow(BaseModel):
+    """One variant's numbers on one goal: its totals, then what the document adds."""
+
+    model_config = CONTRACT
+
+    variant_id: str
+    visitors: int
+    visits: int
+    multiple_exposures: int
+    conversions: int = Field(description="Visitors with at least min_count goal events.")
+    converted_visits: int
+    goal_events: int
+    goal_events_sum_squares: int = Field(description="Per-visitor sum of squared goal events.")
+    orders: int
+    revenue: float
+    revenue_sum_squares: float = Field(description="Per-visitor sum of squared revenue.")
+    name: str
+    is_control: bool
+    is_reference: bool = Field(description="The variant the others are compared with.")
+    traffic_weight: float = Field(description="Configured share of traffic, from 0 to 1.")
+    units: int = Field(description="The denominator: visitors, or visits with the visit unit.")
+    conversion_rate: float | None = Field(
+        description="Converted units / units; null without units."
+    )
+    statistics: VariantStatistics | None = Field(
+        description="Null for the reference, and in segments analysed without statistics."
+    )
+
+
+class GoalBlock(BaseModel):
+    """One goal's variants, reference first, with the experiment-wide numbers of the goal."""
+
+    model_config = CONTRACT
+
+    type: GoalType
+    unit: CountUnit
+    variants: list[VariantRow]
+    probability_best: dict[str, float] | None = Field(
+        description="Variant id → chance to be the best arm; null when undefined or not analysed."
+    )
+    bandit_weights: dict[str, float] | None = Field(
+        description="Variant id → Thompson-sampling weight; null when not analysed."
+    )
+    bandit_updated: bool = Field(description="Whether the bandit weights moved from the split.")
+
+
+class SegmentResult(BaseModel):
+    """The sample-ratio checks and goal blocks of one breakdown segment."""
+
+    model_config = CONTRACT
+
+    srm_p_value: float | None
+    srm_sequential_p_value: float | None
+    srm_alarm: bool
+    goals: dict[str, GoalBlock] = Field(description="Goal key → its block.")
+
+
+class AnalysisSettings(BaseModel):
+    """The statistics settings the document was analysed with."""
+
+    model_config = CONTRACT
+
+    engine: Engine
+    confidence_threshold_percent: float
+    alpha: float = Field(description="The significance level: 1 - confidence threshold.")
+    test_direction: TestDirection
+    correction: Correction
+    sequential: bool
+    sequential_tuning: int
+    planned_sample_size: int | None
+
+
+class ResultDocument(BaseModel):
+    """The result of one query for every goal of an experiment.
+
+    ``srm_*`` and ``goals`` describe the whole query; with a breakdown, ``segments``
+    holds the same per segment (empty without one).
+    """
+
+    model_config = CONTRACT
+
+    experiment_id: str
+    name: str
+    status: ExperimentStatus
+    type: ExperimentType
+    query: ResultQuery
+    goal: str = Field(description="The queried goal's key (the primary goal unless asked).")
+    primary_goal: str
+    reference_variant: str
+    settings: AnalysisSettings
+    srm_p_value: float | None = Field(description="Chi-square test of the configured split.")
+    srm_sequential_p_value: float | None = Field(
+        description="Anytime-valid test of the split, the one the alarm is raised on."
+    )
+    srm_alarm: bool
+    goals: dict[str, GoalBlock] = Field(description="Goal key → its block.")
+    breakdown: Dimension | None
+    segments: dict[str, SegmentResult] = Field(description="Breakdown value → its result.")
