@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from worker.cli import schemas_command
-from worker.cli.errors import UserError
+from worker.errors import WorkerError
 from worker.events import json_schemas
 from worker.events.enums import Device
 from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
@@ -21,13 +21,13 @@ GENERATED = json_schemas.generate()
 
 
 def run_cli(*argv: str) -> int:
-    """`python -m worker schemas ARGV`, with UserError turned into its exit code as main() does."""
+    """`python -m worker schemas ARGV`, with WorkerError turned into its exit code as main() does."""
     parser = argparse.ArgumentParser()
     schemas_command.register(parser.add_subparsers())
     args = parser.parse_args(["schemas", *argv])
     try:
         return int(args.handler(args))
-    except UserError as error:
+    except WorkerError as error:
         return error.exit_code
 
 

@@ -12,8 +12,8 @@ import redis.exceptions
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.results.presets import preset_filter
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_query(args: argparse.Namespace) -> ResultQuery:
-    """The query of the flags, or a UserError naming the bad one."""
+    """The query of the flags, or an InvalidInput naming the bad one."""
     try:
         return ResultQuery(
             start_date=args.start_date,
@@ -72,7 +72,7 @@ def build_query(args: argparse.Namespace) -> ResultQuery:
             reference_variant=args.reference,
         )
     except (ValidationError, ValueError) as error:
-        raise UserError(f"invalid query: {_first_error(error)}", exit_code=2) from error
+        raise InvalidInput(f"invalid query: {_first_error(error)}") from error
 
 
 def _first_error(error: Exception) -> str:
@@ -87,7 +87,7 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
     async with Redis.from_url(settings.redis_url) as redis:
         definition = await load_definition(redis, settings.key_prefix, experiment_id)
         if definition is None:
-            raise UserError(
+            raise NotFound(
                 f"No experiment {experiment_id!r} is known: publish it with "
                 "'python -m worker experiments apply FILE' and keep the worker running."
             )
@@ -95,7 +95,7 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
             goal = query.goal_key(definition)
             query.variant_order(definition)
         except ValueError as error:
-            raise UserError(f"{error}.", exit_code=2) from error
+            raise InvalidInput(f"{error}.") from error
         document = await compute_result(redis, settings.key_prefix, definition, query)
     result = document["goals"][goal]
     return {
@@ -118,7 +118,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         document = asyncio.run(collect(settings, args.experiment_id, query))
     except redis.exceptions.ConnectionError as error:
-        raise UserError(
+        raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."
         ) from error

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from worker.cli.errors import UserError
+from worker.errors import ProvisioningError
 from worker.services import processes
 
 
@@ -46,7 +46,7 @@ def ensure_binary() -> str:
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise UserError(
+        raise ProvisioningError(
             "redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis."
         )
     print("Installing Debian's redis-server package (first run only)...", flush=True)
@@ -54,10 +54,10 @@ def ensure_binary() -> str:
     for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
         result = subprocess.run(step, env=env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise UserError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
+            raise ProvisioningError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
     found = shutil.which("redis-server")
     if not found:
-        raise UserError("redis-server was installed but is not on PATH.")
+        raise ProvisioningError("redis-server was installed but is not on PATH.")
     return found
 
 
@@ -112,7 +112,7 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
     process = None
     if processes.read_pid(layout.pid_file) is None:
         if answers(layout.url):
-            raise UserError(
+            raise ProvisioningError(
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
             )
@@ -124,8 +124,10 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         if answers(layout.url):
             return "started"
         if process is not None and process.poll() is not None:
-            raise UserError(f"redis-server exited during start-up; its log is {layout.log_file}.")
+            raise ProvisioningError(
+                f"redis-server exited during start-up; its log is {layout.log_file}."
+            )
         time.sleep(0.2)
-    raise UserError(
+    raise ProvisioningError(
         f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
     )
