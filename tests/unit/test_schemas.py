@@ -13,8 +13,8 @@ import pytest
 from worker.cli import schemas_command
 from worker.errors import WorkerError
 from worker.events import json_schemas
+from worker.events.dead_letter import DeadLetter, Reason, dead_letter_payload, source_message
 from worker.events.enums import Device
-from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 GENERATED = json_schemas.generate()
@@ -154,7 +154,7 @@ def test_real_dead_letters_match_the_schema_model(
     message = source_message("ab.assignments", 3, 1234, key, value)
     payload = dead_letter_payload(Reason.SCHEMA_VIOLATION, "visitor_id: bad", message)
 
-    record = json_schemas.DeadLetter.model_validate_json(payload)
+    record = DeadLetter.model_validate_json(payload)
     assert record.reason is Reason.SCHEMA_VIOLATION
     assert (record.source.topic, record.source.partition, record.source.offset) == (
         "ab.assignments",

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from worker.ingestion.dead_letters import dead_letter_payload, unb64
+from worker.events.dead_letter import dead_letter_payload, unb64
 
 log = logging.getLogger(__name__)
 FLUSH_CHUNK = 500

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.events.dead_letter import Reason, dead_letter_payload, source_message
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import metrics, outage
-from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
 from worker.store import keys
 
 log = logging.getLogger(__name__)

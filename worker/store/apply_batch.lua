@@ -281,6 +281,8 @@ local function has_entry_within(visitor_key, experiment, deadline)
   return false
 end
 
+-- The outbox entry has the shape of the planner's dead letters (DeadLetterEntry in
+-- worker/events/dead_letter.py); held_text is the conversion's SourceRecord.
 local function dead_letter_unassigned(held_text)
   redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
     reason = 'no_assignment',
