@@ -31,8 +31,9 @@ from worker.ingestion.partitioning import partition_for
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.planning import plan_query
 from worker.results.query import Condition, ResultQuery
-from worker.results.visitor_scan import VisitorState, VisitorTable, scan_visitors
+from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.counter_reader import CellKey
+from worker.store.visitor_reader import VisitorState
 
 MIDA_BROWSERS = (
     "chrome", "safari", "firefox", "edge", "edge_chromium", "edge_legacy", "brave",
