@@ -12,6 +12,13 @@ DEFAULT_API_WORKERS = 1
 """Measured on the 2-core development machine (README, read API latency): a second
 uvicorn process did not serve cached results faster (the load generator, Redis and the
 worker need the other core) and doubles every per-process cache and cold computation."""
+DEFAULT_REDIS_TIMEOUT_SECONDS = 5.0
+"""How long a Redis connection or reply may take before the call raises TimeoutError
+(retried by the worker, a 503 from the API): far above any single command's time (a
+batch's script call takes milliseconds), far below a stall worth reporting."""
+DEFAULT_REDIS_HEALTH_CHECK_SECONDS = 30
+"""A connection idle this long is PINGed before its next command, so a connection
+that died while idle (a Redis restart, a dropped NAT entry) is replaced, not used."""
 
 
 def _int(name: str, default: int) -> int:
@@ -106,6 +113,8 @@ class Settings:
     worker_metrics_port: int = 9108
     max_future_skew_seconds: int = 86400
     input_timestamp_type: str = TIMESTAMP_TYPES[0]
+    redis_timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
+    redis_health_check_seconds: int = DEFAULT_REDIS_HEALTH_CHECK_SECONDS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -136,6 +145,10 @@ class Settings:
             worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
             max_future_skew_seconds=_int("AB_MAX_FUTURE_SKEW_SECONDS", 86400),
             input_timestamp_type=timestamp_type(env("AB_INPUT_TIMESTAMP_TYPE")),
+            redis_timeout_seconds=_float("AB_REDIS_TIMEOUT_SECONDS", DEFAULT_REDIS_TIMEOUT_SECONDS),
+            redis_health_check_seconds=_int(
+                "AB_REDIS_HEALTH_CHECK_SECONDS", DEFAULT_REDIS_HEALTH_CHECK_SECONDS
+            ),
         )
 
     @property

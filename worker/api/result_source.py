@@ -21,14 +21,13 @@ from datetime import date, timedelta
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
-from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result_off_loop, document, load_table
+from worker.store.connection import Redis, connect
 from worker.store.snapshots import snapshot_key
 
 Document = dict[str, Any]

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.errors import InvalidInput, ServiceUnavailable, UnreadableFile
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
+from worker.store.connection import connect
 from worker.store.definitions import load_definitions
 
 
@@ -106,7 +106,7 @@ def handle_list(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
 
     async def fetch() -> list[ExperimentDefinition]:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await load_definitions(redis, settings.key_prefix)
 
     for definition in asyncio.run(fetch()):

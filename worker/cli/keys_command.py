@@ -13,12 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.exceptions
-from redis.asyncio import Redis
-
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.store.api_keys import create_key, list_keys, revoke_key
+from worker.store.connection import REDIS_UNAVAILABLE, Redis, connect
 
 PROJECT_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
 
@@ -85,12 +83,12 @@ def _run(action: Callable[[Redis, str], Awaitable[T]]) -> T:
     settings = Settings.from_env()
 
     async def run() -> T:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await action(redis, settings.key_prefix)
 
     try:
         return asyncio.run(run())
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+    except REDIS_UNAVAILABLE as error:
         raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."

@@ -8,15 +8,14 @@ import json
 from datetime import date
 from typing import Any
 
-import redis.exceptions
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.results.presets import preset_filter
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result
+from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.definitions import load_definition
 
 COLUMNS = (
@@ -84,7 +83,7 @@ def _first_error(error: Exception) -> str:
 
 async def collect(settings: Settings, experiment_id: str, query: ResultQuery) -> dict[str, Any]:
     """The result document of the query for one goal (what the command prints)."""
-    async with Redis.from_url(settings.redis_url) as redis:
+    async with connect(settings) as redis:
         definition = await load_definition(redis, settings.key_prefix, experiment_id)
         if definition is None:
             raise NotFound(
@@ -117,7 +116,7 @@ def handle(args: argparse.Namespace) -> int:
     query = build_query(args)
     try:
         document = asyncio.run(collect(settings, args.experiment_id, query))
-    except redis.exceptions.ConnectionError as error:
+    except REDIS_UNAVAILABLE as error:
         raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."

@@ -10,7 +10,8 @@ import logging
 from worker.config import ENGINES, Settings, engine_name
 from worker.errors import ConfigurationError, ServiceUnavailable
 from worker.ingestion.topics import ensure_topics
-from worker.services import kafka_server, redis_server
+from worker.services import kafka_server
+from worker.store.connection import redis_answers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer: start it with "
             "'python -m worker services up' or set KAFKA_BOOTSTRAP_SERVERS."
         )
-    if not redis_server.answers(settings.redis_url):
+    if not redis_answers(settings.redis_url):
         raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."

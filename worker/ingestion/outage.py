@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.exceptions
 from aiokafka.errors import KafkaError
 
 from worker.ingestion import metrics
+from worker.store.connection import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def redact(url: str) -> str:
 
 def tracker_for(error: BaseException) -> Outage:
     """Which service a transient error says is down."""
-    if isinstance(error, redis.exceptions.RedisError):
+    if isinstance(error, RedisError):
         return REDIS
     if isinstance(error, KafkaError):
         return KAFKA

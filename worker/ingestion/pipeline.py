@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-import redis.exceptions
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
@@ -33,10 +31,11 @@ from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
+from worker.store.connection import REDIS_UNAVAILABLE, Redis, connect
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KafkaError, OSError)
+TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
 T = TypeVar("T")
 Planner = Callable[[SourceMessage, dict[str, ExperimentDefinition], int], Plan]
 
@@ -291,7 +290,7 @@ async def read_applied_offsets_when_up(
     waiting out a Redis outage (for an engine that positions before the runtime is up)."""
 
     async def attempt() -> dict[tuple[str, int], int]:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await read_partition_offsets(redis, settings.key_prefix, partitions)
 
     return await _retrying("applied offsets not read yet", attempt)

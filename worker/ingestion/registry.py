@@ -18,18 +18,16 @@ from functools import partial
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.events.dead_letter import Reason, dead_letter_payload, source_message
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import metrics, outage
 from worker.store import keys
+from worker.store.connection import REDIS_UNAVAILABLE, Redis
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError)
+TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
 """The same transient errors as the pipeline's (worker/ingestion/pipeline.py imports this
 module, so this one cannot import them from there)."""
 

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.ingestion import outage
@@ -28,6 +27,7 @@ from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
 from worker.results.snapshot_job import SnapshotJob, utc_now
 from worker.store import keys
+from worker.store.connection import Redis, connect
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Runtime:
                 every(REMIND_INTERVAL_SECONDS, _remind_outages), name="outage-warnings"
             ),
         ]
-        self.redis = Redis.from_url(settings.redis_url)
+        self.redis = connect(settings)
         await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True

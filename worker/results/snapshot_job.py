@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
@@ -28,6 +27,7 @@ from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
 from worker.store import snapshots
 from worker.store.applied_offsets import read_applied_offsets
+from worker.store.connection import Redis, connect
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class SnapshotJob:
         prefix = self._settings.key_prefix
         applied = await read_applied_offsets(self._redis, prefix)
         # Off the worker's loop, which keeps ingesting meanwhile.
-        url = self._settings.redis_url
+        settings = self._settings
         started = time.perf_counter()
         document = await compute_result_off_loop(
-            lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
+            lambda: connect(settings), prefix, definition, DEFAULT_QUERY
         )
         metrics.SNAPSHOT_COMPUTE_SECONDS.observe(time.perf_counter() - started)
         document["applied_offsets"] = applied

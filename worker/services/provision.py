@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from worker.config import DEFAULT_KAFKA, DEFAULT_REDIS, Settings
 from worker.services import kafka_server, processes, redis_server
+from worker.store.connection import redis_answers
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,6 @@ def status(settings: Settings) -> list[ServiceStatus]:
             settings.redis_url,
             not redis_is_external(),
             redis_pid,
-            redis_server.answers(settings.redis_url),
+            redis_answers(settings.redis_url),
         ),
     ]

@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from worker.errors import ProvisioningError
 from worker.services import processes
+from worker.store.connection import redis_answers
 
 
 @dataclass(frozen=True)
@@ -95,23 +94,15 @@ def write_config(layout: RedisLayout) -> None:
     )
 
 
-def answers(url: str) -> bool:
-    """True when a Redis server at this URL answers PING."""
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
-
-
 def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
     """Start Redis unless ours already runs; return once it answers PING."""
-    if processes.read_pid(layout.pid_file) is not None and answers(layout.url):
+    if processes.read_pid(layout.pid_file) is not None and redis_answers(layout.url):
         return "already running"
     binary = ensure_binary()
     write_config(layout)
     process = None
     if processes.read_pid(layout.pid_file) is None:
-        if answers(layout.url):
+        if redis_answers(layout.url):
             raise ProvisioningError(
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
@@ -121,7 +112,7 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         )
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if answers(layout.url):
+        if redis_answers(layout.url):
             return "started"
         if process is not None and process.poll() is not None:
             raise ProvisioningError(
