@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
-from worker.ingestion import metrics, outage, outbox
+from worker.ingestion import metrics, outage
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
 from worker.ingestion.positions import BatchSpan, ReadPositions, Rewind, roll_back, set_aside
 from worker.ingestion.registry import ExperimentRegistry
@@ -267,7 +268,7 @@ class Pipeline:
     ) -> dict[str, Any]:
         result = await self._sink.apply(partition, commands, frozen, expected)
         if result.get("outbox"):
-            await outbox.flush(
+            await relay.flush(
                 self._redis,
                 self._producer,
                 keys.outbox_key(self._settings.key_prefix, partition),

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
-from worker.ingestion import metrics, outbox
+from worker.ingestion import metrics
 from worker.results.decisions import decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
@@ -61,7 +62,7 @@ class SnapshotJob:
                 continue
             await self._snapshot(definition, now, index, completed)
             made += 1
-        await outbox.flush(
+        await relay.flush(
             self._redis,
             self._producer,
             snapshots.winners_outbox_key(self._settings.key_prefix),
@@ -100,7 +101,7 @@ class SnapshotJob:
         entries = [
             (
                 event["idempotency_key"],
-                outbox.publish_entry(self._settings.topic_winners, definition.id, event),
+                relay.publish_entry(self._settings.topic_winners, definition.id, event),
             )
             for event in decisions.events
         ]
