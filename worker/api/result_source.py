@@ -28,7 +28,7 @@ from worker.events.experiment import ExperimentDefinition
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result_off_loop, document, load_table
 from worker.store.connection import Redis, connect
-from worker.store.snapshots import snapshot_key
+from worker.store.snapshots import stored_snapshot
 
 Document = dict[str, Any]
 CacheKey = tuple[str, ResultQuery]
@@ -166,7 +166,7 @@ class ResultSource:
 
     async def _snapshot(self, experiment_id: str) -> Document | None:
         """The stored snapshot, parsed once per distinct stored bytes."""
-        raw = await self._redis.get(snapshot_key(self._prefix, experiment_id))
+        raw = await stored_snapshot(self._redis, self._prefix, experiment_id)
         if raw is None:
             self._snapshots.pop(experiment_id, None)
             return None
@@ -174,7 +174,7 @@ class ResultSource:
         if parsed is not None and parsed[0] == raw:
             return parsed[1]
         document = dict(orjson.loads(raw))
-        self._snapshots[experiment_id] = (raw if isinstance(raw, bytes) else raw.encode(), document)
+        self._snapshots[experiment_id] = (raw, document)
         return document
 
     async def _compute(self, definition: ExperimentDefinition, query: ResultQuery) -> Document:

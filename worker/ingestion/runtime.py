@@ -26,8 +26,8 @@ from worker.ingestion.pipeline import TRANSIENT, Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
 from worker.results.snapshot_job import SnapshotJob, utc_now
-from worker.store import keys
 from worker.store.connection import Redis, connect
+from worker.store.meta import record_partition_count
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Runtime:
             ),
         ]
         self.redis = connect(settings)
-        await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
+        await record_partition_count(self.redis, settings.key_prefix, partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
         )

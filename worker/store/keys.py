@@ -77,3 +77,8 @@ def experiments_key(prefix: str) -> str:
 def meta_key(prefix: str) -> str:
     """Hash of facts every reader needs, such as the partition count of the input topics."""
     return f"{prefix}:meta"
+
+
+def invalid_definition_key(prefix: str, partition: int, offset: int) -> str:
+    """String marking an invalid record of `ab.experiments` as dead-lettered (once)."""
+    return f"{prefix}:bad-definition:{partition}:{offset}"

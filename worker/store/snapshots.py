@@ -57,9 +57,10 @@ async def save_snapshot(
     await redis.set(snapshot_key(prefix, experiment_id), orjson.dumps(document))
 
 
-async def load_snapshot(redis: Redis, prefix: str, experiment_id: str) -> dict[str, Any] | None:
+async def stored_snapshot(redis: Redis, prefix: str, experiment_id: str) -> bytes | None:
+    """The stored snapshot's JSON, unparsed (the API parses it once per distinct bytes)."""
     raw = await redis.get(snapshot_key(prefix, experiment_id))
-    return None if raw is None else dict(orjson.loads(raw))
+    return raw.encode() if isinstance(raw, str) else raw
 
 
 async def load_decision_state(redis: Redis, prefix: str, experiment_id: str) -> dict[str, Any]:
@@ -92,5 +93,10 @@ async def record_decisions(
 async def mark_ended(redis: Redis, prefix: str, experiment_id: str, ended_at: str) -> str:
     """The first recorded end date of a completed experiment (later calls keep it)."""
     await redis.set(ended_key(prefix, experiment_id), ended_at, nx=True)
+    return await load_ended_at(redis, prefix, experiment_id) or ended_at
+
+
+async def load_ended_at(redis: Redis, prefix: str, experiment_id: str) -> str | None:
+    """The recorded end date (ISO 8601) of a completed experiment, if one was recorded."""
     raw = await redis.get(ended_key(prefix, experiment_id))
-    return raw.decode() if isinstance(raw, bytes) else ended_at
+    return raw.decode() if isinstance(raw, bytes) else raw

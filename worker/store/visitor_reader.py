@@ -9,7 +9,7 @@ import orjson
 from redis.asyncio import Redis
 
 from worker.store import keys
-from worker.store.counter_reader import partition_count
+from worker.store.meta import partition_count
 
 CHUNK = 2000
 
