@@ -21,7 +21,7 @@ from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace
 from tests.integration.test_api_mida import context, restricted
 from worker.api.kameleoon_routes import ALLOWED_HOSTS_ENV
-from worker.store.data_codes import data_code_key
+from worker.store.keys import data_code_key
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,11 @@ from pydantic import BaseModel
 from worker.api.auth import experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
-from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment, share_prefix
+from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment
 from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
 from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
 from worker.api.result_source import ResultSource
+from worker.store import keys
 from worker.store.data_codes import (
     CODE_PATTERN,
     DataCode,
@@ -139,7 +140,7 @@ async def share_experiment(
     definition = await experiment_in_project(context, project_key, experimentId)
     link, _ = await create_share_link(
         context.redis,
-        share_prefix(context.prefix),
+        keys.kameleoon_share_prefix(context.prefix),
         project_key,
         definition.id,
         timedelta(days=expiresInDays),

@@ -26,7 +26,7 @@ from worker.ingestion import metrics
 from worker.results.decisions import decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
-from worker.store import snapshots
+from worker.store import keys, snapshots
 from worker.store.applied_offsets import read_applied_offsets
 from worker.store.connection import Redis, connect
 
@@ -62,12 +62,15 @@ class SnapshotJob:
                 continue
             await self._snapshot(definition, now, index, completed)
             made += 1
-        await relay.flush(
-            self._redis,
-            self._producer,
-            snapshots.winners_outbox_key(self._settings.key_prefix),
-            self._settings.topic_dead_letter,
-        )
+        # Every outbox, every interval: decisions a worker queued but died before
+        # publishing are published by the next run, whichever worker it is.
+        for definition in definitions:
+            await relay.flush(
+                self._redis,
+                self._producer,
+                keys.winners_outbox_key(self._settings.key_prefix, definition.id),
+                self._settings.topic_dead_letter,
+            )
         return made
 
     async def _snapshot(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from worker.store import keys
-from worker.store.snapshots import ended_key, snapshot_key
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,9 @@ async def read_state(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hget(keys.experiments_key(prefix), experiment_id)
         if snapshot:
-            pipe.get(snapshot_key(prefix, experiment_id))
+            pipe.get(keys.snapshot_key(prefix, experiment_id))
         if ended_at:
-            pipe.get(ended_key(prefix, experiment_id))
+            pipe.get(keys.ended_key(prefix, experiment_id))
         replies = list(await pipe.execute())
     definition = replies.pop(0)
     return ExperimentState(
