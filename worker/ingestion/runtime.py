@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 
 from worker.config import Settings
-from worker.ingestion import outage
+from worker.ingestion import metrics, outage
 from worker.ingestion.metrics import MetricsServer
 from worker.ingestion.monitor import Monitor
 from worker.ingestion.pipeline import TRANSIENT, Pipeline
@@ -84,7 +84,9 @@ class Runtime:
         )
         await self.registry.start()
         self.pipeline = Pipeline(settings, self.redis, self.producer, self.registry, partitions)
-        self.snapshot_job = SnapshotJob(settings, self.redis, self.producer)
+        self.snapshot_job = SnapshotJob(
+            settings, self.redis, self.producer, metrics.SNAPSHOT_COMPUTE_SECONDS.observe
+        )
         self.ready.set()
         log.info(
             "ingestion ready: %d partitions, batches of up to %d", partitions, settings.batch_size

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -22,7 +23,6 @@ from aiokafka import AIOKafkaProducer
 from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
-from worker.ingestion import metrics
 from worker.results.decisions import decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
@@ -40,10 +40,19 @@ FINAL = -1
 class SnapshotJob:
     """Computes, stores and publishes result snapshots and the decisions they imply."""
 
-    def __init__(self, settings: Settings, redis: Redis, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        producer: AIOKafkaProducer,
+        observe_compute_seconds: Callable[[float], None],
+    ) -> None:
+        """``observe_compute_seconds`` is told how long each snapshot took to compute
+        (the worker's histogram: its metrics belong to the process that runs the job)."""
         self._settings = settings
         self._redis = redis
         self._producer = producer
+        self._observe_compute_seconds = observe_compute_seconds
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run_once(self, definitions: list[ExperimentDefinition], now: datetime) -> int:
@@ -84,7 +93,7 @@ class SnapshotJob:
         document = await compute_result_off_loop(
             lambda: connect(settings), prefix, definition, DEFAULT_QUERY
         )
-        metrics.SNAPSHOT_COMPUTE_SECONDS.observe(time.perf_counter() - started)
+        self._observe_compute_seconds(time.perf_counter() - started)
         document["applied_offsets"] = applied
         document["computed_at"] = now.isoformat()
         document["interval_index"] = index
