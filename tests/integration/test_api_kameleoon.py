@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, Dataset, expected_totals
 from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace
-from tests.integration.test_api_mida import context, restricted
+from tests.integration.test_api_mida import context, on_device, restricted
 from worker.api.app import create_app
 from worker.config import Settings
 from worker.store.keys import data_code_key
@@ -141,10 +141,6 @@ async def test_visits_converted_visits_goals_and_reference(
     for index, variation in enumerate(data["variationData"].values()):
         general = variation["breakdownData"]["_reference"]["generalData"]
         assert_matches(general, expected, index, unit="visits", converted="converted_visits")
-
-
-def on_device(device: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda event: context(event, "device") == device
 
 
 async def test_breakdown_by_device_with_a_country_filter(

@@ -33,9 +33,7 @@ from worker.store import keys
 pytestmark = pytest.mark.integration
 
 
-def messages_for(
-    namespace: Namespace, data: Dataset
-) -> list[tuple[str, bytes | None, bytes | None]]:
+def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes | None, bytes]]:
     topics = {
         "assignments": namespace.settings.topic_assignments,
         "conversions": namespace.settings.topic_conversions,
