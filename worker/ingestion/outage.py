@@ -23,13 +23,16 @@ from urllib.parse import urlsplit, urlunsplit
 from aiokafka.errors import KafkaError
 
 from worker.ingestion import metrics
-from worker.store.connection import RedisError
+from worker.store.connection import REDIS_UNAVAILABLE, RedisError
 
 log = logging.getLogger(__name__)
 
 WARN_EVERY_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 5.0
 T = TypeVar("T")
+
+TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
+"""What a call raises while Redis or Kafka does not answer (in time): waited out, retried."""
 
 
 def _monotonic() -> float:

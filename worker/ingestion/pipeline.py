@@ -20,23 +20,22 @@ from functools import partial
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion import metrics, outage
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
+from worker.ingestion.outage import TRANSIENT
 from worker.ingestion.positions import BatchSpan, ReadPositions, Rewind, roll_back, set_aside
 from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
-from worker.store.connection import REDIS_UNAVAILABLE, Redis, connect
+from worker.store.connection import Redis, connect
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
 T = TypeVar("T")
 Planner = Callable[[SourceMessage, dict[str, ExperimentDefinition], int], Plan]
 

@@ -16,13 +16,13 @@ import logging
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from worker.events.dead_letter import Reason, dead_letter_payload, source_message
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import metrics, outage
-from worker.store.connection import REDIS_UNAVAILABLE, Redis
+from worker.ingestion.outage import TRANSIENT
+from worker.store.connection import Redis
 from worker.store.definitions import (
     claim_invalid_definition,
     delete_definition,
@@ -31,10 +31,6 @@ from worker.store.definitions import (
 )
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
-"""The same transient errors as the pipeline's (worker/ingestion/pipeline.py imports this
-module, so this one cannot import them from there)."""
 
 
 class ExperimentRegistry:

@@ -22,7 +22,8 @@ from worker.config import Settings
 from worker.ingestion import metrics, outage
 from worker.ingestion.metrics import MetricsServer
 from worker.ingestion.monitor import Monitor
-from worker.ingestion.pipeline import TRANSIENT, Pipeline
+from worker.ingestion.outage import TRANSIENT
+from worker.ingestion.pipeline import Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
 from worker.results.snapshot_job import SnapshotJob, utc_now
