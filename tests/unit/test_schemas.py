@@ -21,7 +21,8 @@ GENERATED = json_schemas.generate()
 
 
 def run_cli(*argv: str) -> int:
-    """`python -m worker schemas ARGV`, with WorkerError turned into its exit code as main() does."""
+    """`python -m worker schemas ARGV`, with a WorkerError turned into its exit code, as
+    main() does."""
     parser = argparse.ArgumentParser()
     schemas_command.register(parser.add_subparsers())
     args = parser.parse_args(["schemas", *argv])

@@ -2,8 +2,8 @@
 
 A shared token is created by ``POST /experiments/{id}/share``, expires, and reads that
 one experiment's Kameleoon results and nothing else. Tokens live in their own key
-space (``worker.store.share_links`` under ``keys.kameleoon_share_prefix``), so a Mida share link is
-no Kameleoon token and the other way round.
+space (``worker.store.share_links`` under ``keys.kameleoon_share_prefix``), so a Mida
+share link is no Kameleoon token and the other way round.
 """
 
 from __future__ import annotations
