@@ -11,7 +11,7 @@ from worker.config import ENGINES, Settings, engine_name
 from worker.errors import ConfigurationError, ServiceUnavailable
 from worker.ingestion.topics import ensure_topics
 from worker.services import kafka_server
-from worker.store.connection import redis_answers
+from worker.store import connection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer: start it with "
             "'python -m worker services up' or set KAFKA_BOOTSTRAP_SERVERS."
         )
-    if not redis_answers(settings.redis_url):
+    if not connection.answers(settings.redis_url):
         raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."

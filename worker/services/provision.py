@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from worker.config import DEFAULT_KAFKA, DEFAULT_REDIS, Settings
 from worker.services import kafka_server, processes, redis_server
-from worker.store.connection import redis_answers
+from worker.store import connection
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,6 @@ def status(settings: Settings) -> list[ServiceStatus]:
             settings.redis_url,
             not settings.redis_from_environment,
             redis_pid,
-            redis_answers(settings.redis_url),
+            connection.answers(settings.redis_url),
         ),
     ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from worker.errors import ProvisioningError
 from worker.services import processes
-from worker.store.connection import redis_answers
+from worker.store import connection
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,13 @@ def write_config(layout: RedisLayout) -> None:
 
 def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
     """Start Redis unless ours already runs; return once it answers PING."""
-    if processes.read_pid(layout.pid_file) is not None and redis_answers(layout.url):
+    if processes.read_pid(layout.pid_file) is not None and connection.answers(layout.url):
         return "already running"
     binary = ensure_binary()
     write_config(layout)
     process = None
     if processes.read_pid(layout.pid_file) is None:
-        if redis_answers(layout.url):
+        if connection.answers(layout.url):
             raise ProvisioningError(
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
@@ -112,7 +112,7 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         )
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if redis_answers(layout.url):
+        if connection.answers(layout.url):
             return "started"
         if process is not None and process.poll() is not None:
             raise ProvisioningError(

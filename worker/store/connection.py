@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from worker.config import Settings
 
-__all__ = ["REDIS_UNAVAILABLE", "Redis", "RedisError", "connect", "ping", "redis_answers"]
+__all__ = ["REDIS_UNAVAILABLE", "Redis", "RedisError", "answers", "connect", "ping"]
 
 RedisError = redis.exceptions.RedisError
 """Every error a Redis call raises."""
@@ -43,7 +43,7 @@ async def ping(client: Redis) -> None:
     await client.ping()
 
 
-def redis_answers(url: str, timeout_seconds: float = 2.0) -> bool:
+def answers(url: str, timeout_seconds: float = 2.0) -> bool:
     """True when a Redis server at this URL answers PING within the timeout.
 
     Blocking, for the checks made before any event loop runs (the provisioner, `run`).
