@@ -2,11 +2,11 @@
 
 The scripts queue inside the atomic write they belong to: apply_batch.lua queues a
 partition's dead letters and forwards with the offsets it advances, so an entry exists
-exactly when its message was consumed; the decisions script queues a decision in the
+exactly when its message was consumed; record_decisions.lua queues a decision in the
 step that marks it taken. Publishing before removing makes delivery at-least-once (a
 crash in between publishes an entry twice; a forwarded event is then de-duplicated by
-its event_id, a decision by its idempotency_key). Ingestion and the snapshot job both
-flush through here, so neither imports the other.
+its event_id, a decision by its idempotency_key). The batch pipeline and the snapshot
+job both flush through here, below both of them: results/ imports nothing of ingestion/.
 """
 
 from __future__ import annotations

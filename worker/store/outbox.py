@@ -1,7 +1,7 @@
 """Outboxes: Redis lists of what a script queued for Kafka, in the order it was queued.
 
-The Lua scripts append (apply_batch.lua: dead letters and forwards of a partition;
-the decisions script: decisions); the relay (worker/relay.py) reads the
+The Lua scripts append (apply_batch.lua: a partition's dead letters and forwards;
+record_decisions.lua: an experiment's decisions); the relay (worker/relay.py) reads the
 oldest entries, publishes them, and only then drops them.
 """
 
