@@ -29,7 +29,9 @@ bench: $(STAMP)
 services-down: $(STAMP)
 	$(VENV)/bin/python -m worker services down
 
+## lint: formatting, lint rules, types, and the layer contracts (pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check worker tests
 	$(VENV)/bin/ruff check worker tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo

@@ -49,13 +49,9 @@ from worker.results.planning import plan_query  # noqa: E402
 from worker.results.presets import preset_filter  # noqa: E402
 from worker.results.query import Condition, EventCondition, ResultQuery  # noqa: E402
 from worker.results.query_totals import QueryTotals  # noqa: E402
-from worker.results.visitor_scan import (  # noqa: E402
-    GoalEventRecord,
-    VisitorState,
-    VisitorTable,
-    scan_visitors,
-)
+from worker.results.visitor_scan import VisitorTable, scan_visitors  # noqa: E402
 from worker.store.counter_reader import CellKey  # noqa: E402
+from worker.store.visitor_reader import GoalEventRecord, VisitorState  # noqa: E402
 
 EXPERIMENT = "bench-results"
 VARIANTS = ("a", "b", "c", "d")
@@ -308,7 +304,7 @@ def _states(
 
 
 def _records(data: GoalData, ids: list[str]) -> list[GoalEventRecord]:
-    """The ``k:{goal}`` records as the sink stores them (revenue as text)."""
+    """The ``kG:{n}`` records as the sink stores them (revenue as text)."""
     records: list[GoalEventRecord] = []
     values = data.value.tolist()
     for visitor, time_ms, visit, value, other, own, items in zip(

@@ -338,12 +338,12 @@ def expected_totals(data: Dataset, experiment_id: str, goal: str) -> list[dict[s
     revenue: defaultdict[str, float] = defaultdict(float)
     converted_visits: set[tuple[str, str]] = set()
     for event in data.conversions:
-        entry = first.get((event["visitor_id"], experiment_id))
-        if entry is None or event["goal"] != goal or _ts(event) < _ts(entry):
+        entered = first.get((event["visitor_id"], experiment_id))
+        if entered is None or event["goal"] != goal or _ts(event) < _ts(entered):
             continue
         if event.get("experiment_id") not in (None, experiment_id):
             continue
-        row = rows[entry["variant_id"]]
+        row = rows[entered["variant_id"]]
         visitor = event["visitor_id"]
         counts[visitor] += 1
         converted_visits.add((visitor, event.get("visit_id", "_")))

@@ -12,6 +12,13 @@ DEFAULT_API_WORKERS = 1
 """Measured on the 2-core development machine (README, read API latency): a second
 uvicorn process did not serve cached results faster (the load generator, Redis and the
 worker need the other core) and doubles every per-process cache and cold computation."""
+DEFAULT_REDIS_TIMEOUT_SECONDS = 5.0
+"""How long a Redis connection or reply may take before the call raises TimeoutError
+(retried by the worker, a 503 from the API): far above any single command's time (a
+batch's script call takes milliseconds), far below a stall worth reporting."""
+DEFAULT_REDIS_HEALTH_CHECK_SECONDS = 30
+"""A connection idle this long is PINGed before its next command, so a connection
+that died while idle (a Redis restart, a dropped NAT entry) is replaced, not used."""
 
 
 def _int(name: str, default: int) -> int:
@@ -61,6 +68,11 @@ def timestamp_type(raw: str | None) -> str:
     )
 
 
+def host_names(raw: str | None) -> frozenset[str]:
+    """Host names of a comma-separated list, lower case (none when empty)."""
+    return frozenset(host.strip().lower() for host in (raw or "").split(",") if host.strip())
+
+
 ENGINES = ("aiokafka", "faust")
 """Ingestion engines, the default first: a plain aiokafka consumer loop
 (worker/ingestion/consumer_loop.py) or faust (worker/ingestion/app.py); both drive the
@@ -100,12 +112,20 @@ class Settings:
     conversion_hold_seconds: int
     results_interval_seconds: float
     services_dir: Path
+    cache_dir: Path
     ingestion_engine: str
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
     worker_metrics_port: int = 9108
     max_future_skew_seconds: int = 86400
     input_timestamp_type: str = TIMESTAMP_TYPES[0]
+    redis_timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
+    redis_health_check_seconds: int = DEFAULT_REDIS_HEALTH_CHECK_SECONDS
+    callback_allowed_hosts: frozenset[str] = frozenset()
+    kafka_from_environment: bool = False
+    """KAFKA_BOOTSTRAP_SERVERS was set: those brokers are used, none is provisioned."""
+    redis_from_environment: bool = False
+    """REDIS_URL was set: that Redis is used, none is provisioned."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -130,12 +150,20 @@ class Settings:
             conversion_hold_seconds=_int("AB_CONVERSION_HOLD_SECONDS", 3600),
             results_interval_seconds=_float("AB_RESULTS_INTERVAL", 10.0),
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
+            cache_dir=Path(env("AB_CACHE_DIR") or Path.cwd() / ".cache"),
             ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
             worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
             max_future_skew_seconds=_int("AB_MAX_FUTURE_SKEW_SECONDS", 86400),
             input_timestamp_type=timestamp_type(env("AB_INPUT_TIMESTAMP_TYPE")),
+            redis_timeout_seconds=_float("AB_REDIS_TIMEOUT_SECONDS", DEFAULT_REDIS_TIMEOUT_SECONDS),
+            redis_health_check_seconds=_int(
+                "AB_REDIS_HEALTH_CHECK_SECONDS", DEFAULT_REDIS_HEALTH_CHECK_SECONDS
+            ),
+            callback_allowed_hosts=host_names(env("AB_CALLBACK_ALLOWED_HOSTS")),
+            kafka_from_environment=bool(env("KAFKA_BOOTSTRAP_SERVERS")),
+            redis_from_environment=bool(env("REDIS_URL")),
         )
 
     @property

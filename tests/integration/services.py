@@ -13,7 +13,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from worker.config import Settings
-from worker.services import kafka_server, provision, redis_server
+from worker.services import kafka_server, provision
+from worker.store import connection
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,6 @@ def resolve(stack: ExitStack) -> Endpoints:
         )
     if not kafka_server.answers(endpoints.kafka):
         raise RuntimeError(f"Kafka at {endpoints.kafka} ({endpoints.origin}) does not answer")
-    if not redis_server.answers(endpoints.redis):
+    if not connection.answers(endpoints.redis):
         raise RuntimeError(f"Redis at {endpoints.redis} ({endpoints.origin}) does not answer")
     return endpoints

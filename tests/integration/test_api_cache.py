@@ -28,8 +28,8 @@ from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.store import keys
-from worker.store.api_keys import api_keys_key, create_key, revoke_key
-from worker.store.snapshots import snapshot_key
+from worker.store.api_keys import create_key, revoke_key
+from worker.store.keys import api_keys_key, snapshot_key
 
 pytestmark = pytest.mark.integration
 

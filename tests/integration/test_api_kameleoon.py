@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -19,11 +21,14 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, Dataset, expected_totals
 from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace
-from tests.integration.test_api_mida import context, restricted
-from worker.api.kameleoon_routes import ALLOWED_HOSTS_ENV
-from worker.store.data_codes import data_code_key
+from tests.integration.test_api_mida import context, on_device, restricted
+from worker.api.app import create_app
+from worker.config import Settings
+from worker.store.keys import data_code_key
 
 pytestmark = pytest.mark.integration
+
+ALLOWED_HOSTS_ENV = "AB_CALLBACK_ALLOWED_HOSTS"
 
 # The module-scoped fixtures of test_api_mida.py: one data set ingested per module.
 api_namespace = mida.api_namespace
@@ -136,10 +141,6 @@ async def test_visits_converted_visits_goals_and_reference(
     for index, variation in enumerate(data["variationData"].values()):
         general = variation["breakdownData"]["_reference"]["generalData"]
         assert_matches(general, expected, index, unit="visits", converted="converted_visits")
-
-
-def on_device(device: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda event: context(event, "device") == device
 
 
 async def test_breakdown_by_device_with_a_country_filter(
@@ -283,23 +284,38 @@ def callback_server() -> Iterator[str]:
     server.server_close()
 
 
+@asynccontextmanager
+async def client_of_the_environment(api_namespace: Namespace) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose AB_CALLBACK_ALLOWED_HOSTS is the environment's now."""
+    allowed = Settings.from_env().callback_allowed_hosts
+    app = create_app(replace(api_namespace.settings, callback_allowed_hosts=allowed))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        yield http
+    await app.state.context.redis.aclose()
+
+
 async def test_callback_only_to_allowed_hosts(
-    client: httpx.AsyncClient,
+    api_namespace: Namespace,
+    ingested: Dataset,
     api_key: str,
     callback_server: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(ALLOWED_HOSTS_ENV, raising=False)
     body = BODY | {"callbackUrl": callback_server}
-    code = (await request_code(client, "/experiments/exp-a/results", api_key, body))["dataCode"]
-    await ready(client, code, api_key)
-    await asyncio.sleep(0.2)
+    async with client_of_the_environment(api_namespace) as client:
+        path = "/experiments/exp-a/results"
+        code = (await request_code(client, path, api_key, body))["dataCode"]
+        await ready(client, code, api_key)
+        await asyncio.sleep(0.2)
     assert Counting.received == []
     monkeypatch.setenv(ALLOWED_HOSTS_ENV, "example.org, 127.0.0.1")
-    code = (await request_code(client, "/experiments/exp-a/results", api_key, body))["dataCode"]
-    await ready(client, code, api_key)
-    for _ in range(100):
-        if Counting.received:
-            break
-        await asyncio.sleep(0.05)
+    async with client_of_the_environment(api_namespace) as client:
+        code = (await request_code(client, path, api_key, body))["dataCode"]
+        await ready(client, code, api_key)
+        for _ in range(100):
+            if Counting.received:
+                break
+            await asyncio.sleep(0.05)
     assert [json_body for json_body in Counting.received] == [f'{{"dataCode":"{code}"}}'.encode()]

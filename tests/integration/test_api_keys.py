@@ -19,7 +19,7 @@ from tests.integration.harness import Namespace
 from worker.api.app import create_app
 from worker.cli.main import main
 from worker.store import keys
-from worker.store.api_keys import api_keys_key
+from worker.store.keys import api_keys_key
 
 pytestmark = pytest.mark.integration
 

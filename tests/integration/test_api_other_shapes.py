@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, Dataset
 from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace
-from worker.store.snapshots import decision_state_key, load_decision_state
+from worker.store.keys import decision_state_key
+from worker.store.snapshots import load_decision_state
 
 pytestmark = pytest.mark.integration
 

@@ -28,13 +28,12 @@ from tests.integration.harness import (
 from worker.cli.results_command import collect
 from worker.ingestion.partitioning import partition_for
 from worker.results.query import ResultQuery
+from worker.store import keys
 
 pytestmark = pytest.mark.integration
 
 
-def messages_for(
-    namespace: Namespace, data: Dataset
-) -> list[tuple[str, bytes | None, bytes | None]]:
+def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes | None, bytes]]:
     topics = {
         "assignments": namespace.settings.topic_assignments,
         "conversions": namespace.settings.topic_conversions,
@@ -208,5 +207,5 @@ async def test_misrouted_event_is_forwarded_and_counted_once(
     expected = data.expected("exp-a", "purchase")
     assert before[1]["visitors"] == expected[1]["visitors"] + 1
     assert before[0]["visitors"] == expected[0]["visitors"]
-    stats = await redis.hgetall(f"{settings.key_prefix}:{{{wrong}}}:stats")
+    stats = await redis.hgetall(keys.partition_stats_key(settings.key_prefix, wrong))
     assert int(stats[b"forwarded"]) == 1

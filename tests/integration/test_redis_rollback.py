@@ -33,6 +33,7 @@ from tests.integration.harness import (
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import assert_results_exact
 from worker.services import redis_server
+from worker.store import connection
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ class SnapshotRedis:
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 20
-        while not redis_server.answers(self.url):
+        while not connection.answers(self.url):
             assert time.monotonic() < deadline, "the test's redis-server did not start"
             time.sleep(0.1)
 

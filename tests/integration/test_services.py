@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_kafka_json_round_trip_with_manual_commit(endpoints: Endpoints) -> None:
     topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
     group = f"{topic}-group"
-    sent = [{"n": n, "visitor_id": f"v{n}"} for n in range(50)]
+    sent: list[dict[str, Any]] = [{"n": n, "visitor_id": f"v{n}"} for n in range(50)]
     producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka, acks="all")
     await producer.start()
     try:
@@ -39,7 +40,7 @@ async def test_kafka_json_round_trip_with_manual_commit(endpoints: Endpoints) ->
         auto_offset_reset="earliest",
     )
     await consumer.start()
-    received = []
+    received: list[dict[str, Any]] = []
     try:
         while len(received) < len(sent):
             batches = await consumer.getmany(timeout_ms=5000)

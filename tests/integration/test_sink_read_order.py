@@ -17,11 +17,18 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace
 from worker.cli.results_command import collect
 from worker.config import Settings
+from worker.events.dead_letter import (
+    DeadLetter,
+    DeadLetterEntry,
+    SourceRecord,
+    dead_letter_payload,
+)
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.commands import SourceMessage, plan_assignment, plan_conversion
 from worker.ingestion.partitioning import partition_for
@@ -215,6 +222,31 @@ async def test_hold_expires_only_when_assignments_are_read_past_the_deadline(sin
     # the orphan's assignment, published after the deadline, does not bring it back
     await sink.apply(partition, [(2, assignment(orphan, "x1", "1", DAY, PUBLISHED + HOLD_MS + 2))])
     assert (await sink.results())["x1"][1]["conversions"] == 0
+
+
+async def test_the_sink_queues_an_expired_hold_as_the_planner_queues_a_dead_letter(
+    sink: Sink,
+) -> None:
+    """apply_batch.lua writes the entry of an expired hold itself: it has the planner's
+    shape (DeadLetterEntry), so the relay publishes both as the same record."""
+    orphan = "orphan-shape"
+    partition = partition_for(orphan, PARTITIONS)
+    other = next(
+        f"other{n}" for n in range(1000) if partition_for(f"other{n}", PARTITIONS) == partition
+    )
+    await sink.apply(partition, [(0, conversion(orphan, DAY, PUBLISHED))])
+    unknown = assignment(other, "nope", "0", DAY, PUBLISHED + HOLD_MS + 1)  # planner's
+    past_the_deadline = assignment(other, "x1", "0", DAY, PUBLISHED + HOLD_MS + 1)  # sink's
+    await sink.apply(partition, [(0, unknown), (1, past_the_deadline)])
+    raw_entries = await sink.redis.lrange(keys.outbox_key(sink.prefix, partition), 0, -1)
+    entries = [orjson.loads(raw) for raw in raw_entries]
+    assert sorted(entry["reason"] for entry in entries) == ["no_assignment", "unknown_experiment"]
+    for entry in entries:
+        TypeAdapter(DeadLetterEntry).validate_python(entry)  # every field, of its type
+        assert set(entry) == set(DeadLetterEntry.__annotations__)  # and no other
+        assert set(entry["message"]) <= set(SourceRecord.__annotations__)
+        record = dead_letter_payload(entry["reason"], entry["detail"], entry["message"])
+        assert DeadLetter.model_validate_json(record).source.partition == partition
 
 
 def generated_log(seed: int) -> dict[int, dict[str, list[Record]]]:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from worker.api.app import app_from_env
 from worker.cli import api_command
-from worker.cli.errors import UserError
+from worker.errors import WorkerError
 
 
 def args() -> argparse.Namespace:
@@ -49,6 +49,6 @@ def test_fewer_than_one_worker_is_a_one_sentence_error(
     monkeypatch: pytest.MonkeyPatch, runs: list[tuple[Any, dict[str, Any]]], value: str
 ) -> None:
     monkeypatch.setenv("AB_API_WORKERS", value)
-    with pytest.raises(UserError, match="AB_API_WORKERS must be at least 1"):
+    with pytest.raises(WorkerError, match="AB_API_WORKERS must be at least 1"):
         api_command.handle(args())
     assert runs == []

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from worker.api.errors import ApiError
 from worker.api.mida_params import ResultParams, parse_custom_filter, result_query
-from worker.cli.errors import UserError
 from worker.cli.results_command import build_query
+from worker.errors import WorkerError
 from worker.events import json_schemas
 from worker.events.assignment import RAW_TEXT_CHARS, Assignment
 from worker.events.enums import Browser, Device, OperatingSystem, Source
@@ -31,8 +31,9 @@ from worker.ingestion.partitioning import partition_for
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.planning import plan_query
 from worker.results.query import Condition, ResultQuery
-from worker.results.visitor_scan import VisitorState, VisitorTable, scan_visitors
+from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.counter_reader import CellKey
+from worker.store.visitor_reader import VisitorState
 
 MIDA_BROWSERS = (
     "chrome", "safari", "firefox", "edge", "edge_chromium", "edge_legacy", "brave",
@@ -452,7 +453,7 @@ def cli_args(**overrides: Any) -> argparse.Namespace:
 
 def test_cli_breakdown_by_raw_text_and_a_clear_error_for_an_unknown_preset() -> None:
     assert build_query(cli_args(breakdown="browser_raw")).breakdown == "browser_raw"
-    with pytest.raises(UserError) as caught:
+    with pytest.raises(WorkerError) as caught:
         build_query(cli_args(filter_by="edge_chromium"))
     assert caught.value.exit_code == 2
     assert str(caught.value) == "invalid query: unknown filter_by preset 'edge_chromium'"

@@ -125,11 +125,11 @@ def test_frequentist_check_is_left_out_where_there_is_none() -> None:
 def test_every_contract_model_is_frozen() -> None:
     document = computed(definition("frequentist"))
     with pytest.raises(ValidationError, match="frozen"):
-        document.srm_alarm = True  # type: ignore[misc]
+        document.srm_alarm = True
     with pytest.raises(ValidationError, match="frozen"):
-        document.goals["signup"].variants[0].visitors = 0  # type: ignore[misc]
+        document.goals["signup"].variants[0].visitors = 0
     with pytest.raises(ValidationError, match="frozen"):
-        snapshot(document).interval_index = 0  # type: ignore[misc]
+        snapshot(document).interval_index = 0
 
 
 def test_a_snapshot_wraps_the_document_and_is_flat_on_the_wire() -> None:

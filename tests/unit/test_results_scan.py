@@ -22,13 +22,9 @@ from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
 from worker.results.variant_totals import VariantTotals
-from worker.results.visitor_scan import (
-    GoalEventRecord,
-    VisitorState,
-    VisitorTable,
-    scan_visitors,
-)
+from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.counter_reader import CellKey
+from worker.store.visitor_reader import GoalEventRecord, VisitorState
 
 EXPERIMENT = "exp"
 VARIANTS = ["0", "1", "2"]

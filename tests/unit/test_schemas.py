@@ -11,23 +11,24 @@ import orjson
 import pytest
 
 from worker.cli import schemas_command
-from worker.cli.errors import UserError
+from worker.errors import WorkerError
 from worker.events import json_schemas
+from worker.events.dead_letter import DeadLetter, Reason, dead_letter_payload, source_message
 from worker.events.enums import Device
-from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 GENERATED = json_schemas.generate(schemas_command.TOPIC_MODELS)
 
 
 def run_cli(*argv: str) -> int:
-    """`python -m worker schemas ARGV`, with UserError turned into its exit code as main() does."""
+    """`python -m worker schemas ARGV`, with a WorkerError turned into its exit code, as
+    main() does."""
     parser = argparse.ArgumentParser()
     schemas_command.register(parser.add_subparsers())
     args = parser.parse_args(["schemas", *argv])
     try:
         return int(args.handler(args))
-    except UserError as error:
+    except WorkerError as error:
         return error.exit_code
 
 
@@ -157,7 +158,7 @@ def test_real_dead_letters_match_the_schema_model(
     message = source_message("ab.assignments", 3, 1234, key, value)
     payload = dead_letter_payload(Reason.SCHEMA_VIOLATION, "visitor_id: bad", message)
 
-    record = json_schemas.DeadLetter.model_validate_json(payload)
+    record = DeadLetter.model_validate_json(payload)
     assert record.reason is Reason.SCHEMA_VIOLATION
     assert (record.source.topic, record.source.partition, record.source.offset) == (
         "ab.assignments",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from worker.cli.errors import UserError
 from worker.cli.stats_command import parse_request
+from worker.errors import WorkerError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ TREATMENT = {"id": "b", "n": 10, "sum": 2}
     ],
 )
 def test_invalid_input_is_one_clear_sentence(stdin: str, message: str) -> None:
-    with pytest.raises(UserError) as caught:
+    with pytest.raises(WorkerError) as caught:
         parse_request(stdin)
     assert caught.value.exit_code == 2
     assert message in str(caught.value)

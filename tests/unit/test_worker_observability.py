@@ -173,7 +173,7 @@ async def test_registry_sync_raises_when_its_follower_died() -> None:
     async def died() -> None:
         raise ValueError("a bug")
 
-    registry._ends_client = Consumer()  # type: ignore[assignment]
+    registry._ends_client = Consumer()
     registry._partitions = [tp]
     registry._task = asyncio.create_task(died())
     await asyncio.sleep(0)

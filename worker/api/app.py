@@ -29,10 +29,10 @@ from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
 from worker.api.key_cache import KeyCache
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
-from worker.api.redis_client import connect
 from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
+from worker.store.connection import connect
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.api.key_cache import KeyCache, presented_key
 from worker.api.response_cache import ResponseCache
+from worker.store.connection import RedisError
 
 RESULT_PATH = re.compile(r"^/v2/project/([^/]+)/experiment/([^/]+)/result$")
 """The Mida result route (``mida_routes.get_result``), as Starlette matches it."""

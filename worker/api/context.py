@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
-from redis.asyncio import Redis
 
 from worker.api.key_cache import KeyCache
 from worker.api.metrics import RequestMetrics
 from worker.api.response_cache import ResponseCache
 from worker.api.result_source import ResultSource
 from worker.config import Settings
+from worker.store.connection import Redis
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.store.connection import REDIS_UNAVAILABLE
 
 STORAGE_DOWN = "The result store (Redis) is unavailable; try again shortly."
 log = logging.getLogger(__name__)
@@ -93,6 +94,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(redis.exceptions.ConnectionError, storage_down)
-    app.add_exception_handler(redis.exceptions.TimeoutError, storage_down)
+    for unavailable in REDIS_UNAVAILABLE:
+        app.add_exception_handler(unavailable, storage_down)
     app.add_exception_handler(Exception, unexpected)

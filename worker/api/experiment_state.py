@@ -1,59 +1,22 @@
-"""What one experiment's answers depend on, read from Redis in one round trip.
-
-The stored definition, the default-result snapshot and the recorded end date are the
-only Redis data a Mida result is made of (besides computed results, which the
-``ResultSource`` keeps). Comparing their raw bytes with the bytes an answer was made
-from tells whether that answer is still current, without parsing anything.
-"""
+"""Stored experiment definitions, parsed once per distinct stored text, and whether an
+answer depends on the recorded end date."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
-from redis.asyncio import Redis
-
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
-from worker.store import keys
-from worker.store.snapshots import ended_key, snapshot_key
+from worker.store.connection import Redis
+from worker.store.definitions import stored_definition
 
 PARSED_DEFINITIONS = 256
-
-
-@dataclass(frozen=True)
-class ExperimentState:
-    """Raw stored bytes (None: absent, or not asked for)."""
-
-    definition: bytes | None
-    snapshot: bytes | None
-    ended_at: bytes | None
-
-
-async def read_state(
-    redis: Redis, prefix: str, experiment_id: str, *, snapshot: bool, ended_at: bool
-) -> ExperimentState:
-    """The definition and, when asked for, the snapshot and end date: one pipeline
-    (not a transaction: the keys live in different Redis Cluster slots)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.experiments_key(prefix), experiment_id)
-        if snapshot:
-            pipe.get(snapshot_key(prefix, experiment_id))
-        if ended_at:
-            pipe.get(ended_key(prefix, experiment_id))
-        replies = list(await pipe.execute())
-    definition = replies.pop(0)
-    return ExperimentState(
-        definition=definition,
-        snapshot=replies.pop(0) if snapshot else None,
-        ended_at=replies.pop(0) if ended_at else None,
-    )
 
 
 async def load_definition(
     redis: Redis, prefix: str, experiment_id: str
 ) -> ExperimentDefinition | None:
     """The stored definition, parsed once per distinct stored text."""
-    raw = await redis.hget(keys.experiments_key(prefix), experiment_id)
+    raw = await stored_definition(redis, prefix, experiment_id)
     return None if raw is None else parse_definition(raw)
 
 

@@ -2,8 +2,8 @@
 
 A shared token is created by ``POST /experiments/{id}/share``, expires, and reads that
 one experiment's Kameleoon results and nothing else. Tokens live in their own key
-space (``worker.store.share_links`` under a Kameleoon prefix), so a Mida share link is
-no Kameleoon token and the other way round.
+space (``worker.store.share_links`` under ``keys.kameleoon_share_prefix``), so a Mida
+share link is no Kameleoon token and the other way round.
 """
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ from worker.api.auth import api_key_header, bearer, experiment_in_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import UNAUTHORIZED, ApiError
 from worker.events.experiment import ExperimentDefinition
+from worker.store import keys
 from worker.store.api_keys import find_key
 from worker.store.share_links import TOKEN_PATTERN, find_share_link
 
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
-
-
-def share_prefix(prefix: str) -> str:
-    """The key prefix of Kameleoon shared tokens."""
-    return f"{prefix}:kameleoon"
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,9 @@ async def kameleoon_caller(
         if record is not None:
             return Caller(record.project_key)
         if _TOKEN.fullmatch(secret):
-            link = await find_share_link(context.redis, share_prefix(context.prefix), secret)
+            link = await find_share_link(
+                context.redis, keys.kameleoon_share_prefix(context.prefix), secret
+            )
             if link is not None:
                 return Caller(link.project_key, link.experiment_id)
     raise ApiError(401, UNAUTHORIZED)

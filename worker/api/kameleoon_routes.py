@@ -1,7 +1,7 @@
 """Kameleoon's Automation API results flow: ask for results, get a data code at once,
 read the result under the code when the background computation is done.
 
-``callbackUrl`` is only contacted when its host is listed in the environment variable
+``callbackUrl`` is only contacted when its host is listed in the setting
 ``AB_CALLBACK_ALLOWED_HOSTS`` (comma-separated, empty by default), so the server can
 never be made to reach an internal address; redirects are not followed.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -23,11 +22,12 @@ from pydantic import BaseModel
 from worker.api.auth import experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
-from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment, share_prefix
+from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment
 from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
 from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
 from worker.api.result_source import ResultSource
 from worker.results.contract import GoalBlock
+from worker.store import keys
 from worker.store.data_codes import (
     CODE_PATTERN,
     DataCode,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["Kameleoon"])
 
 Context = Annotated[ApiContext, Depends(api_context)]
-ALLOWED_HOSTS_ENV = "AB_CALLBACK_ALLOWED_HOSTS"
 CALLBACK_TIMEOUT_SECONDS = 5.0
 DEFAULT_SHARE_DAYS = 7
 UNKNOWN_CODE = "This dataCode is unknown or expired."
@@ -140,7 +139,7 @@ async def share_experiment(
     definition = await experiment_in_project(context, project_key, experimentId)
     link, _ = await create_share_link(
         context.redis,
-        share_prefix(context.prefix),
+        keys.kameleoon_share_prefix(context.prefix),
         project_key,
         definition.id,
         timedelta(days=expiresInDays),
@@ -154,7 +153,7 @@ async def _start(
     """Validate the request, then compute in the background under a new data code."""
     definition = await readable_experiment(context, caller, experiment_id)
     plan = results_plan(body, definition)
-    callback = _allowed_callback(body.callbackUrl)
+    callback = _allowed_callback(body.callbackUrl, context.settings.callback_allowed_hosts)
     record = await create_data_code(
         context.redis, context.prefix, definition.project_key, definition.id
     )
@@ -200,22 +199,17 @@ async def kameleoon_data(results: ResultSource, plan: ResultsPlan) -> dict[str, 
     return variation_data(breakdown, plan.goals)
 
 
-def allowed_callback_hosts() -> set[str]:
-    """The hosts ``callbackUrl`` may name, from ``AB_CALLBACK_ALLOWED_HOSTS``."""
-    raw = os.environ.get(ALLOWED_HOSTS_ENV, "")
-    return {host.strip().lower() for host in raw.split(",") if host.strip()}
-
-
-def _allowed_callback(url: str | None) -> str | None:
-    """The URL when it may be called back; 400 when it is no http(s) URL at all."""
+def _allowed_callback(url: str | None, allowed_hosts: frozenset[str]) -> str | None:
+    """The URL when its host is allowed; 400 when it is no http(s) URL at all."""
     if url is None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad_request("callbackUrl must be an http or https URL.")
-    if parts.hostname.lower() not in allowed_callback_hosts():
+    if parts.hostname.lower() not in allowed_hosts:
         log.warning(
-            "callbackUrl host %s is not on %s; not calling it", parts.hostname, ALLOWED_HOSTS_ENV
+            "callbackUrl host %s is not on AB_CALLBACK_ALLOWED_HOSTS; not calling it",
+            parts.hostname,
         )
         return None
     return url

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from redis.asyncio import Redis
-
 from worker.store.api_keys import find_key
+from worker.store.connection import Redis
 
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_ENTRIES = 10_000

@@ -52,7 +52,7 @@ from worker.store.share_links import (
     find_share_link,
     revoke_share_link,
 )
-from worker.store.snapshots import ended_key
+from worker.store.snapshots import load_ended_at
 
 router = APIRouter(prefix="/v2", tags=["Mida v2"])
 
@@ -325,11 +325,11 @@ async def ended_at(context: ApiContext, definition: ExperimentDefinition) -> dat
     """The definition's end, else the time the worker first saw it completed."""
     if definition.ended_at is not None or definition.status is not ExperimentStatus.COMPLETED:
         return definition.ended_at
-    raw = await context.redis.get(ended_key(context.prefix, definition.id))
-    if raw is None:
+    recorded = await load_ended_at(context.redis, context.prefix, definition.id)
+    if recorded is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+        moment = datetime.fromisoformat(recorded)
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

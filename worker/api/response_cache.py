@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from redis.asyncio import Redis
-
-from worker.api.experiment_state import ExperimentState, needs_ended_at, read_state
+from worker.api.experiment_state import needs_ended_at
 from worker.api.mida_shapes import days_running
 from worker.api.result_source import DEFAULT_QUERY, ResultSource, Version
 from worker.api.shared_reads import SharedReads
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
+from worker.store.connection import Redis
+from worker.store.experiment_state import ExperimentState, read_state
 
 RESPONSE_ENTRIES = 1024
 

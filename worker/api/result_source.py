@@ -21,16 +21,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from worker.api.errors import bad_request
-from worker.api.redis_client import connect
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.service import Table, compute_result_off_loop, document, load_table
-from worker.store.snapshots import snapshot_key
+from worker.store.connection import Redis, connect
+from worker.store.snapshots import stored_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class ResultSource:
 
     async def _snapshot(self, experiment_id: str) -> ResultDocument | None:
         """The stored snapshot's document, parsed once per distinct stored bytes."""
-        raw = await self._redis.get(snapshot_key(self._prefix, experiment_id))
+        raw = await stored_snapshot(self._redis, self._prefix, experiment_id)
         if raw is None:
             self._snapshots.pop(experiment_id, None)
             return None
@@ -184,7 +183,7 @@ class ResultSource:
             # Written by a worker of another version: answered by a computation instead.
             log.warning("snapshot of %s does not validate: %s", experiment_id, error)
             document = None
-        self._snapshots[experiment_id] = (raw if isinstance(raw, bytes) else raw.encode(), document)
+        self._snapshots[experiment_id] = (raw, document)
         return document
 
     async def _compute(

@@ -11,6 +11,7 @@ from worker.api.context import ApiContext, api_context
 from worker.api.errors import ErrorBody
 from worker.api.metrics import CONTENT_TYPE
 from worker.api.mida_models import HealthResponse
+from worker.store.connection import ping
 
 router = APIRouter(tags=["Operations"])
 
@@ -25,7 +26,7 @@ Context = Annotated[ApiContext, Depends(api_context)]
 )
 async def healthz(context: Context) -> HealthResponse:
     """200 when Redis answers a PING; a Redis failure becomes the 503 of the error handler."""
-    await context.redis.ping()
+    await ping(context.redis)
     return HealthResponse(status="ok", redis="ok")
 
 

@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Security
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -30,6 +29,7 @@ from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument
 from worker.results.query import ResultQuery
 from worker.results.service import document, load_table
+from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -126,7 +126,7 @@ async def _html(page: Awaitable[str]) -> HTMLResponse:
         return HTMLResponse(
             error_page(error.status_code, error.message), error.status_code, headers
         )
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except REDIS_UNAVAILABLE:
         return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
 
 

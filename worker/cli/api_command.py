@@ -7,8 +7,8 @@ import argparse
 import uvicorn
 
 from worker.api.app import create_app
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import ConfigurationError, InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,10 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {args.port}.", exit_code=2)
+        raise InvalidInput(f"--port must be between 1 and 65535, got {args.port}.")
     settings = Settings.from_env()
     if settings.api_workers < 1:
-        raise UserError(f"AB_API_WORKERS must be at least 1, got {settings.api_workers}.")
+        raise ConfigurationError(f"AB_API_WORKERS must be at least 1, got {settings.api_workers}.")
     # proxy_headers (uvicorn's default) makes share links use the proxy's scheme and host.
     # uvicorn picks uvloop and httptools (both dependencies) by itself.
     if settings.api_workers == 1:

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from worker.cli.errors import UserError
 from worker.cli.experiments_command import publish
 from worker.config import Settings
 from worker.demo.experiments import DEMO_EXPERIMENTS
 from worker.demo.traffic import visitor_events
+from worker.errors import InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.rate <= 0:
-        raise UserError("--rate must be above 0.", exit_code=2)
+        raise InvalidInput("--rate must be above 0.")
     settings = Settings.from_env()
     if not args.no_apply:
         asyncio.run(

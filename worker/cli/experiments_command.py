@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import InvalidInput, ServiceUnavailable, UnreadableFile
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
+from worker.store.connection import connect
 from worker.store.definitions import load_definitions
 
 
@@ -41,13 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_definitions(path: Path, project_key: str | None) -> list[ExperimentDefinition]:
-    """Every definition of a file, or a UserError naming the file and the problem."""
+    """Every definition of a file, or a WorkerError naming the file and the problem."""
     try:
         payload = json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise UserError(f"{path} does not exist.") from error
+        raise UnreadableFile(f"{path} does not exist.") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}.") from error
+        raise UnreadableFile(f"{path} is not valid JSON: {error}.") from error
     items = payload if isinstance(payload, list) else [payload]
     definitions = []
     for index, item in enumerate(items):
@@ -55,7 +55,7 @@ def read_definitions(path: Path, project_key: str | None) -> list[ExperimentDefi
             definitions.append(parse_definition(item, project_key))
         except DefinitionError as error:
             where = f"{path} (item {index})" if isinstance(payload, list) else str(path)
-            raise UserError(f"{where}: {error}.", exit_code=2) from error
+            raise InvalidInput(f"{where}: {error}.") from error
     return definitions
 
 
@@ -68,7 +68,7 @@ async def publish(settings: Settings, records: list[tuple[str, bytes | None]]) -
         await producer.start()
     except Exception as error:
         await producer.stop()
-        raise UserError(
+        raise ServiceUnavailable(
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer ({error}): start it with "
             "'python -m worker services up' or set KAFKA_BOOTSTRAP_SERVERS."
         ) from error
@@ -106,7 +106,7 @@ def handle_list(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
 
     async def fetch() -> list[ExperimentDefinition]:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await load_definitions(redis, settings.key_prefix)
 
     for definition in asyncio.run(fetch()):

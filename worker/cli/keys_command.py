@@ -13,12 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.exceptions
-from redis.asyncio import Redis
-
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.store.api_keys import create_key, list_keys, revoke_key
+from worker.store.connection import REDIS_UNAVAILABLE, Redis, connect
 
 PROJECT_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
 
@@ -67,16 +65,15 @@ def handle_list(args: argparse.Namespace) -> int:
 def handle_revoke(args: argparse.Namespace) -> int:
     record = _run(lambda redis, prefix: revoke_key(redis, prefix, args.key))
     if record is None:
-        raise UserError("No API key matches that key or id ('keys list --project KEY' shows ids).")
+        raise NotFound("No API key matches that key or id ('keys list --project KEY' shows ids).")
     print(f"revoked key {record.id} of project {record.project_key}.")
     return 0
 
 
 def _project(raw: str) -> str:
     if not PROJECT_KEY.fullmatch(raw):
-        raise UserError(
-            f"Project key {raw!r} is invalid: use 1-80 letters, digits, '_', '.' or '-'.",
-            exit_code=2,
+        raise InvalidInput(
+            f"Project key {raw!r} is invalid: use 1-80 letters, digits, '_', '.' or '-'."
         )
     return raw
 
@@ -86,13 +83,13 @@ def _run(action: Callable[[Redis, str], Awaitable[T]]) -> T:
     settings = Settings.from_env()
 
     async def run() -> T:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await action(redis, settings.key_prefix)
 
     try:
         return asyncio.run(run())
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        raise UserError(
+    except REDIS_UNAVAILABLE as error:
+        raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."
         ) from error

@@ -24,7 +24,7 @@ from worker.cli import (
     stats_command,
     up_command,
 )
-from worker.cli.errors import UserError
+from worker.errors import WorkerError
 
 COMMANDS = (
     up_command,
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except UserError as error:
+    except WorkerError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

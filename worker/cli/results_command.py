@@ -8,17 +8,16 @@ import json
 from collections.abc import Callable
 from datetime import date
 
-import redis.exceptions
 from pydantic import BaseModel, ConfigDict, ValidationError
-from redis.asyncio import Redis
 
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.events.experiment import ExperimentStatus
 from worker.results.contract import VariantRow, VariantStatistics
 from worker.results.presets import preset_filter
 from worker.results.query import Dimension, ResultQuery
 from worker.results.service import compute_result
+from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.definitions import load_definition
 
 COLUMNS: tuple[tuple[Callable[[VariantRow], str | int | float], str], ...] = (
@@ -74,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_query(args: argparse.Namespace) -> ResultQuery:
-    """The query of the flags, or a UserError naming the bad one."""
+    """The query of the flags, or an InvalidInput naming the bad one."""
     try:
         return ResultQuery(
             start_date=args.start_date,
@@ -89,7 +88,7 @@ def build_query(args: argparse.Namespace) -> ResultQuery:
             reference_variant=args.reference,
         )
     except (ValidationError, ValueError) as error:
-        raise UserError(f"invalid query: {_first_error(error)}", exit_code=2) from error
+        raise InvalidInput(f"invalid query: {_first_error(error)}") from error
 
 
 def _first_error(error: Exception) -> str:
@@ -101,10 +100,10 @@ def _first_error(error: Exception) -> str:
 
 async def collect(settings: Settings, experiment_id: str, query: ResultQuery) -> GoalResult:
     """The result of the query for one goal (what the command prints)."""
-    async with Redis.from_url(settings.redis_url) as redis:
+    async with connect(settings) as redis:
         definition = await load_definition(redis, settings.key_prefix, experiment_id)
         if definition is None:
-            raise UserError(
+            raise NotFound(
                 f"No experiment {experiment_id!r} is known: publish it with "
                 "'python -m worker experiments apply FILE' and keep the worker running."
             )
@@ -112,7 +111,7 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
             goal = query.goal_key(definition)
             query.variant_order(definition)
         except ValueError as error:
-            raise UserError(f"{error}.", exit_code=2) from error
+            raise InvalidInput(f"{error}.") from error
         document = await compute_result(redis, settings.key_prefix, definition, query)
     return GoalResult(
         experiment_id=experiment_id,
@@ -132,8 +131,8 @@ def handle(args: argparse.Namespace) -> int:
     query = build_query(args)
     try:
         result = asyncio.run(collect(settings, args.experiment_id, query))
-    except redis.exceptions.ConnectionError as error:
-        raise UserError(
+    except REDIS_UNAVAILABLE as error:
+        raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."
         ) from error

@@ -7,10 +7,11 @@ import asyncio
 import dataclasses
 import logging
 
-from worker.cli.errors import UserError
 from worker.config import ENGINES, Settings, engine_name
+from worker.errors import ConfigurationError, ServiceUnavailable
 from worker.ingestion.topics import ensure_topics
-from worker.services import kafka_server, redis_server
+from worker.services import kafka_server
+from worker.store import connection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,14 +36,14 @@ def handle(args: argparse.Namespace) -> int:
         if args.engine is not None:
             settings = dataclasses.replace(settings, ingestion_engine=engine_name(args.engine))
     except ValueError as error:
-        raise UserError(str(error)) from error
+        raise ConfigurationError(str(error)) from error
     if not kafka_server.answers(settings.kafka_bootstrap_servers):
-        raise UserError(
+        raise ServiceUnavailable(
             f"Kafka at {settings.kafka_bootstrap_servers} does not answer: start it with "
             "'python -m worker services up' or set KAFKA_BOOTSTRAP_SERVERS."
         )
-    if not redis_server.answers(settings.redis_url):
-        raise UserError(
+    if not connection.answers(settings.redis_url):
+        raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it with "
             "'python -m worker services up' or set REDIS_URL."
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worker.cli.errors import UserError
+from worker.errors import CheckFailed, UnreadableFile
 from worker.events import json_schemas
 from worker.results import contract
 
@@ -43,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"{len(TOPIC_MODELS)} schemas in {directory}, {len(written)} rewritten")
         return 0
     if not directory.is_dir():
-        raise UserError(
+        raise UnreadableFile(
             f"{directory} is not a directory: run from the repository root, pass --directory, "
             "or create the files with 'python -m worker schemas --write'."
         )
@@ -53,7 +53,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     for filename, action in pending.items():
         print(f"would {action} {directory / filename}")
-    raise UserError(
+    raise CheckFailed(
         f"{len(pending)} schema file(s) in {directory} differ from the models: "
         "run 'python -m worker schemas --write' and commit the result."
     )

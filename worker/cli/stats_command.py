@@ -13,10 +13,8 @@ import sys
 
 from pydantic import ValidationError
 
-from worker.cli.errors import UserError
+from worker.errors import InvalidInput
 from worker.stats import AnalysisRequest, analyze
-
-_INVALID_INPUT = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,18 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_request(text: str) -> AnalysisRequest:
-    """The validated request, or a one-sentence UserError saying what is wrong."""
+    """The validated request, or a one-sentence InvalidInput saying what is wrong."""
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UserError(
-            f"stdin is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
-            exit_code=_INVALID_INPUT,
+        raise InvalidInput(
+            f"stdin is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
     try:
         return AnalysisRequest.model_validate(payload)
     except ValidationError as error:
-        raise UserError(_first_problem(error), exit_code=_INVALID_INPUT) from None
+        raise InvalidInput(_first_problem(error)) from None
 
 
 def _first_problem(error: ValidationError) -> str:

@@ -1,1 +1,2 @@
-"""Event and definition models: the contract with producers (JSON Schemas in schemas/)."""
+"""Event, definition and dead-letter models: the contract with producers and consumers
+(JSON Schemas in schemas/)."""

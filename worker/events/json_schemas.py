@@ -18,49 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from worker.events.assignment import Assignment
 from worker.events.conversion import Conversion
+from worker.events.dead_letter import DeadLetter
 from worker.events.experiment import ExperimentDefinition
-from worker.ingestion.dead_letters import Reason
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-
-class DeadLetterSource(BaseModel):
-    """Where the unusable message was read."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
-
-
-class DeadLetter(BaseModel):
-    """Topic `ab.dead-letter`, key = the original message's key.
-
-    One record per input that could not be used, with the original bytes.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Reason = Field(description="Machine-readable reason; consumers switch on it.")
-    detail: str = Field(description="What was wrong, for people (e.g. the pydantic errors).")
-    source: DeadLetterSource
-    key_base64: str | None = Field(
-        description="The original key, base64; null when the message had none.",
-        json_schema_extra={"contentEncoding": "base64"},
-    )
-    value_base64: str | None = Field(
-        description="The original value, base64; null for a tombstone.",
-        json_schema_extra={"contentEncoding": "base64"},
-    )
-    value_text: str | None = Field(
-        description="The original value as text; null when it is not valid UTF-8 or absent."
-    )
-    dead_lettered_at: AwareDatetime
 
 
 Registry = Mapping[str, type[BaseModel]]

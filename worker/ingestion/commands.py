@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from worker.events.assignment import UNKNOWN_COUNTRY, Assignment
 from worker.events.conversion import Conversion
+from worker.events.dead_letter import Reason, b64, dead_letter_entry, source_message
 from worker.events.experiment import ExperimentDefinition
-from worker.ingestion.dead_letters import Reason, b64, source_message
 from worker.ingestion.partitioning import partition_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,14 +97,13 @@ def segment_cell(assignment: Assignment) -> str:
 
 
 def _dead(message: SourceMessage, reason: Reason, detail: str, miss: str | None = None) -> Plan:
-    entry = {
-        "kind": "dead_letter",
-        "reason": reason.value,
-        "detail": detail,
-        "message": source_message(
+    entry = dead_letter_entry(
+        reason,
+        detail,
+        source_message(
             message.topic, message.partition, message.offset, message.key, message.value
         ),
-    }
+    )
     command = {
         "k": "d",
         "t": message.topic,

@@ -25,7 +25,7 @@ import orjson
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
-from worker.ingestion.dead_letters import Reason
+from worker.events.dead_letter import Reason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.exceptions
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.ingestion import metrics, outage
+from worker.store.connection import RedisError, connect
 from worker.store.worker_gauges import PartitionState, read_partition_states
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,7 @@ class Monitor:
     def __init__(self, settings: Settings, partitions: int) -> None:
         self._settings = settings
         self._partitions = partitions
-        self._redis = Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-            socket_timeout=PROBE_TIMEOUT_SECONDS,
-        )
+        self._redis = connect(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._topic_partitions = [
             TopicPartition(topic, partition)
@@ -89,7 +84,7 @@ class Monitor:
                 read_partition_states(self._redis, self._settings.key_prefix, self._partitions),
                 PROBE_TIMEOUT_SECONDS,
             )
-        except (redis.exceptions.RedisError, OSError) as error:  # TimeoutError is an OSError
+        except (RedisError, OSError) as error:  # TimeoutError is an OSError
             outage.REDIS.failed(
                 _no_answer(error), "no answer to the worker's probe (applied offsets)"
             )

@@ -20,16 +20,19 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.exceptions
 from aiokafka.errors import KafkaError
 
 from worker.ingestion import metrics
+from worker.store.connection import REDIS_UNAVAILABLE, RedisError
 
 log = logging.getLogger(__name__)
 
 WARN_EVERY_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 5.0
 T = TypeVar("T")
+
+TRANSIENT = (*REDIS_UNAVAILABLE, KafkaError, OSError)
+"""What a call raises while Redis or Kafka does not answer (in time): waited out, retried."""
 
 
 def _monotonic() -> float:
@@ -135,7 +138,7 @@ def redact(url: str) -> str:
 
 def tracker_for(error: BaseException) -> Outage:
     """Which service a transient error says is down."""
-    if isinstance(error, redis.exceptions.RedisError):
+    if isinstance(error, RedisError):
         return REDIS
     if isinstance(error, KafkaError):
         return KAFKA

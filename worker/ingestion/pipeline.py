@@ -19,24 +19,23 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-import redis.exceptions
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 
+from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
-from worker.ingestion import metrics, outage, outbox
+from worker.ingestion import metrics, outage
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
+from worker.ingestion.outage import TRANSIENT
 from worker.ingestion.positions import BatchSpan, ReadPositions, Rewind, roll_back, set_aside
 from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
+from worker.store.connection import Redis, connect
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KafkaError, OSError)
 T = TypeVar("T")
 Planner = Callable[[SourceMessage, dict[str, ExperimentDefinition], int], Plan]
 
@@ -268,7 +267,7 @@ class Pipeline:
     ) -> dict[str, Any]:
         result = await self._sink.apply(partition, commands, frozen, expected)
         if result.get("outbox"):
-            await outbox.flush(
+            await relay.flush(
                 self._redis,
                 self._producer,
                 keys.outbox_key(self._settings.key_prefix, partition),
@@ -291,7 +290,7 @@ async def read_applied_offsets_when_up(
     waiting out a Redis outage (for an engine that positions before the runtime is up)."""
 
     async def attempt() -> dict[tuple[str, int], int]:
-        async with Redis.from_url(settings.redis_url) as redis:
+        async with connect(settings) as redis:
             return await read_partition_offsets(redis, settings.key_prefix, partitions)
 
     return await _retrying("applied offsets not read yet", attempt)

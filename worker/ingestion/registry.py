@@ -16,22 +16,21 @@ import logging
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.events.dead_letter import Reason, dead_letter_payload, source_message
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.ingestion import metrics, outage
-from worker.ingestion.dead_letters import Reason, dead_letter_payload, source_message
-from worker.store import keys
+from worker.ingestion.outage import TRANSIENT
+from worker.store.connection import Redis
+from worker.store.definitions import (
+    claim_invalid_definition,
+    delete_definition,
+    release_invalid_definition,
+    save_definition,
+)
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError)
-"""The same transient errors as the pipeline's (worker/ingestion/pipeline.py imports this
-module, so this one cannot import them from there)."""
 
 
 class ExperimentRegistry:
@@ -168,11 +167,10 @@ class ExperimentRegistry:
     async def _apply(
         self, key: bytes | None, value: bytes | None, partition: int, offset: int
     ) -> None:
-        store = keys.experiments_key(self._prefix)
         if value is None:
             if key:
                 self._definitions.pop(key.decode(), None)
-                await self._redis.hdel(store, key.decode())
+                await delete_definition(self._redis, self._prefix, key.decode())
             return
         try:
             definition = ExperimentDefinition.model_validate_json(value)
@@ -180,14 +178,13 @@ class ExperimentRegistry:
             await self._dead_letter(key, value, partition, offset, str(error)[:1000])
             return
         self._definitions[definition.id] = definition
-        await self._redis.hset(store, definition.id, definition.model_dump_json())
+        await save_definition(self._redis, self._prefix, definition)
 
     async def _dead_letter(
         self, key: bytes | None, value: bytes, partition: int, offset: int, detail: str
     ) -> None:
         # Every worker reads the whole topic at every start: report each bad record once.
-        marker = f"{self._prefix}:bad-definition:{partition}:{offset}"
-        if not await self._redis.set(marker, "1", nx=True):
+        if not await claim_invalid_definition(self._redis, self._prefix, partition, offset):
             return
         log.warning(
             "invalid experiment definition at %s/%d@%d: %s", self._topic, partition, offset, detail
@@ -197,7 +194,7 @@ class ExperimentRegistry:
         try:
             await self._producer.send_and_wait(self._dead_letter_topic, value=payload, key=key)
         except BaseException:
-            # Not sent: release the marker, so that the retry (or another worker) sends it.
-            await self._redis.delete(marker)
+            # Not sent: release the claim, so that the retry (or another worker) sends it.
+            await release_invalid_definition(self._redis, self._prefix, partition, offset)
             raise
         metrics.DEAD_LETTERS.labels(Reason.INVALID_DEFINITION.value).inc()

@@ -17,17 +17,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from worker.config import Settings
-from worker.ingestion import outage
+from worker.ingestion import metrics, outage
 from worker.ingestion.metrics import MetricsServer
 from worker.ingestion.monitor import Monitor
-from worker.ingestion.pipeline import TRANSIENT, Pipeline
+from worker.ingestion.outage import TRANSIENT
+from worker.ingestion.pipeline import Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
 from worker.results.snapshot_job import SnapshotJob, utc_now
-from worker.store import keys
+from worker.store.connection import Redis, connect
+from worker.store.meta import record_partition_count
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class Runtime:
                 every(REMIND_INTERVAL_SECONDS, _remind_outages), name="outage-warnings"
             ),
         ]
-        self.redis = Redis.from_url(settings.redis_url)
-        await self.redis.hset(keys.meta_key(settings.key_prefix), "partitions", partitions)
+        self.redis = connect(settings)
+        await record_partition_count(self.redis, settings.key_prefix, partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
         )
@@ -84,7 +85,9 @@ class Runtime:
         )
         await self.registry.start()
         self.pipeline = Pipeline(settings, self.redis, self.producer, self.registry, partitions)
-        self.snapshot_job = SnapshotJob(settings, self.redis, self.producer)
+        self.snapshot_job = SnapshotJob(
+            settings, self.redis, self.producer, metrics.SNAPSHOT_COMPUTE_SECONDS.observe
+        )
         self.ready.set()
         log.info(
             "ingestion ready: %d partitions, batches of up to %d", partitions, settings.batch_size

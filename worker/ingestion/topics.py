@@ -6,8 +6,8 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from worker.cli.errors import UserError
 from worker.config import Settings
+from worker.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ async def ensure_topics(settings: Settings) -> int:
         await admin.close()
     counts = {item["topic"]: len(item["partitions"]) for item in described}
     if len(set(counts.values())) != 1:
-        raise UserError(
+        raise ConfigurationError(
             "The input topics must have the same partition count (co-partitioning by visitor_id), "
             f"but they have {counts}: recreate one of them to match."
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from redis.asyncio import Redis
-
 from worker.events.experiment import ExperimentDefinition
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.contract import ResultDocument
@@ -19,6 +17,7 @@ from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.visitor_scan import VisitorTable, scan_visitors
+from worker.store.connection import Redis
 from worker.store.counter_reader import read_counters
 from worker.store.visitor_reader import read_visitor_states
 

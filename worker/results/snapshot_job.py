@@ -14,21 +14,22 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
+from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
-from worker.ingestion import metrics, outbox
 from worker.results.contract import Snapshot
 from worker.results.decisions import DecisionState, decide
 from worker.results.query import ResultQuery
 from worker.results.service import compute_result_off_loop
-from worker.store import snapshots
+from worker.store import keys, snapshots
 from worker.store.applied_offsets import read_applied_offsets
+from worker.store.connection import Redis, connect
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,19 @@ FINAL = -1
 class SnapshotJob:
     """Computes, stores and publishes result snapshots and the decisions they imply."""
 
-    def __init__(self, settings: Settings, redis: Redis, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        producer: AIOKafkaProducer,
+        observe_compute_seconds: Callable[[float], None],
+    ) -> None:
+        """``observe_compute_seconds`` is told how long each snapshot took to compute
+        (the worker's histogram: its metrics belong to the process that runs the job)."""
         self._settings = settings
         self._redis = redis
         self._producer = producer
+        self._observe_compute_seconds = observe_compute_seconds
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run_once(self, definitions: list[ExperimentDefinition], now: datetime) -> int:
@@ -62,12 +72,15 @@ class SnapshotJob:
                 continue
             await self._snapshot(definition, now, index, completed)
             made += 1
-        await outbox.flush(
-            self._redis,
-            self._producer,
-            snapshots.winners_outbox_key(self._settings.key_prefix),
-            self._settings.topic_dead_letter,
-        )
+        # Every outbox, every interval: decisions a worker queued but died before
+        # publishing are published by the next run, whichever worker it is.
+        for definition in definitions:
+            await relay.flush(
+                self._redis,
+                self._producer,
+                keys.winners_outbox_key(self._settings.key_prefix, definition.id),
+                self._settings.topic_dead_letter,
+            )
         return made
 
     async def _snapshot(
@@ -76,12 +89,12 @@ class SnapshotJob:
         prefix = self._settings.key_prefix
         applied = await read_applied_offsets(self._redis, prefix)
         # Off the worker's loop, which keeps ingesting meanwhile.
-        url = self._settings.redis_url
+        settings = self._settings
         started = time.perf_counter()
         document = await compute_result_off_loop(
-            lambda: Redis.from_url(url), prefix, definition, DEFAULT_QUERY
+            lambda: connect(settings), prefix, definition, DEFAULT_QUERY
         )
-        metrics.SNAPSHOT_COMPUTE_SECONDS.observe(time.perf_counter() - started)
+        self._observe_compute_seconds(time.perf_counter() - started)
         ended_at = None
         if completed:
             recorded = await snapshots.mark_ended(
@@ -108,7 +121,7 @@ class SnapshotJob:
         entries = [
             (
                 event.idempotency_key,
-                outbox.publish_entry(
+                relay.publish_entry(
                     self._settings.topic_winners, definition.id, event.model_dump(mode="json")
                 ),
             )

@@ -9,7 +9,7 @@ addition in a different order):
 * visitors, multiple exposures, conversions, converted visits, goal events and
   revenue belong to the visitor's entry hour (the cohort);
 * visits belong to the hour of each visit's first exposure (``visits``: visit id →
-  hour, the visitor hash's ``vs:{experiment}:{visit}`` fields);
+  hour, the visitor hash's ``vX:{visit}`` fields);
 * a goal event counts iff ``t >= entry_ms`` and it is not restricted to another
   experiment; with the query's ``timeframe_days`` also ``t < entry + N days``, and
   with an event filter only if it matches;
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NotRequired, Required, TypedDict, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from worker.results.columns import Codes, Column, Mask, encode
 from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
 from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, RAW_FIELDS, UTM_FIELDS, ResultQuery
 from worker.results.query_totals import Grouping, QueryTotals, Sums, assemble, grouping
+from worker.store.visitor_reader import GoalEventRecord, VisitorState
 
 MS_PER_HOUR = 3_600_000
 NO_VISIT = "_"
@@ -42,39 +43,6 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 # Event attributes Mida filters on that are fields of the event, not attributes.
 _EVENT_FIELDS = {"revenue": "v", "currency": "c"}
-
-
-class GoalEventRecord(TypedDict, total=False):
-    """One stored goal event (the sink's ``k:{goal}`` list entries)."""
-
-    t: Required[int]  # event time, epoch ms
-    v: str  # revenue, as text
-    x: str  # the only experiment it may count for
-    s: str  # visit id
-    a: Mapping[str, Any]  # event attributes
-    c: str  # currency, when the sink stores it
-
-
-class VisitorState(TypedDict):
-    """One entered visitor of the experiment, as read from its visitor hash.
-
-    ``variant``, ``entry_ms`` and ``cell`` come from the ``e:{experiment}`` field
-    ("variant|entry_ms|cell"), ``cell`` as that "device|…|source" text or its six
-    values; ``context`` is the extended context (``x:{experiment}``, whose ``raw`` holds
-    the text of enumerated values counted as ``other``); ``visits`` maps
-    visit id → first-exposure hour (``vs:{experiment}:{visit}``; absent: one visit at
-    the entry hour); ``multiple_exposure`` is whether ``m:{experiment}`` exists;
-    ``goals`` maps goal → its decoded ``k:{goal}`` records.
-    """
-
-    visitor_id: str
-    variant: str
-    entry_ms: int
-    cell: str | Sequence[str]
-    context: NotRequired[Mapping[str, Any]]
-    visits: NotRequired[Mapping[str, int]]
-    multiple_exposure: NotRequired[bool]
-    goals: NotRequired[Mapping[str, Sequence[GoalEventRecord]]]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from worker.cli.errors import UserError
+from worker.errors import ProvisioningError
 from worker.services import processes
 
 KAFKA_VERSION = "3.9.1"
@@ -90,11 +90,11 @@ def ensure_jars(layout: KafkaLayout) -> None:
     if marker.exists():
         return
     if shutil.which("java") is None:
-        raise UserError(
+        raise ProvisioningError(
             "Java is not installed: install a Java 17 runtime (apt-get install -y openjdk-17-jre-headless) and run again."
         )
     if shutil.which("mvn") is None:
-        raise UserError(
+        raise ProvisioningError(
             "Maven is not installed: install it (apt-get install -y maven) and run again; it fetches the Kafka jars from Maven Central."
         )
     build_dir = layout.cache_dir / f"kafka-{KAFKA_VERSION}"
@@ -131,7 +131,7 @@ def ensure_jars(layout: KafkaLayout) -> None:
                     print(f"  {fetched} artifacts downloaded", flush=True)
     if mvn.returncode != 0:
         print("\n".join(tail), file=sys.stderr)
-        raise UserError(
+        raise ProvisioningError(
             "Maven could not fetch the Kafka jars (see its output above); check that Maven Central is reachable."
         )
     print(
@@ -190,7 +190,7 @@ def format_storage(layout: KafkaLayout) -> None:
         text=True,
     )  # fmt: skip
     if result.returncode != 0:
-        raise UserError(
+        raise ProvisioningError(
             f"Kafka storage format failed: {result.stdout.strip()} {result.stderr.strip()}"
         )
 
@@ -232,7 +232,7 @@ def start(layout: KafkaLayout, partitions: int, timeout_seconds: float = 90.0) -
     process = None
     if processes.read_pid(layout.pid_file) is None:
         if answers(layout.bootstrap):
-            raise UserError(
+            raise ProvisioningError(
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
             )
@@ -244,10 +244,10 @@ def start(layout: KafkaLayout, partitions: int, timeout_seconds: float = 90.0) -
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise UserError(f"Kafka exited during start-up; its log is {layout.log_file}.")
+            raise ProvisioningError(f"Kafka exited during start-up; its log is {layout.log_file}.")
         if answers(layout.bootstrap):
             return "started"
         time.sleep(0.5)
-    raise UserError(
+    raise ProvisioningError(
         f"Kafka did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
     )

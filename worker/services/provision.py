@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
 from worker.config import DEFAULT_KAFKA, DEFAULT_REDIS, Settings
 from worker.services import kafka_server, processes, redis_server
+from worker.store import connection
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def _host_port(address: str) -> tuple[str, int]:
 def kafka_layout(settings: Settings) -> kafka_server.KafkaLayout:
     host, port = _host_port(DEFAULT_KAFKA)
     return kafka_server.KafkaLayout(
-        cache_dir=Path(os.environ.get("AB_CACHE_DIR") or Path.cwd() / ".cache"),
+        cache_dir=settings.cache_dir,
         state_dir=settings.services_dir / "kafka",
         host=host,
         port=port,
@@ -54,25 +53,17 @@ def redis_layout(settings: Settings) -> redis_server.RedisLayout:
     )
 
 
-def kafka_is_external() -> bool:
-    return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-
-
-def redis_is_external() -> bool:
-    return bool(os.environ.get("REDIS_URL"))
-
-
 def up(settings: Settings) -> list[str]:
     """Provision and start whatever the environment does not name; idempotent."""
     lines = []
-    if kafka_is_external():
+    if settings.kafka_from_environment:
         lines.append(
             f"kafka: using {settings.kafka_bootstrap_servers} from KAFKA_BOOTSTRAP_SERVERS"
         )
     else:
         outcome = kafka_server.start(kafka_layout(settings), settings.partitions)
         lines.append(f"kafka: {outcome} at {settings.kafka_bootstrap_servers}")
-    if redis_is_external():
+    if settings.redis_from_environment:
         lines.append(f"redis: using {settings.redis_url} from REDIS_URL")
     else:
         outcome = redis_server.start(redis_layout(settings))
@@ -94,21 +85,29 @@ def down(settings: Settings) -> list[str]:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """What runs where and whether it answers."""
-    kafka_pid = None if kafka_is_external() else processes.read_pid(kafka_layout(settings).pid_file)
-    redis_pid = None if redis_is_external() else processes.read_pid(redis_layout(settings).pid_file)
+    kafka_pid = (
+        None
+        if settings.kafka_from_environment
+        else processes.read_pid(kafka_layout(settings).pid_file)
+    )
+    redis_pid = (
+        None
+        if settings.redis_from_environment
+        else processes.read_pid(redis_layout(settings).pid_file)
+    )
     return [
         ServiceStatus(
             "kafka",
             settings.kafka_bootstrap_servers,
-            not kafka_is_external(),
+            not settings.kafka_from_environment,
             kafka_pid,
             kafka_server.answers(settings.kafka_bootstrap_servers),
         ),
         ServiceStatus(
             "redis",
             settings.redis_url,
-            not redis_is_external(),
+            not settings.redis_from_environment,
             redis_pid,
-            redis_server.answers(settings.redis_url),
+            connection.answers(settings.redis_url),
         ),
     ]

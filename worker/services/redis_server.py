@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
-from worker.cli.errors import UserError
+from worker.errors import ProvisioningError
 from worker.services import processes
+from worker.store import connection
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def ensure_binary() -> str:
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise UserError(
+        raise ProvisioningError(
             "redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis."
         )
     print("Installing Debian's redis-server package (first run only)...", flush=True)
@@ -54,10 +53,10 @@ def ensure_binary() -> str:
     for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
         result = subprocess.run(step, env=env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise UserError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
+            raise ProvisioningError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
     found = shutil.which("redis-server")
     if not found:
-        raise UserError("redis-server was installed but is not on PATH.")
+        raise ProvisioningError("redis-server was installed but is not on PATH.")
     return found
 
 
@@ -95,24 +94,16 @@ def write_config(layout: RedisLayout) -> None:
     )
 
 
-def answers(url: str) -> bool:
-    """True when a Redis server at this URL answers PING."""
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
-
-
 def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
     """Start Redis unless ours already runs; return once it answers PING."""
-    if processes.read_pid(layout.pid_file) is not None and answers(layout.url):
+    if processes.read_pid(layout.pid_file) is not None and connection.answers(layout.url):
         return "already running"
     binary = ensure_binary()
     write_config(layout)
     process = None
     if processes.read_pid(layout.pid_file) is None:
-        if answers(layout.url):
-            raise UserError(
+        if connection.answers(layout.url):
+            raise ProvisioningError(
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
             )
@@ -121,11 +112,13 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         )
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if answers(layout.url):
+        if connection.answers(layout.url):
             return "started"
         if process is not None and process.poll() is not None:
-            raise UserError(f"redis-server exited during start-up; its log is {layout.log_file}.")
+            raise ProvisioningError(
+                f"redis-server exited during start-up; its log is {layout.log_file}."
+            )
         time.sleep(0.2)
-    raise UserError(
+    raise ProvisioningError(
         f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
     )

@@ -1,1 +1,2 @@
-"""Redis: the layout of keys, the atomic batch sink, and readers of the counters."""
+"""Redis, and only here: every client, the key layout, the Lua scripts and their callers,
+and the readers and writers the other layers call."""

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 import orjson
 from redis.asyncio import Redis
 
+from worker.store import keys
+
 KEY_PREFIX = "abk_"
 KEY_BYTES = 32
 MAX_KEY_LENGTH = 200
@@ -32,11 +34,6 @@ class ApiKeyRecord:
     created_at: str
 
 
-def api_keys_key(prefix: str) -> str:
-    """Hash SHA-256(key) -> record JSON."""
-    return f"{prefix}:api-keys"
-
-
 def key_hash(key: str) -> str:
     """The stored form of a key."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -50,7 +47,7 @@ async def create_key(redis: Redis, prefix: str, project_key: str) -> tuple[str, 
         project_key=project_key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    await redis.hset(api_keys_key(prefix), key_hash(key), orjson.dumps(asdict(record)))
+    await redis.hset(keys.api_keys_key(prefix), key_hash(key), orjson.dumps(asdict(record)))
     return key, record
 
 
@@ -58,24 +55,26 @@ async def find_key(redis: Redis, prefix: str, key: str) -> ApiKeyRecord | None:
     """The record of a presented key, or None when it is unknown or revoked."""
     if not key or len(key) > MAX_KEY_LENGTH:
         return None
-    raw = await redis.hget(api_keys_key(prefix), key_hash(key))
+    raw = await redis.hget(keys.api_keys_key(prefix), key_hash(key))
     return None if raw is None else ApiKeyRecord(**orjson.loads(raw))
 
 
 async def list_keys(redis: Redis, prefix: str, project_key: str) -> list[ApiKeyRecord]:
     """The project's keys (ids and creation times), oldest first."""
-    records = [ApiKeyRecord(**orjson.loads(raw)) for raw in await redis.hvals(api_keys_key(prefix))]
+    records = [
+        ApiKeyRecord(**orjson.loads(raw)) for raw in await redis.hvals(keys.api_keys_key(prefix))
+    ]
     mine = [record for record in records if record.project_key == project_key]
     return sorted(mine, key=lambda record: (record.created_at, record.id))
 
 
 async def revoke_key(redis: Redis, prefix: str, key_or_id: str) -> ApiKeyRecord | None:
     """Delete a key given the key itself or its id; None when nothing matched."""
-    stored = await redis.hgetall(api_keys_key(prefix))
+    stored = await redis.hgetall(keys.api_keys_key(prefix))
     wanted = key_hash(key_or_id).encode()
     for digest, raw in stored.items():
         record = ApiKeyRecord(**orjson.loads(raw))
         if digest == wanted or record.id == key_or_id:
-            await redis.hdel(api_keys_key(prefix), digest)
+            await redis.hdel(keys.api_keys_key(prefix), digest)
             return record
     return None

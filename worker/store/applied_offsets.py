@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 
 from worker.store import keys
-from worker.store.counter_reader import partition_count
+from worker.store.meta import partition_count
 
 
 async def read_applied_offsets(redis: Redis, prefix: str) -> dict[str, dict[str, int]]:

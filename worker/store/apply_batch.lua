@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  the partition's offsets hash (declares the slot on Redis Cluster; every
 --          other key built here carries the same {partition} hash tag)
--- ARGV[1]  key base of the partition, e.g. "ab:{3}"
+-- ARGV[1]  key base of the partition, e.g. "ab:{3}" (worker/store/keys.py names every
+--          suffix built on it)
 -- ARGV[2]  JSON array of commands in offset order (see worker/ingestion/commands.py)
 -- ARGV[3]  JSON array of completed (frozen) experiment ids
 -- ARGV[4]  de-duplication window in seconds
@@ -281,6 +282,8 @@ local function has_entry_within(visitor_key, experiment, deadline)
   return false
 end
 
+-- The outbox entry has the shape of the planner's dead letters (DeadLetterEntry in
+-- worker/events/dead_letter.py); held_text is the conversion's SourceRecord.
 local function dead_letter_unassigned(held_text)
   redis.call('RPUSH', outbox_key, cjson.encode({kind = 'dead_letter',
     reason = 'no_assignment',

@@ -10,8 +10,7 @@ import numpy.typing as npt
 from redis.asyncio import Redis
 
 from worker.store import keys
-
-DEFAULT_PARTITIONS = 12
+from worker.store.meta import partition_count
 
 VISITOR_METRICS = ("n", "visits", "me")
 """Positions in a cell's packed visitor metrics (apply_batch.lua's VISITOR_METRICS)."""
@@ -34,12 +33,6 @@ class CellKey(NamedTuple):
     country: str
     visitor_type: str
     source: str
-
-
-async def partition_count(redis: Redis, prefix: str) -> int:
-    """The input topics' partition count, recorded by the worker at start-up."""
-    raw = await redis.hget(keys.meta_key(prefix), "partitions")
-    return int(raw) if raw else DEFAULT_PARTITIONS
 
 
 async def read_counters(

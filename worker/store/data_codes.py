@@ -14,6 +14,8 @@ from typing import Any, Literal
 import orjson
 from redis.asyncio import Redis
 
+from worker.store import keys
+
 CODE_BYTES = 32
 CODE_PATTERN = r"^[A-Za-z0-9_\-]{43}$"
 """What ``secrets.token_urlsafe(32)`` produces; anything else is not a code."""
@@ -36,11 +38,6 @@ class DataCode:
     error: str | None = None
 
 
-def data_code_key(prefix: str, code: str) -> str:
-    """String: the code's record (JSON), expiring with the code."""
-    return f"{prefix}:data-code:{code}"
-
-
 async def create_data_code(
     redis: Redis, prefix: str, project_key: str, experiment_id: str
 ) -> DataCode:
@@ -51,7 +48,7 @@ async def create_data_code(
         experiment_id=experiment_id,
     )
     await redis.set(
-        data_code_key(prefix, record.code), orjson.dumps(asdict(record)), ex=DATA_CODE_SECONDS
+        keys.data_code_key(prefix, record.code), orjson.dumps(asdict(record)), ex=DATA_CODE_SECONDS
     )
     return record
 
@@ -77,12 +74,12 @@ async def finish_data_code(
         error=error,
     )
     await redis.set(
-        data_code_key(prefix, record.code), orjson.dumps(asdict(done)), xx=True, keepttl=True
+        keys.data_code_key(prefix, record.code), orjson.dumps(asdict(done)), xx=True, keepttl=True
     )
     return done
 
 
 async def find_data_code(redis: Redis, prefix: str, code: str) -> DataCode | None:
     """The record of a live code, or None when it is unknown or expired."""
-    raw = await redis.get(data_code_key(prefix, code))
+    raw = await redis.get(keys.data_code_key(prefix, code))
     return None if raw is None else DataCode(**orjson.loads(raw))

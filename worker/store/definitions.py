@@ -1,4 +1,8 @@
-"""Experiment definitions as the worker stored them in Redis (the read model)."""
+"""Experiment definitions as the worker stored them in Redis (the read model).
+
+The experiment registry (worker/ingestion/registry.py) writes them from `ab.experiments`;
+the CLI and the read API read them.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,48 @@ from worker.events.experiment import ExperimentDefinition
 from worker.store import keys
 
 
+async def stored_definition(redis: Redis, prefix: str, experiment_id: str) -> bytes | None:
+    """The stored definition's JSON, unparsed (callers that cache parses key them by it)."""
+    raw = await redis.hget(keys.experiments_key(prefix), experiment_id)
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 async def load_definition(
     redis: Redis, prefix: str, experiment_id: str
 ) -> ExperimentDefinition | None:
-    raw = await redis.hget(keys.experiments_key(prefix), experiment_id)
+    """The stored definition of one experiment, or None."""
+    raw = await stored_definition(redis, prefix, experiment_id)
     return None if raw is None else ExperimentDefinition.model_validate_json(raw)
 
 
 async def load_definitions(redis: Redis, prefix: str) -> list[ExperimentDefinition]:
+    """Every stored definition, by experiment id."""
     raw = await redis.hgetall(keys.experiments_key(prefix))
     return sorted(
         (ExperimentDefinition.model_validate_json(value) for value in raw.values()),
         key=lambda definition: definition.id,
     )
+
+
+async def save_definition(redis: Redis, prefix: str, definition: ExperimentDefinition) -> None:
+    """Store (or replace) a definition read from `ab.experiments`."""
+    await redis.hset(keys.experiments_key(prefix), definition.id, definition.model_dump_json())
+
+
+async def delete_definition(redis: Redis, prefix: str, experiment_id: str) -> None:
+    """Forget a definition (its tombstone was read)."""
+    await redis.hdel(keys.experiments_key(prefix), experiment_id)
+
+
+async def claim_invalid_definition(redis: Redis, prefix: str, partition: int, offset: int) -> bool:
+    """True for exactly one caller per invalid record of `ab.experiments`, the one that
+    reports it: every worker reads the whole topic at every start."""
+    marker = keys.invalid_definition_key(prefix, partition, offset)
+    return bool(await redis.set(marker, "1", nx=True))
+
+
+async def release_invalid_definition(
+    redis: Redis, prefix: str, partition: int, offset: int
+) -> None:
+    """Undo `claim_invalid_definition` when the report was not sent, so it is tried again."""
+    await redis.delete(keys.invalid_definition_key(prefix, partition, offset))

@@ -1,11 +1,57 @@
-"""The Redis key layout (DESIGN.md section 4).
+"""The Redis key layout (DESIGN.md section 4): every key the project uses is named here,
+the ones the Lua scripts build included.
 
-Everything written for Kafka partition p carries the hash tag {p}: one Lua call can
-then update visitor state, counters and the partition's applied offsets atomically,
-and the layout stays valid on Redis Cluster (one slot per partition).
+Keys come in three families, by what must be written atomically with what:
+
+* **Partition keys**, ``{prefix}:{p}:…``. Everything written for Kafka partition p
+  carries the hash tag ``{p}``, so one call of apply_batch.lua updates visitor state,
+  counters and the partition's applied offsets atomically, in one Redis Cluster slot.
+  The script gets the offsets hash as KEYS[1], which declares that slot, and the base
+  ``partition_base`` of the same tag, from which it builds the others with the
+  suffixes below (tests/unit/test_store_keys.py holds the script to them).
+* **Experiment keys**, ``{prefix}:{x:<experiment>}:…``. The decisions of one
+  experiment (the idempotency keys taken, the winners outbox, the decision state)
+  change together in record_decisions.lua, which gets all three as KEYS: the hash tag
+  ``{x:<experiment>}`` puts them in one slot (experiment ids hold no braces).
+* **Single keys**, ``{prefix}:…``, each read or written on its own (a pipeline may read
+  several, never a script): definitions, meta, API keys, share links, data codes,
+  snapshots and their claims, end dates, invalid-definition markers.
 """
 
 from __future__ import annotations
+
+# Suffixes of the partition keys, after ``{prefix}:{p}:`` (apply_batch.lua's own
+# comments describe each key's fields).
+OFFSETS = "off"
+"""Hash topic -> last applied offset; the script's KEYS[1]."""
+COUNTERS = "c"
+"""``c:{experiment}:{hour}``: hash of one hour's counters."""
+COUNTER_HOURS = "ch"
+"""``ch:{experiment}``: set of the hours that have counters."""
+CELLS = "cells"
+"""Hash segment cell text -> small id (and ``#``, the last id given)."""
+VISITOR = "v"
+"""``v:{visitor}``: hash of one visitor's state."""
+ENTRANTS = "ev"
+"""``ev:{experiment}``: list of the experiment's visitors, in entry order."""
+OUTBOX = "outbox"
+"""List of dead letters and forwards to publish."""
+STATS = "stats"
+"""Hash of the partition's ingestion counts (applied, duplicates, ...)."""
+HOLD = "hold"
+"""Sorted set of held conversions (``visitor|event id``) by hold deadline."""
+HELD_RAW = "heldraw"
+"""Hash event id -> a held conversion's source record, dead-lettered if it expires."""
+HOLD_CLOCK = "wm"
+"""String: the hold clock, the newest publish time read in the assignments partition."""
+DEDUP = "dd"
+"""``dd:{day}:{xx}``: set of conversion id fingerprints of one event day, bucketed by
+the first two hex digits of their SHA-1; expires after the de-duplication window."""
+
+PARTITION_SUFFIXES = (
+    OFFSETS, COUNTERS, COUNTER_HOURS, CELLS, VISITOR, ENTRANTS, OUTBOX, STATS, HOLD,
+    HELD_RAW, HOLD_CLOCK, DEDUP,
+)  # fmt: skip
 
 
 def partition_base(prefix: str, partition: int) -> str:
@@ -15,7 +61,7 @@ def partition_base(prefix: str, partition: int) -> str:
 
 def offsets_key(prefix: str, partition: int) -> str:
     """Hash topic -> last applied offset of this partition."""
-    return f"{partition_base(prefix, partition)}:off"
+    return f"{partition_base(prefix, partition)}:{OFFSETS}"
 
 
 def counters_key(prefix: str, partition: int, experiment_id: str, hour: int) -> str:
@@ -23,12 +69,12 @@ def counters_key(prefix: str, partition: int, experiment_id: str, hour: int) -> 
 
     apply_batch.lua documents the packing; `cells_key` maps cell ids to cells.
     """
-    return f"{partition_base(prefix, partition)}:c:{experiment_id}:{hour}"
+    return f"{partition_base(prefix, partition)}:{COUNTERS}:{experiment_id}:{hour}"
 
 
 def counter_hours_key(prefix: str, partition: int, experiment_id: str) -> str:
     """Set of the hours (since the epoch) that have a counters hash."""
-    return f"{partition_base(prefix, partition)}:ch:{experiment_id}"
+    return f"{partition_base(prefix, partition)}:{COUNTER_HOURS}:{experiment_id}"
 
 
 def cells_key(prefix: str, partition: int) -> str:
@@ -36,37 +82,57 @@ def cells_key(prefix: str, partition: int) -> str:
 
     Also holds `#`, the last id given. Shared by the partition's experiments.
     """
-    return f"{partition_base(prefix, partition)}:cells"
+    return f"{partition_base(prefix, partition)}:{CELLS}"
 
 
 def visitor_key(prefix: str, partition: int, visitor_id: str) -> str:
     """Hash of one visitor's state: entries, visits, goal events, counted sums."""
-    return f"{partition_base(prefix, partition)}:v:{visitor_id}"
+    return f"{partition_base(prefix, partition)}:{VISITOR}:{visitor_id}"
 
 
 def entrants_key(prefix: str, partition: int, experiment_id: str) -> str:
     """List of the visitors that entered the experiment, in entry order."""
-    return f"{partition_base(prefix, partition)}:ev:{experiment_id}"
+    return f"{partition_base(prefix, partition)}:{ENTRANTS}:{experiment_id}"
 
 
 def outbox_key(prefix: str, partition: int) -> str:
     """List of messages (dead letters, forwards) still to be published to Kafka."""
-    return f"{partition_base(prefix, partition)}:outbox"
+    return f"{partition_base(prefix, partition)}:{OUTBOX}"
 
 
 def partition_stats_key(prefix: str, partition: int) -> str:
     """Hash of ingestion counters of this partition (applied, duplicates, ...)."""
-    return f"{partition_base(prefix, partition)}:stats"
+    return f"{partition_base(prefix, partition)}:{STATS}"
 
 
 def hold_key(prefix: str, partition: int) -> str:
     """Sorted set `visitor|event id` of conversions no entry keeps yet, by hold deadline.
 
     The deadline is the conversion's publish time plus the hold (ms); apply_batch.lua
-    dead-letters a member once its partition's hold clock (`{base}:wm`, the newest
+    dead-letters a member once its partition's hold clock (HOLD_CLOCK, the newest
     publish time read in the assignments topic) has passed it.
     """
-    return f"{partition_base(prefix, partition)}:hold"
+    return f"{partition_base(prefix, partition)}:{HOLD}"
+
+
+def experiment_base(prefix: str, experiment_id: str) -> str:
+    """The common start of one experiment's decision keys: one hash tag, one slot."""
+    return f"{prefix}:{{x:{experiment_id}}}"
+
+
+def decided_key(prefix: str, experiment_id: str) -> str:
+    """Set of the idempotency keys of the experiment's decisions already queued."""
+    return f"{experiment_base(prefix, experiment_id)}:decided"
+
+
+def winners_outbox_key(prefix: str, experiment_id: str) -> str:
+    """List of the experiment's decision events still to be published to Kafka."""
+    return f"{experiment_base(prefix, experiment_id)}:winners-outbox"
+
+
+def decision_state_key(prefix: str, experiment_id: str) -> str:
+    """String: the decision state (JSON) the next decisions start from."""
+    return f"{experiment_base(prefix, experiment_id)}:decision-state"
 
 
 def experiments_key(prefix: str) -> str:
@@ -77,3 +143,49 @@ def experiments_key(prefix: str) -> str:
 def meta_key(prefix: str) -> str:
     """Hash of facts every reader needs, such as the partition count of the input topics."""
     return f"{prefix}:meta"
+
+
+def invalid_definition_key(prefix: str, partition: int, offset: int) -> str:
+    """String marking an invalid record of `ab.experiments` as dead-lettered (once)."""
+    return f"{prefix}:bad-definition:{partition}:{offset}"
+
+
+def api_keys_key(prefix: str) -> str:
+    """Hash SHA-256(API key) -> the key's record (JSON)."""
+    return f"{prefix}:api-keys"
+
+
+def data_code_key(prefix: str, code: str) -> str:
+    """String: a Kameleoon data code's record (JSON), expiring with the code."""
+    return f"{prefix}:data-code:{code}"
+
+
+def share_key(prefix: str, token: str) -> str:
+    """String: a share link's record (JSON), expiring with the link."""
+    return f"{prefix}:share:{token}"
+
+
+def share_index_key(prefix: str, project_key: str, experiment_id: str) -> str:
+    """String: the token of the experiment's live share link, expiring with it."""
+    return f"{prefix}:share-of:{project_key}:{experiment_id}"
+
+
+def kameleoon_share_prefix(prefix: str) -> str:
+    """The prefix the share-link keys of Kameleoon shared tokens take instead of
+    ``prefix``: a Mida share link is no Kameleoon token, and the other way round."""
+    return f"{prefix}:kameleoon"
+
+
+def snapshot_key(prefix: str, experiment_id: str) -> str:
+    """String: the experiment's latest result snapshot (JSON), served by the API."""
+    return f"{prefix}:snapshot:{experiment_id}"
+
+
+def snapshot_claim_key(prefix: str, experiment_id: str, interval_index: int) -> str:
+    """String set (NX, expiring) by the one worker that computes this interval's snapshot."""
+    return f"{prefix}:snapshot-claim:{experiment_id}:{interval_index}"
+
+
+def ended_key(prefix: str, experiment_id: str) -> str:
+    """String: when the worker first saw the experiment completed (ISO 8601)."""
+    return f"{prefix}:ended-at:{experiment_id}"

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from redis.asyncio import Redis
 
+from worker.store import keys
+
 TOKEN_BYTES = 32
 TOKEN_PATTERN = r"^[A-Za-z0-9_\-]{43}$"
 """What ``secrets.token_urlsafe(32)`` produces; anything else is not a token."""
@@ -29,19 +31,9 @@ class ShareLink:
     expires_at: str
 
 
-def share_key(prefix: str, token: str) -> str:
-    """String: the link's record (JSON), expiring with the link."""
-    return f"{prefix}:share:{token}"
-
-
-def share_index_key(prefix: str, project_key: str, experiment_id: str) -> str:
-    """String: the token of the experiment's live link, expiring with it."""
-    return f"{prefix}:share-of:{project_key}:{experiment_id}"
-
-
 async def find_share_link(redis: Redis, prefix: str, token: str) -> ShareLink | None:
     """The live link of a token, or None when it is unknown, revoked or expired."""
-    raw = await redis.get(share_key(prefix, token))
+    raw = await redis.get(keys.share_key(prefix, token))
     return None if raw is None else ShareLink(**orjson.loads(raw))
 
 
@@ -49,7 +41,7 @@ async def current_share_link(
     redis: Redis, prefix: str, project_key: str, experiment_id: str
 ) -> ShareLink | None:
     """The experiment's live link, if it has one."""
-    token = await redis.get(share_index_key(prefix, project_key, experiment_id))
+    token = await redis.get(keys.share_index_key(prefix, project_key, experiment_id))
     return None if token is None else await find_share_link(redis, prefix, _text(token))
 
 
@@ -71,13 +63,13 @@ async def create_share_link(
     seconds = max(int(ttl.total_seconds()), 1)
     # The record first, then the index with NX: of two concurrent creators exactly one
     # wins the index, and the other withdraws its record, so no live link is unlisted.
-    await redis.set(share_key(prefix, link.token), orjson.dumps(asdict(link)), ex=seconds)
-    index = share_index_key(prefix, project_key, experiment_id)
+    await redis.set(keys.share_key(prefix, link.token), orjson.dumps(asdict(link)), ex=seconds)
+    index = keys.share_index_key(prefix, project_key, experiment_id)
     if await redis.set(index, link.token, nx=True, ex=seconds):
         return link, True
     winner = await current_share_link(redis, prefix, project_key, experiment_id)
     if winner is not None:
-        await redis.delete(share_key(prefix, link.token))
+        await redis.delete(keys.share_key(prefix, link.token))
         return winner, False
     # The index names a link that no longer exists (a revoke cut short): replace it.
     await redis.set(index, link.token, ex=seconds)
@@ -88,11 +80,11 @@ async def revoke_share_link(
     redis: Redis, prefix: str, project_key: str, experiment_id: str
 ) -> bool:
     """Revoke the experiment's live link; False when it had none."""
-    index = share_index_key(prefix, project_key, experiment_id)
+    index = keys.share_index_key(prefix, project_key, experiment_id)
     token = await redis.get(index)
     if token is None:
         return False
-    await redis.delete(share_key(prefix, _text(token)))
+    await redis.delete(keys.share_key(prefix, _text(token)))
     await redis.delete(index)
     return True
 

@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, Required, TypedDict
 
 import orjson
 from redis.asyncio import Redis
 
-from worker.results.visitor_scan import VisitorState
 from worker.store import keys
-from worker.store.counter_reader import partition_count
+from worker.store.meta import partition_count
 
 CHUNK = 2000
+
+
+class GoalEventRecord(TypedDict, total=False):
+    """One stored goal event: the JSON of a visitor hash's ``kG:{n}`` field."""
+
+    t: Required[int]  # event time, epoch ms
+    v: str  # revenue, as text
+    x: str  # the only experiment it may count for
+    s: str  # visit id
+    a: Mapping[str, Any]  # event attributes
+    c: str  # currency, when the sink stores it
+
+
+class VisitorState(TypedDict):
+    """One entered visitor of the experiment, as read from its visitor hash.
+
+    apply_batch.lua names the experiment and the goals by their positions X and G in the
+    hash's ``kx`` and ``kg`` fields. ``variant`` and ``entry_ms`` come from ``eX``
+    ("variant|entry_ms|cell_id|clock"), ``cell`` is the "device|…|source" text of that
+    cell id (or its six values); ``context`` is the extended context (``xX``, whose
+    ``raw`` holds the text of enumerated values counted as ``other``); ``visits`` maps
+    visit id → first-exposure hour (``vX:{visit}``; absent: one visit at the entry
+    hour); ``multiple_exposure`` is whether ``mX`` exists; ``goals`` maps goal → its
+    ``kG:{n}`` records in n order.
+    """
+
+    visitor_id: str
+    variant: str
+    entry_ms: int
+    cell: str | Sequence[str]
+    context: NotRequired[Mapping[str, Any]]
+    visits: NotRequired[Mapping[str, int]]
+    multiple_exposure: NotRequired[bool]
+    goals: NotRequired[Mapping[str, Sequence[GoalEventRecord]]]
 
 
 async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> list[VisitorState]:

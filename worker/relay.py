@@ -1,9 +1,12 @@
-"""Publishes what a Lua script queued (dead letters, forwards, decisions), then removes it.
+"""The outbox relay, Redis to Kafka: publishes what a Lua script queued, then removes it.
 
-The script queues inside the same atomic write that advances the offsets, so an
-entry exists exactly when its message was consumed; publishing before removing
-makes delivery at-least-once (a crash in between publishes an entry twice, and a
-forwarded event is then de-duplicated by its event_id).
+The scripts queue inside the atomic write they belong to: apply_batch.lua queues a
+partition's dead letters and forwards with the offsets it advances, so an entry exists
+exactly when its message was consumed; record_decisions.lua queues a decision in the
+step that marks it taken. Publishing before removing makes delivery at-least-once (a
+crash in between publishes an entry twice; a forwarded event is then de-duplicated by
+its event_id, a decision by its idempotency_key). The batch pipeline and the snapshot
+job both flush through here, below both of them: results/ imports nothing of ingestion/.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
-from worker.ingestion.dead_letters import dead_letter_payload, unb64
+from worker.events.dead_letter import dead_letter_payload, unb64
+from worker.store.connection import Redis
+from worker.store.outbox import drop_oldest, oldest_entries
 
 log = logging.getLogger(__name__)
 FLUSH_CHUNK = 500
@@ -33,12 +37,12 @@ async def flush(
     """Publish and drop every queued entry of one outbox list; returns how many."""
     published = 0
     while True:
-        raw_entries = await redis.lrange(outbox, 0, FLUSH_CHUNK - 1)
+        raw_entries = await oldest_entries(redis, outbox, FLUSH_CHUNK)
         if not raw_entries:
             return published
         sends = [_send(producer, orjson.loads(raw), dead_letter_topic) for raw in raw_entries]
         await asyncio.gather(*[await send for send in sends])
-        await redis.ltrim(outbox, len(raw_entries), -1)
+        await drop_oldest(redis, outbox, len(raw_entries))
         published += len(raw_entries)
 
 
