@@ -13,12 +13,30 @@ from worker.stats.metrics import Difference
 
 @dataclass(frozen=True)
 class FrequentistResult:
-    """A frequentist test of a lift: estimate, standard error, interval and p-value."""
+    """A frequentist test of a lift: estimate, standard error, interval and p-value.
+
+    All on the lift scale; for a log-ratio difference the interval is the log-scale
+    interval mapped back (asymmetric), and ``se`` is the linearised standard error.
+    """
 
     estimate: float
     se: float
     ci: Interval
     p_value: float
+
+
+def lift_result(diff: Difference, ci: Interval, p_value: float) -> FrequentistResult:
+    """A test computed on the scale of ``diff``, with its estimate and interval as lifts."""
+    low, high = ci
+    return FrequentistResult(
+        estimate=diff.to_lift(diff.estimate),
+        se=diff.lift_sd(diff.estimate, math.sqrt(diff.variance)),
+        ci=(
+            None if low is None else diff.to_lift(low),
+            None if high is None else diff.to_lift(high),
+        ),
+        p_value=clip_probability(p_value),
+    )
 
 
 def t_test(
@@ -45,6 +63,4 @@ def t_test(
         else:
             p_value = float(student_t.cdf(statistic, diff.dof))
             ci = (None, diff.estimate + width)
-    return FrequentistResult(
-        estimate=diff.estimate, se=se, ci=ci, p_value=clip_probability(p_value)
-    )
+    return lift_result(diff, ci, p_value)
