@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from worker.events.experiment import ExperimentDefinition
-from worker.results.contract import ResultDocument, Snapshot
+from worker.results.contract import ResultDocument, Snapshot, WinnerDeclared
 from worker.results.decisions import DecisionState, decide, reset_srm
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
@@ -238,3 +238,12 @@ def test_decisions_need_the_default_result() -> None:
     filtered = result_document(exp, {"buy": rows}, ResultQuery(min_count=2))
     with pytest.raises(ValueError, match="default result"):
         decide(exp, DecisionState(), snapshot(filtered))
+
+
+def test_kameleoons_rule_is_met_by_a_lower_value_in_a_lower_is_better_test() -> None:
+    exp = definition(2, engine="frequentist", test_direction="less")
+    (event,) = decide(exp, DecisionState(), document(exp, [20_000, 20_000], [2_600, 2_000])).events
+    assert isinstance(event, WinnerDeclared)
+    assert event.rule.kameleoon.improvement_percent is not None
+    assert event.rule.kameleoon.improvement_percent < 0
+    assert event.rule.kameleoon.met

@@ -381,12 +381,14 @@ def winner_rule(definition: ExperimentDefinition, goal: GoalBlock, variant_id: s
     Ours: the threshold under sequential inference (or a fixed-horizon test at the
     planned sample), a positive improvement, Holm across arms, no SRM alarm.
     Kameleoon's: reliability (1 - one-sided p, or the chance to beat the reference)
-    above the threshold and a positive improvement; ours implies it.
+    above the threshold and an improvement the tested way; ours implies it.
     """
     statistics = next(v for v in goal.variants if v.variant_id == variant_id).statistics
     threshold = definition.stats.confidence_threshold_percent
     reliability = statistics.reliability if statistics else None
     improvement = statistics.improvement if statistics else None
+    # In a lower-is-better test the improvement Kameleoon wants points down.
+    lower_is_better = definition.stats.test_direction is TestDirection.LESS
     return WinnerRule(
         name="sequential" if definition.stats.sequential else "fixed_horizon",
         engine=definition.stats.engine,
@@ -397,7 +399,7 @@ def winner_rule(definition: ExperimentDefinition, goal: GoalBlock, variant_id: s
             met=reliability is not None
             and 100 * reliability >= threshold
             and improvement is not None
-            and improvement > 0,
+            and (improvement < 0 if lower_is_better else improvement > 0),
         ),
     )
 
