@@ -49,7 +49,9 @@ async def test_reset_srm_clears_the_alarm_once_and_queues_srm_cleared(
     done = reset(namespace, "srm-exp")
     assert done.returncode == 0, done.stderr
     assert "reset" in done.stdout
-    stored = orjson.loads(await redis.get(keys.decision_state_key(prefix, "srm-exp")))
+    raw = await redis.get(keys.decision_state_key(prefix, "srm-exp"))
+    assert raw is not None
+    stored = orjson.loads(raw)
     assert stored["srm_alarm"] is False
     assert stored["sequence"] == {"srm_detected": 1, "srm_cleared": 1}
     (entry,) = await redis.lrange(keys.winners_outbox_key(prefix, "srm-exp"), 0, -1)
