@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from worker.events.dead_letter import dead_letter_payload, unb64
 from worker.store.connection import Redis
 from worker.store.outbox import drop_oldest, oldest_entries
+from worker.store.sink_protocol import PublishEntry
 
 log = logging.getLogger(__name__)
 FLUSH_CHUNK = 500
@@ -28,7 +29,8 @@ FLUSH_CHUNK = 500
 
 def publish_entry(topic: str, key: str, value: dict[str, Any]) -> bytes:
     """An outbox entry that publishes `value` as JSON to `topic` under `key`."""
-    return orjson.dumps({"kind": "publish", "topic": topic, "key": key, "value": value})
+    entry: PublishEntry = {"kind": "publish", "topic": topic, "key": key, "value": value}
+    return orjson.dumps(entry)
 
 
 async def flush(

@@ -35,6 +35,7 @@ from worker.ingestion.partitioning import partition_for
 from worker.results.query import ResultQuery
 from worker.store import keys
 from worker.store.batch_sink import BatchSink, SinkSettings
+from worker.store.sink_protocol import SinkReply
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +119,7 @@ class Sink:
         partition: int,
         batch: list[tuple[int, Record]],
         expected: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SinkReply:
         """Apply (offset, record) pairs of one partition in one script call."""
         commands = []
         for offset, record in batch:

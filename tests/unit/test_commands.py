@@ -113,8 +113,13 @@ def plan_c(event: dict[str, Any] | bytes | None, **kwargs: Any) -> Plan:
     return plan_conversion(message(CONVERSIONS, value, **kwargs), CATALOG, PARTITIONS)
 
 
+def command_of(plan: Plan) -> dict[str, Any]:
+    """The command as a plain dict, to compare and take apart whatever its kind."""
+    return dict(plan.command)
+
+
 def outbox_entry(plan: Plan) -> dict[str, Any]:
-    return orjson.loads(plan.command["out"])
+    return orjson.loads(command_of(plan)["out"])
 
 
 def b64(data: bytes) -> str:
@@ -182,8 +187,9 @@ def test_conversion_command() -> None:
     raw = orjson.dumps(event)
     plan = plan_c(raw)
     assert plan.registry_miss is False
-    held = orjson.loads(plan.command.pop("held"))
-    assert plan.command == {
+    command = command_of(plan)
+    held = orjson.loads(command.pop("held"))
+    assert command == {
         "k": "c",
         "t": CONVERSIONS,
         "o": 42,
@@ -213,12 +219,12 @@ def test_global_conversion_names_no_experiment() -> None:
     assert plan.command["k"] == "c"
     assert "x" not in plan.command
     assert "at" not in plan.command
-    assert plan.command["val"] == "10.0"
+    assert command_of(plan)["val"] == "10.0"
 
 
 def test_conversion_of_an_inactive_experiment_is_still_counted() -> None:
     plan = plan_c(conversion_event(experiment_id="exp-inactive"))
-    assert (plan.command["k"], plan.command["x"], plan.registry_miss) == (
+    assert (plan.command["k"], command_of(plan)["x"], plan.registry_miss) == (
         "c",
         "exp-inactive",
         False,
@@ -269,7 +275,7 @@ def test_dead_letter_keeps_the_original_message() -> None:
         "t": ASSIGNMENTS,
         "o": 42,
         "p": PUBLISHED_MS,
-        "out": plan.command["out"],
+        "out": command_of(plan)["out"],
     }
     assert outbox_entry(plan)["message"] == {
         "topic": ASSIGNMENTS,
@@ -363,7 +369,7 @@ def test_misrouted_message_is_forwarded(plan_for: Any, event: dict[str, Any], to
         "t": topic,
         "o": 42,
         "p": PUBLISHED_MS,
-        "out": plan.command["out"],
+        "out": command_of(plan)["out"],
     }
     assert outbox_entry(plan) == {
         "kind": "forward",

@@ -181,7 +181,7 @@ def plan(event: dict[str, Any]) -> dict[str, Any]:
         key=visitor.encode(),
         value=orjson.dumps(event),
     )
-    return plan_assignment(message, {DEFINITION.id: DEFINITION}, PARTITIONS).command
+    return dict(plan_assignment(message, {DEFINITION.id: DEFINITION}, PARTITIONS).command)
 
 
 def test_a_documented_browser_counts_in_its_own_cell() -> None:

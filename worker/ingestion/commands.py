@@ -1,15 +1,7 @@
 """Turns one Kafka message into one command for the Lua sink (pure: no I/O).
 
-A command is a small dict that the script reads by short keys:
-  k   kind: "a" assignment, "c" conversion, "d" dead letter, "f" forward
-  t   source topic; o offset (the script skips offsets it applied before)
-  p   publish time in ms (the Kafka record timestamp): the hold's clock
-  id  event id; u visitor; x experiment; v variant; s visit; ts event time in ms
-  c   segment cell; ctx extended context (JSON); g goal; val revenue (text);
-  cur currency; at attributes
-  out the outbox entry (JSON) of a dead letter or a forward
-  held the original message kept while a conversion waits for its assignment
-Absent values are left out, never null: cjson would turn null into a truthy value.
+The commands are the typed dicts of worker/store/sink_protocol.py, which the script
+reads by short keys; absent values are left out, never null.
 """
 
 from __future__ import annotations
@@ -17,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -27,6 +19,13 @@ from worker.events.conversion import Conversion
 from worker.events.dead_letter import Reason, b64, dead_letter_entry, source_message
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.partitioning import partition_for
+from worker.store.sink_protocol import (
+    AssignmentCommand,
+    ConversionCommand,
+    ForwardEntry,
+    OutboxCommand,
+    SinkCommand,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXTENDED_CONTEXT = (
@@ -68,7 +67,7 @@ class Plan:
     catches the registry up once and plans again before dead-lettering.
     """
 
-    command: dict[str, Any]
+    command: SinkCommand
     missed_experiment: str | None = None
     """The experiment id whose lookup missed (unknown, or without that variant or status)."""
 
@@ -104,7 +103,7 @@ def _dead(message: SourceMessage, reason: Reason, detail: str, miss: str | None 
             message.topic, message.partition, message.offset, message.key, message.value
         ),
     )
-    command = {
+    command: OutboxCommand = {
         "k": "d",
         "t": message.topic,
         "o": message.offset,
@@ -126,26 +125,21 @@ def _misrouted(message: SourceMessage, visitor_id: str, partitions: int) -> Plan
     expected = partition_for(visitor_id, partitions)
     if expected == message.partition:
         return None
-    entry = {
+    entry: ForwardEntry = {
         "kind": "forward",
         "topic": message.topic,
         "partition": expected,
         "key": b64(visitor_id.encode()),
         "value": b64(message.value),
     }
-    return Plan(
-        {
-            "k": "f",
-            "t": message.topic,
-            "o": message.offset,
-            "p": message.published_ms(),
-            "out": orjson.dumps(entry).decode(),
-        }
-    )
-
-
-def _without_none(command: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in command.items() if value is not None}
+    command: OutboxCommand = {
+        "k": "f",
+        "t": message.topic,
+        "o": message.offset,
+        "p": message.published_ms(),
+        "out": orjson.dumps(entry).decode(),
+    }
+    return Plan(command)
 
 
 EventT = TypeVar("EventT", Assignment, Conversion)
@@ -211,24 +205,23 @@ def plan_assignment(
     extended = event.context.model_dump(
         mode="json", include=set(EXTENDED_CONTEXT), exclude_none=True
     )
-    return Plan(
-        _without_none(
-            {
-                "k": "a",
-                "t": message.topic,
-                "o": message.offset,
-                "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
-                "id": event.event_id,
-                "u": event.visitor_id,
-                "x": event.experiment_id,
-                "v": event.variant_id,
-                "s": event.visit_id,
-                "ts": epoch_ms(event.timestamp),
-                "c": segment_cell(event),
-                "ctx": orjson.dumps(extended).decode() if extended else None,
-            }
-        )
-    )  # fmt: skip
+    command: AssignmentCommand = {
+        "k": "a",
+        "t": message.topic,
+        "o": message.offset,
+        "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
+        "id": event.event_id,
+        "u": event.visitor_id,
+        "x": event.experiment_id,
+        "v": event.variant_id,
+        "ts": epoch_ms(event.timestamp),
+        "c": segment_cell(event),
+    }
+    if event.visit_id is not None:
+        command["s"] = event.visit_id
+    if extended:
+        command["ctx"] = orjson.dumps(extended).decode()
+    return Plan(command)
 
 
 def plan_conversion(
@@ -261,26 +254,28 @@ def plan_conversion(
         message.topic, message.partition, message.offset, message.key, message.value
     )
     held["goal"] = event.goal
-    return Plan(
-        _without_none(
-            {
-                "k": "c",
-                "t": message.topic,
-                "o": message.offset,
-                "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
-                "id": event.event_id,
-                "u": event.visitor_id,
-                "x": event.experiment_id,
-                "s": event.visit_id,
-                "g": event.goal,
-                "ts": epoch_ms(event.timestamp),
-                "val": None if event.value is None else repr(event.value),
-                "cur": event.currency,
-                "at": event.attributes or None,
-                "held": orjson.dumps(held).decode(),
-            }
-        )
-    )  # fmt: skip
+    command: ConversionCommand = {
+        "k": "c",
+        "t": message.topic,
+        "o": message.offset,
+        "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
+        "id": event.event_id,
+        "u": event.visitor_id,
+        "g": event.goal,
+        "ts": epoch_ms(event.timestamp),
+        "held": orjson.dumps(held).decode(),
+    }
+    if event.experiment_id is not None:
+        command["x"] = event.experiment_id
+    if event.visit_id is not None:
+        command["s"] = event.visit_id
+    if event.value is not None:
+        command["val"] = repr(event.value)
+    if event.currency is not None:
+        command["cur"] = event.currency
+    if event.attributes:
+        command["at"] = event.attributes
+    return Plan(command)
 
 
 def _invalid(message: SourceMessage, error: ValidationError) -> Plan:

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
 
@@ -33,6 +33,7 @@ from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
 from worker.store.connection import Redis, connect
+from worker.store.sink_protocol import SinkCommand, SinkReply
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class PreparedBatch:
     """A planned batch: the sink commands of each partition, in offset order."""
 
     size: int
-    by_partition: dict[int, list[dict[str, Any]]]
+    by_partition: dict[int, list[SinkCommand]]
     span: BatchSpan
 
 
@@ -190,7 +191,7 @@ class Pipeline:
 
     async def _prepare_once(
         self, messages: Sequence[SourceMessage]
-    ) -> dict[int, list[dict[str, Any]]]:
+    ) -> dict[int, list[SinkCommand]]:
         plans = self._plan(messages)
         missed = {plan.missed_experiment for plan in plans if plan.missed_experiment is not None}
         if missed and self._sync_due(missed):
@@ -204,7 +205,7 @@ class Pipeline:
                 else plan
                 for message, plan in zip(messages, plans, strict=True)
             ]
-        by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        by_partition: dict[int, list[SinkCommand]] = defaultdict(list)
         for message, plan in zip(messages, plans, strict=True):
             by_partition[message.partition].append(plan.command)
         return dict(by_partition)
@@ -227,11 +228,16 @@ class Pipeline:
         rewinds: list[Rewind] = []
         for partition, outcome in zip(by_partition, outcomes, strict=True):
             assert isinstance(outcome, dict)
-            if "rollback" in outcome:
-                rewinds.extend(roll_back(batch.span, partition, outcome["rollback"]))
+            reply = cast(SinkReply, outcome)
+            if "rollback" in reply:
+                rewinds.extend(roll_back(batch.span, partition, reply["rollback"]))
                 continue
             batch_totals.update(
-                {name: value for name, value in outcome.items() if name != "outbox"}
+                {
+                    name: value
+                    for name, value in reply.items()
+                    if isinstance(value, int) and name != "outbox"
+                }
             )
         self.positions.applied(batch.span, {rewind.partition for rewind in rewinds})
         for rewind in rewinds:
@@ -261,10 +267,10 @@ class Pipeline:
     async def _apply_partition(
         self,
         partition: int,
-        commands: list[dict[str, Any]],
+        commands: list[SinkCommand],
         frozen: list[str],
         expected: dict[str, int],
-    ) -> dict[str, Any]:
+    ) -> SinkReply:
         result = await self._sink.apply(partition, commands, frozen, expected)
         if result.get("outbox"):
             await relay.flush(

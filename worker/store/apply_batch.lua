@@ -4,7 +4,7 @@
 --          other key built here carries the same {partition} hash tag)
 -- ARGV[1]  key base of the partition, e.g. "ab:{3}" (worker/store/keys.py names every
 --          suffix built on it)
--- ARGV[2]  JSON array of commands in offset order (see worker/ingestion/commands.py)
+-- ARGV[2]  JSON array of commands in offset order (worker/store/sink_protocol.py)
 -- ARGV[3]  JSON array of completed (frozen) experiment ids
 -- ARGV[4]  de-duplication window in seconds
 -- ARGV[5]  hold time of unattributed conversions in milliseconds (publish time)

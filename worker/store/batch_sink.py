@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.sink_protocol import SinkCommand, SinkReply
 
 SCRIPT = resources.files("worker.store").joinpath("apply_batch.lua").read_text()
 
@@ -34,10 +35,10 @@ class BatchSink:
     async def apply(
         self,
         partition: int,
-        commands: list[dict[str, Any]],
+        commands: Sequence[SinkCommand],
         frozen: list[str],
         expected: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SinkReply:
         """Run the script for one partition; returns its counts (applied, duplicates, ...).
 
         `expected` (topic -> offset) is what the caller applied last or was positioned
@@ -58,5 +59,5 @@ class BatchSink:
                 settings.assignments_topic,
             ],
         )
-        result: dict[str, Any] = orjson.loads(reply)
+        result: SinkReply = orjson.loads(reply)
         return result

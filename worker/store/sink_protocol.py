@@ -1,0 +1,119 @@
+"""What crosses into the Lua batch script and back: its commands, outbox entries and reply.
+
+apply_batch.lua reads each command by short keys (a batch of hundreds is JSON-encoded
+per call, so the names are kept short); the planner (worker/ingestion/commands.py)
+builds them, and these types are the contract between the two. Optional values are
+left out, never null: cjson would turn null into a truthy value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired
+
+# pydantic validates only typing_extensions' TypedDict on Python 3.11; these are
+# plain types, but share the import with events/dead_letter.py's for one style.
+from typing_extensions import TypedDict
+
+from worker.events.dead_letter import DeadLetterEntry
+
+
+class _Positioned(TypedDict):
+    t: str
+    """Source topic."""
+    o: int
+    """Offset: the script skips offsets it applied before."""
+    p: int
+    """Publish time in ms (the record timestamp): the hold's clock."""
+
+
+class AssignmentCommand(_Positioned):
+    """An assignment to apply (the visitor enters, or is exposed again)."""
+
+    k: Literal["a"]
+    id: str
+    u: str
+    """Visitor."""
+    x: str
+    """Experiment."""
+    v: str
+    """Variant."""
+    ts: int
+    """Event time in ms."""
+    c: str
+    """Segment cell text."""
+    s: NotRequired[str]
+    """Visit."""
+    ctx: NotRequired[str]
+    """Extended context JSON, kept for scans."""
+
+
+class ConversionCommand(_Positioned):
+    """A goal event to count for every experiment the visitor entered before it."""
+
+    k: Literal["c"]
+    id: str
+    u: str
+    g: str
+    """Goal."""
+    ts: int
+    held: str
+    """The original record (a SourceRecord with its goal, JSON), dead-lettered if it
+    expires on hold."""
+    x: NotRequired[str]
+    """The only experiment it may count for."""
+    s: NotRequired[str]
+    val: NotRequired[str]
+    """Revenue as text: cjson keeps only 14 significant digits of a number."""
+    cur: NotRequired[str]
+    at: NotRequired[dict[str, Any]]
+    """Event attributes."""
+
+
+class OutboxCommand(_Positioned):
+    """A message that is not counted, only queued in the outbox: a dead letter (`d`) or
+    a misrouted event forwarded to its partition (`f`)."""
+
+    k: Literal["d", "f"]
+    out: str
+    """The outbox entry, JSON (a DeadLetterEntry or a ForwardEntry)."""
+
+
+SinkCommand = AssignmentCommand | ConversionCommand | OutboxCommand
+
+
+class ForwardEntry(TypedDict):
+    """Outbox entry: publish a misrouted event again, to the partition of its visitor."""
+
+    kind: Literal["forward"]
+    topic: str
+    partition: int
+    key: str | None
+    value: str | None
+    """Base64, as the original bytes."""
+
+
+class PublishEntry(TypedDict):
+    """Outbox entry: publish `value` as JSON (a decision event) under `key`."""
+
+    kind: Literal["publish"]
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+OutboxEntry = DeadLetterEntry | ForwardEntry | PublishEntry
+
+
+class SinkReply(TypedDict, total=False):
+    """What one script call did, or, alone, `rollback`: topic -> the offset Redis holds,
+    behind what the caller expected (nothing was applied)."""
+
+    applied: int
+    replayed: int
+    duplicates: int
+    dead_lettered: int
+    forwarded: int
+    conversions_held: int
+    conversions_expired: int
+    outbox: int
+    rollback: dict[str, int]
