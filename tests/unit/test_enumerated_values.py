@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from worker.api.errors import ApiError
-from worker.api.mida_params import ResultParams, parse_custom_filter, result_query
+from worker.api.mida.params import ResultParams, parse_custom_filter, result_query
 from worker.cli.results_command import build_query
 from worker.errors import WorkerError
 from worker.events import json_schemas

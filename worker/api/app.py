@@ -15,22 +15,18 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
-from worker.api import (
-    experiments_api_routes,
-    kameleoon_routes,
-    launchdarkly_routes,
-    mida_routes,
-    posthog_routes,
-    system_routes,
-    ui_routes,
-)
-from worker.api.cached_results import CachedResultsMiddleware
+from worker.api import system_routes
+from worker.api.caching.api_keys import KeyCache
+from worker.api.caching.middleware import CachedResultsMiddleware
+from worker.api.caching.responses import ResponseCache
+from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext
 from worker.api.errors import install_error_handlers
-from worker.api.key_cache import KeyCache
+from worker.api.kameleoon import routes as kameleoon_routes
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
-from worker.api.response_cache import ResponseCache
-from worker.api.result_source import ResultSource
+from worker.api.mida import routes as mida_routes
+from worker.api.ui import routes as ui_routes
+from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
 
@@ -65,9 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(mida_routes.router)
     app.include_router(kameleoon_routes.router)
-    app.include_router(experiments_api_routes.router)
-    app.include_router(posthog_routes.router)
-    app.include_router(launchdarkly_routes.router)
+    app.include_router(experiments_api.router)
+    app.include_router(posthog.router)
+    app.include_router(launchdarkly.router)
     app.include_router(system_routes.router)
     app.include_router(ui_routes.router)
     # Added last is outermost: metrics also count the answers of the cached layer.

@@ -37,7 +37,7 @@ async def key_project(
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> str:
     """Dependency: the project of the presented key, or a 401 (a key revoked less than
-    ``KEY_CACHE_SECONDS`` ago may still pass: see ``key_cache``)."""
+    ``KEY_CACHE_SECONDS`` ago may still pass: see ``caching.api_keys``)."""
     key = credentials.credentials if credentials is not None else header_key
     project = await context.keys.project_of(key) if key else None
     if project is None:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from worker.api.key_cache import KeyCache
+from worker.api.caching.api_keys import KeyCache
+from worker.api.caching.responses import ResponseCache
+from worker.api.caching.results import ResultSource
 from worker.api.metrics import RequestMetrics
-from worker.api.response_cache import ResponseCache
-from worker.api.result_source import ResultSource
 from worker.config import Settings
 from worker.store.connection import Redis
 

@@ -2,7 +2,7 @@
 
 Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
 ``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
-Mida's result parameters, parsed by ``mida_params``. Every expected failure is a small
+Mida's result parameters, parsed by ``mida.params``. Every expected failure is a small
 HTML page with the API's sentence and status code.
 """
 
@@ -21,10 +21,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import STORAGE_DOWN, ApiError
-from worker.api.mida_params import ResultParams, result_query
-from worker.api.mida_routes import shared_experiment
-from worker.api.mida_shapes import result_response
-from worker.api.ui_render import ExperimentPage, error_page, experiment_page, list_page
+from worker.api.mida.params import ResultParams, result_query
+from worker.api.mida.routes import shared_experiment
+from worker.api.mida.shapes import result_response
+from worker.api.ui.render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument
 from worker.results.query import ResultQuery

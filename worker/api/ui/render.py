@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 
-from worker.api.mida_models import ResultResponse, ResultVariant, Statistics
-from worker.api.mida_params import BREAKDOWNS, ResultParams
-from worker.api.mida_shapes import variant_rows
-from worker.api.ui_charts import Band, Line, line_chart
+from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
+from worker.api.mida.params import BREAKDOWNS, ResultParams
+from worker.api.mida.shapes import variant_rows
+from worker.api.ui.charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument
 

@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from worker.api.auth import experiment_in_project, key_project
+from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
-from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment
-from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
-from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
-from worker.api.result_source import ResultSource
+from worker.api.kameleoon.auth import Caller, KameleoonCaller, readable_experiment
+from worker.api.kameleoon.params import ResultsPlan, ResultsRequest, results_plan
+from worker.api.kameleoon.shapes import REFERENCE, GoalBlocks, variation_data
 from worker.results.contract import GoalBlock
 from worker.store import keys
 from worker.store.data_codes import (

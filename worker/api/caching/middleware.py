@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from worker.api.key_cache import KeyCache, presented_key
-from worker.api.response_cache import ResponseCache
+from worker.api.caching.api_keys import KeyCache, presented_key
+from worker.api.caching.responses import ResponseCache
 from worker.store.connection import RedisError
 
 RESULT_PATH = re.compile(r"^/v2/project/([^/]+)/experiment/([^/]+)/result$")
