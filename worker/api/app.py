@@ -7,13 +7,13 @@ any number of processes and replicas can serve behind a load balancer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import BaseRoute
+from fastapi.routing import APIRoute
 
 from worker.api import system_routes
 from worker.api.caching.api_keys import KeyCache
@@ -29,6 +29,17 @@ from worker.api.ui import routes as ui_routes
 from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
+
+ROUTERS: tuple[APIRouter, ...] = (
+    mida_routes.router,
+    kameleoon_routes.router,
+    experiments_api.router,
+    posthog.router,
+    launchdarkly.router,
+    system_routes.router,
+    ui_routes.router,
+)
+"""The route table: every family's routes, in the order they are matched."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -59,19 +70,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    app.include_router(mida_routes.router)
-    app.include_router(kameleoon_routes.router)
-    app.include_router(experiments_api.router)
-    app.include_router(posthog.router)
-    app.include_router(launchdarkly.router)
-    app.include_router(system_routes.router)
-    app.include_router(ui_routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     # Added last is outermost: metrics also count the answers of the cached layer.
     app.add_middleware(
         CachedResultsMiddleware,
         keys=context.keys,
         responses=context.responses,
-        route=_route(mida_routes.router.routes, mida_routes.RESULT_ROUTE),
+        route=_route_of(mida_routes.router, mida_routes.get_result),
     )
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
@@ -83,8 +89,13 @@ def app_from_env() -> FastAPI:
     return create_app(Settings.from_env())
 
 
-def _route(routes: list[BaseRoute], path: str) -> BaseRoute:
-    return next(route for route in routes if getattr(route, "path", None) == path)
+def _route_of(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    """The route of ``router`` that ``endpoint`` serves."""
+    return next(
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is endpoint
+    )
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

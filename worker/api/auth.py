@@ -14,9 +14,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from worker.api.caching.definitions import load_parsed_definition
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import EXPERIMENT_NOT_FOUND, UNAUTHORIZED, ApiError
-from worker.api.experiment_state import load_definition
 from worker.events.experiment import ExperimentDefinition
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
@@ -72,7 +72,7 @@ async def experiment_in_project(
     """The experiment if it belongs to ``project_key``; one 404 for every other case."""
     definition = None
     if project_key is not None and IDENTIFIER.fullmatch(test_id):
-        definition = await load_definition(context.redis, context.prefix, test_id)
+        definition = await load_parsed_definition(context.redis, context.prefix, test_id)
     if definition is None or definition.project_key != project_key:
         raise ApiError(404, EXPERIMENT_NOT_FOUND)
     return definition

@@ -10,11 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from worker.api.auth import AuthorizedExperiment, AuthorizedProject, experiment_in_project
+from worker.api.caching.definitions import parsed_definition
 from worker.api.caching.responses import RenderedResult
 from worker.api.caching.results import DEFAULT_QUERY
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, bad_request
-from worker.api.experiment_state import days_running, ended_at, parse_definition
+from worker.api.experiment_state import days_running, ended_at
 from worker.api.mida.models import (
     DistributionResponse,
     ExperimentDetailsResponse,
@@ -58,7 +59,6 @@ Context = Annotated[ApiContext, Depends(api_context)]
 Params = Annotated[ResultParams, Depends()]
 
 EXPERIMENT = "/project/{project_key}/experiment/{test_id}"
-RESULT_ROUTE = "/v2" + EXPERIMENT + "/result"
 DEFAULT_SHARE_DAYS = 90
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
 
@@ -134,7 +134,7 @@ async def get_result(
     response = result_response(definition, document, query.goal_key(definition), ended, now)
     # The bytes FastAPI sends for this response_model (pydantic's JSON, unset fields left out).
     body = response.model_dump_json(by_alias=True, exclude_unset=True).encode()
-    if state.definition is not None and parse_definition(state.definition) == definition:
+    if state.definition is not None and parsed_definition(state.definition) == definition:
         entry = RenderedResult(
             definition, query, state, version, ended, days_running(definition, ended, now), body
         )
