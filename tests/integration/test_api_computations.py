@@ -1,9 +1,11 @@
-"""The read API's computations never hold up its event loop.
+"""The read API's computations never hold up its event loop, and are settled at shutdown.
 
 Loading an experiment's table and computing from it takes seconds at a million
 visitors. Here a load blocks its thread until the test has had another request
 answered: that only happens when the load runs off the serving loop, whichever route
-asked for it. Definitions are written to Redis directly: no worker is needed.
+asked for it. Kameleoon's computations outlive their request: shutdown waits for them
+for a while, then cancels them, and their data codes never stay PENDING. Definitions
+are written to Redis directly: no worker is needed.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace
+from worker.api import app as api_app
 from worker.api.app import create_app
+from worker.api.kameleoon.routes import SHUT_DOWN
 from worker.events.experiment import ExperimentDefinition
 from worker.results import service
 from worker.store import keys
 from worker.store.api_keys import create_key
+from worker.store.data_codes import find_data_code
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +92,14 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> HeldLoads:
 
 
 @pytest.fixture
-async def api(namespace: Namespace, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+async def app(namespace: Namespace, redis: Redis) -> FastAPI:
     await redis.hset(keys.experiments_key(namespace.name), EXPERIMENT, DEFINITION.model_dump_json())
+    return create_app(namespace.settings)
+
+
+@pytest.fixture
+async def api(app: FastAPI, namespace: Namespace, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
     key, _ = await create_key(redis, namespace.name, PROJECT)
-    app = create_app(namespace.settings)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://api.test",
@@ -97,6 +107,19 @@ async def api(namespace: Namespace, redis: Redis) -> AsyncIterator[httpx.AsyncCl
     ) as client:
         yield client
     await app.state.context.redis.aclose()
+
+
+async def request_day_breakdown(api: httpx.AsyncClient) -> str:
+    """The data code of a Kameleoon request for the results by day."""
+    body = {
+        "dateIntervals": [{"start": "2026-11-01T00:00:00Z", "end": "2026-11-30T23:59:59Z"}],
+        "conversionType": "ALL_CONVERSION",
+        "breakdown": {"type": "INTERVAL", "interval": "DAY"},
+    }
+    response = await api.post(f"/experiments/{EXPERIMENT}/results", json=body)
+    assert response.status_code == 200, response.text
+    code: str = response.json()["dataCode"]
+    return code
 
 
 async def healthz_answers_while_held(api: httpx.AsyncClient, loads: HeldLoads) -> None:
@@ -127,19 +150,48 @@ async def test_a_long_computation_holds_up_no_other_request(
 async def test_kameleoon_day_breakdowns_hold_up_no_other_request(
     api: httpx.AsyncClient, loads: HeldLoads
 ) -> None:
-    body = {
-        "dateIntervals": [{"start": "2026-11-01T00:00:00Z", "end": "2026-11-30T23:59:59Z"}],
-        "conversionType": "ALL_CONVERSION",
-        "breakdown": {"type": "INTERVAL", "interval": "DAY"},
-    }
     loads.first_held = 2  # the whole interval is loaded first, then each goal's days
-    response = await api.post(f"/experiments/{EXPERIMENT}/results", json=body)
-    assert response.status_code == 200, response.text
+    code = await request_day_breakdown(api)
     await healthz_answers_while_held(api, loads)
-    code = response.json()["dataCode"]
     status = "PENDING"
     while status == "PENDING":
         await asyncio.sleep(0.05)
         status = (await api.get("/results", params={"dataCode": code})).json()["status"]
     assert status == "READY"
     assert loads.waited_out == 0, "/healthz waited for the day breakdown"
+
+
+async def test_shutdown_waits_for_the_computations_requests_left_running(
+    app: FastAPI, api: httpx.AsyncClient, loads: HeldLoads, namespace: Namespace, redis: Redis
+) -> None:
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    code = await request_day_breakdown(api)
+    await asyncio.to_thread(loads.wait_until_held)
+    stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "shutdown did not wait for the computation"
+    loads.release()
+    await stopping
+    record = await find_data_code(redis, namespace.name, code)
+    assert record is not None and record.status == "READY"
+
+
+async def test_shutdown_cancels_the_computations_past_its_grace_time(
+    app: FastAPI,
+    api: httpx.AsyncClient,
+    loads: HeldLoads,
+    namespace: Namespace,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(api_app, "SHUTDOWN_GRACE_SECONDS", 0.2)
+    try:
+        async with app.router.lifespan_context(app):
+            code = await request_day_breakdown(api)
+            await asyncio.to_thread(loads.wait_until_held)
+    finally:
+        loads.release()  # the thread of the cancelled computation runs to its end
+    record = await find_data_code(redis, namespace.name, code)
+    assert record is not None and (record.status, record.error) == ("ERROR", SHUT_DOWN)
+    assert loads.waited_out == 0

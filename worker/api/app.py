@@ -21,6 +21,7 @@ from worker.api.caching.middleware import CachedResultsMiddleware
 from worker.api.caching.responses import ResponseCache
 from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext
+from worker.api.detached_tasks import DetachedTasks
 from worker.api.errors import install_error_handlers
 from worker.api.kameleoon import routes as kameleoon_routes
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
@@ -29,6 +30,10 @@ from worker.api.ui import routes as ui_routes
 from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""How long shutdown waits for computations requests left running (Kameleoon's data
+codes) before it cancels them."""
 
 ROUTERS: tuple[APIRouter, ...] = (
     mida_routes.router,
@@ -43,7 +48,8 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """A new app reading the Redis of ``settings``; its client closes at shutdown."""
+    """A new app reading the Redis of ``settings``; at shutdown the computations its
+    requests left running are drained, then its client closes."""
     redis = connect(settings)
     results = ResultSource(redis, settings)
     context = ApiContext(
@@ -53,11 +59,14 @@ def create_app(settings: Settings) -> FastAPI:
         metrics=RequestMetrics(),
         keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
         responses=ResponseCache(redis, settings.key_prefix, results),
+        detached=DetachedTasks(),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        # Before the client closes: the tasks write their outcome to Redis with it.
+        await context.detached.drain(SHUTDOWN_GRACE_SECONDS)
         await redis.aclose()
 
     app = FastAPI(
