@@ -40,6 +40,7 @@ from worker.events.experiment import (
     Variant,
 )
 from worker.results.contract import ResultDocument, VariantRow, VariantStatistics
+from worker.results.verdict import reported_p_value
 
 StatusLabel = Literal["draft", "live", "inactive"]
 StatusCode = Literal[9, 1, 0]
@@ -320,8 +321,7 @@ def _statistics(
         }
     else:
         fields |= {
-            # Adjusted for multiple comparisons when a correction is configured.
-            "p_value": raw.p_value if raw.p_value_adjusted is None else raw.p_value_adjusted,
+            "p_value": reported_p_value(raw),
             "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci),
         }
     return Statistics(**fields)
