@@ -36,7 +36,7 @@ LAUNCHDARKLY: dict[str, Any] = {
     "status": "running",
     "methodology": "frequentist",
     "analysisConfig": {
-        "significanceThreshold": "5",
+        "significanceThreshold": "0.05",
         "testDirection": "one-sided",
         "multipleComparisonCorrectionMethod": "benjamini-hochberg",
         "sequentialTestingEnabled": False,
@@ -123,7 +123,7 @@ def test_launchdarkly_is_translated() -> None:
         ("purchase", "Purchase", True),
     ]
     assert experiment.stats.engine is Engine.FREQUENTIST
-    # LaunchDarkly's significance threshold is alpha in percent: 5 % -> 95 % confidence.
+    # LaunchDarkly's significance threshold is alpha as a fraction: 0.05 -> 95 % confidence.
     assert experiment.stats.confidence_threshold_percent == 95
     assert experiment.stats.test_direction is Direction.GREATER
     assert experiment.stats.correction is Correction.BH

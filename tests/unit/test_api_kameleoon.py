@@ -94,7 +94,7 @@ def row(variant: str, **numbers: Any) -> VariantRow:
 
 
 def test_variation_data_units_are_percent() -> None:
-    statistics = VariantStatistics(id="b", reliability=0.9, improvement=25.0)
+    statistics = VariantStatistics(id="b", reliability=0.9, improvement=25.0, lift_type="relative")
     blocks = {
         "buy": goal_block([
             row("a", conversion_rate=0.2, statistics=None),

@@ -20,7 +20,7 @@ from worker.results.contract import (
     Snapshot,
     WinnersRecord,
 )
-from worker.results.decisions import DecisionState, decide
+from worker.results.decisions import DecisionState, decide, reset_srm
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -169,7 +169,8 @@ def test_the_results_schema_rejects_what_the_model_rejects() -> None:
 
 
 def growing_experiment(exp: ExperimentDefinition) -> list[AnyDecisionEvent]:
-    """The events of an experiment whose treatment wins, fades, then loses its split."""
+    """The events of an experiment whose treatment wins, fades (and stays: sequential
+    evidence is kept), loses its split, and has its SRM alarm reset by an operator."""
     state = DecisionState()
     events: list[AnyDecisionEvent] = []
     for visitors, conversions in [
@@ -184,17 +185,18 @@ def growing_experiment(exp: ExperimentDefinition) -> list[AnyDecisionEvent]:
     skewed = rows(40_000, (4_000, 5_200, 4_000))
     skewed[1].visitors = 46_000  # an SRM alarm withdraws the winner
     document = result_document(exp, {"signup": QueryTotals(skewed)})
-    return events + decide(exp, state, snapshot(document)).events
+    alarmed = decide(exp, state, snapshot(document))
+    cleared = reset_srm(exp, alarmed.state, snapshot(document).computed_at)
+    return events + alarmed.events + cleared.events
 
 
 def test_decision_events_of_every_kind_validate_against_the_winners_schema() -> None:
     events = growing_experiment(definition("frequentist"))
     assert [event.kind for event in events] == [
         "winner_declared",
-        "winner_withdrawn",
-        "winner_declared",
         "srm_detected",
         "winner_withdrawn",
+        "srm_cleared",
     ]
     bandit = definition("bayesian", kind="mab")
     level = result_document(bandit, {"signup": QueryTotals(rows(5_000, (500, 500, 500)))})
@@ -213,10 +215,11 @@ def test_decision_events_of_every_kind_validate_against_the_winners_schema() -> 
         assert wire["computed_at"] == "2026-11-20T08:30:15.123456+00:00"
         assert WinnersRecord.model_validate(wire).root == event
     keys = [event.idempotency_key for event in events]
-    assert keys[:3] == [
+    assert keys[:4] == [
         "exp:winner_declared:b:1",
+        "exp:srm_detected:-:1",
         "exp:winner_withdrawn:b:1",
-        "exp:winner_declared:b:2",
+        "exp:srm_cleared:-:1",
     ]
 
 
@@ -232,6 +235,11 @@ def test_the_decision_state_stores_as_it_did() -> None:
     exp = definition("frequentist")
     document = result_document(exp, {"signup": QueryTotals(rows(20_000, (2_000, 2_600, 2_000)))})
     state = decide(exp, DecisionState.model_validate({}), snapshot(document)).state
-    assert orjson.dumps(state.model_dump(mode="json")) == (
-        b'{"winner":"b","srm_alarm":false,"weights":null,"sequence":{"winner_declared":1}}'
-    )
+    stored = orjson.dumps(state.model_dump(mode="json"))
+    # The fields of earlier versions first and as they were, then the evidence kept.
+    before = b'{"winner":"b","srm_alarm":false,"weights":null,"sequence":{"winner_declared":1}'
+    assert stored.startswith(before + b',"evidence":{"b":{"lift_type":"relative","p_value":')
+    assert stored.endswith(b',"fixed_horizon_passing":null}')
+    # A state stored by an earlier version loads, with no evidence yet.
+    earlier = DecisionState.model_validate_json(before + b"}")
+    assert (earlier.winner, earlier.evidence, earlier.fixed_horizon_passing) == ("b", {}, None)

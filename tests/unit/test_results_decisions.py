@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from worker.events.experiment import ExperimentDefinition
-from worker.results.contract import ResultDocument, Snapshot
-from worker.results.decisions import DecisionState, decide
+from worker.results.contract import ResultDocument, Snapshot, WinnerDeclared
+from worker.results.decisions import DecisionState, decide, reset_srm
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -139,17 +139,49 @@ def test_an_srm_alarm_withdraws_a_declared_winner() -> None:
     assert skewed.state.winner is None
 
 
-def test_a_winner_that_no_longer_passes_is_withdrawn_and_can_return() -> None:
+def test_a_sequential_winner_stays_through_a_fade() -> None:
+    """Always-valid evidence is read at its running minimum p and running interval
+    intersection: once sufficient it stays, so a winner does not flap with noise."""
     exp = definition(2, engine="frequentist")
     strong = document(exp, [20_000, 20_000], [2_000, 2_600])
     faded = document(exp, [40_000, 40_000], [4_000, 4_050])
     events = run(exp, iter([strong, faded, strong]))
     assert [(e["kind"], e["idempotency_key"]) for e in events] == [
         ("winner_declared", "exp:winner_declared:v1:1"),
-        ("winner_withdrawn", "exp:winner_withdrawn:v1:1"),
-        ("winner_declared", "exp:winner_declared:v1:2"),
     ]
-    assert events[1]["reason"] == "threshold_no_longer_met"
+
+
+def test_a_fixed_horizon_test_is_read_once_at_the_planned_sample() -> None:
+    exp = definition(2, engine="frequentist", sequential=False, planned_sample_size=10_000)
+    level = document(exp, [10_000, 10_000], [1_000, 1_010])
+    ahead = document(exp, [20_000, 20_000], [2_000, 2_600])
+    # The first eligible look passes nothing: later looks only report, however they look.
+    assert run(exp, iter([level, ahead, ahead])) == []
+    # Read once with a winner: kept at later looks, even where the test would now fail.
+    events = run(exp, iter([ahead, level, level]))
+    assert [e["kind"] for e in events] == ["winner_declared"]
+
+
+def test_a_raised_srm_alarm_stays_raised_until_an_operator_resets_it() -> None:
+    exp = definition(2, engine="frequentist")
+    skewed = document(exp, [20_000, 23_000], [2_000, 2_300])
+    recovered = document(exp, [200_000, 200_500], [20_000, 26_000])
+    first = decide(exp, DecisionState(), skewed)
+    assert [e.kind for e in first.events] == ["srm_detected"]
+    later = decide(exp, first.state, recovered)  # the split looks fine again, b wins
+    assert later.events == [] and later.state.srm_alarm
+    reset = reset_srm(exp, later.state, later_time())
+    assert [(e.kind, e.idempotency_key) for e in reset.events] == [
+        ("srm_cleared", "exp:srm_cleared:-:1")
+    ]
+    assert not reset.state.srm_alarm
+    assert reset_srm(exp, reset.state, later_time()).events == []  # nothing raised: no event
+    resumed = decide(exp, reset.state, recovered)
+    assert [(e.kind, e.variant_id) for e in resumed.events] == [("winner_declared", "v1")]
+
+
+def later_time() -> datetime:
+    return datetime(2026, 11, 21, tzinfo=UTC)
 
 
 def test_a_worse_variant_is_never_a_winner() -> None:
@@ -206,3 +238,12 @@ def test_decisions_need_the_default_result() -> None:
     filtered = result_document(exp, {"buy": rows}, ResultQuery(min_count=2))
     with pytest.raises(ValueError, match="default result"):
         decide(exp, DecisionState(), snapshot(filtered))
+
+
+def test_kameleoons_rule_is_met_by_a_lower_value_in_a_lower_is_better_test() -> None:
+    exp = definition(2, engine="frequentist", test_direction="less")
+    (event,) = decide(exp, DecisionState(), document(exp, [20_000, 20_000], [2_600, 2_000])).events
+    assert isinstance(event, WinnerDeclared)
+    assert event.rule.kameleoon.improvement_percent is not None
+    assert event.rule.kameleoon.improvement_percent < 0
+    assert event.rule.kameleoon.met

@@ -13,6 +13,8 @@ from worker.stats.metrics import difference, mean_arm, proportion_arm
 
 MEAN_A = {"n": 3000, "sum": 1396.87, "sum_squares": 52377.9767}
 MEAN_B = {"n": 3461, "sum": 2422.7, "sum_squares": 134698.29}
+GBSTATS = {"relative_method": "ratio"}
+"""gbstats 0.8.0's relative-lift test, to compare with its published values."""
 
 
 def request(*variants: dict[str, Any], **settings: Any) -> AnalysisRequest:
@@ -33,7 +35,8 @@ def only_variant(result: AnalysisResult) -> Any:
 
 
 def test_frequentist_proportion_matches_gbstats_through_the_entry_point() -> None:
-    variant = only_variant(analyze(request({"n": 28, "sum": 14}, {"n": 30, "sum": 16})))
+    arms = ({"n": 28, "sum": 14}, {"n": 30, "sum": 16})
+    variant = only_variant(analyze(request(*arms, **GBSTATS)))
     assert round(variant.lift, 5) == 0.06667
     assert (round(variant.ci[0], 5), round(variant.ci[1], 5)) == (-0.47767, 0.61101)
     assert round(variant.se, 5) == 0.2717
@@ -44,7 +47,8 @@ def test_frequentist_proportion_matches_gbstats_through_the_entry_point() -> Non
 
 
 def test_sequential_proportion_matches_gbstats_through_the_entry_point() -> None:
-    result = analyze(request({"n": 3000, "sum": 1396}, {"n": 3461, "sum": 2422}, sequential=True))
+    arms = ({"n": 3000, "sum": 1396}, {"n": 3461, "sum": 2422})
+    result = analyze(request(*arms, sequential=True, **GBSTATS))
     variant = only_variant(result)
     assert round(variant.lift, 5) == 0.50386
     assert (round(variant.ci[0], 5), round(variant.ci[1], 5)) == (0.40098, 0.60675)
@@ -52,7 +56,8 @@ def test_sequential_proportion_matches_gbstats_through_the_entry_point() -> None
 
 
 def test_bayesian_proportion_matches_gbstats_through_the_entry_point() -> None:
-    result = analyze(request({"n": 100, "sum": 49}, {"n": 100, "sum": 51}, engine="bayesian"))
+    arms = ({"n": 100, "sum": 49}, {"n": 100, "sum": 51})
+    result = analyze(request(*arms, engine="bayesian", **GBSTATS))
     variant = only_variant(result)
     assert round(variant.lift, 5) == 0.04082
     assert round(variant.chance_to_win, 5) == 0.60918
@@ -63,13 +68,14 @@ def test_bayesian_proportion_matches_gbstats_through_the_entry_point() -> None:
 
 
 def test_reliability_is_one_minus_the_one_sided_p_value() -> None:
-    variant = only_variant(analyze(request(MEAN_A, MEAN_B, metric="mean")))
+    variant = only_variant(analyze(request(MEAN_A, MEAN_B, metric="mean", **GBSTATS)))
     # gbstats' OneSidedTreatmentGreaterTTest p-value on these data: 0.06558262868467746.
     assert variant.reliability == pytest.approx(1 - 0.06558262868467746, abs=1e-12)
 
 
 def test_reliability_for_a_lower_is_better_metric_uses_the_less_direction() -> None:
-    variant = only_variant(analyze(request(MEAN_A, MEAN_B, metric="mean", test_direction="less")))
+    settings = {"metric": "mean", "test_direction": "less", **GBSTATS}
+    variant = only_variant(analyze(request(MEAN_A, MEAN_B, **settings)))
     assert variant.p_value == pytest.approx(0.9344173713153225)
     assert variant.reliability == pytest.approx(1 - 0.9344173713153225)
 

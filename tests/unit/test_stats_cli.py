@@ -35,6 +35,7 @@ def test_prints_the_analysis_as_json() -> None:
         "sequential": False,
         "test_direction": "two_sided",
         "difference": "relative",
+        "relative_method": "ratio",  # gbstats 0.8.0's test of the relative lift
         "alpha": 0.05,
         "prior": None,
         "correction": "none",
@@ -54,7 +55,15 @@ def test_prints_the_analysis_as_json() -> None:
     assert round(variant["se"], 5) == 0.2717
     assert round(variant["p_value"], 5) == 0.80707
     assert variant["chance_to_win"] is None and variant["risk"] is None
+    assert variant["lift_type"] == "relative" and variant["lift_fallback"] is None
     assert set(result) >= {"srm_p_value", "probability_best", "bandit_weights"}
+    # The default log-ratio test keeps gbstats' lift and standard error, not its interval.
+    del request["relative_method"]
+    default = json.loads(run_stats(json.dumps(request)).stdout)["variants"][0]
+    assert default["lift"] == variant["lift"]
+    assert default["se"] == pytest.approx(variant["se"], rel=1e-12)
+    assert [round(bound, 5) for bound in default["ci"]] == [-0.35977, 0.77715]
+    assert round(default["p_value"], 5) == 0.80093
 
 
 def test_invalid_input_exits_2_with_one_line() -> None:

@@ -66,8 +66,15 @@ def test_zero_or_all_conversions_in_both_arms(engine: dict[str, Any], conversion
     for variant in (relative, absolute):
         assert_no_inference(variant)
     assert absolute["lift"] == 0.0
-    # A relative lift over a zero control rate is undefined; over 100% it is zero.
-    assert relative["lift"] == (None if conversions == 0 else 0.0)
+    # A relative lift over a zero control rate is undefined, so the absolute difference
+    # is reported and says so; over 100% it is zero.
+    assert relative["lift"] == 0.0
+    if conversions == 0:
+        assert relative["lift_type"] == "absolute"
+        assert relative["lift_fallback"] == "control_mean_not_positive"
+        assert relative["improvement"] is None
+    else:
+        assert (relative["lift_type"], relative["lift_fallback"]) == ("relative", None)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -75,7 +82,9 @@ def test_zero_conversions_in_the_control_only(engine: dict[str, Any]) -> None:
     arms = [{"n": 1000, "sum": 0}, {"n": 1000, "sum": 30}]
     relative = run(arms, **engine)["variants"][0]
     absolute = run(arms, difference="absolute", **engine)["variants"][0]
-    assert relative["lift"] is None and relative["improvement"] is None
+    # No relative lift over a zero rate: the absolute difference, marked as such.
+    assert relative == absolute | {"lift_fallback": "control_mean_not_positive"}
+    assert relative["improvement"] is None and relative["lift_type"] == "absolute"
     assert absolute["lift"] == pytest.approx(0.03)
     # The control has no spread, so like gbstats we make no inferential claim.
     assert_no_inference(absolute)

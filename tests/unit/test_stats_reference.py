@@ -3,6 +3,10 @@
 Inputs and expectations come from gbstats' own tests (packages/stats/tests/frequentist/
 test_tests.py and tests/bayesian/test_tests.py of growthbook/growthbook), GrowthBook's
 p-value adjustment tests, and its SRM check.
+
+Relative lifts are built with ``method="ratio"``, gbstats' normal approximation on the
+ratio itself; the default log-ratio test (see ``worker.stats.metrics``) keeps gbstats'
+estimate and standard error but has its own interval, p-value and posterior.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from worker.stats.bayesian import BayesianResult, GaussianPrior, bayesian_test
 from worker.stats.common import Direction, Interval
 from worker.stats.corrections import benjamini_hochberg, bonferroni, holm
 from worker.stats.frequentist import t_test
-from worker.stats.metrics import Difference, difference, mean_arm, proportion_arm
+from worker.stats.metrics import Arm, Difference, difference, mean_arm, proportion_arm
 from worker.stats.sequential import DEFAULT_TUNING, sequential_rho, sequential_test
 from worker.stats.srm import srm_p_value
 
@@ -32,7 +36,7 @@ def mean_diff(n_control: int, relative: bool) -> Difference:
     """gbstats' SampleMeanStatistic pair: sums 1396.87 / 2422.7 over n_control / 3461 units."""
     control = mean_arm(n_control, 1396.87, 52377.9767)
     treatment = mean_arm(3461, 2422.7, 134698.29)
-    diff = difference(control, treatment, relative)
+    diff = difference(control, treatment, relative, method="ratio")
     assert diff is not None
     return diff
 
@@ -40,7 +44,7 @@ def mean_diff(n_control: int, relative: bool) -> Difference:
 def proportion_diff(
     control: tuple[int, int], treatment: tuple[int, int], relative: bool = True
 ) -> Difference:
-    diff = difference(proportion_arm(*control), proportion_arm(*treatment), relative)
+    diff = difference(proportion_arm(*control), proportion_arm(*treatment), relative, "ratio")
     assert diff is not None
     return diff
 
@@ -134,6 +138,10 @@ class TestSequential:
         assert widths[6461.0] < widths[10_000.0] < widths[10.0]
 
 
+def gbstats_relative(control: Arm, treatment: Arm) -> Difference | None:
+    return difference(control, treatment, relative=True, method="ratio")
+
+
 def posterior_of(diff: Difference, prior: GaussianPrior | None = None) -> BayesianResult:
     result = bayesian_test(diff, prior=prior)
     assert result is not None
@@ -150,7 +158,7 @@ class TestBayesian:
         assert (rounded(result.risk[0]), rounded(result.risk[1])) == (0.0814, 0.04058)
 
     def test_mean_flat_prior(self) -> None:
-        diff = difference(mean_arm(10, 100, 1002.25), mean_arm(10, 105, 1111.5), relative=True)
+        diff = gbstats_relative(mean_arm(10, 100, 1002.25), mean_arm(10, 105, 1111.5))
         assert diff is not None
         result = posterior_of(diff)
         assert rounded(result.estimate) == 0.05
@@ -160,7 +168,7 @@ class TestBayesian:
         assert (rounded(result.risk[0]), rounded(result.risk[1])) == (0.05131, 0.00131)
 
     def test_mean_informative_prior(self) -> None:
-        diff = difference(mean_arm(10, 100, 1002.25), mean_arm(10, 105, 1111.5), relative=True)
+        diff = gbstats_relative(mean_arm(10, 100, 1002.25), mean_arm(10, 105, 1111.5))
         assert diff is not None
         result = posterior_of(diff, GaussianPrior(mean=0.1, variance=0.1))
         assert rounded(result.estimate) == 0.05063
@@ -209,3 +217,26 @@ def test_srm_chi_square() -> None:
     p_value = srm_p_value([1500, 1480], [0.5, 0.5])
     assert p_value is not None
     assert round(p_value, 6) == 0.714088
+
+
+@pytest.mark.parametrize(
+    ("control", "treatment"),
+    [
+        (proportion_arm(28, 14), proportion_arm(30, 16)),
+        (proportion_arm(3000, 1396), proportion_arm(3461, 2422)),
+        (mean_arm(3407, 1396.87, 52377.9767), mean_arm(3461, 2422.7, 134698.29)),
+    ],
+)
+def test_the_log_ratio_keeps_the_gbstats_lift_and_standard_error(
+    control: Arm, treatment: Arm
+) -> None:
+    """What differs from gbstats for relative lifts is the interval and the p-value (on
+    the log scale, mapped back); the point estimate and the delta-method standard
+    error are the same numbers."""
+    log_ratio = difference(control, treatment, relative=True)
+    ratio = gbstats_relative(control, treatment)
+    assert log_ratio is not None and ratio is not None
+    fixed, gbstats = t_test(log_ratio), t_test(ratio)
+    assert fixed.estimate == pytest.approx(gbstats.estimate, rel=1e-14)
+    assert fixed.se == pytest.approx(gbstats.se, rel=1e-12)
+    assert fixed.ci != gbstats.ci

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -53,3 +54,16 @@ def test_peeking_every_interval_at_a_correct_split_never_alarms() -> None:
 def test_a_real_mismatch_is_found() -> None:
     assert (sequential_srm_p_value([4500, 5500]) or 1) < 1e-10
     assert (sequential_srm_p_value([2300, 2700]) or 1) < 0.001
+
+
+SrmTest = Callable[[Sequence[int], Sequence[float] | None], float | None]
+
+
+@pytest.mark.parametrize("test", [srm_p_value, sequential_srm_p_value])
+def test_units_in_a_zero_weight_arm_are_a_mismatch_with_two_arms_too(test: SrmTest) -> None:
+    """Issue 15, part 5: weights [1, 0] with n [1000, 1000] gave None, not an alarm."""
+    assert test([1000, 1000], [1, 0]) == 0.0
+    assert test([1000, 1000], [0, 1]) == 0.0
+    assert test([1000, 1000, 1000], [1, 1, 0]) == 0.0
+    # A single weighted arm and an empty zero-weight arm: nothing to test.
+    assert test([1000, 0], [1, 0]) is None

@@ -1,21 +1,24 @@
-"""`python -m worker experiments apply FILE | list | delete ID`."""
+"""`python -m worker experiments apply FILE | list | delete ID | reset-srm ID`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
 from worker.config import Settings
-from worker.errors import InvalidInput, ServiceUnavailable, UnreadableFile
+from worker.errors import InvalidInput, NotFound, ServiceUnavailable, UnreadableFile
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
+from worker.results.decisions import reset_srm
+from worker.results.snapshot_job import load_decision_state, record_decisions
 from worker.store.connection import connect
-from worker.store.definitions import load_definitions
+from worker.store.definitions import load_definition, load_definitions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = actions.add_parser("delete", help="publish a tombstone for experiment ID")
     delete.add_argument("experiment_id")
     delete.set_defaults(handler=handle_delete)
+    reset = actions.add_parser(
+        "reset-srm",
+        help="reset experiment ID's raised SRM alarm (publishes srm_cleared); "
+        "decisions resume at the next interval",
+    )
+    reset.add_argument("experiment_id")
+    reset.set_defaults(handler=handle_reset_srm)
 
 
 def read_definitions(path: Path, project_key: str | None) -> list[ExperimentDefinition]:
@@ -99,6 +109,27 @@ def handle_delete(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     asyncio.run(publish(settings, [(args.experiment_id, None)]))
     print(f"published a tombstone for {args.experiment_id}")
+    return 0
+
+
+def handle_reset_srm(args: argparse.Namespace) -> int:
+    """An SRM alarm never clears by itself: an operator who found and fixed the cause
+    resets it here. The worker publishes the `srm_cleared` event with its next interval."""
+    settings = Settings.from_env()
+
+    async def reset() -> int:
+        async with connect(settings) as redis:
+            definition = await load_definition(redis, settings.key_prefix, args.experiment_id)
+            if definition is None:
+                raise NotFound(f"No experiment {args.experiment_id!r} is known.")
+            state = await load_decision_state(redis, settings.key_prefix, definition.id)
+            decisions = reset_srm(definition, state, datetime.now(UTC))
+            return await record_decisions(redis, settings, definition.id, decisions)
+
+    if asyncio.run(reset()):
+        print(f"SRM alarm of {args.experiment_id} reset: srm_cleared queued for ab.winners")
+    else:
+        print(f"{args.experiment_id} has no SRM alarm raised: nothing to reset")
     return 0
 
 

@@ -9,6 +9,7 @@ sentence saying what is wrong.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +31,61 @@ def _percent(value: Any, where: str) -> float:
         return float(value)
     except (TypeError, ValueError) as error:
         raise DefinitionError(f"{where} must be a number, got {value!r}") from error
+
+
+_SIGNIFICANCE = "analysisConfig.significanceThreshold"
+_HIGHEST_LEVEL = Decimal("0.5")  # a confidence threshold must stay above 50 %
+
+
+def _confidence_from_significance(value: Any) -> float:
+    """LaunchDarkly's ``significanceThreshold`` as our confidence threshold in percent.
+
+    LaunchDarkly documents the value as the significance level, a fraction ("between
+    0.0-1.0", ``AnalysisConfigRep`` of its REST API): "0.05" is 95 % confidence. The
+    read shape writes it the same way (``launchdarkly_significance_threshold``). A
+    value that fits no usable level is refused, not guessed: "5" may mean 5 % written
+    as a percentage, and "0.95" a confidence level; each guess can turn a 95 %
+    experiment into a 99.95 % or a 5 % one. Decimal arithmetic keeps "0.05" exactly 95.
+    """
+    level = _finite_decimal(value)
+    if level is None:
+        raise DefinitionError(f"{_SIGNIFICANCE} must be a number, got {value!r}")
+    if 0 < level < _HIGHEST_LEVEL:
+        return float(100 - 100 * level)
+    message = (
+        f"{_SIGNIFICANCE} is the significance level as a fraction between 0 and 0.5 "
+        f'("0.05" for 95 % confidence), got {value!r}'
+    )
+    if 1 <= level < 100:
+        message += f'; for {level} % significance write "{_plain(level / 100)}"'
+    elif _HIGHEST_LEVEL < level < 1:
+        message += f'; for {_plain(100 * level)} % confidence write "{_plain(1 - level)}"'
+    raise DefinitionError(message)
+
+
+def launchdarkly_significance_threshold(confidence_threshold_percent: float) -> str:
+    """A confidence threshold as LaunchDarkly's ``significanceThreshold`` (95 -> "0.05").
+
+    The inverse of what the LaunchDarkly create shape accepts, so a value read back
+    is the value written.
+    """
+    return _plain((100 - Decimal(repr(confidence_threshold_percent))) / 100)
+
+
+def _finite_decimal(value: Any) -> Decimal | None:
+    """A finite number given as a JSON number or string, else None (a bool is no number)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _plain(number: Decimal) -> str:
+    """A decimal without exponent or trailing zeros ("0.05", "95")."""
+    return format(number.normalize(), "f")
 
 
 def _goals(metrics: list[dict[str, Any]], primary_key: str | None) -> list[dict[str, Any]]:
@@ -95,8 +151,8 @@ def from_launchdarkly(payload: dict[str, Any], project_key: str | None) -> dict[
             analysis["bayesianThreshold"], "analysisConfig.bayesianThreshold"
         )
     if "significanceThreshold" in analysis and stats["engine"] == "frequentist":
-        stats["confidence_threshold_percent"] = 100 - _percent(
-            analysis["significanceThreshold"], "analysisConfig.significanceThreshold"
+        stats["confidence_threshold_percent"] = _confidence_from_significance(
+            analysis["significanceThreshold"]
         )
     direction = analysis.get("testDirection")
     if direction:

@@ -8,10 +8,15 @@ needs its chance to win at the threshold. Declaring the best of k-1 treatments i
 selection, so the p-value used is at least Holm's across the treatments even when
 no correction is configured: a winner is wrong with probability at most alpha.
 
-The test must be read under a valid stopping rule: with ``sequential`` it is the
-always-valid confidence sequence, read at any interval; without, a fixed-horizon
-test is read only once every arm has ``planned_sample_size`` units (never without a
-plan). A winner is declared only while no SRM alarm is raised.
+The test must be read under a valid stopping rule. With ``sequential`` it is the
+always-valid confidence sequence, read at any interval: its p-value may be read at
+its running minimum and its interval at the running intersection, so the evidence
+for a variant is accumulated in the decision state and, once sufficient, stays
+sufficient (a winner does not flap with noise). Without, a fixed-horizon test is read
+**once**, at the first look where every arm has ``planned_sample_size`` units (never
+without a plan); its outcome is kept in the state and later looks only report. An
+SRM alarm, once raised, stays raised (only an operator resets it, `python -m worker
+experiments reset-srm`), and no winner is declared, or kept, under it.
 
 Each event carries an idempotency key ``{experiment}:{kind}:{variant or -}:{n}``,
 where n counts that kind for the experiment, so a decision recomputed from the same
@@ -36,6 +41,7 @@ from worker.results.contract import (
     KameleoonRule,
     ResultDocument,
     Snapshot,
+    SrmCleared,
     SrmDetected,
     VariantRow,
     VariantStatistics,
@@ -53,6 +59,20 @@ ALLOCATION_TOLERANCE = 0.01
 _DEFAULT_QUERY = ResultQuery()
 
 
+class Evidence(BaseModel):
+    """A sequential comparison's evidence so far, in the units of its ``lift_type``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lift_type: str
+    p_value: float
+    """Running minimum of the larger of the adjusted and the Holm p-value."""
+    lower: float | None
+    """Running maximum of the adjusted interval's lower bound."""
+    upper: float | None
+    """Running minimum of the adjusted interval's upper bound."""
+
+
 class DecisionState(BaseModel):
     """What one round of decisions leaves for the next (stored in Redis beside the
     outbox; an experiment without decisions yet starts from the defaults).
@@ -68,6 +88,10 @@ class DecisionState(BaseModel):
     weights: dict[str, float] | None = None
     sequence: dict[str, int] = Field(default_factory=dict)
     """Event kind → how many events of it the experiment has had."""
+    evidence: dict[str, Evidence] = Field(default_factory=dict)
+    """Variant → its sequential evidence so far."""
+    fixed_horizon_passing: list[str] | None = None
+    """The fixed-horizon test's passing variants, read once at the planned sample."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,7 @@ def decide(definition: ExperimentDefinition, state: DecisionState, snapshot: Sna
         raise ValueError("decisions are taken on the default result only")
     primary = result.goals[definition.primary_goal.key]
     ledger = _Ledger(definition, snapshot.computed_at, state.sequence)
-    srm = result.srm_alarm
+    srm = result.srm_alarm or state.srm_alarm
     if srm and not state.srm_alarm:
         ledger.events.append(
             SrmDetected(
@@ -100,14 +124,74 @@ def decide(definition: ExperimentDefinition, state: DecisionState, snapshot: Sna
                 expected_weights=_configured_weights(primary.variants),
             )
         )
-    winner = _next_winner(definition, result, primary, state.winner, srm, ledger)
+    verdict = _verdict(definition, primary.variants, state)
+    winner = _next_winner(definition, result, primary, state.winner, srm, verdict, ledger)
     weights = state.weights
     if definition.type is ExperimentType.MAB:
         weights = _next_weights(primary, weights, ledger)
     return Decisions(
         ledger.events,
-        DecisionState(winner=winner, srm_alarm=srm, weights=weights, sequence=ledger.sequence),
+        DecisionState(
+            winner=winner,
+            srm_alarm=srm,
+            weights=weights,
+            sequence=ledger.sequence,
+            evidence=verdict.evidence,
+            fixed_horizon_passing=verdict.fixed_horizon_passing,
+        ),
     )
+
+
+def reset_srm(definition: ExperimentDefinition, state: DecisionState, at: datetime) -> Decisions:
+    """An operator's reset of a raised SRM alarm: `srm_cleared`, and decisions resume.
+
+    Nothing else clears an alarm: the anytime-valid test's p-value is read at its
+    running minimum, so a split that recovers later does not make the data trustworthy.
+    """
+    if not state.srm_alarm:
+        return Decisions([], state)
+    ledger = _Ledger(definition, at, state.sequence)
+    ledger.events.append(SrmCleared(**ledger.header("srm_cleared", None)))
+    return Decisions(
+        ledger.events,
+        state.model_copy(update={"srm_alarm": False, "sequence": ledger.sequence}),
+    )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """Which variants may be declared now, which a declared winner may stay, and the
+    evidence to keep for the next look."""
+
+    passing: list[str]
+    kept: set[str]
+    evidence: dict[str, Evidence]
+    fixed_horizon_passing: list[str] | None
+
+
+def _verdict(
+    definition: ExperimentDefinition, variants: Sequence[VariantRow], state: DecisionState
+) -> _Verdict:
+    stats = definition.stats
+    if stats.sequential:
+        evidence = _accumulate(definition, variants, state.evidence)
+        passing = [
+            variant_id
+            for variant_id in passing_variants(definition, variants, evidence)
+            if _current_support(definition, variants, variant_id)
+        ]
+        kept = set(passing_variants(definition, variants, evidence))
+        return _Verdict(passing, kept, evidence, None)
+    if state.fixed_horizon_passing is not None:
+        # Read once already: later looks only report.
+        recorded = state.fixed_horizon_passing
+        return _Verdict(list(recorded), set(recorded), {}, recorded)
+    planned = stats.planned_sample_size
+    if planned is None or not all(v.units >= planned for v in variants):
+        return _Verdict([], set(), {}, None)
+    read = passing_variants(definition, variants, _accumulate(definition, variants, {}))
+    read = [v for v in read if _current_support(definition, variants, v)]
+    return _Verdict(read, set(read), {}, read)
 
 
 class _Ledger:
@@ -142,15 +226,16 @@ def _next_winner(
     primary: GoalBlock,
     winner: str | None,
     srm: bool,
+    verdict: _Verdict,
     ledger: _Ledger,
 ) -> str | None:
     """Withdraw a winner that stopped passing (or under SRM), then declare one if due.
 
-    A declared winner stays while it passes, even if another variant overtakes it:
-    downstream services act on a winner, so it must not flap.
+    A declared winner stays while its evidence holds, even if another variant
+    overtakes it: downstream services act on a winner, so it must not flap.
     """
-    passing = passing_variants(definition, primary.variants)
-    if winner is not None and (srm or winner not in passing):
+    passing = verdict.passing
+    if winner is not None and (srm or winner not in verdict.kept):
         ledger.events.append(
             WinnerWithdrawn(
                 **ledger.header("winner_withdrawn", winner),
@@ -192,25 +277,93 @@ def _next_weights(
     return new_weights
 
 
-def passing_variants(definition: ExperimentDefinition, variants: Sequence[VariantRow]) -> list[str]:
-    """Variant ids that pass the winner rule, best improvement first."""
-    stats = definition.stats
-    planned = stats.planned_sample_size
-    horizon_reached = planned is not None and all(v.units >= planned for v in variants)
-    if not stats.sequential and not horizon_reached:
-        return []
-    higher_is_better = stats.test_direction is not TestDirection.LESS
-    treatments = [(v.variant_id, v.statistics) for v in variants if v.statistics is not None]
-    tests = [_frequentist(definition, statistics) for _, statistics in treatments]
-    holm = adjust_p_values([test.p_value if test else None for test in tests], "holm")
+def passing_variants(
+    definition: ExperimentDefinition,
+    variants: Sequence[VariantRow],
+    evidence: Mapping[str, Evidence],
+) -> list[str]:
+    """Variant ids whose evidence passes the winner rule, best improvement first."""
+    higher_is_better = definition.stats.test_direction is not TestDirection.LESS
+    threshold = alpha(definition)
     lifts = {
-        variant_id: statistics.lift
-        for (variant_id, statistics), test, holm_p in zip(treatments, tests, holm, strict=True)
-        if statistics.lift is not None
-        and _passes(definition, statistics, test, holm_p, higher_is_better)
+        v.variant_id: v.statistics.lift
+        for v in variants
+        if v.statistics is not None
+        and v.statistics.lift is not None
+        and v.variant_id in evidence
+        and _clears(evidence[v.variant_id], threshold, higher_is_better)
     }
     sign = 1 if higher_is_better else -1
     return sorted(lifts, key=lambda variant_id: sign * lifts[variant_id], reverse=True)
+
+
+def _accumulate(
+    definition: ExperimentDefinition,
+    variants: Sequence[VariantRow],
+    previous: Mapping[str, Evidence],
+) -> dict[str, Evidence]:
+    """This look's tests folded into the evidence so far (Holm across the treatments)."""
+    treatments = [(v.variant_id, v.statistics) for v in variants if v.statistics is not None]
+    tests = [_frequentist(definition, statistics) for _, statistics in treatments]
+    holm = adjust_p_values([test.p_value if test else None for test in tests], "holm")
+    evidence = dict(previous)
+    for (variant_id, statistics), test, holm_p in zip(treatments, tests, holm, strict=True):
+        if test is None or holm_p is None or test.p_value_adjusted is None:
+            continue
+        if test.ci_adjusted is None:
+            continue
+        lower, upper = test.ci_adjusted
+        now = Evidence(
+            lift_type=statistics.lift_type,
+            p_value=max(test.p_value_adjusted, holm_p),
+            lower=lower,
+            upper=upper,
+        )
+        before = evidence.get(variant_id)
+        if before is not None and before.lift_type == now.lift_type:
+            now = Evidence(
+                lift_type=now.lift_type,
+                p_value=min(before.p_value, now.p_value),
+                lower=_larger(before.lower, now.lower),
+                upper=_smaller(before.upper, now.upper),
+            )
+        evidence[variant_id] = now
+    return evidence
+
+
+def _clears(evidence: Evidence, threshold: float, higher_is_better: bool) -> bool:
+    """Significant, with the interval clear of zero on the better side."""
+    if evidence.p_value >= threshold:
+        return False
+    if higher_is_better:
+        return evidence.lower is not None and evidence.lower > 0
+    return evidence.upper is not None and evidence.upper < 0
+
+
+def _current_support(
+    definition: ExperimentDefinition, variants: Sequence[VariantRow], variant_id: str
+) -> bool:
+    """What a declaration also needs at its own look: the lift pointing the better way,
+    and for the Bayesian engine the chance to win at the threshold."""
+    statistics = next(v.statistics for v in variants if v.variant_id == variant_id)
+    if statistics is None or statistics.lift is None:
+        return False
+    higher_is_better = definition.stats.test_direction is not TestDirection.LESS
+    if statistics.lift <= 0 if higher_is_better else statistics.lift >= 0:
+        return False
+    if definition.stats.engine is Engine.BAYESIAN:
+        chance = statistics.chance_to_win
+        threshold = definition.stats.confidence_threshold_percent / 100.0
+        return chance is not None and chance >= threshold
+    return True
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _smaller(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _frequentist(
@@ -222,47 +375,20 @@ def _frequentist(
     return statistics
 
 
-def _passes(
-    definition: ExperimentDefinition,
-    statistics: VariantStatistics,
-    test: VariantStatistics | FrequentistCheck | None,
-    holm_p_value: float | None,
-    higher_is_better: bool,
-) -> bool:
-    stats = definition.stats
-    lift = statistics.lift
-    if lift is None or (lift <= 0 if higher_is_better else lift >= 0):
-        return False
-    if stats.engine is Engine.BAYESIAN:
-        chance = statistics.chance_to_win
-        if chance is None or chance < stats.confidence_threshold_percent / 100.0:
-            return False
-    if test is None:
-        return False
-    p_value = test.p_value_adjusted
-    interval = test.ci_adjusted
-    if p_value is None or holm_p_value is None or interval is None:
-        return False
-    if max(p_value, holm_p_value) >= alpha(definition):
-        return False
-    lower, upper = interval
-    if higher_is_better:
-        return lower is not None and lower > 0
-    return upper is not None and upper < 0
-
-
 def winner_rule(definition: ExperimentDefinition, goal: GoalBlock, variant_id: str) -> WinnerRule:
     """Which rule declared the winner, and Kameleoon's rule on the same numbers.
 
     Ours: the threshold under sequential inference (or a fixed-horizon test at the
     planned sample), a positive improvement, Holm across arms, no SRM alarm.
     Kameleoon's: reliability (1 - one-sided p, or the chance to beat the reference)
-    above the threshold and a positive improvement; ours implies it.
+    above the threshold and an improvement the tested way; ours implies it.
     """
     statistics = next(v for v in goal.variants if v.variant_id == variant_id).statistics
     threshold = definition.stats.confidence_threshold_percent
     reliability = statistics.reliability if statistics else None
     improvement = statistics.improvement if statistics else None
+    # In a lower-is-better test the improvement Kameleoon wants points down.
+    lower_is_better = definition.stats.test_direction is TestDirection.LESS
     return WinnerRule(
         name="sequential" if definition.stats.sequential else "fixed_horizon",
         engine=definition.stats.engine,
@@ -273,7 +399,7 @@ def winner_rule(definition: ExperimentDefinition, goal: GoalBlock, variant_id: s
             met=reliability is not None
             and 100 * reliability >= threshold
             and improvement is not None
-            and improvement > 0,
+            and (improvement < 0 if lower_is_better else improvement > 0),
         ),
     )
 

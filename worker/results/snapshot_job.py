@@ -24,7 +24,7 @@ from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.contract import Snapshot
-from worker.results.decisions import DecisionState, decide
+from worker.results.decisions import Decisions, DecisionState, decide
 from worker.results.query import ResultQuery
 from worker.results.service import ResultsService
 from worker.store import keys, snapshots
@@ -114,23 +114,37 @@ class SnapshotJob:
         )
         if completed:
             return  # a frozen result takes no new decisions
-        stored = await snapshots.load_decision_state(self._redis, prefix, definition.id)
-        decisions = decide(definition, DecisionState.model_validate(stored), snapshot)
-        entries = [
-            (
-                event.idempotency_key,
-                relay.publish_entry(
-                    self._settings.topic_winners, definition.id, event.model_dump(mode="json")
-                ),
-            )
-            for event in decisions.events
-        ]
-        taken = await snapshots.record_decisions(
-            self._redis, prefix, definition.id, entries, decisions.state.model_dump(mode="json")
-        )
+        state = await load_decision_state(self._redis, prefix, definition.id)
+        decisions = decide(definition, state, snapshot)
+        taken = await record_decisions(self._redis, self._settings, definition.id, decisions)
         if taken:
             kinds = ", ".join(event.kind for event in decisions.events)
             log.info("%s: %d decision(s): %s", definition.id, taken, kinds)
+
+
+async def load_decision_state(redis: Redis, prefix: str, experiment_id: str) -> DecisionState:
+    """The state the experiment's next decisions start from."""
+    stored = await snapshots.load_decision_state(redis, prefix, experiment_id)
+    return DecisionState.model_validate(stored)
+
+
+async def record_decisions(
+    redis: Redis, settings: Settings, experiment_id: str, decisions: Decisions
+) -> int:
+    """Queue the events for `ab.winners` (each once, by its idempotency key) and store the
+    state, in one atomic step; the worker's relay publishes them. Returns how many were new."""
+    entries = [
+        (
+            event.idempotency_key,
+            relay.publish_entry(
+                settings.topic_winners, experiment_id, event.model_dump(mode="json")
+            ),
+        )
+        for event in decisions.events
+    ]
+    return await snapshots.record_decisions(
+        redis, settings.key_prefix, experiment_id, entries, decisions.state.model_dump(mode="json")
+    )
 
 
 def utc_now() -> datetime:

@@ -15,9 +15,17 @@ from worker.stats.bayesian import (
     GaussianPrior,
     absolute_prior,
     bayesian_test,
+    log_ratio_prior,
     probability_best,
 )
-from worker.stats.common import Direction, Interval, finite, improvement_direction
+from worker.stats.common import (
+    Direction,
+    Interval,
+    LiftFallback,
+    LiftType,
+    finite,
+    improvement_direction,
+)
 from worker.stats.corrections import Correction, adjust_p_values, adjusted_alpha
 from worker.stats.frequentist import FrequentistResult, t_test
 from worker.stats.metrics import (
@@ -25,6 +33,7 @@ from worker.stats.metrics import (
     Difference,
     difference,
     lift,
+    lift_type_of,
     mean_arm,
     proportion_arm,
     ratio_arm,
@@ -46,6 +55,8 @@ class _Comparison:
     """A treatment against the control, before the multiple-comparison correction."""
 
     variant_id: str
+    lift_type: LiftType
+    lift_fallback: LiftFallback | None
     diff: Difference | None
     observed_lift: float | None
     frequentist: FrequentistResult | None
@@ -120,12 +131,15 @@ def _draft(request: AnalysisRequest) -> _Draft:
 def _compare(
     request: AnalysisRequest, control: Arm, treatment: Arm, variant_id: str
 ) -> _Comparison:
-    relative = request.difference == "relative"
-    diff = difference(control, treatment, relative)
+    lift_type, fallback = lift_type_of(
+        control, treatment, request.difference, request.relative_method
+    )
+    relative = lift_type == "relative"
+    diff = difference(control, treatment, relative, request.relative_method)
     frequentist: FrequentistResult | None = None
     bayesian: BayesianResult | None = None
     if request.engine == "bayesian":
-        bayesian = _bayesian(request, control, diff)
+        bayesian = _bayesian(request, control, diff, lift_type)
         # Kameleoon's Bayesian reliability is the chance to beat the reference itself.
         score = bayesian.chance_to_win if bayesian else None
     elif diff is not None:
@@ -141,6 +155,8 @@ def _compare(
         score = None
     return _Comparison(
         variant_id=variant_id,
+        lift_type=lift_type,
+        lift_fallback=fallback,
         diff=diff,
         observed_lift=lift(control, treatment, relative),
         frequentist=frequentist,
@@ -162,7 +178,7 @@ def _frequentist(
 
 
 def _bayesian(
-    request: AnalysisRequest, control: Arm, diff: Difference | None
+    request: AnalysisRequest, control: Arm, diff: Difference | None, lift_type: LiftType
 ) -> BayesianResult | None:
     if diff is None or control.mean is None:
         return None
@@ -171,8 +187,11 @@ def _bayesian(
         if request.prior
         else None
     )
-    if prior is not None and request.difference == "absolute":
+    # The prior is stated on the relative lift; carry it to the scale tested on.
+    if prior is not None and lift_type == "absolute":
         prior = absolute_prior(prior, control.mean)
+    elif prior is not None and diff.log_ratio:
+        prior = log_ratio_prior(prior)
     return bayesian_test(
         diff,
         alpha=request.alpha,
@@ -229,6 +248,8 @@ def _variant_result(
             ci_adjusted = _frequentist(request, comparison.diff, level, request.test_direction).ci
         return VariantResult(
             id=comparison.variant_id,
+            lift_type=comparison.lift_type,
+            lift_fallback=comparison.lift_fallback,
             lift=_finite(test.estimate),
             ci=_interval(test.ci),
             ci_adjusted=_interval(ci_adjusted),
@@ -241,19 +262,23 @@ def _variant_result(
     if posterior is not None:
         return VariantResult(
             id=comparison.variant_id,
+            lift_type=comparison.lift_type,
+            lift_fallback=comparison.lift_fallback,
             lift=_finite(posterior.estimate),
             ci=_interval(posterior.ci),
             # Corrections adjust p-values; a posterior has none, so nothing changes.
             ci_adjusted=_interval(posterior.ci),
             se=_finite(posterior.sd),
             chance_to_win=posterior.chance_to_win,
-            risk=posterior.risk,
+            risk=_finite_pair(posterior.risk),
             reliability=scores[0],
             improvement=scores[1],
         )
     # No inference is possible; the observed lift is still reported when defined.
     return VariantResult(
         id=comparison.variant_id,
+        lift_type=comparison.lift_type,
+        lift_fallback=comparison.lift_fallback,
         lift=_finite(comparison.observed_lift),
         reliability=scores[0],
         improvement=scores[1],
@@ -262,6 +287,12 @@ def _variant_result(
 
 def _finite(value: float | None) -> float | None:
     return None if value is None else finite(value)
+
+
+def _finite_pair(pair: tuple[float, float]) -> tuple[float, float] | None:
+    """Both values, or None when either overflowed (a log-normal loss can)."""
+    first, second = finite(pair[0]), finite(pair[1])
+    return None if first is None or second is None else (first, second)
 
 
 def _interval(ci: Interval) -> Interval:

@@ -1,4 +1,8 @@
-"""Gaussian posterior on a lift (gbstats ``EffectBayesianABTest``) and best-arm odds."""
+"""Gaussian posterior on a lift (gbstats ``EffectBayesianABTest``) and best-arm odds.
+
+The posterior is Gaussian on the scale the difference is tested on: the lift, or for
+a log-ratio relative lift log(treatment / control), where the lift is log-normal.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import log_ndtr, ndtr, ndtri
 
-from worker.stats.common import clip_probability
+from worker.stats.common import clip_probability, exp_capped
 from worker.stats.metrics import Arm, Difference
 
 MONTE_CARLO_DRAWS = 10_000
@@ -47,8 +51,22 @@ def absolute_prior(relative_prior: GaussianPrior, control_mean: float) -> Gaussi
     )
 
 
+def log_ratio_prior(relative_prior: GaussianPrior) -> GaussianPrior:
+    """Carry a prior stated on the relative lift to log(1 + lift), by the delta method.
+
+    Needs a prior mean above -100 %, which the request validates.
+    """
+    scale = 1.0 + relative_prior.mean
+    return GaussianPrior(
+        mean=math.log1p(relative_prior.mean),
+        variance=relative_prior.variance / scale / scale,
+    )
+
+
 def posterior(diff: Difference, prior: GaussianPrior | None) -> tuple[float, float]:
-    """Posterior (mean, sd) of the lift; ``None`` is gbstats' flat (improper) prior.
+    """Posterior (mean, sd) on the scale of ``diff``; ``None`` is gbstats' flat prior.
+
+    The prior must be on that scale too (:func:`absolute_prior`, :func:`log_ratio_prior`).
 
     The conjugate update is written with the data's weight v0 / (v + v0) instead of
     precisions 1/v + 1/v0, so a (near-)zero prior variance cannot divide by zero.
@@ -68,9 +86,12 @@ def bayesian_test(
 ) -> BayesianResult | None:
     """Chance to win, (1 - alpha) credible interval and expected losses for a lift.
 
-    None when the posterior is a point mass, which happens only when the prior has
-    no variance (e.g. a relative prior rescaled by a control mean of zero), as gbstats
-    also declines to report then.
+    For a log-ratio difference the estimate is the posterior median of the lift
+    (exp of the log-scale mean, minus one), so its sign always agrees with the chance
+    to win; the interval is the log-scale interval mapped back, and the losses are
+    expectations of the log-normal lift. None when the posterior is a point mass,
+    which happens only when the prior has no variance (e.g. a relative prior rescaled
+    by a control mean of zero), as gbstats also declines to report then.
     """
     mean, sd = posterior(diff, prior)
     if sd == 0:
@@ -78,15 +99,16 @@ def bayesian_test(
     z = mean / sd
     lower = mean + sd * float(ndtri(alpha / 2.0))
     upper = mean - sd * float(ndtri(alpha / 2.0))
-    loss_if_control, loss_if_treatment = expected_loss(mean, sd)
+    losses = expected_relative_loss if diff.log_ratio else expected_loss
+    loss_if_control, loss_if_treatment = losses(mean, sd)
     if higher_is_better:
         chance, risk = float(ndtr(z)), (loss_if_control, loss_if_treatment)
     else:
         chance, risk = float(ndtr(-z)), (loss_if_treatment, loss_if_control)
     return BayesianResult(
-        estimate=mean,
-        sd=sd,
-        ci=(lower, upper),
+        estimate=diff.to_lift(mean),
+        sd=diff.lift_sd(mean, sd),
+        ci=(diff.to_lift(lower), diff.to_lift(upper)),
         chance_to_win=clip_probability(chance),
         risk=risk,
     )
@@ -103,6 +125,25 @@ def expected_loss(mean: float, sd: float) -> tuple[float, float]:
     # Clamped: far in a tail the two terms cancel to rounding noise around zero.
     loss_if_control = max(density + mean * float(ndtr(z)), 0.0)
     loss_if_treatment = max(density - mean * float(ndtr(-z)), 0.0)
+    return loss_if_control, loss_if_treatment
+
+
+def expected_relative_loss(mean: float, sd: float) -> tuple[float, float]:
+    """:func:`expected_loss` for the relative lift exp(X) - 1 with X ~ N(mean, sd²).
+
+    E[max(e^X - 1, 0)] = e^(mean + sd²/2) Φ((mean + sd²)/sd) - Φ(mean/sd), and
+    E[max(1 - e^X, 0)] = Φ(-mean/sd) - e^(mean + sd²/2) Φ(-(mean + sd²)/sd): the
+    log-normal partial expectations. Products with Φ are taken in logs (log_ndtr),
+    so a far tail cannot overflow where its product would not.
+    """
+    z = mean / sd
+    shifted = (mean + sd * sd) / sd
+    log_growth = mean + 0.5 * sd * sd
+    gain = exp_capped(log_growth + float(log_ndtr(shifted)))
+    shortfall = exp_capped(log_growth + float(log_ndtr(-shifted)))
+    # Clamped: far in a tail the two terms cancel to rounding noise around zero.
+    loss_if_control = max(gain - float(ndtr(z)), 0.0)
+    loss_if_treatment = max(float(ndtr(-z)) - shortfall, 0.0)
     return loss_if_control, loss_if_treatment
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worker.stats.bandits import DEFAULT_MIN_UNITS, DEFAULT_MIN_WEIGHT
-from worker.stats.common import Direction, Interval
+from worker.stats.common import Direction, Interval, LiftFallback, LiftType, RelativeMethod
 from worker.stats.corrections import Correction
 from worker.stats.sequential import DEFAULT_TUNING
 from worker.stats.srm import DEFAULT_SRM_THRESHOLD
@@ -24,11 +24,14 @@ _INPUT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PriorInput(BaseModel):
-    """A proper Gaussian prior on the relative lift (rescaled for absolute lifts)."""
+    """A proper Gaussian prior on the relative lift (carried to the scale tested on).
+
+    Its mean must exceed -1 (-100 %): a log-ratio lift cannot reach it.
+    """
 
     model_config = _INPUT
 
-    mean: float = 0.0
+    mean: float = Field(0.0, gt=-1)
     variance: float = Field(gt=0)
 
 
@@ -61,7 +64,10 @@ class AnalysisRequest(BaseModel):
     sequential: bool = False
     sequential_tuning: float = Field(DEFAULT_TUNING, gt=0, le=_MAX_EXACT_COUNT)
     test_direction: Direction = "two_sided"
-    difference: Literal["relative", "absolute"] = "relative"
+    difference: LiftType = "relative"
+    # "ratio" reproduces gbstats 0.8.0, whose relative-lift test over-declares lower
+    # treatments at low counts; "log_ratio" holds alpha in both directions.
+    relative_method: RelativeMethod = "log_ratio"
     # Below 0.5: one-sided confidence sequences are built at 2·alpha (as in gbstats).
     alpha: float = Field(0.05, gt=0, lt=0.5)
     prior: PriorInput | None = None
@@ -133,14 +139,23 @@ def _check_sum_squares(
 class VariantResult(BaseModel):
     """One treatment compared with the control.
 
+    ``lift``, ``ci``, ``ci_adjusted``, ``se`` and ``risk`` are on the scale
+    ``lift_type`` names: the request's ``difference``, except where a relative lift is
+    undefined (``lift_fallback`` says why) and the absolute difference is reported
+    instead: a relative lift over a negative control mean would reverse its sign.
+
     The frequentist engine fills ``p_value``/``p_value_adjusted`` and leaves
     ``chance_to_win``/``risk`` None; the Bayesian engine does the opposite, with ``ci``
-    the credible interval, ``lift`` the posterior mean and ``ci_adjusted`` equal to
-    ``ci`` (corrections act on p-values). Any number that is undefined for the data is
-    None; an interval side is None when it is unbounded (one-sided tests).
+    the credible interval, ``lift`` the posterior mean (the posterior median for a
+    log-ratio lift) and ``ci_adjusted`` equal to ``ci`` (corrections act on p-values).
+    A relative lift tested as a log ratio has an asymmetric interval, and ``se`` is
+    then the linearised (gbstats) standard error. Any number that is undefined for the
+    data is None; an interval side is None when it is unbounded (one-sided tests).
     """
 
     id: str
+    lift_type: LiftType
+    lift_fallback: LiftFallback | None = None
     lift: float | None = None
     ci: Interval | None = None
     ci_adjusted: Interval | None = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from worker.stats.common import Direction, Interval, clip_probability
-from worker.stats.frequentist import FrequentistResult
+from worker.stats.common import Direction, Interval
+from worker.stats.frequentist import FrequentistResult, lift_result
 from worker.stats.metrics import Difference
 
 DEFAULT_TUNING = 5000.0
@@ -66,9 +66,7 @@ def sequential_test(
             else (None, diff.estimate + halfwidth)
         )
         p_value = _one_sided_p_value(toward, x, spread)
-    return FrequentistResult(
-        estimate=diff.estimate, se=se, ci=ci, p_value=clip_probability(p_value)
-    )
+    return lift_result(diff, ci, p_value)
 
 
 def _one_sided_p_value(z: float, x: float, spread: float) -> float:

@@ -20,18 +20,15 @@ PRIOR_CONCENTRATION = 100.0
 def srm_p_value(counts: Sequence[int], weights: Sequence[float] | None = None) -> float | None:
     """Chi-square goodness-of-fit p-value of the counts against the weights.
 
-    ``weights`` need not sum to one; None means an equal split. None is returned when
-    there is nothing to test: fewer than two arms with positive weight, or no units.
-    Units in an arm whose weight is zero are an unambiguous mismatch (p = 0); gbstats
-    skips such arms instead, which would hide exactly that failure.
+    ``weights`` need not sum to one; None means an equal split. Units in an arm whose
+    weight is zero are an unambiguous mismatch (p = 0), also when a single weighted arm
+    is left (weights [1, 0]); gbstats skips such arms instead, which would hide exactly
+    that failure. Otherwise None is returned when there is nothing to test: fewer than
+    two arms with positive weight, or no units.
     """
-    shares = list(weights) if weights is not None else [1.0] * len(counts)
-    total = sum(counts)
-    tested = [(count, share) for count, share in zip(counts, shares, strict=True) if share > 0]
-    if len(tested) < 2 or total <= 0:
-        return None
-    if any(count > 0 for count, share in zip(counts, shares, strict=True) if share <= 0):
-        return 0.0
+    tested = _tested_arms(counts, weights)
+    if not isinstance(tested, list):
+        return tested
     weight_total = sum(share for _, share in tested)
     tested_total = sum(count for count, _ in tested)
     statistic = 0.0
@@ -54,12 +51,9 @@ def sequential_srm_p_value(
     threshold (Ville's inequality), so it can be checked every interval forever.
     Same None / zero-weight conventions as `srm_p_value`.
     """
-    shares = list(weights) if weights is not None else [1.0] * len(counts)
-    tested = [(count, share) for count, share in zip(counts, shares, strict=True) if share > 0]
-    if len(tested) < 2 or sum(counts) <= 0:
-        return None
-    if any(count > 0 for count, share in zip(counts, shares, strict=True) if share <= 0):
-        return 0.0
+    tested = _tested_arms(counts, weights)
+    if not isinstance(tested, list):
+        return tested
     observed = np.array([count for count, _ in tested], dtype=float)
     null = np.array([share for _, share in tested], dtype=float)
     null /= null.sum()
@@ -71,6 +65,24 @@ def sequential_srm_p_value(
     )
     log_bayes_factor = log_marginal - float(np.sum(observed * np.log(null)))
     return clip_probability(float(np.exp(min(0.0, -log_bayes_factor))))
+
+
+def _tested_arms(
+    counts: Sequence[int], weights: Sequence[float] | None
+) -> list[tuple[int, float]] | float | None:
+    """The (count, weight) pairs to test, or the p-value when no test is needed.
+
+    Units in a zero-weight arm decide before anything else (p = 0): they are a
+    mismatch however many weighted arms remain, even a single one. Otherwise None
+    when there is nothing to test: no units, or fewer than two weighted arms.
+    """
+    shares = list(weights) if weights is not None else [1.0] * len(counts)
+    if sum(counts) <= 0:
+        return None
+    if any(count > 0 for count, share in zip(counts, shares, strict=True) if share <= 0):
+        return 0.0
+    tested = [(count, share) for count, share in zip(counts, shares, strict=True) if share > 0]
+    return tested if len(tested) >= 2 else None
 
 
 def srm_alarm(p_value: float | None, threshold: float = DEFAULT_SRM_THRESHOLD) -> bool:

@@ -19,6 +19,7 @@ from worker.api.auth import experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES
 from worker.api.experiment_state import ended_at
+from worker.events.adapters import launchdarkly_significance_threshold
 from worker.events.experiment import (
     Correction,
     ExperimentDefinition,
@@ -27,7 +28,7 @@ from worker.events.experiment import (
     GoalType,
 )
 from worker.results.decisions import DecisionState
-from worker.results.experiment_result import alpha, traffic_weights
+from worker.results.experiment_result import traffic_weights
 from worker.store.snapshots import load_decision_state
 
 router = APIRouter(prefix="/api/v2/projects", tags=["LaunchDarkly"])
@@ -140,7 +141,9 @@ async def get_experiment(
         ),
         analysisConfig=AnalysisConfig(
             bayesianThreshold=_decimal(stats.confidence_threshold_percent),
-            significanceThreshold=_decimal(alpha(definition)),
+            significanceThreshold=launchdarkly_significance_threshold(
+                stats.confidence_threshold_percent
+            ),
             testDirection=stats.test_direction.value,
             multipleComparisonCorrectionMethod=CORRECTION_METHODS[stats.correction],
             sequentialTestingEnabled=stats.sequential,

@@ -51,6 +51,13 @@ class SrmDetected(DecisionEvent):
     expected_weights: Weights
 
 
+class SrmCleared(DecisionEvent):
+    """An operator reset a raised SRM alarm (`python -m worker experiments reset-srm`);
+    an alarm never clears by itself."""
+
+    kind: Literal["srm_cleared"]
+
+
 class WinnerWithdrawn(DecisionEvent):
     """A declared winner stopped passing the rule, or an SRM alarm was raised."""
 
@@ -109,7 +116,7 @@ class AllocationUpdated(DecisionEvent):
 
 
 AnyDecisionEvent = Annotated[
-    SrmDetected | WinnerWithdrawn | WinnerDeclared | AllocationUpdated,
+    SrmDetected | SrmCleared | WinnerWithdrawn | WinnerDeclared | AllocationUpdated,
     Field(discriminator="kind"),
 ]
 
