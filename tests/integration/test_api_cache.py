@@ -1,6 +1,6 @@
 """The read API's caches never serve an answer that is no longer the answer.
 
-Rendered results (``worker/api/response_cache.py``) are checked against Redis on every
+Rendered results (``worker/api/caching/responses.py``) are checked against Redis on every
 request, so a new snapshot or definition shows at once; API keys are remembered for
 ``AB_API_KEY_CACHE_SECONDS``, so a revoked key stops working within that time; and
 entries are per project and query string. Definitions and snapshots are written to
@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace, store_as_snapshot
 from tests.integration.services import Endpoints
-from worker.api import mida_routes
 from worker.api.app import create_app
+from worker.api.mida import routes as mida_routes
 from worker.events.experiment import ExperimentDefinition
 from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals

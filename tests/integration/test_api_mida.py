@@ -47,7 +47,7 @@ from tests.integration.harness import (
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import produce_dataset
 from worker.api.app import create_app
-from worker.api.mida_params import CRITERIA, EVENT_OPERATORS, SEGMENT_OPERATORS
+from worker.api.mida.params import CRITERIA, EVENT_OPERATORS, SEGMENT_OPERATORS
 from worker.events.experiment import ExperimentDefinition
 from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals
@@ -61,8 +61,6 @@ PROJECT = "shop"
 RIVAL = "rival"
 RIVAL_EXPERIMENT = "rival-exp"
 BASE = f"/v2/project/{PROJECT}"
-"""Queries that need the per-visitor scan answer 501 until the results service is
-wired into worker/api/result_source.py; then every 501 allowance here goes."""
 
 Event = dict[str, Any]
 

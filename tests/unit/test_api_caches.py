@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.api import result_source
-from worker.api.key_cache import presented_key
-from worker.api.result_source import CACHE_SECONDS, STALE_SECONDS, ResultSource
-from worker.api.shared_reads import SharedReads
+from worker.api.caching import results as result_source
+from worker.api.caching.api_keys import presented_key
+from worker.api.caching.results import CACHE_SECONDS, STALE_SECONDS, ResultSource
+from worker.api.caching.shared_reads import SharedReads
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot

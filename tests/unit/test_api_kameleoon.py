@@ -8,8 +8,8 @@ import pytest
 
 from tests.unit.result_rows import goal_block, variant_row
 from worker.api.errors import ApiError
-from worker.api.kameleoon_params import ResultsRequest, results_plan
-from worker.api.kameleoon_shapes import variation_data
+from worker.api.kameleoon.params import ResultsRequest, results_plan
+from worker.api.kameleoon.shapes import variation_data
 from worker.events.experiment import Correction, Engine, ExperimentDefinition
 from worker.results.contract import VariantRow, VariantStatistics
 

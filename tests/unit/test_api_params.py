@@ -1,4 +1,4 @@
-"""Mida's result parameters → the query model (worker/api/mida_params.py)."""
+"""Mida's result parameters → the query model (worker/api/mida/params.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker.api.errors import ApiError
-from worker.api.mida_params import (
+from worker.api.mida.params import (
     MAX_CONDITIONS,
     ResultParams,
     metric_goal_keys,

@@ -1,4 +1,4 @@
-"""Result documents → Mida's response bodies (worker/api/mida_shapes.py)."""
+"""Result documents → Mida's response bodies (worker/api/mida/shapes.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.unit.result_rows import variant_row
-from worker.api.mida_shapes import (
+from worker.api.experiment_state import days_running
+from worker.api.mida.shapes import (
     breakdown,
-    days_running,
     distribution,
     experiment_summary,
     mida_time,

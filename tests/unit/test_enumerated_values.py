@@ -19,13 +19,14 @@ import pytest
 from pydantic import ValidationError
 
 from worker.api.errors import ApiError
-from worker.api.mida_params import ResultParams, parse_custom_filter, result_query
+from worker.api.mida.params import ResultParams, parse_custom_filter, result_query
 from worker.cli.results_command import build_query
 from worker.errors import WorkerError
 from worker.events import json_schemas
 from worker.events.assignment import RAW_TEXT_CHARS, Assignment
 from worker.events.enums import Browser, Device, OperatingSystem, Source
 from worker.events.experiment import ExperimentDefinition
+from worker.events.segment_cell import SegmentCell
 from worker.ingestion.commands import SourceMessage, plan_assignment, segment_cell
 from worker.ingestion.partitioning import partition_for
 from worker.results.cell_aggregation import CellTable, aggregate_cells
@@ -250,7 +251,7 @@ def cell_table(states: list[VisitorState]) -> CellTable:
     for state in states:
         cell = state["cell"]
         assert isinstance(cell, str)
-        key = CellKey(state["variant"], state["entry_ms"] // HOUR_MS, *cell.split("|"))
+        key = CellKey(state["variant"], state["entry_ms"] // HOUR_MS, SegmentCell.parse(cell))
         counts = cells.setdefault(key, Counter())
         counts.update({"n": 1, "visits": 1})
         if state.get("goals"):

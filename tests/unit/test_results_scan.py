@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from worker.events.segment_cell import SegmentCell
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
@@ -445,12 +446,12 @@ def counters_of(visitors: Sequence[Mapping[str, Any]]) -> dict[CellKey, dict[str
     cells: dict[CellKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for visitor in visitors:
         entry_hour = visitor["entry_ms"] // HOUR_MS
-        cell = visitor["cell"].split("|")
+        cell = SegmentCell.parse(visitor["cell"])
 
         def at(
-            hour: int, variant: str = visitor["variant"], cell: list[str] = cell
+            hour: int, variant: str = visitor["variant"], cell: SegmentCell = cell
         ) -> dict[str, float]:
-            return cells[CellKey(variant, hour, *cell)]
+            return cells[CellKey(variant, hour, cell)]
 
         at(entry_hour)["n"] += 1
         if visitor.get("multiple_exposure"):

@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
+from worker.events.segment_cell import SegmentCell
 from worker.store import keys
 from worker.store.counter_reader import CellKey, read_counters
 from worker.store.visitor_reader import parse_visitor
@@ -91,10 +92,10 @@ async def test_counters_are_unpacked_and_summed_over_partitions_by_cell_text() -
         },
     }
     cells = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")
-    a = CELL_A.decode().split("|")
-    b = CELL_B.decode().split("|")
+    a = SegmentCell.parse(CELL_A.decode())
+    b = SegmentCell.parse(CELL_B.decode())
     assert cells == {
-        CellKey("a", 100, *a): {
+        CellKey("a", 100, a): {
             "n": 3.0,
             "visits": 4.0,
             "me": 1.0,
@@ -110,8 +111,8 @@ async def test_counters_are_unpacked_and_summed_over_partitions_by_cell_text() -
             "g:sign-up:ev": 1.0,
             "g:sign-up:ev2": 1.0,
         },
-        CellKey("a", 101, *a): {"visits": 1.0},
-        CellKey("b", 100, *b): {"n": 1.0},
+        CellKey("a", 101, a): {"visits": 1.0},
+        CellKey("b", 100, b): {"n": 1.0},
     }
 
 

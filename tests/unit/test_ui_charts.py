@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 
-from worker.api.ui_charts import Line, line_chart, nice_step, y_range
+from worker.api.ui.charts import Line, line_chart, nice_step, y_range
 
 SVG = "{http://www.w3.org/2000/svg}"
 

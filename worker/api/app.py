@@ -7,36 +7,49 @@ any number of processes and replicas can serve behind a load balancer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import BaseRoute
+from fastapi.routing import APIRoute
 
-from worker.api import (
-    experiments_api_routes,
-    kameleoon_routes,
-    launchdarkly_routes,
-    mida_routes,
-    posthog_routes,
-    system_routes,
-    ui_routes,
-)
-from worker.api.cached_results import CachedResultsMiddleware
+from worker.api import system_routes
+from worker.api.caching.api_keys import KeyCache
+from worker.api.caching.middleware import CachedResultsMiddleware
+from worker.api.caching.responses import ResponseCache
+from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext
+from worker.api.detached_tasks import DetachedTasks
 from worker.api.errors import install_error_handlers
-from worker.api.key_cache import KeyCache
+from worker.api.kameleoon import routes as kameleoon_routes
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
-from worker.api.response_cache import ResponseCache
-from worker.api.result_source import ResultSource
+from worker.api.mida import routes as mida_routes
+from worker.api.ui import routes as ui_routes
+from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
 
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""How long shutdown waits for computations requests left running (Kameleoon's data
+codes) before it cancels them."""
+
+ROUTERS: tuple[APIRouter, ...] = (
+    mida_routes.router,
+    kameleoon_routes.router,
+    experiments_api.router,
+    posthog.router,
+    launchdarkly.router,
+    system_routes.router,
+    ui_routes.router,
+)
+"""The route table: every family's routes, in the order they are matched."""
+
 
 def create_app(settings: Settings) -> FastAPI:
-    """A new app reading the Redis of ``settings``; its client closes at shutdown."""
+    """A new app reading the Redis of ``settings``; at shutdown the computations its
+    requests left running are drained, then its client closes."""
     redis = connect(settings)
     results = ResultSource(redis, settings)
     context = ApiContext(
@@ -46,11 +59,14 @@ def create_app(settings: Settings) -> FastAPI:
         metrics=RequestMetrics(),
         keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
         responses=ResponseCache(redis, settings.key_prefix, results),
+        detached=DetachedTasks(),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        # Before the client closes: the tasks write their outcome to Redis with it.
+        await context.detached.drain(SHUTDOWN_GRACE_SECONDS)
         await redis.aclose()
 
     app = FastAPI(
@@ -63,19 +79,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    app.include_router(mida_routes.router)
-    app.include_router(kameleoon_routes.router)
-    app.include_router(experiments_api_routes.router)
-    app.include_router(posthog_routes.router)
-    app.include_router(launchdarkly_routes.router)
-    app.include_router(system_routes.router)
-    app.include_router(ui_routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     # Added last is outermost: metrics also count the answers of the cached layer.
     app.add_middleware(
         CachedResultsMiddleware,
         keys=context.keys,
         responses=context.responses,
-        route=_route(mida_routes.router.routes, mida_routes.RESULT_ROUTE),
+        route=_route_of(mida_routes.router, mida_routes.get_result),
     )
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
@@ -87,8 +98,13 @@ def app_from_env() -> FastAPI:
     return create_app(Settings.from_env())
 
 
-def _route(routes: list[BaseRoute], path: str) -> BaseRoute:
-    return next(route for route in routes if getattr(route, "path", None) == path)
+def _route_of(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    """The route of ``router`` that ``endpoint`` serves."""
+    return next(
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is endpoint
+    )
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from worker.api.caching.definitions import load_parsed_definition
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import EXPERIMENT_NOT_FOUND, UNAUTHORIZED, ApiError
-from worker.api.experiment_state import load_definition
 from worker.events.experiment import ExperimentDefinition
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
@@ -37,7 +37,7 @@ async def key_project(
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> str:
     """Dependency: the project of the presented key, or a 401 (a key revoked less than
-    ``KEY_CACHE_SECONDS`` ago may still pass: see ``key_cache``)."""
+    ``KEY_CACHE_SECONDS`` ago may still pass: see ``caching.api_keys``)."""
     key = credentials.credentials if credentials is not None else header_key
     project = await context.keys.project_of(key) if key else None
     if project is None:
@@ -72,7 +72,7 @@ async def experiment_in_project(
     """The experiment if it belongs to ``project_key``; one 404 for every other case."""
     definition = None
     if project_key is not None and IDENTIFIER.fullmatch(test_id):
-        definition = await load_definition(context.redis, context.prefix, test_id)
+        definition = await load_parsed_definition(context.redis, context.prefix, test_id)
     if definition is None or definition.project_key != project_key:
         raise ApiError(404, EXPERIMENT_NOT_FOUND)
     return definition

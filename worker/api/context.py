@@ -6,17 +6,19 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from worker.api.key_cache import KeyCache
+from worker.api.caching.api_keys import KeyCache
+from worker.api.caching.responses import ResponseCache
+from worker.api.caching.results import ResultSource
+from worker.api.detached_tasks import DetachedTasks
 from worker.api.metrics import RequestMetrics
-from worker.api.response_cache import ResponseCache
-from worker.api.result_source import ResultSource
 from worker.config import Settings
 from worker.store.connection import Redis
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Settings, the Redis client, the caches and the request metrics."""
+    """Settings, the Redis client, the caches, the request metrics and the tasks
+    requests leave running."""
 
     settings: Settings
     redis: Redis
@@ -24,6 +26,7 @@ class ApiContext:
     metrics: RequestMetrics
     keys: KeyCache
     responses: ResponseCache
+    detached: DetachedTasks
 
     @property
     def prefix(self) -> str:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
 
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ErrorBody
 from worker.api.metrics import CONTENT_TYPE
-from worker.api.mida_models import HealthResponse
 from worker.store.connection import ping
 
 router = APIRouter(tags=["Operations"])
 
 Context = Annotated[ApiContext, Depends(api_context)]
+
+
+class HealthResponse(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"]
+    redis: Literal["ok"]
 
 
 @router.get(

@@ -13,10 +13,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
 from worker.events.experiment import ExperimentStatus
-from worker.results.contract import VariantRow, VariantStatistics
+from worker.results.contract import VariantRow
 from worker.results.presets import preset_filter
 from worker.results.query import Dimension, ResultQuery
 from worker.results.service import compute_result
+from worker.results.verdict import reported_p_value, verdict
 from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.definitions import load_definition
 
@@ -42,6 +43,7 @@ class GoalResult(BaseModel):
     experiment_id: str
     status: ExperimentStatus
     goal: str
+    confidence_threshold_percent: float
     srm_p_value: float | None
     variants: list[VariantRow]
     breakdown: Dimension | None
@@ -117,6 +119,7 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
         experiment_id=experiment_id,
         status=definition.status,
         goal=goal,
+        confidence_threshold_percent=definition.stats.confidence_threshold_percent,
         srm_p_value=document.srm_p_value,
         variants=document.goals[goal].variants,
         breakdown=document.breakdown,
@@ -142,29 +145,33 @@ def handle(args: argparse.Namespace) -> int:
     srm = result.srm_p_value
     print(f"{result.experiment_id} ({result.status}), goal {result.goal}, "
           f"SRM p = {'n/a' if srm is None else f'{srm:.4f}'}")  # fmt: skip
-    _print_table(result.variants)
+    _print_table(result.variants, result.confidence_threshold_percent)
     for label, rows in result.segments.items():
         print(f"\n{result.breakdown} = {label}")
-        _print_table(rows)
+        _print_table(rows, result.confidence_threshold_percent)
     return 0
 
 
-def _print_table(rows: list[VariantRow]) -> None:
+def _print_table(rows: list[VariantRow], threshold_percent: float) -> None:
     print("  ".join(f"{title:>11}" for _, title in COLUMNS) + "  verdict")
     for row in rows:
         values = [value(row) for value, _ in COLUMNS]
         cells = [f"{v:>11.2f}" if isinstance(v, float) else f"{v:>11}" for v in values]
-        print("  ".join(cells) + "  " + verdict(row.statistics))
+        print("  ".join(cells) + "  " + _verdict_line(row, threshold_percent))
 
 
-def verdict(statistics: VariantStatistics | None) -> str:
-    """One plain-language line of a variant's statistics against the reference."""
-    if statistics is None:
-        return "reference"
-    improvement = statistics.improvement
-    lift = "n/a" if improvement is None else f"{improvement:+.1f} %"
-    chance = statistics.chance_to_win
-    if chance is not None:
-        return f"{lift}, {chance:.0%} chance to beat the reference"
-    p_value = statistics.p_value_adjusted
-    return f"{lift}, p = {'n/a' if p_value is None else f'{p_value:.4f}'}"
+def _verdict_line(row: VariantRow, threshold_percent: float) -> str:
+    """The row's lift, when there are statistics, and its verdict."""
+    statistics = row.statistics
+    said = verdict(
+        reference=row.is_reference,
+        chance_to_beat_percent=None
+        if statistics is None or statistics.chance_to_win is None
+        else 100.0 * statistics.chance_to_win,
+        p_value=None if statistics is None else reported_p_value(statistics),
+        improvement=None if statistics is None else statistics.improvement,
+        threshold_percent=threshold_percent,
+    ).text
+    if statistics is None or statistics.improvement is None:
+        return said
+    return f"{statistics.improvement:+.1f} %, {said}"

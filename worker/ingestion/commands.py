@@ -18,6 +18,7 @@ from worker.events.assignment import UNKNOWN_COUNTRY, Assignment
 from worker.events.conversion import Conversion
 from worker.events.dead_letter import Reason, b64, dead_letter_entry, source_message
 from worker.events.experiment import ExperimentDefinition
+from worker.events.segment_cell import SegmentCell
 from worker.ingestion.partitioning import partition_for
 from worker.store.sink_protocol import (
     AssignmentCommand,
@@ -81,18 +82,16 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def segment_cell(assignment: Assignment) -> str:
-    """The segment cell of DESIGN.md section 4: every visitor is in exactly one."""
+    """The text of the visitor's segment cell (every visitor is in exactly one)."""
     context = assignment.context
-    return "|".join(
-        (
-            context.device.value,
-            context.browser.value,
-            context.os.value,
-            context.country or UNKNOWN_COUNTRY,
-            assignment.visitor_type().value,
-            context.source.value,
-        )
-    )
+    return SegmentCell(
+        device=context.device.value,
+        browser=context.browser.value,
+        os=context.os.value,
+        country=context.country or UNKNOWN_COUNTRY,
+        visitor_type=assignment.visitor_type().value,
+        source=context.source.value,
+    ).text
 
 
 def _dead(message: SourceMessage, reason: Reason, detail: str, miss: str | None = None) -> Plan:

@@ -47,8 +47,10 @@ class CellTable:
         """Columns of ``read_counters``' output: one row per cell key."""
         keys = list(cells)
         count = len(keys)
+        segment_cells = [key.cell for key in keys]
         columns = {
-            name: encode((getattr(key, name) for key in keys), count) for name in CELL_FIELDS
+            name: encode((cell[position] for cell in segment_cells), count)
+            for position, name in enumerate(CELL_FIELDS)
         }
         metric_rows: dict[str, list[int]] = defaultdict(list)
         metric_values: dict[str, list[float]] = defaultdict(list)

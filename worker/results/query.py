@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worker.events.enums import ENUMERATED_CONTEXT, VisitorType
 from worker.events.experiment import ExperimentDefinition
+from worker.events.segment_cell import SegmentCell
 
 HOURS_PER_DAY = 24
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
-CELL_FIELDS = ("device", "browser", "os", "country", "visitor_type", "source")
-"""The segment-cell dimensions (DESIGN.md section 4): counters answer them exactly."""
+CELL_FIELDS = SegmentCell._fields
+"""The segment-cell dimensions: counters answer them exactly."""
 
 TIME_FIELDS = ("day_of_week", "hour_of_day")
 """Derived from a row's hour bucket in the query's timezone; 0 = Monday, as in Mida."""

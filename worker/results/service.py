@@ -1,20 +1,25 @@
 """Results for a query: counters when they answer it exactly, else the visitor scan.
 
 The one place where the pure query engine meets Redis; the CLI, the snapshot job and
-the read API all compute results through here.
+the read API all compute results through here. A process whose event loop serves
+others meanwhile (the worker's ingestion, the read API) computes through
+:class:`ResultsService`, which never loads or computes on the caller's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, timedelta
+from typing import TypeVar
 
+from worker.errors import InvalidInput
 from worker.events.experiment import ExperimentDefinition
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
 from worker.results.planning import plan_query
-from worker.results.query import ResultQuery
+from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.connection import Redis
@@ -22,6 +27,10 @@ from worker.store.counter_reader import read_counters
 from worker.store.visitor_reader import read_visitor_states
 
 Table = CellTable | VisitorTable
+T = TypeVar("T")
+
+MAX_DAYS = 400
+"""Longest daily series: more than a year of daily rows is a different question."""
 
 
 async def load_table(
@@ -54,28 +63,108 @@ def document(
 async def compute_result(
     redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
 ) -> ResultDocument:
-    """The result of every goal of the experiment for the query."""
+    """The result of every goal of the experiment for the query (a process whose loop
+    serves others meanwhile computes through :class:`ResultsService` instead)."""
     table = await load_table(redis, prefix, definition, query)
     goals = [goal.key for goal in definition.goals]
     return await asyncio.to_thread(document, table, definition, query, goals)
 
 
-async def compute_result_off_loop(
-    connect: Callable[[], Redis], prefix: str, definition: ExperimentDefinition, query: ResultQuery
-) -> ResultDocument:
-    """``compute_result`` on a thread of its own, with its own event loop and a new
-    client from ``connect`` (a client belongs to the loop it was made on): at a million
-    visitors reading and parsing the counters is seconds of Python, and the caller's
-    loop (ingestion, or an API process serving requests) must keep running meanwhile.
+def days_with_data(table: Table, query: ResultQuery) -> list[date]:
+    """Local days from the first to the last with data, clipped to the query's dates;
+    InvalidInput past :data:`MAX_DAYS`."""
+    if len(table.hours) == 0:
+        return []
+    local_days = (table.hours + query.tz) // HOURS_PER_DAY
+    first = date.fromordinal(int(local_days.min()) + EPOCH_ORDINAL)
+    last = date.fromordinal(int(local_days.max()) + EPOCH_ORDINAL)
+    first = max(first, query.start_date) if query.start_date else first
+    last = min(last, query.end_date) if query.end_date else last
+    count = (last - first).days + 1
+    if count > MAX_DAYS:
+        raise InvalidInput(
+            f"The series would have {count} days; choose start_date and end_date at most "
+            f"{MAX_DAYS} days apart."
+        )
+    return [first + timedelta(days=offset) for offset in range(max(count, 0))]
+
+
+class ResultsService:
+    """Result documents of a query: whole, per day, and cumulative per day.
+
+    Every call loads and computes on a thread of its own, with its own event loop and
+    a new client from ``connect`` (a client belongs to the loop it was made on): at a
+    million visitors reading and parsing the counters is seconds of Python, and the
+    caller's loop (ingestion, or an API process serving requests) must keep running
+    meanwhile.
     """
 
-    async def compute() -> ResultDocument:
-        async with connect() as redis:
-            return await compute_result(redis, prefix, definition, query)
+    def __init__(self, connect: Callable[[], Redis], prefix: str) -> None:
+        self._connect = connect
+        self._prefix = prefix
 
-    def run() -> ResultDocument:
-        # The coroutine is made on the thread too: cancelled before the thread starts,
-        # none is left never awaited.
-        return asyncio.run(compute())
+    async def document(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> ResultDocument:
+        """The result of every goal of the experiment for the query."""
+        return await self._off_loop(
+            lambda redis: compute_result(redis, self._prefix, definition, query)
+        )
 
-    return await asyncio.to_thread(run)
+    async def daily(
+        self, definition: ExperimentDefinition, query: ResultQuery
+    ) -> list[tuple[date, ResultDocument]]:
+        """One document per day (in the query's timezone) of ``query.goal`` for the
+        cohort entering that day, from the first to the last day with visitors inside
+        the query's dates (InvalidInput past :data:`MAX_DAYS`)."""
+        goal = query.goal_key(definition)
+
+        def documents(table: Table) -> list[tuple[date, ResultDocument]]:
+            return [
+                (day, document(table, definition, _one_day(query, day), [goal]))
+                for day in days_with_data(table, query)
+            ]
+
+        return await self._off_loop(self._computed(definition, query, documents))
+
+    async def cumulative(
+        self, definition: ExperimentDefinition, query: ResultQuery, days: Sequence[date]
+    ) -> list[ResultDocument]:
+        """The result of ``query.goal`` for the visitors entering up to each of ``days``."""
+        goal = query.goal_key(definition)
+
+        def documents(table: Table) -> list[ResultDocument]:
+            return [
+                document(table, definition, query.model_copy(update={"end_date": day}), [goal])
+                for day in days
+            ]
+
+        return await self._off_loop(self._computed(definition, query, documents))
+
+    def _computed(
+        self, definition: ExperimentDefinition, query: ResultQuery, compute: Callable[[Table], T]
+    ) -> Callable[[Redis], Awaitable[T]]:
+        """A job computing ``compute`` of the query's table."""
+
+        async def job(redis: Redis) -> T:
+            return compute(await load_table(redis, self._prefix, definition, query))
+
+        return job
+
+    async def _off_loop(self, job: Callable[[Redis], Awaitable[T]]) -> T:
+        """``job`` run with a new client on a thread with an event loop of its own."""
+
+        async def with_client() -> T:
+            async with self._connect() as redis:
+                return await job(redis)
+
+        def run() -> T:
+            # The coroutine is made on the thread too: cancelled before the thread starts,
+            # none is left never awaited.
+            return asyncio.run(with_client())
+
+        return await asyncio.to_thread(run)
+
+
+def _one_day(query: ResultQuery, day: date) -> ResultQuery:
+    return query.model_copy(update={"start_date": day, "end_date": day})

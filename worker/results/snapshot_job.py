@@ -26,7 +26,7 @@ from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.contract import Snapshot
 from worker.results.decisions import Decisions, DecisionState, decide
 from worker.results.query import ResultQuery
-from worker.results.service import compute_result_off_loop
+from worker.results.service import ResultsService
 from worker.store import keys, snapshots
 from worker.store.applied_offsets import read_applied_offsets
 from worker.store.connection import Redis, connect
@@ -55,6 +55,8 @@ class SnapshotJob:
         self._producer = producer
         self._observe_compute_seconds = observe_compute_seconds
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
+        # Off the worker's loop, which keeps ingesting meanwhile.
+        self._results = ResultsService(lambda: connect(settings), settings.key_prefix)
 
     async def run_once(self, definitions: list[ExperimentDefinition], now: datetime) -> int:
         """One interval for every experiment; returns how many snapshots this worker made."""
@@ -88,12 +90,8 @@ class SnapshotJob:
     ) -> None:
         prefix = self._settings.key_prefix
         applied = await read_applied_offsets(self._redis, prefix)
-        # Off the worker's loop, which keeps ingesting meanwhile.
-        settings = self._settings
         started = time.perf_counter()
-        document = await compute_result_off_loop(
-            lambda: connect(settings), prefix, definition, DEFAULT_QUERY
-        )
+        document = await self._results.document(definition, DEFAULT_QUERY)
         self._observe_compute_seconds(time.perf_counter() - started)
         ended_at = None
         if completed:

@@ -29,6 +29,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from worker.events.segment_cell import SegmentCell
 from worker.results.columns import Codes, Column, Mask, encode
 from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
 from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, RAW_FIELDS, UTM_FIELDS, ResultQuery
@@ -86,7 +87,7 @@ class VisitorTable:
     contexts: list[Mapping[str, Any]]
     goal_records: list[Mapping[str, Sequence[GoalEventRecord]]]
     counted_before_ms: int | None
-    cells: Column  # the whole "device|browser|os|country|visitor_type|source" text
+    cells: Column  # the whole text of the segment cell (SegmentCell.text)
     _columns: dict[tuple[str, str | None], Column] = field(default_factory=dict)
     _goals: dict[str, GoalEvents] = field(default_factory=dict)
 
@@ -116,7 +117,7 @@ class VisitorTable:
             entry = int(visitor["entry_ms"])
             entries.append(entry)
             cell = visitor["cell"]
-            cells.append(cell if isinstance(cell, str) else "|".join(cell))
+            cells.append(cell if isinstance(cell, str) else SegmentCell(*cell).text)
             contexts.append(visitor.get("context") or _EMPTY)
             multiple.append(bool(visitor.get("multiple_exposure")))
             goals.append(visitor.get("goals") or _EMPTY)
@@ -162,8 +163,7 @@ class VisitorTable:
 
     def _cell_column(self, field: str) -> Column:
         """One dimension of the cell text, split once per distinct cell."""
-        position = CELL_FIELDS.index(field)
-        parts = [str(cell).split("|")[position] for cell in self.cells.values]
+        parts = [getattr(SegmentCell.parse(str(cell)), field) for cell in self.cells.values]
         distinct = encode(parts, len(parts))
         to_value = np.append(distinct.codes, -1)  # a missing cell stays missing
         return Column(self.cells.lookup(to_value), distinct.values)

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
 
+from worker.events.segment_cell import SegmentCell
 from worker.store import keys
 from worker.store.meta import partition_count
 
@@ -27,12 +28,7 @@ class CellKey(NamedTuple):
 
     variant: str
     hour: int
-    device: str
-    browser: str
-    os: str
-    country: str
-    visitor_type: str
-    source: str
+    cell: SegmentCell
 
 
 async def read_counters(
@@ -87,8 +83,8 @@ async def read_counters(
     for row, metrics in _sum_packed(rows, code_array % _METRIC_SLOTS, packed, codes.names):
         row_metrics[row] = metrics
     cell_keys = [
-        CellKey(variant, hour, *parts)
-        for (variant, parts), hour in zip(
+        CellKey(variant, hour, cell)
+        for (variant, cell), hour in zip(
             map(codes.pairs.__getitem__, (cells >> 32).tolist()),
             (cells & 0xFFFFFFFF).tolist(),
             strict=True,
@@ -107,14 +103,14 @@ _METRIC_SLOTS = 1 << 12
 class _FieldCodes:
     """Numbers stored field names across partitions (whose cell ids differ).
 
-    A code is `pair * _METRIC_SLOTS + metric`: `pairs[pair]` is the (variant, cell
-    parts) of the field, `names[metric]` the name of its first packed number; the
+    A code is `pair * _METRIC_SLOTS + metric`: `pairs[pair]` is the (variant, segment
+    cell) of the field, `names[metric]` the name of its first packed number; the
     metrics of one goal have consecutive numbers.
     """
 
     def __init__(self) -> None:
         self.names: list[str] = list(VISITOR_METRICS)
-        self.pairs: list[tuple[str, list[str]]] = []
+        self.pairs: list[tuple[str, SegmentCell]] = []
         self._pair_ids: dict[tuple[str, bytes], int] = {}
         self._goal_first: dict[str, int] = {}
 
@@ -137,7 +133,7 @@ class _FieldCodes:
         pair = self._pair_ids.get((variant, text))
         if pair is None:
             pair = self._pair_ids[(variant, text)] = len(self.pairs)
-            self.pairs.append((variant, text.decode().split("|")))
+            self.pairs.append((variant, SegmentCell.parse(text.decode())))
         return pair * _METRIC_SLOTS + (self._goal_metric(goal[0]) if goal else 0)
 
     def _goal_metric(self, goal: str) -> int:

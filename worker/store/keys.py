@@ -78,7 +78,7 @@ def counter_hours_key(prefix: str, partition: int, experiment_id: str) -> str:
 
 
 def cells_key(prefix: str, partition: int) -> str:
-    """Hash segment cell text (`device|browser|os|country|visitor_type|source`) -> id.
+    """Hash segment cell text (`events.segment_cell.SegmentCell.text`) -> id.
 
     Also holds `#`, the last id given. Shared by the partition's experiments.
     """

@@ -30,8 +30,8 @@ class VisitorState(TypedDict):
 
     apply_batch.lua names the experiment and the goals by their positions X and G in the
     hash's ``kx`` and ``kg`` fields. ``variant`` and ``entry_ms`` come from ``eX``
-    ("variant|entry_ms|cell_id|clock"), ``cell`` is the "device|…|source" text of that
-    cell id (or its six values); ``context`` is the extended context (``xX``, whose
+    ("variant|entry_ms|cell_id|clock"), ``cell`` is the text of that cell id
+    (``SegmentCell.text``, or its six values); ``context`` is the extended context (``xX``, whose
     ``raw`` holds the text of enumerated values counted as ``other``); ``visits`` maps
     visit id → first-exposure hour (``vX:{visit}``; absent: one visit at the entry
     hour); ``multiple_exposure`` is whether ``mX`` exists; ``goals`` maps goal → its

@@ -10,10 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from worker.api.auth import AuthorizedExperiment, AuthorizedProject, experiment_in_project
+from worker.api.caching.definitions import parsed_definition
+from worker.api.caching.responses import RenderedResult
+from worker.api.caching.results import DEFAULT_QUERY
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, bad_request
-from worker.api.experiment_state import parse_definition
-from worker.api.mida_models import (
+from worker.api.experiment_state import days_running, ended_at
+from worker.api.mida.models import (
     DistributionResponse,
     ExperimentDetailsResponse,
     ExperimentList,
@@ -22,14 +25,13 @@ from worker.api.mida_models import (
     ShareLinkResponse,
     TimeseriesResponse,
 )
-from worker.api.mida_params import (
+from worker.api.mida.params import (
     ResultParams,
     metric_goal_keys,
     reject_structured_filters,
     result_query,
 )
-from worker.api.mida_shapes import (
-    days_running,
+from worker.api.mida.shapes import (
     distribution,
     experiment_details,
     experiment_summary,
@@ -39,9 +41,7 @@ from worker.api.mida_shapes import (
     result_response,
     timeseries_row,
 )
-from worker.api.response_cache import RenderedResult
-from worker.api.result_source import DEFAULT_QUERY
-from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
 from worker.store.definitions import load_definitions
 from worker.store.share_links import (
@@ -52,7 +52,6 @@ from worker.store.share_links import (
     find_share_link,
     revoke_share_link,
 )
-from worker.store.snapshots import load_ended_at
 
 router = APIRouter(prefix="/v2", tags=["Mida v2"])
 
@@ -60,7 +59,6 @@ Context = Annotated[ApiContext, Depends(api_context)]
 Params = Annotated[ResultParams, Depends()]
 
 EXPERIMENT = "/project/{project_key}/experiment/{test_id}"
-RESULT_ROUTE = "/v2" + EXPERIMENT + "/result"
 DEFAULT_SHARE_DAYS = 90
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
 
@@ -128,15 +126,15 @@ async def get_result(
     request: Request, definition: AuthorizedExperiment, query: MidaQuery, context: Context
 ) -> Response:
     """Per-variant visitors, conversions, rates, lifts and statistics for one goal."""
-    # Read first: the answer is made from data at least this new (response_cache).
+    # Read first: the answer is made from data at least this new (caching.responses).
     state = await context.responses.state(definition, query)
     document, version = await context.results.versioned(definition, query)
-    ended = await ended_at(context, definition)
+    ended = await ended_at(context.redis, context.prefix, definition)
     now = datetime.now(UTC)
     response = result_response(definition, document, query.goal_key(definition), ended, now)
     # The bytes FastAPI sends for this response_model (pydantic's JSON, unset fields left out).
     body = response.model_dump_json(by_alias=True, exclude_unset=True).encode()
-    if state.definition is not None and parse_definition(state.definition) == definition:
+    if state.definition is not None and parsed_definition(state.definition) == definition:
         entry = RenderedResult(
             definition, query, state, version, ended, days_running(definition, ended, now), body
         )
@@ -316,20 +314,6 @@ async def _mida_result(
         definition,
         document,
         query.goal_key(definition),
-        await ended_at(context, definition),
+        await ended_at(context.redis, context.prefix, definition),
         datetime.now(UTC),
     )
-
-
-async def ended_at(context: ApiContext, definition: ExperimentDefinition) -> datetime | None:
-    """The definition's end, else the time the worker first saw it completed."""
-    if definition.ended_at is not None or definition.status is not ExperimentStatus.COMPLETED:
-        return definition.ended_at
-    recorded = await load_ended_at(context.redis, context.prefix, definition.id)
-    if recorded is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(recorded)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -263,10 +263,3 @@ class ShareLinkResponse(BaseModel):
     share_link: str | None
     is_public: bool
     expires_at: str | None
-
-
-class HealthResponse(BaseModel):
-    """``GET /healthz``."""
-
-    status: Literal["ok"]
-    redis: Literal["ok"]

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from worker.api.auth import experiment_in_project, key_project
+from worker.api.caching.results import DEFAULT_QUERY
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, bad_request
-from worker.api.result_source import DEFAULT_QUERY
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.contract import GoalBlock
 from worker.results.experiment_result import traffic_weights

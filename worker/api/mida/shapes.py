@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from worker.api.mida_models import (
+from worker.api.experiment_state import days_running
+from worker.api.mida.models import (
     Breakdown,
     Configuration,
     DetailVariant,
@@ -39,6 +40,7 @@ from worker.events.experiment import (
     Variant,
 )
 from worker.results.contract import ResultDocument, VariantRow, VariantStatistics
+from worker.results.verdict import reported_p_value
 
 StatusLabel = Literal["draft", "live", "inactive"]
 StatusCode = Literal[9, 1, 0]
@@ -74,13 +76,6 @@ def mida_time(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def days_running(definition: ExperimentDefinition, ended_at: datetime | None, now: datetime) -> int:
-    """Whole days from the start to the end (or now); 0 before a start is known."""
-    if definition.started_at is None:
-        return 0
-    return max(((ended_at or now) - definition.started_at).days, 0)
 
 
 def experiment_summary(definition: ExperimentDefinition) -> ExperimentSummary:
@@ -326,8 +321,7 @@ def _statistics(
         }
     else:
         fields |= {
-            # Adjusted for multiple comparisons when a correction is configured.
-            "p_value": raw.p_value if raw.p_value_adjusted is None else raw.p_value_adjusted,
+            "p_value": reported_p_value(raw),
             "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci),
         }
     return Statistics(**fields)

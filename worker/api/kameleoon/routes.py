@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from worker.api.auth import experiment_in_project, key_project
+from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
-from worker.api.kameleoon_auth import Caller, KameleoonCaller, readable_experiment
-from worker.api.kameleoon_params import ResultsPlan, ResultsRequest, results_plan
-from worker.api.kameleoon_shapes import REFERENCE, GoalBlocks, variation_data
-from worker.api.result_source import ResultSource
+from worker.api.kameleoon.auth import Caller, KameleoonCaller, readable_experiment
+from worker.api.kameleoon.params import ResultsPlan, ResultsRequest, results_plan
+from worker.api.kameleoon.shapes import REFERENCE, GoalBlocks, variation_data
 from worker.results.contract import GoalBlock
 from worker.store import keys
 from worker.store.data_codes import (
@@ -45,9 +45,8 @@ Context = Annotated[ApiContext, Depends(api_context)]
 CALLBACK_TIMEOUT_SECONDS = 5.0
 DEFAULT_SHARE_DAYS = 7
 UNKNOWN_CODE = "This dataCode is unknown or expired."
+SHUT_DOWN = "The server shut down before the computation finished; try again."
 _CODE = re.compile(CODE_PATTERN, re.ASCII)
-_RUNNING: set[asyncio.Task[None]] = set()
-"""Background computations, referenced until done (the loop keeps only weak ones)."""
 
 
 class DataCodeResponse(BaseModel):
@@ -157,9 +156,7 @@ async def _start(
     record = await create_data_code(
         context.redis, context.prefix, definition.project_key, definition.id
     )
-    task = asyncio.create_task(_run(context, record, plan, callback))
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
+    context.detached.start(_run(context, record, plan, callback))
     return DataCodeResponse(dataCode=record.code)
 
 
@@ -171,6 +168,10 @@ async def _run(
         data = await kameleoon_data(context.results, plan)
     except ApiError as error:
         await finish_data_code(context.redis, context.prefix, record, error=error.message)
+    except asyncio.CancelledError:
+        # Cancelled by the app's shutdown: the code must not stay PENDING until it expires.
+        await finish_data_code(context.redis, context.prefix, record, error=SHUT_DOWN)
+        raise
     except Exception:
         log.exception("Kameleoon results of %s failed", record.experiment_id)
         await finish_data_code(

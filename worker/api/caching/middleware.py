@@ -11,25 +11,25 @@ authenticates, answers errors and fills the cache.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
-from starlette.routing import BaseRoute
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from worker.api.key_cache import KeyCache, presented_key
-from worker.api.response_cache import ResponseCache
+from worker.api.caching.api_keys import KeyCache, presented_key
+from worker.api.caching.responses import ResponseCache
 from worker.store.connection import RedisError
-
-RESULT_PATH = re.compile(r"^/v2/project/([^/]+)/experiment/([^/]+)/result$")
-"""The Mida result route (``mida_routes.get_result``), as Starlette matches it."""
 
 
 class CachedResultsMiddleware:
-    """Serves ``GET`` Mida results from :class:`ResponseCache` when current."""
+    """Serves ``GET`` Mida results from :class:`ResponseCache` when current.
+
+    ``route`` is the app's own route of Mida's result: its path is matched with the
+    pattern Starlette compiled from the route's template, so the two never disagree.
+    """
 
     def __init__(
-        self, app: ASGIApp, keys: KeyCache, responses: ResponseCache, route: BaseRoute
+        self, app: ASGIApp, keys: KeyCache, responses: ResponseCache, route: APIRoute
     ) -> None:
         self.app = app
         self._keys = keys
@@ -38,8 +38,12 @@ class CachedResultsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            match = RESULT_PATH.match(scope["path"])
-            body = None if match is None else await self._cached(scope, match[1], match[2])
+            match = self._route.path_regex.match(scope["path"])
+            body = (
+                None
+                if match is None
+                else await self._cached(scope, match["project_key"], match["test_id"])
+            )
             if body is not None:
                 scope["route"] = self._route  # the request metrics' label
                 await send(

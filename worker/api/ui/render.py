@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 
-from worker.api.mida_models import ResultResponse, ResultVariant, Statistics
-from worker.api.mida_params import BREAKDOWNS, ResultParams
-from worker.api.mida_shapes import variant_rows
-from worker.api.ui_charts import Band, Line, line_chart
+from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
+from worker.api.mida.params import BREAKDOWNS, ResultParams
+from worker.api.mida.shapes import variant_rows
+from worker.api.ui.charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument
+from worker.results.verdict import Verdict, p_value_text, verdict
 
 AUTH_NOTE = (
     "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>, "
@@ -109,7 +110,7 @@ def experiment_page(page: ExperimentPage) -> str:
     result, definition = page.result, page.definition
     threshold = result.confidence_threshold_percent
     srm = result.srm_p_value
-    srm_text = "" if srm is None else f" · sample ratio check p = {_p(srm)}"
+    srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
     body = [
         f"<h1>{escape(result.test_name)}</h1>",
         f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
@@ -192,7 +193,7 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: 
     rows = []
     for v in variants:
         interval = _interval(v.statistics)
-        text, tone = verdict(v, threshold)
+        said = _verdict(v, threshold)
         cells = [
             f"<td>{escape(v.name)}{' (control)' if v.is_control else ''}</td>",
             f'<td class="visitors">{v.visitors:,}</td>',
@@ -201,7 +202,7 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: 
             *((f'<td class="revenue">{v.revenue:,.2f}</td>',) if revenue else ()),
             f"<td>{'—' if v.improvement is None else f'{v.improvement:+.2f} %'}</td>",
             f"<td>{'—' if interval is None else _band_text(interval)}</td>",
-            f'<td class="{tone}">{escape(text)}</td>',
+            f'<td class="{said.tone}">{escape(said.text)}</td>',
         ]
         rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
     return (
@@ -210,22 +211,17 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: 
     )
 
 
-def verdict(variant: ResultVariant, threshold: float) -> tuple[str, str]:
-    """A sentence on the variant against the control, and its tone (good/bad/neutral)."""
+def _verdict(variant: ResultVariant, threshold: float) -> Verdict:
+    """The verdict on a variant of Mida's shape (its statistics already in percent, its
+    p-value already the adjusted one when a correction is configured)."""
     stats = variant.statistics
-    if variant.is_control:
-        return "Baseline", "neutral"
-    if stats is not None and stats.chance_to_beat_control is not None:
-        chance = stats.chance_to_beat_control
-        tone = "good" if chance >= threshold else "bad" if chance <= 100 - threshold else "neutral"
-        return f"{chance:.0f} % chance to beat control", tone
-    if stats is not None and stats.p_value is not None:
-        significant = stats.p_value < (100 - threshold) / 100
-        worse = (variant.improvement or 0.0) < 0
-        tone = ("bad" if worse else "good") if significant else "neutral"
-        label = "significant" if significant else "not significant"
-        return f"p = {_p(stats.p_value)} ({label} at {threshold:g} %)", tone
-    return "Not enough data yet", "neutral"
+    return verdict(
+        reference=variant.is_control,
+        chance_to_beat_percent=None if stats is None else stats.chance_to_beat_control,
+        p_value=None if stats is None else stats.p_value,
+        improvement=variant.improvement,
+        threshold_percent=threshold,
+    )
 
 
 def rate_lines(daily: Sequence[ResultDocument], goal: str) -> list[Line]:
@@ -279,10 +275,6 @@ def _interval(stats: Statistics | None) -> Band:
 
 def _band_text(interval: tuple[float, float]) -> str:
     return f"{interval[0]:+.1f} % to {interval[1]:+.1f} %"
-
-
-def _p(value: float) -> str:
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _option(value: str, label: str, selected: str | None) -> str:

@@ -6,8 +6,9 @@ few seconds, so a dashboard polling one view costs one computation per interval.
 expired result is still served for up to ``STALE_SECONDS`` while one recomputation
 runs in the background, so only the very first question waits for a computation.
 
-Computations go through ``worker.results.service``: counters when they answer the
-query exactly, the vectorised per-visitor scan otherwise.
+Every document, cached or not (the daily and cumulative series are not), is computed
+by ``worker.results.service.ResultsService``, off the serving event loop: counters
+when they answer the query exactly, the vectorised per-visitor scan otherwise.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from pydantic import ValidationError
 
 from worker.api.errors import bad_request
 from worker.config import Settings
+from worker.errors import InvalidInput
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot
-from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
-from worker.results.service import Table, compute_result_off_loop, document, load_table
+from worker.results.query import ResultQuery
+from worker.results.service import ResultsService
 from worker.store.connection import Redis, connect
 from worker.store.snapshots import stored_snapshot
 
@@ -43,8 +46,6 @@ served while one newer computation runs in the background: a computation at a
 million visitors takes seconds, and every client waiting for it each time the cache
 expires is what made the filtered p99 seconds long."""
 CACHE_ENTRIES = 512
-MAX_DAYS = 400
-"""Longest timeseries: more than a year of daily rows is a different question."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,13 @@ class _Computed:
 
 
 class ResultSource:
-    """Result documents for the API: snapshot, brief cache, or a fresh computation."""
+    """Result documents for the API: snapshot, brief cache, or a fresh computation;
+    and the daily and cumulative series of the charts."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
-        self._settings = settings
+        self._service = ResultsService(lambda: connect(settings), settings.key_prefix)
         self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
         self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
         self._sequence = itertools.count(1)
@@ -156,17 +158,17 @@ class ResultSource:
     ) -> list[tuple[date, ResultDocument]]:
         """One document per day (in the query's timezone) of ``query.goal`` for the
         cohort entering that day, from the first to the last day with visitors inside
-        the query's dates."""
-        table = await self._cell_table(definition, query)
-        days = _days(table, query)
-        goal = query.goal_key(definition)
+        the query's dates; a 400 when that is too many days."""
+        try:
+            return await self._service.daily(definition, query)
+        except InvalidInput as error:
+            raise bad_request(str(error)) from error
 
-        def documents() -> list[tuple[date, ResultDocument]]:
-            return [
-                (day, document(table, definition, _one_day(query, day), [goal])) for day in days
-            ]
-
-        return await asyncio.to_thread(documents)
+    async def cumulative(
+        self, definition: ExperimentDefinition, query: ResultQuery, days: Sequence[date]
+    ) -> list[ResultDocument]:
+        """The result of ``query.goal`` for the visitors entering up to each of ``days``."""
+        return await self._service.cumulative(definition, query, days)
 
     async def _snapshot(self, experiment_id: str) -> ResultDocument | None:
         """The stored snapshot's document, parsed once per distinct stored bytes."""
@@ -189,15 +191,7 @@ class ResultSource:
     async def _compute(
         self, definition: ExperimentDefinition, query: ResultQuery
     ) -> ResultDocument:
-        # Off the serving event loop: reading and parsing the counters is seconds of
-        # Python at a million visitors, and every request of this process would wait.
-        settings = self._settings
-        return await compute_result_off_loop(
-            lambda: connect(settings), settings.key_prefix, definition, query
-        )
-
-    async def _cell_table(self, definition: ExperimentDefinition, query: ResultQuery) -> Table:
-        return await load_table(self._redis, self._prefix, definition, query)
+        return await self._service.document(definition, query)
 
 
 def _default_snapshot(
@@ -208,25 +202,3 @@ def _default_snapshot(
     if snapshot is None or snapshot.query != DEFAULT_QUERY:
         return None
     return snapshot if all(goal.key in snapshot.goals for goal in definition.goals) else None
-
-
-def _days(table: Table, query: ResultQuery) -> list[date]:
-    """Local days from the first to the last with data, clipped to the query's dates."""
-    if len(table.hours) == 0:
-        return []
-    local_days = (table.hours + query.tz) // HOURS_PER_DAY
-    first = date.fromordinal(int(local_days.min()) + EPOCH_ORDINAL)
-    last = date.fromordinal(int(local_days.max()) + EPOCH_ORDINAL)
-    first = max(first, query.start_date) if query.start_date else first
-    last = min(last, query.end_date) if query.end_date else last
-    count = (last - first).days + 1
-    if count > MAX_DAYS:
-        raise bad_request(
-            f"The series would have {count} days; choose start_date and end_date at most "
-            f"{MAX_DAYS} days apart."
-        )
-    return [first + timedelta(days=offset) for offset in range(max(count, 0))]
-
-
-def _one_day(query: ResultQuery, day: date) -> ResultQuery:
-    return query.model_copy(update={"start_date": day, "end_date": day})

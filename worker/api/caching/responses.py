@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from worker.api.experiment_state import needs_ended_at
-from worker.api.mida_shapes import days_running
-from worker.api.result_source import DEFAULT_QUERY, ResultSource, Version
-from worker.api.shared_reads import SharedReads
+from worker.api.caching.results import DEFAULT_QUERY, ResultSource, Version
+from worker.api.caching.shared_reads import SharedReads
+from worker.api.experiment_state import days_running, needs_ended_at
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
 from worker.store.connection import Redis

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from worker.api.auth import experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES
-from worker.api.mida_routes import ended_at
+from worker.api.experiment_state import ended_at
 from worker.events.adapters import launchdarkly_significance_threshold
 from worker.events.experiment import (
     Correction,
@@ -132,7 +132,7 @@ async def get_experiment(
         currentIteration=Iteration(
             status=ITERATION_STATUS[definition.status],
             startedAt=_millis(definition.started_at),
-            endedAt=_millis(await ended_at(context, definition)),
+            endedAt=_millis(await ended_at(context.redis, context.prefix, definition)),
             treatments=_treatments(definition),
             primaryMetric=_metric(definition.primary_goal),
             secondaryMetrics=[_metric(goal) for goal in definition.goals if not goal.primary],

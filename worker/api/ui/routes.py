@@ -2,15 +2,14 @@
 
 Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
 ``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
-Mida's result parameters, parsed by ``mida_params``. Every expected failure is a small
+Mida's result parameters, parsed by ``mida.params``. Every expected failure is a small
 HTML page with the API's sentence and status code.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -21,14 +20,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import STORAGE_DOWN, ApiError
-from worker.api.mida_params import ResultParams, result_query
-from worker.api.mida_routes import shared_experiment
-from worker.api.mida_shapes import result_response
-from worker.api.ui_render import ExperimentPage, error_page, experiment_page, list_page
+from worker.api.mida.params import ResultParams, result_query
+from worker.api.mida.routes import shared_experiment
+from worker.api.mida.shapes import result_response
+from worker.api.ui.render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
-from worker.results.contract import ResultDocument
-from worker.results.query import ResultQuery
-from worker.results.service import document, load_table
 from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
 
@@ -152,7 +148,7 @@ async def _results(
     series = query.model_copy(update={"breakdown": None, "goal": goal})
     daily = await context.results.daily(definition, series)
     days = [day for day, _ in daily]
-    cumulative = await _cumulative(context, definition, series, days)
+    cumulative = await context.results.cumulative(definition, series, days)
     return experiment_page(
         ExperimentPage(
             definition=definition,
@@ -165,19 +161,3 @@ async def _results(
             cumulative=cumulative,
         )
     )
-
-
-async def _cumulative(
-    context: ApiContext, definition: ExperimentDefinition, query: ResultQuery, days: list[date]
-) -> list[ResultDocument]:
-    """The result of ``query``'s goal for the visitors entering up to each day."""
-    table = await load_table(context.redis, context.prefix, definition, query)
-    goal = query.goal_key(definition)
-
-    def documents() -> list[ResultDocument]:
-        return [
-            document(table, definition, query.model_copy(update={"end_date": day}), [goal])
-            for day in days
-        ]
-
-    return await asyncio.to_thread(documents)

@@ -1,0 +1,1 @@
+"""Kameleoon's Automation API results flow: data codes, shared tokens, ``variationData``."""

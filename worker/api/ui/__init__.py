@@ -1,0 +1,1 @@
+"""The results pages for people: server-rendered HTML with inline SVG charts."""

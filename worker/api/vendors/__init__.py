@@ -1,0 +1,1 @@
+"""The read shapes of other vendors: LaunchDarkly, PostHog and the Experiments API."""
