@@ -185,3 +185,20 @@ def test_times_in_mida_format() -> None:
     assert mida_time(datetime(2024, 1, 15, 12, 30, tzinfo=UTC)) == "2024-01-15T12:30:00.000Z"
     assert mida_time(None) is None
     assert days_running(definition(started_at=None), None, NOW) == 0
+
+
+def test_refunds_never_turn_a_worse_revenue_per_visitor_into_an_improvement() -> None:
+    # Net revenue below zero (refunds): control -200 over 100 visitors, treatment -300.
+    experiment = definition()
+    body = mida(
+        experiment,
+        document(experiment, row("0", 100, 10, -200.0, 10), row("1", 100, 10, -300.0, 10)),
+    )
+    treatment = body["variants"][1]
+    assert (
+        "revenue_per_visitor_improvement" not in treatment
+    )  # no relative change of a negative base
+    statistics = treatment["statistics"]
+    # The engine fell back to the absolute difference: no interval in Mida's percent units.
+    assert statistics.get("confidence_interval") is None
+    assert statistics.get("credible_interval") is None

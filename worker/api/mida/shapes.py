@@ -317,20 +317,22 @@ def _statistics(
             "chance_to_beat_control": None if chance is None else _round(100.0 * chance),
             # risk = (loss if the control is kept, loss if this variant is chosen)
             "expected_loss": None if not risk else _round(100.0 * risk[1]),
-            "credible_interval": _interval_percent(raw.ci),
+            "credible_interval": _interval_percent(raw.ci, raw),
         }
     else:
         fields |= {
             "p_value": reported_p_value(raw),
-            "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci),
+            "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci, raw),
         }
     return Statistics(**fields)
 
 
 def _interval_percent(
-    raw: Sequence[float | None] | None,
+    raw: Sequence[float | None] | None, statistics: VariantStatistics
 ) -> tuple[float | None, float | None] | None:
-    if not raw:
+    """A relative lift's interval in percent; none where the engine fell back to the
+    absolute difference (a non-positive base), which has no percent reading."""
+    if not raw or statistics.lift_type != "relative":
         return None
     low, high = raw[0], raw[1]
     return (
@@ -370,8 +372,8 @@ def _rpv(row: VariantRow) -> float | None:
 
 def _lift(value: float | None, base: float | None) -> float | None:
     """Relative change in percent; undefined without a positive base."""
-    if value is None or not base:
-        return None
+    if value is None or base is None or base <= 0:
+        return None  # over a negative base (refunds) the sign would reverse
     return _round(100.0 * (value / base - 1.0))
 
 
