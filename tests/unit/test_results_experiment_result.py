@@ -6,6 +6,7 @@ publish, and what these tests pinned down before the document became a model.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, analyze_goals
+from worker.stats.power import treatment_power
 from worker.stats.srm import srm_p_value
 
 
@@ -101,7 +103,9 @@ def test_each_goal_type_gets_its_metric_and_the_goals_form_one_family() -> None:
         assert [v["variant_id"] for v in block["variants"]] == ["a", "b", "c"]
         assert block["variants"][0]["statistics"] is None
         for variant, expected in zip(block["variants"][1:], result.variants, strict=True):
-            assert variant["statistics"] == expected.model_dump(mode="json")
+            # Power is an addition of the document's, tested on its own below.
+            shown = {k: v for k, v in variant["statistics"].items() if k != "power"}
+            assert shown == expected.model_dump(mode="json")
     assert document["srm_p_value"] == srm_p_value([2000, 1000, 1000], weights)
     assert document["srm_alarm"] is False
     assert document["reference_variant"] == "a" and document["goal"] == "buy"
@@ -181,3 +185,99 @@ def test_only_the_largest_segments_get_statistics() -> None:
         not in document["segments"]["page4"]["goals"]["buy"]["variants"][1]["statistics"]
     )
     assert "frequentist_check" in document["goals"]["buy"]["variants"][1]["statistics"]
+
+
+def _buy_request(prior: dict[str, float] | None) -> AnalysisRequest:
+    """The worker's buy (revenue) request, built here from the rows, as the calculator takes it."""
+    return AnalysisRequest.model_validate(
+        {
+            "metric": "mean",
+            "engine": "bayesian",
+            "sequential": True,
+            "alpha": 0.05,
+            "prior": prior,
+            "weights": [0.5, 0.25, 0.25],
+            "variants": [
+                {
+                    "id": r.variant_id,
+                    "control": r.variant_id == "a",
+                    "n": r.visitors,
+                    "sum": r.revenue,
+                    "sum_squares": r.revenue_sum_squares,
+                }
+                for r in ROWS
+            ],
+        }
+    )
+
+
+def test_a_proper_prior_in_the_definition_gives_the_calculators_posterior() -> None:
+    prior = {"mean": 0.01, "variance": 0.0004}
+    document = published(result_document(definition(prior=prior), {"buy": TOTALS["buy"]}))
+    flat = published(result_document(definition(), {"buy": TOTALS["buy"]}))
+    shown = [v["statistics"] for v in document["goals"]["buy"]["variants"][1:]]
+    for statistics, expected in zip(
+        shown, analyze_goals([_buy_request(prior)], "none")[0].variants, strict=True
+    ):
+        for key in ("lift", "ci", "chance_to_win", "risk", "se"):
+            assert statistics[key] == expected.model_dump(mode="json")[key]
+    flat_lifts = [v["statistics"]["lift"] for v in flat["goals"]["buy"]["variants"][1:]]
+    assert [s["lift"] for s in shown] != pytest.approx(flat_lifts, rel=1e-3)
+    assert flat_lifts == [v.lift for v in analyze_goals([_buy_request(None)], "none")[0].variants]
+
+
+def test_a_prior_is_refused_with_the_frequentist_engine() -> None:
+    with pytest.raises(ValueError, match="bayesian engine only"):
+        definition(engine="frequentist", prior={"variance": 0.1})
+    with pytest.raises(ValueError, match="greater than -1"):
+        definition(prior={"mean": -1.0, "variance": 0.1})
+
+
+def test_sequential_tuning_follows_the_plan_unless_set() -> None:
+    tuned = result_document(definition(planned_sample_size=3000), TOTALS)
+    assert tuned.settings.sequential_tuning == 6000
+    explicit = result_document(definition(planned_sample_size=3000, sequential_tuning=800), TOTALS)
+    assert explicit.settings.sequential_tuning == 800
+    assert result_document(definition(), TOTALS).settings.sequential_tuning == 5000
+
+
+def test_each_treatment_reports_its_power() -> None:
+    exp = definition(engine="frequentist", minimum_detectable_effect=0.2)
+    document = published(result_document(exp, TOTALS, days_with_data=4.0))
+    request = AnalysisRequest.model_validate(
+        {
+            "metric": "proportion",
+            "sequential": True,
+            "weights": [0.5, 0.25, 0.25],
+            "variants": [
+                {"id": r.variant_id, "control": r.variant_id == "a", "n": r.visitors}
+                | {"sum": r.conversions}
+                for r in ROWS
+            ],
+        }
+    )
+    expected = treatment_power(request, effect=0.2)["b"]
+    assert expected is not None
+    power = document["goals"]["signup"]["variants"][1]["statistics"]["power"]
+    assert power["effect"] == 0.2 and power["power"] == 0.8
+    for horizon, numbers in (
+        ("fixed_horizon", expected.fixed_horizon),
+        ("sequential", expected.sequential),
+    ):
+        units = math.ceil(numbers.units_needed)
+        assert power[horizon] == {
+            "mde": numbers.mde,
+            "units_needed": units,
+            # 4000 visitors over 4 days: 1000 a day.
+            "days_needed": units / 1000,
+        }
+    # Without the days with data, only the units are known.
+    undated = published(result_document(exp, TOTALS))["goals"]["signup"]["variants"][1]
+    assert undated["statistics"]["power"]["sequential"]["days_needed"] is None
+
+
+def test_power_is_left_out_where_undefined() -> None:
+    exp = definition(engine="frequentist")
+    rows = [VariantTotals(v, visitors=100) for v in ("a", "b", "c")]
+    document = published(result_document(exp, {"signup": QueryTotals(rows)}))
+    assert "power" not in document["goals"]["signup"]["variants"][1]["statistics"]

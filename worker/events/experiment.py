@@ -66,6 +66,19 @@ class Goal(BaseModel):
     primary: bool = False
 
 
+class Prior(BaseModel):
+    """A proper Gaussian prior on the relative lift, as ``python -m worker stats`` takes it.
+
+    ``mean`` is a fraction (0.02 is +2 %) above -1, since no lift reaches -100 %;
+    ``variance`` is on the same scale (0.09 is a standard deviation of 30 %).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: Annotated[float, Field(gt=-1, allow_inf_nan=False)] = 0.0
+    variance: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class StatsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,8 +87,22 @@ class StatsSettings(BaseModel):
     test_direction: TestDirection = TestDirection.TWO_SIDED
     correction: Correction = Correction.NONE
     sequential: bool = True
-    sequential_tuning: Annotated[int, Field(ge=1)] = 5000
-    planned_sample_size: Annotated[int, Field(ge=1)] | None = None
+    # Unset: derived from planned_sample_size when there is one (see the results).
+    sequential_tuning: Annotated[int, Field(ge=1)] | None = None
+    planned_sample_size: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Units per arm."
+    )
+    prior: Prior | None = Field(default=None, description="Bayesian engine only; flat if unset.")
+    minimum_detectable_effect: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=0.05, description="Relative lift the power numbers plan for (0.05 is +5 %)."
+    )
+
+    @model_validator(mode="after")
+    def _prior_needs_posterior(self) -> StatsSettings:
+        # A frequentist test has no prior: accepting one would silently ignore it.
+        if self.prior is not None and self.engine is not Engine.BAYESIAN:
+            raise ValueError("stats.prior applies to the bayesian engine only")
+        return self
 
 
 class ExperimentDefinition(BaseModel):

@@ -7,6 +7,7 @@ query overrides it; it comes first everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -15,6 +16,8 @@ from worker.results.contract import (
     AnalysisSettings,
     FrequentistCheck,
     GoalBlock,
+    HorizonPower,
+    PowerEstimate,
     ResultDocument,
     SegmentResult,
     VariantRow,
@@ -25,7 +28,9 @@ from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, AnalysisResult, analyze_goals
 from worker.stats.corrections import Correction
+from worker.stats.power import DEFAULT_POWER, PowerNumbers, TreatmentPower, treatment_power
 from worker.stats.schema import VariantResult
+from worker.stats.sequential import tuning_for_plan
 from worker.stats.srm import (
     DEFAULT_SRM_THRESHOLD,
     sequential_srm_p_value,
@@ -45,12 +50,15 @@ def result_document(
     totals: Mapping[str, QueryTotals],
     query: ResultQuery | None = None,
     max_segment_statistics: int = SEGMENT_STATISTICS,
+    days_with_data: float | None = None,
 ) -> ResultDocument:
     """The result of ``query`` for the goals in ``totals`` (goal key → its totals).
 
     All totals must come from the same query. Without a breakdown, ``segments`` is
     empty; with one, each segment carries its numbers, and the
     ``max_segment_statistics`` segments with most visitors also their statistics.
+    ``days_with_data`` (the days the totals span) turns the power section's units
+    still needed into days; without it those days are null.
     """
     query = query or ResultQuery()
     order = query.variant_order(definition)
@@ -72,11 +80,15 @@ def result_document(
         )[:max_segment_statistics]
     )
     segments = {
-        label: _analysis(definition, query, order, rows, statistics=label in largest)
+        label: _analysis(
+            definition, query, order, rows, statistics=label in largest, days=days_with_data
+        )
         for label, rows in segment_rows.items()
     }
     stats = definition.stats
-    overall = _analysis(definition, query, order, overall_rows, statistics=True, checks=True)
+    overall = _analysis(
+        definition, query, order, overall_rows, statistics=True, checks=True, days=days_with_data
+    )
     return ResultDocument(
         experiment_id=definition.id,
         name=definition.name,
@@ -93,7 +105,7 @@ def result_document(
             test_direction=stats.test_direction,
             correction=stats.correction,
             sequential=stats.sequential,
-            sequential_tuning=stats.sequential_tuning,
+            sequential_tuning=sequential_tuning(definition),
             planned_sample_size=stats.planned_sample_size,
         ),
         srm_p_value=overall.srm_p_value,
@@ -110,6 +122,14 @@ def alpha(definition: ExperimentDefinition) -> float:
     return (100.0 - definition.stats.confidence_threshold_percent) / 100.0
 
 
+def sequential_tuning(definition: ExperimentDefinition) -> int:
+    """N*: as configured, else tuned to the planned sample (``tuning_for_plan``)."""
+    stats = definition.stats
+    if stats.sequential_tuning is not None:
+        return stats.sequential_tuning
+    return round(tuning_for_plan(stats.planned_sample_size))
+
+
 def traffic_weights(definition: ExperimentDefinition, order: Sequence[str]) -> list[float]:
     """Configured traffic weights in ``order``, normalised to sum to one."""
     weights = [_variant(definition, variant_id).traffic_weight for variant_id in order]
@@ -124,10 +144,12 @@ def _analysis(
     rows: Rows,
     statistics: bool,
     checks: bool = False,
+    days: float | None = None,
 ) -> SegmentResult:
     """SRM and the per-goal blocks of one set of rows (whole query or one segment).
 
     ``checks`` adds, for the Bayesian engine, the frequentist test decisions need.
+    ``days`` (the days the totals span, when known) turns units still needed into days.
     """
     weights = traffic_weights(definition, order)
     goals = [goal for goal in definition.goals if goal.key in rows]
@@ -135,8 +157,12 @@ def _analysis(
     correction = cast(Correction, definition.stats.correction.value)
     results: list[AnalysisResult | None] = [None] * len(requests)
     frequentist: list[AnalysisResult | None] = [None] * len(requests)
+    powers: list[dict[str, PowerEstimate | None]] = [{} for _ in requests]
     if statistics and requests:
         results = list(analyze_goals(requests, correction))
+        effect = definition.stats.minimum_detectable_effect
+        per_day = _units_per_day(rows, query, days)
+        powers = [_power(treatment_power(r, effect), effect, per_day) for r in requests]
         if checks and definition.stats.engine is Engine.BAYESIAN:
             # A posterior is no stopping rule: decisions gate it with the frequentist
             # test of the same comparisons (the confidence sequence when sequential).
@@ -155,9 +181,9 @@ def _analysis(
         srm_alarm=srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
         goals={
             goal.key: _goal_block(
-                definition, query, goal.type, rows[goal.key], weights, result, check
+                definition, query, goal.type, rows[goal.key], weights, result, check, power
             )
-            for goal, result, check in zip(goals, results, frequentist, strict=True)
+            for goal, result, check, power in zip(goals, results, frequentist, powers, strict=True)
         },
     )
 
@@ -201,10 +227,11 @@ def _request(
             "metric": "proportion" if goal_type is GoalType.CONVERSION else "mean",
             "engine": stats.engine.value,
             "sequential": stats.sequential,
-            "sequential_tuning": stats.sequential_tuning,
+            "sequential_tuning": sequential_tuning(definition),
             "test_direction": stats.test_direction.value,
             "alpha": alpha(definition),
             "correction": stats.correction.value,
+            "prior": stats.prior.model_dump() if stats.prior else None,
             "weights": weights,
             "variants": [
                 {"id": row.variant_id, "control": i == 0} | _metric_input(query, goal_type, row)
@@ -222,10 +249,15 @@ def _goal_block(
     weights: list[float],
     result: AnalysisResult | None,
     check: AnalysisResult | None,
+    power: Mapping[str, PowerEstimate | None],
 ) -> GoalBlock:
     checks = {checked.id: checked for checked in check.variants} if check else {}
     statistics = {
-        v.id: VariantStatistics(**dict(v), frequentist_check=_frequentist_check(checks.get(v.id)))
+        v.id: VariantStatistics(
+            **dict(v),
+            frequentist_check=_frequentist_check(checks.get(v.id)),
+            power=power.get(v.id),
+        )
         for v in (result.variants if result else [])
     }
     unit, converted = _units(query)
@@ -264,6 +296,42 @@ def _frequentist_check(checked: VariantResult | None) -> FrequentistCheck | None
         p_value_adjusted=checked.p_value_adjusted,
         ci_adjusted=checked.ci_adjusted,
     )
+
+
+def _power(
+    powers: Mapping[str, TreatmentPower | None], effect: float, per_day: float | None
+) -> dict[str, PowerEstimate | None]:
+    """The document's power sections; days at ``per_day`` units a day (None: unknown)."""
+    return {
+        variant_id: None
+        if power is None
+        else PowerEstimate(
+            effect=effect,
+            power=DEFAULT_POWER,
+            fixed_horizon=_horizon(power.fixed_horizon, per_day),
+            sequential=_horizon(power.sequential, per_day),
+        )
+        for variant_id, power in powers.items()
+    }
+
+
+def _horizon(numbers: PowerNumbers, per_day: float | None) -> HorizonPower:
+    """Whole units still needed (rounded up), and the days they take at the pace so far."""
+    if not math.isfinite(numbers.units_needed):
+        return HorizonPower(mde=numbers.mde, units_needed=None, days_needed=None)
+    units = math.ceil(numbers.units_needed)
+    return HorizonPower(
+        mde=numbers.mde,
+        units_needed=units,
+        days_needed=units / per_day if per_day else None,
+    )
+
+
+def _units_per_day(rows: Rows, query: ResultQuery, days: float | None) -> float | None:
+    """Units (all arms) per day with data so far; None without days or units."""
+    first = next(iter(rows.values()), [])
+    total = sum(getattr(row, _units(query)[0]) for row in first)
+    return total / days if days and total else None
 
 
 def _ordered(rows: Sequence[VariantTotals], order: Sequence[str]) -> list[VariantTotals]:

@@ -16,6 +16,7 @@ from typing import TypeVar
 from worker.errors import InvalidInput
 from worker.events.experiment import ExperimentDefinition
 from worker.results.cell_aggregation import CellTable, aggregate_cells
+from worker.results.conditions import date_mask
 from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
 from worker.results.planning import plan_query
@@ -56,8 +57,20 @@ def document(
     """The result document (numbers and statistics) of the given goals."""
     order = query.variant_order(definition)
     return result_document(
-        definition, {goal: totals(table, query, goal, order) for goal in goals}, query
+        definition,
+        {goal: totals(table, query, goal, order) for goal in goals},
+        query,
+        days_with_data=days_spanned(table, query),
     )
+
+
+def days_spanned(table: Table, query: ResultQuery) -> float | None:
+    """Days from the first to the last hour with data within the query's dates (the
+    pace power turns into days); None without data."""
+    hours = table.hours[date_mask(table.hours, query.hour_range())]
+    if len(hours) == 0:
+        return None
+    return (int(hours.max()) - int(hours.min()) + 1) / HOURS_PER_DAY
 
 
 async def compute_result(

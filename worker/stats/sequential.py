@@ -51,14 +51,13 @@ def sequential_test(
     x = diff.units * rho**2
     spread = 2.0 * (x + 1.0) / x  # variance inflation of the mixture boundary
     z = diff.estimate / se
+    halfwidth = se * halfwidth_factor(diff.units, alpha, direction, rho)
     if direction == "two_sided":
-        halfwidth = se * math.sqrt(spread * (0.5 * math.log1p(x) - math.log(alpha)))
         ci: Interval = (diff.estimate - halfwidth, diff.estimate + halfwidth)
         # p = 1 / e-value (eq. 155), in logs so that large evidence cannot overflow.
         log_evalue = z * z / spread - 0.5 * math.log1p(x)
         p_value = math.exp(-log_evalue) if log_evalue > 0 else 1.0
     else:
-        halfwidth = se * math.sqrt(spread * math.log1p(math.sqrt(x + 1.0) / (2.0 * alpha)))
         toward = z if direction == "greater" else -z
         ci = (
             (diff.estimate - halfwidth, None)
@@ -67,6 +66,28 @@ def sequential_test(
         )
         p_value = _one_sided_p_value(toward, x, spread)
     return lift_result(diff, ci, p_value)
+
+
+def halfwidth_factor(units: float, alpha: float, direction: Direction, rho: float) -> float:
+    """The confidence sequence's half-width in standard errors after ``units`` units.
+
+    The always-valid counterpart of the normal quantile (1.96 at alpha = 0.05,
+    two-sided); power calculations use it so they match the test that is run.
+    """
+    x = units * rho**2
+    spread = 2.0 * (x + 1.0) / x  # variance inflation of the mixture boundary
+    if direction == "two_sided":
+        return math.sqrt(spread * (0.5 * math.log1p(x) - math.log(alpha)))
+    return math.sqrt(spread * math.log1p(math.sqrt(x + 1.0) / (2.0 * alpha)))
+
+
+def tuning_for_plan(planned_per_arm: int | None) -> float:
+    """N* for a planned sample per arm: the pair's total when both arms reach the plan.
+
+    The sequence is tightest near N* units of the two arms compared (``units`` counts
+    both), so a plan of n per arm puts N* at 2n; without a plan, gbstats' default.
+    """
+    return DEFAULT_TUNING if planned_per_arm is None else 2.0 * planned_per_arm
 
 
 def _one_sided_p_value(z: float, x: float, spread: float) -> float:

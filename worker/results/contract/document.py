@@ -35,6 +35,38 @@ class FrequentistCheck(BaseModel):
     ci_adjusted: Interval | None
 
 
+class HorizonPower(BaseModel):
+    """One test's power for a treatment: what it detects now and what it still needs."""
+
+    model_config = CONTRACT
+
+    mde: float | None = Field(
+        description="Relative lift detected with the stated power at the current sample; "
+        "null until both arms have units."
+    )
+    units_needed: int | None = Field(
+        description="More units (all arms, in the goal's unit) until the stated effect "
+        "reaches the stated power; 0 once reached, null when no sample reaches it."
+    )
+    days_needed: float | None = Field(
+        description="units_needed at the units per day so far; null when the days "
+        "with data are unknown."
+    )
+
+
+class PowerEstimate(BaseModel):
+    """Power against the reference, at a fixed horizon and under the confidence sequence."""
+
+    model_config = CONTRACT
+
+    effect: float = Field(
+        description="The relative lift planned for (stats.minimum_detectable_effect)."
+    )
+    power: float = Field(description="The chance to detect that lift the numbers aim at.")
+    fixed_horizon: HorizonPower
+    sequential: HorizonPower
+
+
 class VariantStatistics(VariantResult):
     """A treatment compared with the reference, by the experiment's engine.
 
@@ -43,7 +75,8 @@ class VariantStatistics(VariantResult):
     the credible interval and ``lift`` the posterior mean. A number undefined for the
     data is null, and so is an interval side that is unbounded. ``frequentist_check``
     is present only in the whole query's blocks of a Bayesian experiment; it is left
-    out, not null, everywhere else.
+    out, not null, everywhere else. ``power`` is left out where the control has no
+    positive mean or no spread, or an arm no traffic weight.
     """
 
     model_config = CONTRACT
@@ -52,6 +85,11 @@ class VariantStatistics(VariantResult):
         default=None,
         exclude_if=lambda check: check is None,
         description="Present for the Bayesian engine only, on the whole query (not segments).",
+    )
+    power: PowerEstimate | None = Field(
+        default=None,
+        exclude_if=lambda power: power is None,
+        description="Left out where undefined (see stats.minimum_detectable_effect).",
     )
 
 
