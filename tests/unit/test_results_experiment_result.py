@@ -7,15 +7,20 @@ publish, and what these tests pinned down before the document became a model.
 from __future__ import annotations
 
 import math
+from datetime import date
 from typing import Any
 
+import numpy as np
 import pytest
 
 from worker.events.experiment import ExperimentDefinition
+from worker.results.cell_aggregation import CellTable
+from worker.results.columns import encode
 from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
+from worker.results.service import days_spanned
 from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, analyze_goals
 from worker.stats.power import treatment_power
@@ -281,3 +286,14 @@ def test_power_is_left_out_where_undefined() -> None:
     rows = [VariantTotals(v, visitors=100) for v in ("a", "b", "c")]
     document = published(result_document(exp, {"signup": QueryTotals(rows)}))
     assert "power" not in document["goals"]["signup"]["variants"][1]["statistics"]
+
+
+def test_days_with_data_span_the_query_dates() -> None:
+    # Hour buckets from 1970-01-02 00:00 UTC to 1970-01-04 11:00: 2.5 days with data.
+    hours = np.array([24, 30, 83], dtype=np.int64)
+    table = CellTable(variants=encode([], 0), hour_buckets=hours, cell_columns={}, metrics={})
+    assert days_spanned(table, ResultQuery()) == 2.5
+    # Clipped to the queried dates: only 1970-01-02 (hours 24 and 30).
+    one_day = ResultQuery(start_date=date(1970, 1, 2), end_date=date(1970, 1, 2))
+    assert days_spanned(table, one_day) == 7 / 24
+    assert days_spanned(table, ResultQuery(start_date=date(1971, 1, 1))) is None
