@@ -76,6 +76,7 @@ def units_needed(design: Design, effect: float, power: float = DEFAULT_POWER) ->
     """
     spread = 1.0 / design.control_share + 1.0 / design.treatment_share
     if not design.sequential:
+        # The fixed-horizon threshold does not depend on the sample.
         z = critical_value(design, 0.0) + float(ndtri(power))
         return z * z * design.variance * spread / (effect * design.mean) ** 2
 
@@ -86,7 +87,7 @@ def units_needed(design: Design, effect: float, power: float = DEFAULT_POWER) ->
         )
         return math.log(mde / effect)
 
-    # At one unit in each arm the effect is undetectable for any lift worth planning.
+    # Two units in the smaller arm: the least a variance estimate needs.
     low = math.log(2.0 / min(design.control_share, design.treatment_share))
     high = math.log(_MAX_UNITS)
     if excess(low) <= 0.0:
