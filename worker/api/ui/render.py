@@ -13,7 +13,7 @@ from html import escape
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
 from worker.api.mida.params import BREAKDOWNS, ResultParams
-from worker.api.mida.shapes import variant_rows
+from worker.api.mida.shapes import goal_of, variant_rows
 from worker.api.ui.charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument
@@ -246,7 +246,11 @@ def lift_lines(
     definition: ExperimentDefinition, cumulative: Sequence[ResultDocument], goal: str
 ) -> list[Line]:
     """Per treatment: its lift over the control (percent) and the engine's interval."""
-    days = [variant_rows(definition, document.goals[goal].variants) for document in cumulative]
+    goal_type = goal_of(definition, goal).type
+    days = [
+        variant_rows(definition, document.goals[goal].variants, goal_type)
+        for document in cumulative
+    ]
     if not days:
         return []
     # The control line is the zero rule; it keeps its place so colours match the rates.
