@@ -71,6 +71,22 @@ def p_value_text(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def shown_interval(
+    statistics: VariantStatistics, non_negative: bool
+) -> tuple[Interval | None, str | None]:
+    """The interval of a relative lift as people are shown it (a fraction), and its note.
+
+    The corrected interval when there is one (for the Bayesian engine it is the
+    credible interval itself); none where the engine fell back to the absolute
+    difference (a non-positive base), which has no relative reading. ``non_negative``
+    says the metric cannot be negative (see ``clipped_relative``).
+    """
+    interval = statistics.ci_adjusted or statistics.ci
+    if interval is None or statistics.lift_type != "relative":
+        return None, None
+    return clipped_relative(interval, non_negative)
+
+
 def clipped_relative(interval: Interval, non_negative: bool) -> tuple[Interval, str | None]:
     """A relative interval as people are shown it, and the note to show beside it.
 

@@ -40,7 +40,7 @@ from worker.events.experiment import (
     Variant,
 )
 from worker.results.contract import ResultDocument, VariantRow, VariantStatistics
-from worker.results.verdict import clipped_relative, reported_p_value
+from worker.results.verdict import reported_p_value, shown_interval
 from worker.stats.common import Interval
 
 StatusLabel = Literal["draft", "live", "inactive"]
@@ -345,11 +345,10 @@ def _statistics(
         return None
     engine = _engine(definition)
     fields: dict[str, Any] = {"engine": engine, "sequential": definition.stats.sequential}
-    interval_field = "credible_interval" if engine == "bayesian" else "confidence_interval"
-    interval, note = _interval_percent(
-        raw.ci if engine == "bayesian" else raw.ci_adjusted or raw.ci, raw, non_negative
+    interval, note = shown_interval(raw, non_negative)
+    fields["credible_interval" if engine == "bayesian" else "confidence_interval"] = (
+        None if interval is None else _percent_interval(interval)
     )
-    fields[interval_field] = interval
     if note is not None:
         fields["interval_note"] = note
     if engine == "bayesian":
@@ -365,19 +364,11 @@ def _statistics(
     return Statistics(**fields)
 
 
-def _interval_percent(
-    raw: Interval | None, statistics: VariantStatistics, non_negative: bool
-) -> tuple[Interval | None, str | None]:
-    """A relative lift's interval in percent and its clipping note (see
-    ``clipped_relative``); none where the engine fell back to the absolute difference
-    (a non-positive base), which has no percent reading."""
-    if not raw or statistics.lift_type != "relative":
-        return None, None
-    (low, high), note = clipped_relative(raw, non_negative)
+def _percent_interval(interval: Interval) -> Interval:
     return (
-        None if low is None else _round(100.0 * low),
-        None if high is None else _round(100.0 * high),
-    ), note
+        None if interval[0] is None else _round(100.0 * interval[0]),
+        None if interval[1] is None else _round(100.0 * interval[1]),
+    )
 
 
 def _mida_breakdown_name(dimension: str) -> str:
