@@ -90,7 +90,7 @@ def _lift_data(
     else:
         interval, note = shown_interval(statistics, non_negative)
         lift, reliability = statistics.improvement, statistics.reliability
-    data = {
+    data: dict[str, Any] = {
         _key(prefix, "improvementRate"): lift,
         _key(prefix, "improvementInterval"): None
         if interval is None
