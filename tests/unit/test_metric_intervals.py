@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.unit.result_rows import variant_row
+from tests.unit.result_rows import goal_block, variant_row
 from worker.api.kameleoon.shapes import variation_data
 from worker.api.mida.shapes import result_response, variant_rows
 from worker.api.ui.render import variant_table
 from worker.cli.results_command import GoalResult, _verdict_text
 from worker.events.experiment import ExperimentDefinition, GoalType
-from worker.results.contract import GoalBlock, ResultDocument, VariantStatistics
+from worker.results.contract import ResultDocument, VariantStatistics
 from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
@@ -236,14 +236,7 @@ def test_a_count_goal_interval_below_minus_100_is_clipped_with_a_note() -> None:
     assert treatment.events_per_visitor_improvement == pytest.approx(-40.0)
     html = variant_table([treatment], 95.0, GoalType.COUNT)
     assert html.count("-100.0 % to +20.0 %") == 2 and CLIPPED_NOTE in html
-    block = GoalBlock(
-        type=GoalType.COUNT,
-        unit="visitors",
-        variants=rows,
-        probability_best=None,
-        bandit_weights=None,
-        bandit_updated=False,
-    )
+    block = goal_block(rows, GoalType.COUNT)
     buy = variation_data({"_reference": {"n": block}}, ["n"])["variationData"]["1"]
     data = buy["breakdownData"]["_reference"]["generalData"]["goalsData"]["n"]
     assert data["improvementInterval"] == [-100.0, 20.0]
