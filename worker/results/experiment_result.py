@@ -185,11 +185,7 @@ def _conversion_analyses(
         _request(definition, query, GoalType.CONVERSION, rows[goal.key], weights) for goal in valued
     ]
     by_goal = dict(
-        zip(
-            (goal.key for goal in valued),
-            analyze_goals(requests, correction) if requests else [],
-            strict=True,
-        )
+        zip((goal.key for goal in valued), analyze_goals(requests, correction), strict=True)
     )
     return [by_goal.get(goal.key) for goal in goals]
 
