@@ -35,10 +35,10 @@ def variant_row(variant_id: str, **fields: Any) -> VariantRow:
     )
 
 
-def goal_block(rows: list[VariantRow]) -> GoalBlock:
-    """A conversion goal's block of ``rows``, without bandit numbers."""
+def goal_block(rows: list[VariantRow], goal_type: GoalType = GoalType.CONVERSION) -> GoalBlock:
+    """A goal's block of ``rows`` (a conversion goal's unless told), without bandit numbers."""
     return GoalBlock(
-        type=GoalType.CONVERSION,
+        type=goal_type,
         unit="visitors",
         variants=rows,
         probability_best=None,

@@ -112,6 +112,7 @@ def test_variation_data_units_are_percent() -> None:
         "averageCart": 15.0,
         "conversionRate": 25.0,
         "improvementRate": 25.0,
+        "improvementInterval": None,
         "reliability": pytest.approx(90.0),
     }
     reference = data["variationData"]["_reference"]["breakdownData"]["_reference"]

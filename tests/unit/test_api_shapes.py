@@ -14,7 +14,7 @@ from worker.api.mida.shapes import (
     mida_time,
     result_response,
 )
-from worker.events.experiment import ExperimentDefinition
+from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.experiment_result import result_document
 from worker.results.query import ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -151,7 +151,9 @@ def test_breakdown_segment_has_lifts_within_the_segment() -> None:
         variant_row("0", name="Control", is_control=True, visitors=200, conversions=20),
         variant_row("1", name="Red", is_control=False, visitors=100, conversions=15),
     ]
-    segment = breakdown(definition(), "mobile", rows).model_dump(exclude_unset=True)
+    segment = breakdown(definition(), "mobile", rows, GoalType.CONVERSION).model_dump(
+        exclude_unset=True
+    )
     assert segment["criteria"] == "mobile"
     assert (segment["total_visitors"], segment["total_conversions"]) == (300, 35)
     assert segment["conversion_rate"] == round(3500 / 300, 4)
@@ -198,7 +200,7 @@ def test_refunds_never_turn_a_worse_revenue_per_visitor_into_an_improvement() ->
     assert (
         "revenue_per_visitor_improvement" not in treatment
     )  # no relative change of a negative base
-    statistics = treatment["statistics"]
+    statistics = treatment["revenue_per_visitor_statistics"]
     # The engine fell back to the absolute difference: no interval in Mida's percent units.
     assert statistics.get("confidence_interval") is None
     assert statistics.get("credible_interval") is None

@@ -8,16 +8,16 @@ import json
 from collections.abc import Callable
 from datetime import date
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
-from worker.events.experiment import ExperimentStatus
-from worker.results.contract import VariantRow
+from worker.events.experiment import ExperimentStatus, GoalType
+from worker.results.contract import VariantRow, VariantStatistics
 from worker.results.presets import preset_filter
-from worker.results.query import Dimension, ResultQuery
+from worker.results.query import CountUnit, Dimension, ResultQuery
 from worker.results.service import compute_result
-from worker.results.verdict import reported_p_value, verdict
+from worker.results.verdict import reported_p_value, shown_interval, verdict
 from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.definitions import load_definition
 
@@ -43,6 +43,8 @@ class GoalResult(BaseModel):
     experiment_id: str
     status: ExperimentStatus
     goal: str
+    goal_type: GoalType
+    unit: CountUnit = Field(description="The denominator of rates and values per unit.")
     confidence_threshold_percent: float
     srm_p_value: float | None
     variants: list[VariantRow]
@@ -119,6 +121,8 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
         experiment_id=experiment_id,
         status=definition.status,
         goal=goal,
+        goal_type=document.goals[goal].type,
+        unit=document.goals[goal].unit,
         confidence_threshold_percent=definition.stats.confidence_threshold_percent,
         srm_p_value=document.srm_p_value,
         variants=document.goals[goal].variants,
@@ -145,26 +149,47 @@ def handle(args: argparse.Namespace) -> int:
     srm = result.srm_p_value
     print(f"{result.experiment_id} ({result.status}), goal {result.goal}, "
           f"SRM p = {'n/a' if srm is None else f'{srm:.4f}'}")  # fmt: skip
-    _print_table(result.variants, result.confidence_threshold_percent)
+    _print_table(result.variants, result)
     for label, rows in result.segments.items():
         print(f"\n{result.breakdown} = {label}")
-        _print_table(rows, result.confidence_threshold_percent)
+        _print_table(rows, result)
     return 0
 
 
-def _print_table(rows: list[VariantRow], threshold_percent: float) -> None:
+def _print_table(rows: list[VariantRow], result: GoalResult) -> None:
     print("  ".join(f"{title:>11}" for _, title in COLUMNS) + "  verdict")
     for row in rows:
         values = [value(row) for value, _ in COLUMNS]
         cells = [f"{v:>11.2f}" if isinstance(v, float) else f"{v:>11}" for v in values]
-        print("  ".join(cells) + "  " + _verdict_line(row, threshold_percent))
+        print("  ".join(cells) + "  " + _verdict_text(row, result))
 
 
-def _verdict_line(row: VariantRow, threshold_percent: float) -> str:
-    """The row's lift, when there are statistics, and its verdict."""
-    statistics = row.statistics
+def _verdict_text(row: VariantRow, result: GoalResult) -> str:
+    """Per metric, its lift with its own interval and verdict: a revenue or count goal's
+    conversion rate, then the goal's own metric (the one decisions read)."""
+    goal_type, threshold_percent = result.goal_type, result.confidence_threshold_percent
+    if goal_type is GoalType.CONVERSION:
+        return _verdict_line(row.is_reference, row.statistics, True, threshold_percent)
+    conversion = _verdict_line(row.is_reference, row.conversion_statistics, True, threshold_percent)
+    # Revenue can be negative (refunds); goal events cannot.
+    value = _verdict_line(
+        row.is_reference, row.statistics, goal_type is GoalType.COUNT, threshold_percent
+    )
+    if row.is_reference:
+        return value
+    per_visitor = "revenue" if goal_type is GoalType.REVENUE else "events"
+    return f"conversion rate {conversion}; {per_visitor} per {result.unit[:-1]} {value}"
+
+
+def _verdict_line(
+    reference: bool,
+    statistics: VariantStatistics | None,
+    non_negative: bool,
+    threshold_percent: float,
+) -> str:
+    """One metric's lift with its interval, when there are statistics, and its verdict."""
     said = verdict(
-        reference=row.is_reference,
+        reference=reference,
         chance_to_beat_percent=None
         if statistics is None or statistics.chance_to_win is None
         else 100.0 * statistics.chance_to_win,
@@ -174,4 +199,13 @@ def _verdict_line(row: VariantRow, threshold_percent: float) -> str:
     ).text
     if statistics is None or statistics.improvement is None:
         return said
-    return f"{statistics.improvement:+.1f} %, {said}"
+    interval, note = shown_interval(statistics, non_negative)
+    band = "" if interval is None else f" [{_side(interval[0], '-')} to {_side(interval[1], '+')}]"
+    clipped = "" if note is None else f" ({note})"
+    return f"{statistics.improvement:+.1f} %{band}{clipped}, {said}"
+
+
+def _side(side: float | None, unbounded: str) -> str:
+    """An interval side in percent; an unbounded one (one-sided tests) as infinity of the
+    ``unbounded`` sign."""
+    return f"{unbounded}∞" if side is None else f"{100.0 * side:+.1f} %"

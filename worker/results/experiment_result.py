@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from worker.events.experiment import Engine, ExperimentDefinition, GoalType, Variant
+from worker.events.experiment import Engine, ExperimentDefinition, Goal, GoalType, Variant
 from worker.results.contract import (
     AnalysisSettings,
     FrequentistCheck,
@@ -158,6 +158,7 @@ def _analysis(
     results: list[AnalysisResult | None] = [None] * len(requests)
     frequentist: list[AnalysisResult | None] = [None] * len(requests)
     powers: list[dict[str, PowerEstimate | None]] = [{} for _ in requests]
+    conversion: list[AnalysisResult | None] = [None] * len(requests)
     if statistics and requests:
         results = list(analyze_goals(requests, correction))
         effect = definition.stats.minimum_detectable_effect
@@ -168,6 +169,7 @@ def _analysis(
             # test of the same comparisons (the confidence sequence when sequential).
             copies = [r.model_copy(update={"engine": "frequentist"}) for r in requests]
             frequentist = list(analyze_goals(copies, correction))
+        conversion = _conversion_analyses(definition, query, goals, rows, weights, correction)
     # Visitors are randomised, so the split is tested on visitors whatever the unit.
     first = next(iter(rows.values()), [])
     visitors = [row.visitors for row in first]
@@ -181,11 +183,37 @@ def _analysis(
         srm_alarm=srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
         goals={
             goal.key: _goal_block(
-                definition, query, goal.type, rows[goal.key], weights, result, check, power
+                definition, query, goal.type, rows[goal.key], weights, result, check, power, rate
             )
-            for goal, result, check, power in zip(goals, results, frequentist, powers, strict=True)
+            for goal, result, check, power, rate in zip(
+                goals, results, frequentist, powers, conversion, strict=True
+            )
         },
     )
+
+
+def _conversion_analyses(
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    goals: Sequence[Goal],
+    rows: Rows,
+    weights: list[float],
+    correction: Correction,
+) -> list[AnalysisResult | None]:
+    """Per goal, the conversion rate of a revenue or count goal (None for conversion goals).
+
+    People read a value goal's conversion-rate lift too, so it gets an interval of its
+    own. These comparisons form a family of their own: adding them to the goals' family
+    would change the corrected p-values that decisions read on the goals' metrics.
+    """
+    valued = [goal for goal in goals if goal.type is not GoalType.CONVERSION]
+    requests = [
+        _request(definition, query, GoalType.CONVERSION, rows[goal.key], weights) for goal in valued
+    ]
+    by_goal = dict(
+        zip((goal.key for goal in valued), analyze_goals(requests, correction), strict=True)
+    )
+    return [by_goal.get(goal.key) for goal in goals]
 
 
 def _units(query: ResultQuery) -> tuple[CountUnit, str]:
@@ -250,6 +278,7 @@ def _goal_block(
     result: AnalysisResult | None,
     check: AnalysisResult | None,
     power: Mapping[str, PowerEstimate | None],
+    conversion: AnalysisResult | None,
 ) -> GoalBlock:
     checks = {checked.id: checked for checked in check.variants} if check else {}
     statistics = {
@@ -259,6 +288,9 @@ def _goal_block(
             power=power.get(v.id),
         )
         for v in (result.variants if result else [])
+    }
+    conversion_statistics = {
+        v.id: VariantStatistics(**dict(v)) for v in (conversion.variants if conversion else [])
     }
     unit, converted = _units(query)
     variants = []
@@ -275,6 +307,7 @@ def _goal_block(
                 units=base,
                 conversion_rate=getattr(row, converted) / base if base else None,
                 statistics=statistics.get(row.variant_id),
+                conversion_statistics=conversion_statistics.get(row.variant_id),
             )
         )
     return GoalBlock(

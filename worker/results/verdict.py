@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from worker.results.contract import VariantStatistics
+from worker.stats.common import Interval
 
 Tone = Literal["good", "bad", "neutral"]
+
+CLIPPED_NOTE = (
+    "The interval reaches below -100 %, which a metric that cannot be negative cannot "
+    "fall by; it is shown from -100 %."
+)
+"""Said beside a relative interval shown clipped at -100 %."""
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,37 @@ def reported_p_value(statistics: VariantStatistics) -> float | None:
 def p_value_text(value: float) -> str:
     """A p-value to three decimals, or ``< 0.001``."""
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def shown_interval(
+    statistics: VariantStatistics, non_negative: bool
+) -> tuple[Interval | None, str | None]:
+    """The interval of a relative lift as people are shown it (a fraction), and its note.
+
+    The corrected interval when there is one (for the Bayesian engine it is the
+    credible interval itself); none where the engine fell back to the absolute
+    difference (a non-positive base), which has no relative reading. ``non_negative``
+    says the metric cannot be negative (see ``clipped_relative``).
+    """
+    interval = statistics.ci_adjusted or statistics.ci
+    if interval is None or statistics.lift_type != "relative":
+        return None, None
+    return clipped_relative(interval, non_negative)
+
+
+def clipped_relative(interval: Interval, non_negative: bool) -> tuple[Interval, str | None]:
+    """A relative interval as people are shown it, and the note to show beside it.
+
+    A non-negative metric (a conversion rate, events per visitor) cannot fall by more
+    than 100 %, yet an interval tested on the ratio itself (documents stored before
+    the log-ratio test, ``relative_method: ratio``) can reach below; it is shown from
+    -100 % with ``CLIPPED_NOTE``. Revenue may be negative (refunds), so its interval
+    is shown as computed.
+    """
+    low, high = interval
+    if not non_negative or all(side is None or side >= -1.0 for side in interval):
+        return interval, None
+    return (
+        None if low is None else max(low, -1.0),
+        None if high is None else max(high, -1.0),
+    ), CLIPPED_NOTE

@@ -4,6 +4,13 @@
 ``_reference``; each variation's ``breakdownData`` holds the whole interval under
 ``_reference`` and, with a breakdown, one entry per breakdown key. Rates, improvements
 and reliabilities are in percent, as Kameleoon shows them.
+
+``improvementRate``, its ``improvementInterval`` and ``reliability`` describe the goal's
+own metric, the one decisions read: the conversion rate of a conversion goal, revenue
+or goal events per visitor of a revenue or count goal. Those two add the conversion
+rate's lift as ``conversionRateImprovementRate`` with its own
+``conversionRateImprovementInterval`` and ``conversionRateReliability``. An interval
+shown clipped at -100 % comes with an ``...IntervalNote``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker.results.contract import GoalBlock, VariantRow
+from worker.events.experiment import GoalType
+from worker.results.contract import GoalBlock, VariantRow, VariantStatistics
+from worker.results.verdict import shown_interval
 
 REFERENCE = "_reference"
 
@@ -45,7 +54,7 @@ def _general(blocks: GoalBlocks, goals: list[str], variant: str) -> dict[str, An
     return {
         "visitCount": first.visits if first else 0,
         "visitorCount": first.visitors if first else 0,
-        "goalsData": {goal: _goal_data(row) for goal, row in rows.items()},
+        "goalsData": {goal: _goal_data(blocks[goal].type, row) for goal, row in rows.items()},
     }
 
 
@@ -54,15 +63,45 @@ def _row(block: GoalBlock, variant: str) -> VariantRow:
     return next(row for row in block.variants if row.variant_id == variant)
 
 
-def _goal_data(row: VariantRow) -> dict[str, Any]:
+def _goal_data(goal_type: GoalType, row: VariantRow) -> dict[str, Any]:
     statistics = row.statistics
-    reliability = statistics.reliability if statistics else None
-    return {
+    data = {
         "conversionCount": row.goal_events,
         "convertedVisitCount": row.converted_visits,
         "revenueCount": row.revenue,
         "averageCart": row.revenue / row.orders if row.orders else None,
         "conversionRate": None if row.conversion_rate is None else 100.0 * row.conversion_rate,
-        "improvementRate": statistics.improvement if statistics else None,
-        "reliability": None if reliability is None else 100.0 * reliability,
+        # Revenue can be negative (refunds); conversion rates and goal events cannot.
+        **_lift_data("", statistics, non_negative=goal_type is not GoalType.REVENUE),
     }
+    if goal_type is not GoalType.CONVERSION:
+        data |= _lift_data("conversionRate", row.conversion_statistics, non_negative=True)
+    return data
+
+
+def _lift_data(
+    prefix: str, statistics: VariantStatistics | None, non_negative: bool
+) -> dict[str, Any]:
+    """A lift, its interval (with the note when clipped) and its reliability, in
+    percent, from the statistics of one metric, so the three always describe the same
+    metric; ``prefix`` names that metric in the keys (none for the goal's own)."""
+    if statistics is None:
+        interval, note, lift, reliability = None, None, None, None
+    else:
+        interval, note = shown_interval(statistics, non_negative)
+        lift, reliability = statistics.improvement, statistics.reliability
+    data: dict[str, Any] = {
+        _key(prefix, "improvementRate"): lift,
+        _key(prefix, "improvementInterval"): None
+        if interval is None
+        else [None if side is None else 100.0 * side for side in interval],
+        _key(prefix, "reliability"): None if reliability is None else 100.0 * reliability,
+    }
+    if note is not None:
+        data[_key(prefix, "improvementIntervalNote")] = note
+    return data
+
+
+def _key(prefix: str, name: str) -> str:
+    """``name`` under a metric's prefix, in Kameleoon's camel case."""
+    return prefix + name[0].upper() + name[1:] if prefix else name

@@ -33,6 +33,7 @@ class Statistics(BaseModel):
     ``credible_interval`` of the relative lift in percent. Frequentist: ``p_value``
     (a probability) and the ``confidence_interval`` of the relative lift in percent.
     ``sequential`` says whether always-valid (sequential) inference was used.
+    ``interval_note`` is set when the interval is shown clipped at -100 %.
     """
 
     engine: Literal["bayesian", "frequentist"]
@@ -42,11 +43,19 @@ class Statistics(BaseModel):
     credible_interval: Interval | None = None
     p_value: float | None = None
     confidence_interval: Interval | None = None
+    interval_note: str | None = None
 
 
 class ResultVariant(BaseModel):
     """One variant of a result; ``improvement`` only on treatments when the control
-    converted (it is relative to the control's conversion rate)."""
+    converted (it is relative to the control's conversion rate).
+
+    ``statistics`` always describe the metric of ``improvement``, the conversion rate.
+    A revenue goal adds ``revenue_per_visitor_statistics`` for
+    ``revenue_per_visitor_improvement``, a count goal ``events_per_visitor_improvement``
+    with ``events_per_visitor_statistics``: the goal's own metric, the one decisions
+    read.
+    """
 
     variant_id: str
     name: str
@@ -60,6 +69,15 @@ class ResultVariant(BaseModel):
     aov: float = Field(description="Average order value.")
     revenue_per_visitor_improvement: float | None = Field(
         None, description="Relative RPV lift in percent."
+    )
+    revenue_per_visitor_statistics: Statistics | None = Field(
+        None, description="Revenue goals: the statistics of the RPV lift."
+    )
+    events_per_visitor_improvement: float | None = Field(
+        None, description="Count goals: relative lift of goal events per visitor, percent."
+    )
+    events_per_visitor_statistics: Statistics | None = Field(
+        None, description="Count goals: the statistics of the events-per-visitor lift."
     )
     traffic_weight: float = Field(description="Configured share of traffic, percent.")
     variant_status: Literal["active", "paused"]

@@ -40,7 +40,8 @@ from worker.events.experiment import (
     Variant,
 )
 from worker.results.contract import ResultDocument, VariantRow, VariantStatistics
-from worker.results.verdict import reported_p_value
+from worker.results.verdict import reported_p_value, shown_interval
+from worker.stats.common import Interval
 
 StatusLabel = Literal["draft", "live", "inactive"]
 StatusCode = Literal[9, 1, 0]
@@ -184,7 +185,7 @@ def result_response(
         "total_conversions": _conversions(rows),
         "has_revenue": goal.type is GoalType.REVENUE,
         "srm_p_value": document.srm_p_value,
-        "variants": variant_rows(definition, rows),
+        "variants": variant_rows(definition, rows, goal.type),
     }
     if goal.type is GoalType.REVENUE:
         revenue = sum(row.revenue for row in rows)
@@ -200,7 +201,7 @@ def result_response(
     if document.breakdown:
         fields["breakdown_by"] = _mida_breakdown_name(document.breakdown)
         fields["breakdowns"] = [
-            breakdown(definition, label, segment.goals[goal_key].variants)
+            breakdown(definition, label, segment.goals[goal_key].variants, goal.type)
             for label, segment in document.segments.items()
             if goal_key in segment.goals
         ]
@@ -212,11 +213,12 @@ def metric_row(
 ) -> MetricRow:
     """One goal of ``/metrics``."""
     rows = document.goals[goal_key].variants
+    goal = goal_of(definition, goal_key)
     return MetricRow(
-        goal=goal_info(goal_of(definition, goal_key)),
+        goal=goal_info(goal),
         total_visitors=_visitors(rows),
         total_conversions=_conversions(rows),
-        variants=variant_rows(definition, rows),
+        variants=variant_rows(definition, rows, goal.type),
     )
 
 
@@ -241,9 +243,14 @@ def timeseries_row(day: date, document: ResultDocument, goal_key: str) -> Timese
 
 
 def variant_rows(
-    definition: ExperimentDefinition, rows: Sequence[VariantRow]
+    definition: ExperimentDefinition, rows: Sequence[VariantRow], goal_type: GoalType
 ) -> list[ResultVariant]:
-    """Mida's variant objects; the first row is the reference (the control)."""
+    """Mida's variant objects; the first row is the reference (the control).
+
+    Each lift comes with the statistics of its own metric: ``improvement`` (the
+    conversion rate) with ``statistics``, and a revenue or count goal's value per
+    visitor with its ``*_per_visitor_statistics``.
+    """
     control = rows[0]
     weights = _weights_percent(definition)
     out = []
@@ -263,16 +270,18 @@ def variant_rows(
             "traffic_weight": weights.get(row.variant_id, 0.0),
             "variant_status": _variant_status(weights.get(row.variant_id, 0.0)),
             "is_control": row.is_control,
-            "statistics": None if is_control else _statistics(definition, row.statistics),
+            "statistics": None,
         }
         if not is_control:
-            fields |= _lifts(control, row)
+            fields |= _lifts(control, row, goal_type) | _statistics_fields(
+                definition, row, goal_type
+            )
         out.append(ResultVariant(**fields))
     return out
 
 
 def breakdown(
-    definition: ExperimentDefinition, label: str, rows: Sequence[VariantRow]
+    definition: ExperimentDefinition, label: str, rows: Sequence[VariantRow], goal_type: GoalType
 ) -> Breakdown:
     """One segment of a breakdown: variant rows with lifts against the segment's control."""
     visitors, conversions = _visitors(rows), _conversions(rows)
@@ -281,7 +290,7 @@ def breakdown(
         total_visitors=visitors,
         total_conversions=conversions,
         conversion_rate=_percent(conversions, visitors),
-        variants=variant_rows(definition, rows),
+        variants=variant_rows(definition, rows, goal_type),
     )
 
 
@@ -293,23 +302,55 @@ def _conversions(rows: Sequence[VariantRow]) -> int:
     return sum(row.conversions for row in rows)
 
 
-def _lifts(control: VariantRow, row: VariantRow) -> dict[str, float]:
-    """``improvement`` and the RPV improvement, each only when the control has a base."""
+def _lifts(control: VariantRow, row: VariantRow, goal_type: GoalType) -> dict[str, float]:
+    """``improvement``, the RPV improvement and, for a count goal, the events-per-visitor
+    improvement, each only when the control has a base."""
     lifts = {
         "improvement": _lift(_rate(row), _rate(control)),
         "revenue_per_visitor_improvement": _lift(_rpv(row), _rpv(control)),
     }
+    if goal_type is GoalType.COUNT:
+        lifts["events_per_visitor_improvement"] = _lift(_epv(row), _epv(control))
     return {name: value for name, value in lifts.items() if value is not None}
 
 
+def _statistics_fields(
+    definition: ExperimentDefinition, row: VariantRow, goal_type: GoalType
+) -> dict[str, Statistics | None]:
+    """A treatment's statistics, each under the field of the lift it describes.
+
+    The row's ``statistics`` are on the goal's metric: for a conversion goal that is
+    ``improvement``'s conversion rate; a revenue or count goal's conversion rate has
+    its own ``conversion_statistics``, and its value per visitor goes beside the
+    value's lift.
+    """
+    if goal_type is GoalType.CONVERSION:
+        return {"statistics": _statistics(definition, row.statistics, non_negative=True)}
+    value = "revenue_per_visitor" if goal_type is GoalType.REVENUE else "events_per_visitor"
+    return {
+        "statistics": _statistics(definition, row.conversion_statistics, non_negative=True),
+        # Revenue can be negative (refunds); goal events cannot.
+        f"{value}_statistics": _statistics(
+            definition, row.statistics, non_negative=goal_type is GoalType.COUNT
+        ),
+    }
+
+
 def _statistics(
-    definition: ExperimentDefinition, raw: VariantStatistics | None
+    definition: ExperimentDefinition, raw: VariantStatistics | None, non_negative: bool
 ) -> Statistics | None:
-    """The engine's numbers in Mida's units (percent for lifts and chances)."""
+    """The engine's numbers in Mida's units (percent for lifts and chances);
+    ``non_negative`` says the metric cannot be negative, so its interval is clipped."""
     if raw is None:
         return None
     engine = _engine(definition)
     fields: dict[str, Any] = {"engine": engine, "sequential": definition.stats.sequential}
+    interval, note = shown_interval(raw, non_negative)
+    fields["credible_interval" if engine == "bayesian" else "confidence_interval"] = (
+        None if interval is None else _percent_interval(interval)
+    )
+    if note is not None:
+        fields["interval_note"] = note
     if engine == "bayesian":
         chance = raw.chance_to_win
         risk = raw.risk
@@ -317,27 +358,16 @@ def _statistics(
             "chance_to_beat_control": None if chance is None else _round(100.0 * chance),
             # risk = (loss if the control is kept, loss if this variant is chosen)
             "expected_loss": None if not risk else _round(100.0 * risk[1]),
-            "credible_interval": _interval_percent(raw.ci, raw),
         }
     else:
-        fields |= {
-            "p_value": reported_p_value(raw),
-            "confidence_interval": _interval_percent(raw.ci_adjusted or raw.ci, raw),
-        }
+        fields["p_value"] = reported_p_value(raw)
     return Statistics(**fields)
 
 
-def _interval_percent(
-    raw: Sequence[float | None] | None, statistics: VariantStatistics
-) -> tuple[float | None, float | None] | None:
-    """A relative lift's interval in percent; none where the engine fell back to the
-    absolute difference (a non-positive base), which has no percent reading."""
-    if not raw or statistics.lift_type != "relative":
-        return None
-    low, high = raw[0], raw[1]
+def _percent_interval(interval: Interval) -> Interval:
     return (
-        None if low is None else _round(100.0 * low),
-        None if high is None else _round(100.0 * high),
+        None if interval[0] is None else _round(100.0 * interval[0]),
+        None if interval[1] is None else _round(100.0 * interval[1]),
     )
 
 
@@ -368,6 +398,10 @@ def _rate(row: VariantRow) -> float | None:
 
 def _rpv(row: VariantRow) -> float | None:
     return _ratio(row.revenue, row.visitors) if row.visitors else None
+
+
+def _epv(row: VariantRow) -> float | None:
+    return _ratio(row.goal_events, row.visitors) if row.visitors else None
 
 
 def _lift(value: float | None, base: float | None) -> float | None:

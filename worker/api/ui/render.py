@@ -6,16 +6,16 @@ API always agree. Every user-controlled text (names, ids, form values) is escape
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from html import escape
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
 from worker.api.mida.params import BREAKDOWNS, ResultParams
-from worker.api.mida.shapes import variant_rows
+from worker.api.mida.shapes import goal_of, variant_rows
 from worker.api.ui.charts import Band, Line, line_chart
-from worker.events.experiment import ExperimentDefinition
+from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import ResultDocument
 from worker.results.verdict import Verdict, p_value_text, verdict
 
@@ -111,6 +111,7 @@ def experiment_page(page: ExperimentPage) -> str:
     threshold = result.confidence_threshold_percent
     srm = result.srm_p_value
     srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
+    goal_type = GoalType(result.goal.goal_type)
     body = [
         f"<h1>{escape(result.test_name)}</h1>",
         f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
@@ -119,12 +120,12 @@ def experiment_page(page: ExperimentPage) -> str:
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
         "<h2>Variants</h2>",
-        variant_table(result.variants, threshold, result.has_revenue),
+        variant_table(result.variants, threshold, goal_type),
     ]
     for segment in result.breakdowns or []:
         body += [
             f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
-            variant_table(segment.variants, threshold, result.has_revenue),
+            variant_table(segment.variants, threshold, goal_type),
         ]
     labels = [day.isoformat() for day in page.days]
     goal = result.goal.goal_key
@@ -133,7 +134,7 @@ def experiment_page(page: ExperimentPage) -> str:
         line_chart("Conversion rate per variant", labels, rate_lines(page.daily, goal)),
         "<h2>Lift against the control</h2>",
         line_chart(
-            "Relative lift with its interval",
+            "Relative lift of the conversion rate with its interval",
             labels,
             lift_lines(definition, page.cumulative, goal),
             zero_line=True,
@@ -175,34 +176,62 @@ def filter_form(
     )
 
 
-def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: bool) -> str:
-    """Per-variant numbers, the engine's statistics and a plain-language verdict."""
+@dataclass(frozen=True)
+class Lift:
+    """A metric whose lift the table shows: its title, and where a Mida variant keeps
+    the lift and the statistics of that same metric."""
+
+    title: str
+    improvement: Callable[[ResultVariant], float | None]
+    statistics: Callable[[ResultVariant], Statistics | None]
+
+
+CONVERSION_RATE = Lift("Conversion rate", lambda v: v.improvement, lambda v: v.statistics)
+VALUE_LIFTS = {
+    GoalType.REVENUE: Lift(
+        "Revenue per visitor",
+        lambda v: v.revenue_per_visitor_improvement,
+        lambda v: v.revenue_per_visitor_statistics,
+    ),
+    GoalType.COUNT: Lift(
+        "Events per visitor",
+        lambda v: v.events_per_visitor_improvement,
+        lambda v: v.events_per_visitor_statistics,
+    ),
+}
+"""The second lift of a revenue or count goal: its value per visitor, the metric
+decisions read; a conversion goal shows the conversion rate only."""
+
+
+def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: GoalType) -> str:
+    """Per-variant numbers and, per metric, its lift with its own interval and verdict:
+    the conversion rate, then a revenue or count goal's value per visitor."""
+    lifts = [CONVERSION_RATE, *([VALUE_LIFTS[goal]] if goal in VALUE_LIFTS else [])]
+    revenue = goal is GoalType.REVENUE
     head = "".join(
-        f"<th>{name}</th>"
+        f"<th>{escape(name)}</th>"
         for name in (
             "Variant",
             "Visitors",
             "Conversions",
             "Conversion rate",
             *(("Revenue",) if revenue else ()),
-            "Improvement",
-            "Interval of the lift",
-            "Verdict",
+            *(
+                f"{lift.title} {column}"
+                for lift in lifts
+                for column in ("improvement", "interval", "verdict")
+            ),
         )
     )
     rows = []
     for v in variants:
-        interval = _interval(v.statistics)
-        said = _verdict(v, threshold)
         cells = [
             f"<td>{escape(v.name)}{' (control)' if v.is_control else ''}</td>",
             f'<td class="visitors">{v.visitors:,}</td>',
             f'<td class="conversions">{v.conversions:,}</td>',
             f'<td class="rate">{v.conversion_rate:.2f} %</td>',
             *((f'<td class="revenue">{v.revenue:,.2f}</td>',) if revenue else ()),
-            f"<td>{'—' if v.improvement is None else f'{v.improvement:+.2f} %'}</td>",
-            f"<td>{'—' if interval is None else _band_text(interval)}</td>",
-            f'<td class="{said.tone}">{escape(said.text)}</td>',
+            *(cell for lift in lifts for cell in _lift_cells(v, lift, threshold)),
         ]
         rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
     return (
@@ -211,15 +240,32 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, revenue: 
     )
 
 
-def _verdict(variant: ResultVariant, threshold: float) -> Verdict:
-    """The verdict on a variant of Mida's shape (its statistics already in percent, its
-    p-value already the adjusted one when a correction is configured)."""
-    stats = variant.statistics
+def _lift_cells(variant: ResultVariant, lift: Lift, threshold: float) -> list[str]:
+    """One metric's lift, its interval (with the clipping note) and its verdict."""
+    improvement, stats = lift.improvement(variant), lift.statistics(variant)
+    interval = _interval(stats)
+    note = None if stats is None else stats.interval_note
+    said = _verdict(variant.is_control, improvement, stats, threshold)
+    band = "—" if interval is None else _band_text(interval)
+    return [
+        f"<td>{'—' if improvement is None else f'{improvement:+.2f} %'}</td>",
+        f"<td>{band}"
+        + ("" if note is None else f' <span class="note">({escape(note)})</span>')
+        + "</td>",
+        f'<td class="{said.tone}">{escape(said.text)}</td>',
+    ]
+
+
+def _verdict(
+    reference: bool, improvement: float | None, stats: Statistics | None, threshold: float
+) -> Verdict:
+    """The verdict on one metric of a variant of Mida's shape (its statistics already in
+    percent, its p-value already the adjusted one when a correction is configured)."""
     return verdict(
-        reference=variant.is_control,
+        reference=reference,
         chance_to_beat_percent=None if stats is None else stats.chance_to_beat_control,
         p_value=None if stats is None else stats.p_value,
-        improvement=variant.improvement,
+        improvement=improvement,
         threshold_percent=threshold,
     )
 
@@ -246,7 +292,11 @@ def lift_lines(
     definition: ExperimentDefinition, cumulative: Sequence[ResultDocument], goal: str
 ) -> list[Line]:
     """Per treatment: its lift over the control (percent) and the engine's interval."""
-    days = [variant_rows(definition, document.goals[goal].variants) for document in cumulative]
+    goal_type = goal_of(definition, goal).type
+    days = [
+        variant_rows(definition, document.goals[goal].variants, goal_type)
+        for document in cumulative
+    ]
     if not days:
         return []
     # The control line is the zero rule; it keeps its place so colours match the rates.

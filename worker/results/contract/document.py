@@ -120,6 +120,15 @@ class VariantRow(BaseModel):
     statistics: VariantStatistics | None = Field(
         description="Null for the reference, and in segments analysed without statistics."
     )
+    conversion_statistics: VariantStatistics | None = Field(
+        default=None,
+        exclude_if=lambda statistics: statistics is None,
+        description=(
+            "Revenue and count goals: the conversion rate (converted units / units) "
+            "compared with the reference, beside `statistics` on the goal's value per "
+            "unit; left out for conversion goals, the reference and unanalysed segments."
+        ),
+    )
 
 
 class GoalBlock(BaseModel):
