@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
@@ -78,7 +78,10 @@ class Plan:
 
 
 def epoch_ms(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(milliseconds=1)
+    """Whole milliseconds since the epoch (floored), exactly, from the timedelta's parts
+    (dividing by a timedelta cost about three times as much, per event)."""
+    since = moment - EPOCH
+    return since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
 
 
 def segment_cell(assignment: Assignment) -> str:
@@ -144,21 +147,25 @@ def _misrouted(message: SourceMessage, visitor_id: str, partitions: int) -> Plan
 EventT = TypeVar("EventT", Assignment, Conversion)
 
 
-def _parse(
-    message: SourceMessage, model: type[EventT], partitions: int, max_future_skew_ms: int
-) -> EventT | Plan:
+def _parse(message: SourceMessage, model: type[EventT], partitions: int) -> EventT | Plan:
     """The validated event, or the plan that disposes of the message instead."""
     try:
         event = model.model_validate_json(message.value or b"")
     except ValidationError as error:
         return _invalid(message, error)
     forward = _misrouted(message, event.visitor_id, partitions)
-    if forward is not None:
-        return forward
+    return event if forward is None else forward
+
+
+def _event_ms(
+    message: SourceMessage, event: Assignment | Conversion, max_future_skew_ms: int
+) -> int | Plan:
+    """The event's time in ms, or the plan that dead-letters an event from the future."""
+    event_ms = epoch_ms(event.timestamp)
     if message.timestamp_ms is not None and message.timestamp_ms >= 0:
         # A producer bug (a clock in the wrong zone, milliseconds taken for seconds):
         # counted, it would sit in an hour that has not come yet.
-        ahead_ms = epoch_ms(event.timestamp) - message.timestamp_ms
+        ahead_ms = event_ms - message.timestamp_ms
         if ahead_ms > max_future_skew_ms:
             return _dead(
                 message,
@@ -166,7 +173,7 @@ def _parse(
                 f"timestamp {event.timestamp.isoformat()} is {ahead_ms / 1000:.0f} s after "
                 f"the record was published (at most {max_future_skew_ms // 1000} s allowed)",
             )
-    return event
+    return event_ms
 
 
 def plan_assignment(
@@ -176,9 +183,12 @@ def plan_assignment(
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
 ) -> Plan:
     """The command for a message of the assignments topic."""
-    event = _parse(message, Assignment, partitions, max_future_skew_ms)
+    event = _parse(message, Assignment, partitions)
     if isinstance(event, Plan):
         return event
+    event_ms = _event_ms(message, event, max_future_skew_ms)
+    if isinstance(event_ms, Plan):
+        return event_ms
     experiment = catalog.get(event.experiment_id)
     if experiment is None:
         return _dead(
@@ -208,12 +218,12 @@ def plan_assignment(
         "k": "a",
         "t": message.topic,
         "o": message.offset,
-        "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
+        "p": message.published_ms(fallback=event_ms),
         "id": event.event_id,
         "u": event.visitor_id,
         "x": event.experiment_id,
         "v": event.variant_id,
-        "ts": epoch_ms(event.timestamp),
+        "ts": event_ms,
         "c": segment_cell(event),
     }
     if event.visit_id is not None:
@@ -230,9 +240,12 @@ def plan_conversion(
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
 ) -> Plan:
     """The command for a message of the conversions topic."""
-    event = _parse(message, Conversion, partitions, max_future_skew_ms)
+    event = _parse(message, Conversion, partitions)
     if isinstance(event, Plan):
         return event
+    event_ms = _event_ms(message, event, max_future_skew_ms)
+    if isinstance(event_ms, Plan):
+        return event_ms
     if event.experiment_id is not None:
         experiment = catalog.get(event.experiment_id)
         if experiment is None:
@@ -257,11 +270,11 @@ def plan_conversion(
         "k": "c",
         "t": message.topic,
         "o": message.offset,
-        "p": message.published_ms(fallback=epoch_ms(event.timestamp)),
+        "p": message.published_ms(fallback=event_ms),
         "id": event.event_id,
         "u": event.visitor_id,
         "g": event.goal,
-        "ts": epoch_ms(event.timestamp),
+        "ts": event_ms,
         "held": orjson.dumps(held).decode(),
     }
     if event.experiment_id is not None:
