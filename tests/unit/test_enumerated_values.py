@@ -150,6 +150,10 @@ def test_raw_is_set_by_validation_only() -> None:
     with pytest.raises(ValidationError) as error:
         context_of(browser="chrome", raw={"browser": "forged"})
     assert [item["loc"] for item in error.value.errors()] == [("context", "raw")]
+    # Also beside an unknown value, whose own raw text would otherwise replace it.
+    with pytest.raises(ValidationError) as error:
+        context_of(browser="Netscape", raw={"browser": "forged"})
+    assert [item["loc"] for item in error.value.errors()] == [("context", "raw")]
 
 
 def test_the_schema_accepts_any_text_and_lists_the_known_values() -> None:
