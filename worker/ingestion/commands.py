@@ -9,14 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
 from worker.events.assignment import UNKNOWN_COUNTRY, Assignment
 from worker.events.conversion import Conversion
-from worker.events.dead_letter import Reason, b64, dead_letter_entry, source_message
+from worker.events.dead_letter import (
+    DeadLetterEntry,
+    Reason,
+    b64,
+    dead_letter_entry,
+    source_message,
+)
 from worker.events.experiment import ExperimentDefinition
 from worker.events.segment_cell import SegmentCell
 from worker.ingestion.partitioning import partition_for
@@ -105,14 +111,20 @@ def _dead(message: SourceMessage, reason: Reason, detail: str, miss: str | None 
             message.topic, message.partition, message.offset, message.key, message.value
         ),
     )
-    command: OutboxCommand = {
-        "k": "d",
+    return Plan(_outbox_command("d", message, entry), missed_experiment=miss)
+
+
+def _outbox_command(
+    kind: Literal["d", "f"], message: SourceMessage, entry: DeadLetterEntry | ForwardEntry
+) -> OutboxCommand:
+    """The command that only queues `entry` in the outbox, at the message's position."""
+    return {
+        "k": kind,
         "t": message.topic,
         "o": message.offset,
         "p": message.published_ms(),
         "out": orjson.dumps(entry).decode(),
     }
-    return Plan(command, missed_experiment=miss)
 
 
 def _schema_detail(error: ValidationError) -> str:
@@ -134,14 +146,7 @@ def _misrouted(message: SourceMessage, visitor_id: str, partitions: int) -> Plan
         "key": b64(visitor_id.encode()),
         "value": b64(message.value),
     }
-    command: OutboxCommand = {
-        "k": "f",
-        "t": message.topic,
-        "o": message.offset,
-        "p": message.published_ms(),
-        "out": orjson.dumps(entry).decode(),
-    }
-    return Plan(command)
+    return Plan(_outbox_command("f", message, entry))
 
 
 EventT = TypeVar("EventT", Assignment, Conversion)
