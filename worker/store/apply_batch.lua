@@ -269,13 +269,23 @@ local function position(list, item)
   return nil
 end
 
+-- The visitor's entries in kx order: {experiment, entry text}; position n is xn.
+local function entries_of(visitor_key)
+  local entries = {}
+  for xn, experiment in ipairs(entered_experiments(visitor_key)) do
+    entries[xn] = {experiment, redis.call('HGET', visitor_key, 'e' .. xn)}
+  end
+  return entries
+end
+
 -- Whether the visitor has an entry that keeps a conversion with this hold deadline:
 -- one applied before the hold clock passed the deadline, into the experiment the
 -- conversion names (any, when it names none).
-local function has_entry_within(visitor_key, experiment, deadline)
-  for xn, entered in ipairs(entered_experiments(visitor_key)) do
-    if experiment == nil or experiment == entered then
-      local _, _, _, _, entry_clock = parse_entry(redis.call('HGET', visitor_key, 'e' .. xn))
+-- entries: entries_of(visitor_key), read once by the caller, which counts with it too.
+local function has_entry_within(entries, experiment, deadline)
+  for _, entry in ipairs(entries) do
+    if experiment == nil or experiment == entry[1] then
+      local _, _, _, _, entry_clock = parse_entry(entry[2])
       if entry_clock <= deadline then return true end
     end
   end
@@ -386,7 +396,8 @@ local function apply_conversion(c)
   local visitor_key = base .. ':v:' .. c.u
   local deadline = c.p + hold_ms
   local record = {t = c.ts, i = c.id, v = c.val, c = c.cur, x = c.x, s = c.s, a = c.at}
-  if not has_entry_within(visitor_key, c.x, deadline) then
+  local entries = entries_of(visitor_key)
+  if not has_entry_within(entries, c.x, deadline) then
     if clock > deadline then
       -- The assignments partition was read past the deadline before this conversion.
       dead_letter_unassigned(c.held)
@@ -410,10 +421,9 @@ local function apply_conversion(c)
     gn = #goals + 1
     goals[gn] = {c.g, 0}
   end
-  for xn, experiment in ipairs(entered_experiments(visitor_key)) do
-    local entry_text = redis.call('HGET', visitor_key, 'e' .. xn)
-    if counts_for(experiment, entry_text, record) then
-      count_conversion(visitor_key, xn, experiment, entry_text, gn, c.g, record)
+  for xn, entry in ipairs(entries) do
+    if counts_for(entry[1], entry[2], record) then
+      count_conversion(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
     end
   end
   append_goal_event(visitor_key, goals, gn, record)
@@ -444,7 +454,7 @@ local function expire_holds()
           end
         end
       end
-      if not has_entry_within(visitor_key, target and target.x, deadline) then
+      if not has_entry_within(entries_of(visitor_key), target and target.x, deadline) then
         dead_letter_unassigned(held)
         if target_field then redis.call('HDEL', visitor_key, target_field) end
       elseif target then
@@ -461,17 +471,18 @@ end
 -- Moves the hold clock to a record of the assignments topic published at `published`,
 -- first dead-lettering what it passes: before the record is applied, so an assignment
 -- published after a conversion's deadline never keeps it.
+local function earliest_deadline()
+  local first = redis.call('ZRANGE', hold_key, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2]) or math.huge
+end
+
 local function advance_clock(published)
   if published <= clock then return end
   clock = published
-  if next_deadline == false then
-    local first = redis.call('ZRANGE', hold_key, 0, 0, 'WITHSCORES')
-    next_deadline = first[2] and tonumber(first[2]) or math.huge
-  end
+  if next_deadline == false then next_deadline = earliest_deadline() end
   if clock > next_deadline then
     expire_holds()
-    local first = redis.call('ZRANGE', hold_key, 0, 0, 'WITHSCORES')
-    next_deadline = first[2] and tonumber(first[2]) or math.huge
+    next_deadline = earliest_deadline()
   end
 end
 
