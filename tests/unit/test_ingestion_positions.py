@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from worker.ingestion.commands import SourceMessage
-from worker.ingestion.positions import ReadPositions, Rewind, roll_back, set_aside
+from worker.ingestion.positions import ReadPositions, Rewind, resume_at, roll_back, set_aside
 
 A, C = "assignments", "conversions"
 
@@ -77,3 +79,15 @@ def test_forgotten_partitions_expect_nothing() -> None:
     positions.forget([(A, 0)])
     assert positions.span(batch((A, 0, 5))).expected(0) == {}
     assert positions.known_applied() == {}
+
+
+def test_an_assigned_partition_resumes_after_what_redis_applied(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert resume_at(A, 0, None, 50) is None  # Redis has nothing: the committed offset stands
+    assert resume_at(A, 0, 49, 50) == 50
+    assert not caplog.records
+    assert resume_at(A, 0, 9, 50) == 10  # committed ahead of Redis: a roll-back of 40
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "holds offset 9 but offset 49 was committed; reading the 40 lost" in record.getMessage()

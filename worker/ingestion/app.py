@@ -25,7 +25,7 @@ from faust.types import TP
 from worker.config import Settings
 from worker.ingestion.commands import SourceMessage
 from worker.ingestion.pipeline import read_applied_offsets_when_up
-from worker.ingestion.positions import ROLLBACK_CHECK_SECONDS, Rewind
+from worker.ingestion.positions import ROLLBACK_CHECK_SECONDS, Rewind, resume_at
 from worker.ingestion.runtime import (
     PROGRESS_INTERVAL_SECONDS,
     Runtime,
@@ -74,23 +74,11 @@ def redis_positioned(settings: Settings, positions: AssignedPositions) -> type[F
             partitions = sorted((tp.topic, tp.partition) for tp in self.assignment())
             applied = await read_applied_offsets_when_up(settings, partitions)
             for topic, partition in partitions:
-                offset = applied.get((topic, partition))
-                if offset is None:
-                    continue
                 tp = TP(topic, partition)
-                before = committed.get(tp)
-                if before is not None and before > offset + 1:
-                    log.warning(
-                        "Redis rolled back: %s[%d] holds offset %d but offset %d was "
-                        "committed; reading the %d lost offsets again",
-                        topic,
-                        partition,
-                        offset,
-                        before - 1,
-                        before - 1 - offset,
-                    )
-                await self._seek(tp, offset + 1)
-                committed[tp] = offset + 1
+                start = resume_at(topic, partition, applied.get(tp), committed.get(tp))
+                if start is not None:
+                    await self._seek(tp, start)
+                    committed[tp] = start
             positions.assigned({key: applied.get(key) for key in partitions})
             return committed
 

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from worker.config import Settings
 from worker.ingestion.commands import SourceMessage
 from worker.ingestion.pipeline import PreparedBatch
-from worker.ingestion.positions import ROLLBACK_CHECK_SECONDS, Rewind
+from worker.ingestion.positions import ROLLBACK_CHECK_SECONDS, Rewind, resume_at
 from worker.ingestion.runtime import (
     PROGRESS_INTERVAL_SECONDS,
     Runtime,
@@ -289,19 +289,10 @@ class ConsumerLoop:
             offset = applied.get(tp)
             pipeline.positions.sought(tp.topic, tp.partition, offset)
             if offset is None:
-                continue
-            committed = await consumer.committed(tp)
-            if committed is not None and committed > offset + 1:
-                log.warning(
-                    "Redis rolled back: %s[%d] holds offset %d but offset %d was committed; "
-                    "reading the %d lost offsets again",
-                    tp.topic,
-                    tp.partition,
-                    offset,
-                    committed - 1,
-                    committed - 1 - offset,
-                )
-            consumer.seek(tp, offset + 1)
+                continue  # Kafka's committed position stands
+            start = resume_at(tp.topic, tp.partition, offset, await consumer.committed(tp))
+            if start is not None:
+                consumer.seek(tp, start)
         log.info("partitions assigned: %s", _describe(partitions))
 
 

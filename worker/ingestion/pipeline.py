@@ -27,7 +27,14 @@ from worker.events.experiment import ExperimentDefinition
 from worker.ingestion import metrics, outage
 from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
 from worker.ingestion.outage import TRANSIENT
-from worker.ingestion.positions import BatchSpan, ReadPositions, Rewind, roll_back, set_aside
+from worker.ingestion.positions import (
+    BatchSpan,
+    ReadPositions,
+    Rewind,
+    roll_back,
+    set_aside,
+    warn_lost,
+)
 from worker.ingestion.registry import ExperimentRegistry
 from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
@@ -148,15 +155,7 @@ class Pipeline:
             offset = stored.get((topic, partition))
             if offset is not None and offset < applied:
                 rewinds.append(Rewind(topic, partition, offset + 1, offset, applied - offset))
-                log.warning(
-                    "Redis rolled back: %s[%d] holds offset %d, %d behind what was applied; "
-                    "reading again from offset %d",
-                    topic,
-                    partition,
-                    offset,
-                    applied - offset,
-                    offset + 1,
-                )
+        warn_lost(rewinds)
         return rewinds
 
     @staticmethod
@@ -240,17 +239,7 @@ class Pipeline:
                 }
             )
         self.positions.applied(batch.span, {rewind.partition for rewind in rewinds})
-        for rewind in rewinds:
-            if rewind.lost:
-                log.warning(
-                    "Redis rolled back: %s[%d] holds offset %d, %d behind what was applied; "
-                    "reading again from offset %d",
-                    rewind.topic,
-                    rewind.partition,
-                    rewind.offset - 1,
-                    rewind.lost,
-                    rewind.offset,
-                )
+        warn_lost(rewinds)
         self.totals.update(batch_totals)
         metrics.observe_batch(by_partition, outcomes, metrics.attempt_seconds())
         notable = {

@@ -10,10 +10,13 @@ so the lost range is read again instead of being skipped for good.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from worker.ingestion.commands import SourceMessage
+
+log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 
@@ -136,3 +139,37 @@ def roll_back(span: BatchSpan, partition: int, stored: Mapping[str, int]) -> lis
             rewind = Rewind(rewind.topic, partition, applied + 1, applied, lost)
         rewinds.append(rewind)
     return rewinds
+
+
+def resume_at(topic: str, partition: int, applied: int | None, committed: int | None) -> int | None:
+    """Where an assigned partition is read from: after what Redis applied, or None to
+    keep Kafka's committed position (only where Redis has no offset). A committed offset
+    ahead of Redis's is a roll-back, and is logged with its size."""
+    if applied is None:
+        return None
+    if committed is not None and committed > applied + 1:
+        log.warning(
+            "Redis rolled back: %s[%d] holds offset %d but offset %d was committed; "
+            "reading the %d lost offsets again",
+            topic,
+            partition,
+            applied,
+            committed - 1,
+            committed - 1 - applied,
+        )
+    return applied + 1
+
+
+def warn_lost(rewinds: Iterable[Rewind]) -> None:
+    """Log each roll-back found while running, with what is read again."""
+    for rewind in rewinds:
+        if rewind.lost:
+            log.warning(
+                "Redis rolled back: %s[%d] holds offset %d, %d behind what was applied; "
+                "reading again from offset %d",
+                rewind.topic,
+                rewind.partition,
+                rewind.offset - 1,
+                rewind.lost,
+                rewind.offset,
+            )
