@@ -33,9 +33,12 @@ local assignments_topic = ARGV[8]
 
 local offsets_key = KEYS[1]
 
+-- What this call applies past, per topic: read once (here or when first needed).
+local applied_offsets = {}
 local behind = nil
 for topic, offset in pairs(expected) do
   local stored = redis.call('HGET', offsets_key, topic)
+  applied_offsets[topic] = tonumber(stored or '-1')
   if stored and tonumber(stored) < offset then
     behind = behind or {}
     behind[topic] = tonumber(stored)
@@ -65,7 +68,6 @@ local function split(text, sep)
   return parts
 end
 
-local applied_offsets = {}
 local function applied_offset(topic)
   local offset = applied_offsets[topic]
   if offset == nil then
