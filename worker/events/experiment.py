@@ -64,6 +64,20 @@ class Goal(BaseModel):
     name: ShortText
     type: GoalType = GoalType.CONVERSION
     primary: bool = False
+    cap: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description=(
+            "Revenue and count goals: each visitor's value counts as at most this much "
+            "(capping, applied as events are counted). Fixed once the experiment is live."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cap_needs_a_value(self) -> Goal:
+        # A conversion goal counts 0 or 1 per visitor: a cap would mean nothing.
+        if self.cap is not None and self.type is GoalType.CONVERSION:
+            raise ValueError(f"goal {self.key!r}: cap applies to revenue and count goals only")
+        return self
 
 
 class Prior(BaseModel):
@@ -95,6 +109,13 @@ class StatsSettings(BaseModel):
     prior: Prior | None = Field(default=None, description="Bayesian engine only; flat if unset.")
     minimum_detectable_effect: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         default=0.05, description="Relative lift the power numbers plan for (0.05 is +5 %)."
+    )
+    cuped_days: Annotated[int, Field(ge=0, le=90)] = Field(
+        default=14,
+        description=(
+            "CUPED: a visitor's value of the same goal in this many days before entry is "
+            "the covariate (0 turns variance reduction off). Fixed once the experiment is live."
+        ),
     )
 
     @model_validator(mode="after")
