@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from worker.errors import InvalidInput, NotFound, ServiceUnavailable, Unreadable
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
+from worker.results.capping import DEFAULT_LOOKBACK_DAYS, needs_resolving, resolve_percentile_caps
 from worker.results.decisions import reset_srm
 from worker.results.snapshot_job import load_decision_state, record_decisions
 from worker.store.connection import connect
@@ -35,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     apply.add_argument("file", type=Path, help="JSON file: one definition or a list of them")
     apply.add_argument("--project", help="project key, for shapes that do not carry one")
     apply.add_argument("--dry-run", action="store_true", help="validate and print, publish nothing")
+    apply.add_argument(
+        "--cap-lookback-days",
+        type=int,
+        default=DEFAULT_LOOKBACK_DAYS,
+        metavar="DAYS",
+        help="a live goal's cap_percentile is taken over the per-visitor values of this many "
+        f"days before now (default {DEFAULT_LOOKBACK_DAYS})",
+    )
     apply.set_defaults(handler=handle_apply)
     listing = actions.add_parser("list", help="the definitions the worker has read")
     listing.set_defaults(handler=handle_list)
@@ -92,10 +102,16 @@ async def publish(settings: Settings, records: list[tuple[str, bytes | None]]) -
 
 def handle_apply(args: argparse.Namespace) -> int:
     definitions = read_definitions(args.file, args.project)
+    if args.cap_lookback_days < 1:
+        raise InvalidInput("--cap-lookback-days must be at least 1.")
+    settings = Settings.from_env()
+    if any(needs_resolving(definition) for definition in definitions):
+        definitions = asyncio.run(
+            fix_percentile_caps(settings, definitions, args.cap_lookback_days)
+        )
     if args.dry_run:
         print(json.dumps([d.model_dump(mode="json") for d in definitions], indent=2))
         return 0
-    settings = Settings.from_env()
     asyncio.run(publish(settings, [(d.id, d.model_dump_json().encode()) for d in definitions]))
     for definition in definitions:
         print(
@@ -103,6 +119,37 @@ def handle_apply(args: argparse.Namespace) -> int:
             f"{len(definition.variants)} variants) to {settings.topic_experiments}"
         )
     return 0
+
+
+async def fix_percentile_caps(
+    settings: Settings, definitions: list[ExperimentDefinition], lookback_days: int
+) -> list[ExperimentDefinition]:
+    """Live definitions with their percentile caps turned into values, each one reported."""
+
+    def progress(goal: str, done: int, total: int) -> None:
+        print(f"  cap of {goal}: read partition {done}/{total}", file=sys.stderr, flush=True)
+
+    fixed = []
+    async with connect(settings) as redis:
+        for definition in definitions:
+            if needs_resolving(definition):
+                print(f"{definition.id}: fixing percentile caps at launch", file=sys.stderr)
+                definition, resolved = await resolve_percentile_caps(
+                    redis,
+                    settings.key_prefix,
+                    definition,
+                    datetime.now(UTC),
+                    lookback_days,
+                    progress,
+                )
+                for cap in resolved:
+                    print(
+                        f"{definition.id}: goal {cap.goal} capped at {cap.cap:g}, the "
+                        f"{cap.percentile:g}th percentile of {cap.visitors} visitors' values "
+                        f"in the {lookback_days} days before launch"
+                    )
+            fixed.append(definition)
+    return fixed
 
 
 def handle_delete(args: argparse.Namespace) -> int:

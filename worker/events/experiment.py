@@ -71,11 +71,20 @@ class Goal(BaseModel):
             "(capping, applied as events are counted). Fixed once the experiment is live."
         ),
     )
+    cap_percentile: Annotated[float, Field(gt=50, lt=100, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description=(
+            "Revenue and count goals: cap at this percentile of the per-visitor values of the "
+            "goal before launch. `python -m worker experiments apply` resolves it into `cap` "
+            "when it publishes the experiment live."
+        ),
+    )
 
     @model_validator(mode="after")
     def _cap_needs_a_value(self) -> Goal:
         # A conversion goal counts 0 or 1 per visitor: a cap would mean nothing.
-        if self.cap is not None and self.type is GoalType.CONVERSION:
+        capped = self.cap is not None or self.cap_percentile is not None
+        if capped and self.type is GoalType.CONVERSION:
             raise ValueError(f"goal {self.key!r}: cap applies to revenue and count goals only")
         return self
 
