@@ -109,6 +109,29 @@ class VariantRow(BaseModel):
     orders: int
     revenue: float
     revenue_sum_squares: float = Field(description="Per-visitor sum of squared revenue.")
+    # Per-visitor sums for the clustered, ratio and CUPED analyses (VariantTotals names
+    # them); 0 in documents written before they were kept.
+    cohort_visits: int = Field(0, description="Visits of the visitors, in their entry cohort.")
+    cohort_visits_sum_squares: int = Field(0, description="Per-visitor sum of squared visits.")
+    converted_visits_sum_squares: int = Field(
+        0, description="Per-visitor sum of squared converted visits."
+    )
+    visits_converted_visits_product: int = Field(
+        0, description="Per-visitor sum of visits × converted visits."
+    )
+    visits_goal_events_product: int = Field(
+        0, description="Per-visitor sum of visits × goal events."
+    )
+    visits_revenue_product: float = Field(0.0, description="Per-visitor sum of visits × revenue.")
+    orders_sum_squares: int = Field(0, description="Per-visitor sum of squared orders.")
+    revenue_orders_product: float = Field(0.0, description="Per-visitor sum of revenue × orders.")
+    covariate_sum: float = Field(0.0, description="CUPED: sum of the pre-entry values.")
+    covariate_sum_squares: float = Field(
+        0.0, description="CUPED: sum of the squared pre-entry values."
+    )
+    covariate_product_sum: float = Field(
+        0.0, description="CUPED: sum of pre-entry × post-entry values."
+    )
     name: str
     is_control: bool
     is_reference: bool = Field(description="The variant the others are compared with.")
