@@ -24,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="statistics calculator (JSON on stdin)",
         description=(
             "Read an analysis request as JSON on stdin (metric, engine, variants with "
-            "their sufficient statistics, ...) and print the results as JSON."
+            "their sufficient statistics, ...) and print the results as JSON. "
+            '"cuped": true adjusts proportion and mean metrics by a pre-period covariate '
+            "x (the unit's value of the metric before it entered): every variant then "
+            "carries covariate_sum (Σx), covariate_sum_squares (Σx²) and "
+            "covariate_product_sum (Σxy); the result adds cuped_theta and each variant's "
+            "variance_reduction."
         ),
     )
     parser.set_defaults(handler=run)

@@ -27,6 +27,7 @@ from worker.stats.common import (
     improvement_direction,
 )
 from worker.stats.corrections import Correction, adjust_p_values, adjusted_alpha
+from worker.stats.cuped import CupedSums, cuped_arms, variance_reduction
 from worker.stats.frequentist import FrequentistResult, t_test
 from worker.stats.metrics import (
     Arm,
@@ -63,15 +64,21 @@ class _Comparison:
     bayesian: BayesianResult | None
     reliability: float | None
     improvement: float | None
+    variance_reduction: float | None
 
 
 @dataclass(frozen=True)
 class _Draft:
-    """One goal analysed up to (not including) the correction across the family."""
+    """One goal analysed up to (not including) the correction across the family.
+
+    ``arms`` are the arms every test reads: CUPED-adjusted when the request asks,
+    with ``theta`` their slope (None without CUPED).
+    """
 
     request: AnalysisRequest
     arms: list[Arm]
     comparisons: list[_Comparison]
+    theta: float | None
 
 
 def analyze(request: AnalysisRequest) -> AnalysisResult:
@@ -117,25 +124,59 @@ def arm_from_input(variant: VariantInput, metric: Metric) -> Arm:
     )
 
 
+def cuped_sums_from_input(variant: VariantInput, metric: Metric) -> CupedSums:
+    """A variant's metric and covariate sums, which the request validator guarantees
+    whenever ``cuped`` is set (the ``or 0.0`` defaults only narrow the optional types)."""
+    return CupedSums(
+        n=variant.n,
+        total=variant.sum,
+        # y is 0/1 for a proportion, so Σy² is Σy.
+        sum_squares=variant.sum if metric == "proportion" else variant.sum_squares or 0.0,
+        covariate_total=variant.covariate_sum or 0.0,
+        covariate_sum_squares=variant.covariate_sum_squares or 0.0,
+        cross_sum=variant.covariate_product_sum or 0.0,
+    )
+
+
 def _draft(request: AnalysisRequest) -> _Draft:
-    arms = [arm_from_input(variant, request.metric) for variant in request.variants]
+    raw = [arm_from_input(variant, request.metric) for variant in request.variants]
+    arms, theta = raw, None
+    if request.cuped:
+        sums = [cuped_sums_from_input(variant, request.metric) for variant in request.variants]
+        arms, theta = cuped_arms(raw, sums, bernoulli=request.metric == "proportion")
     control_index = next(i for i, variant in enumerate(request.variants) if variant.control)
     comparisons = [
-        _compare(request, arms[control_index], arm, variant.id)
+        _compare(
+            request,
+            (arms[control_index], arm),
+            (raw[control_index], raw[i]) if request.cuped else None,
+            variant.id,
+        )
         for i, (variant, arm) in enumerate(zip(request.variants, arms, strict=True))
         if i != control_index
     ]
-    return _Draft(request=request, arms=arms, comparisons=comparisons)
+    return _Draft(request=request, arms=arms, comparisons=comparisons, theta=theta)
 
 
 def _compare(
-    request: AnalysisRequest, control: Arm, treatment: Arm, variant_id: str
+    request: AnalysisRequest,
+    pair: tuple[Arm, Arm],
+    raw_pair: tuple[Arm, Arm] | None,
+    variant_id: str,
 ) -> _Comparison:
+    """Control against treatment (``pair``); ``raw_pair`` is the unadjusted pair under
+    CUPED, read only for the variance reduction."""
+    control, treatment = pair
     lift_type, fallback = lift_type_of(
         control, treatment, request.difference, request.relative_method
     )
     relative = lift_type == "relative"
     diff = difference(control, treatment, relative, request.relative_method)
+    reduction = (
+        variance_reduction(diff, difference(*raw_pair, relative, request.relative_method))
+        if raw_pair is not None
+        else None
+    )
     frequentist: FrequentistResult | None = None
     bayesian: BayesianResult | None = None
     if request.engine == "bayesian":
@@ -163,6 +204,7 @@ def _compare(
         bayesian=bayesian,
         reliability=score,
         improvement=improvement(lift(control, treatment, relative=True)),
+        variance_reduction=reduction,
     )
 
 
@@ -229,6 +271,7 @@ def _finish(
         probability_best=dict(zip(ids, best, strict=True)) if best is not None else None,
         bandit_weights=dict(zip(ids, bandit.weights, strict=True)),
         bandit_updated=bandit.updated,
+        cuped_theta=draft.theta,
     )
 
 
@@ -258,6 +301,7 @@ def _variant_result(
             p_value_adjusted=p_adjusted,
             reliability=scores[0],
             improvement=scores[1],
+            variance_reduction=_finite(comparison.variance_reduction),
         )
     if posterior is not None:
         return VariantResult(
@@ -273,6 +317,7 @@ def _variant_result(
             risk=_finite_pair(posterior.risk),
             reliability=scores[0],
             improvement=scores[1],
+            variance_reduction=_finite(comparison.variance_reduction),
         )
     # No inference is possible; the observed lift is still reported when defined.
     return VariantResult(
@@ -282,6 +327,7 @@ def _variant_result(
         lift=_finite(comparison.observed_lift),
         reliability=scores[0],
         improvement=scores[1],
+        variance_reduction=_finite(comparison.variance_reduction),
     )
 
 

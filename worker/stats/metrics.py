@@ -263,7 +263,13 @@ def _sample_variance(n: int, total: float, sum_squares: float) -> float | None:
     """Unbiased variance from n, Σy and Σy²; None below two units."""
     if n < 2:
         return None
+    centred = centred_sum_of_squares(n, total, sum_squares)
+    return 0.0 if centred == 0.0 else finite(centred / (n - 1))
+
+
+def centred_sum_of_squares(n: int, total: float, sum_squares: float) -> float:
+    """Σ(y - ȳ)² from n >= 1, Σy and Σy²; exactly 0 where only rounding noise is left."""
     centred = sum_squares - total * (total / n)
     if centred <= _CANCELLATION_TOLERANCE * abs(sum_squares):
         return 0.0
-    return finite(centred / (n - 1))
+    return centred

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -40,6 +41,10 @@ class VariantInput(BaseModel):
 
     Proportions need ``n`` and ``sum`` (converted units); means add ``sum_squares``;
     ratios add the denominator's sums and the per-unit numerator × denominator sum.
+    CUPED (``AnalysisRequest.cuped``) adds the pre-period covariate's sums: x is each
+    unit's value of the same metric in the days before it entered (0/1 for a
+    proportion), ``covariate_sum`` is Σx, ``covariate_sum_squares`` Σx² and
+    ``covariate_product_sum`` Σxy over the arm's units; all three or none.
     """
 
     model_config = _INPUT
@@ -52,10 +57,18 @@ class VariantInput(BaseModel):
     denominator_sum: float | None = None
     denominator_sum_squares: float | None = None
     main_denominator_sum_product: float | None = None
+    covariate_sum: float | None = None
+    covariate_sum_squares: float | None = None
+    covariate_product_sum: float | None = None
 
 
 class AnalysisRequest(BaseModel):
-    """Everything needed to analyse one goal of one experiment."""
+    """Everything needed to analyse one goal of one experiment.
+
+    ``cuped: true`` adjusts every arm by regression on its pre-period covariate
+    (``worker.stats.cuped``); proportion and mean metrics only, and every variant must
+    carry the covariate sums.
+    """
 
     model_config = _INPUT
 
@@ -76,6 +89,7 @@ class AnalysisRequest(BaseModel):
     srm_threshold: float = Field(DEFAULT_SRM_THRESHOLD, gt=0, lt=1)
     bandit_min_weight: float = Field(DEFAULT_MIN_WEIGHT, ge=0, le=1)
     bandit_min_units: int = Field(DEFAULT_MIN_UNITS, ge=0)
+    cuped: bool = False
     variants: list[VariantInput] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -94,8 +108,17 @@ class AnalysisRequest(BaseModel):
                 )
             if sum(self.weights) <= 0:
                 raise ValueError("weights must not all be zero")
+        if self.cuped and self.metric == "ratio":
+            raise ValueError(
+                "cuped applies to proportion and mean metrics; a ratio metric cannot be adjusted"
+            )
         for variant in self.variants:
             _check_variant(variant, self.metric)
+            if self.cuped and variant.covariate_sum is None:
+                raise ValueError(
+                    f"variant {variant.id!r}: cuped needs covariate_sum, "
+                    "covariate_sum_squares and covariate_product_sum"
+                )
         return self
 
 
@@ -105,6 +128,7 @@ def _check_variant(variant: VariantInput, metric: Metric) -> None:
     if metric == "proportion":
         if not 0 <= variant.sum <= variant.n:
             raise ValueError(f"{where}: sum (conversions) must be between 0 and n")
+        _check_covariate(where, variant, sum_squares=variant.sum)
         return
     required = ["sum_squares"]
     if metric == "ratio":
@@ -120,6 +144,44 @@ def _check_variant(variant: VariantInput, metric: Metric) -> None:
             variant.n,
             variant.denominator_sum,
             variant.denominator_sum_squares,
+        )
+    assert variant.sum_squares is not None
+    _check_covariate(where, variant, sum_squares=variant.sum_squares)
+
+
+def _check_covariate(where: str, variant: VariantInput, sum_squares: float) -> None:
+    """All three covariate sums or none, each consistent with the metric's own sums.
+
+    ``sum_squares`` is the metric's Σy² (Σy for a 0/1 metric). The centred cross-product
+    is bounded by Cauchy–Schwarz: |Σ(x - x̄)(y - ȳ)|² <= Σ(x - x̄)² · Σ(y - ȳ)².
+    """
+    names = ("covariate_sum", "covariate_sum_squares", "covariate_product_sum")
+    given = [getattr(variant, name) is not None for name in names]
+    if not any(given):
+        return
+    if not all(given):
+        missing = [name for name, present in zip(names, given, strict=True) if not present]
+        raise ValueError(f"{where}: covariate sums come together; missing {', '.join(missing)}")
+    total, squares, product = (
+        variant.covariate_sum,
+        variant.covariate_sum_squares,
+        variant.covariate_product_sum,
+    )
+    assert total is not None and squares is not None and product is not None
+    _check_sum_squares(where, "covariate_sum_squares", variant.n, total, squares)
+    if variant.n == 0:
+        if product != 0:
+            raise ValueError(f"{where}: sums must be 0 when n is 0")
+        return
+    centred_xx = max(squares - total * (total / variant.n), 0.0)
+    centred_yy = max(sum_squares - variant.sum * (variant.sum / variant.n), 0.0)
+    centred_xy = product - total * (variant.sum / variant.n)
+    # Rounding in the producer's sums and in these differences, relative to their terms.
+    slack = _SUM_SQUARES_SLACK * (abs(product) + abs(total * (variant.sum / variant.n)))
+    if abs(centred_xy) > math.sqrt(centred_xx * centred_yy) * (1.0 + _SUM_SQUARES_SLACK) + slack:
+        raise ValueError(
+            f"{where}: covariate_product_sum is farther from covariate_sum·sum/n than "
+            "Cauchy–Schwarz allows, which no data can produce"
         )
 
 
@@ -166,6 +228,11 @@ class VariantResult(BaseModel):
     risk: tuple[float, float] | None = None
     reliability: float | None = None
     improvement: float | None = None
+    variance_reduction: float | None = None
+    """With CUPED: 1 - (variance of the adjusted estimate) / (variance of the raw one),
+    on the scale tested (about ρ², the squared metric–covariate correlation; negative
+    if the adjustment widened the interval). None without CUPED or where either
+    estimate is undefined."""
 
 
 class AnalysisResult(BaseModel):
@@ -178,3 +245,7 @@ class AnalysisResult(BaseModel):
     probability_best: dict[str, float] | None
     bandit_weights: dict[str, float]
     bandit_updated: bool
+    cuped_theta: float | None = None
+    """With CUPED: the slope θ shared by all arms (each adjusted by -θ·(x̄_arm - x̄));
+    0 when the covariate has no spread, and the analysis is then the raw one. None
+    without CUPED."""
