@@ -13,6 +13,13 @@ answering with a body of the same size. `--baseline-tree DIR` also measures an A
 started from another checkout (e.g. `git archive <commit> | tar -x -C DIR`) in the same
 run, for a before/after comparison on the same noisy machine.
 
+`--flood` measures back-pressure instead (issue 16): while FLOOD_QUERIES distinct
+queries that need the per-visitor scan (``timeframe_days=1..200``) are sent
+FLOOD_CONCURRENCY at a time, the default result is driven by the load process in
+back-to-back rounds until the flood is over; it prints the default result's p50/p99
+during the flood and how each scan was answered (200, or 503 once
+``AB_API_SCAN_WAIT_SECONDS`` passed) and how long it took.
+
 A slow query never stops the run: timeouts and error statuses are counted.
 The bench keys are deleted at the end unless `--keep`; `--prefix P --keep` lets a
 later run reuse a populated prefix.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -31,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +67,10 @@ from worker.store.snapshots import save_snapshot  # noqa: E402
 PARTITIONS = 12
 CONNECTIONS = 32
 FILTER = "filter_by=mobile,country-US"
+FLOOD_QUERIES = 200
+FLOOD_CONCURRENCY = 50
+FLOOD_ROUND_SECONDS = 2.0
+"""Length of each round of default-result load while a flood runs."""
 BENCH = Path(__file__).resolve().parent
 DEFINITION = ExperimentDefinition.model_validate(
     {
@@ -153,8 +167,9 @@ def wait_ready(url: str, headers: dict[str, str], seconds: float) -> bytes:
             time.sleep(0.2)
 
 
-def measure(url: str, key: str | None, seconds: float, timeout: float) -> dict[str, Any]:
-    """Figures of one load process driving ``url`` with 32 connections for ``seconds``."""
+def load(url: str, key: str | None, seconds: float, timeout: float) -> dict[str, Any]:
+    """What one load process driving ``url`` with 32 connections for ``seconds`` saw:
+    ``latencies_ms`` of the 200s, ``errors`` and ``elapsed_s``."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "load.json"
         command = [sys.executable, str(BENCH / "http_load.py"), "load", url, "--out", str(out)]
@@ -166,17 +181,34 @@ def measure(url: str, key: str | None, seconds: float, timeout: float) -> dict[s
             command, capture_output=True, text=True, timeout=seconds + timeout + 60
         )
         if done.returncode != 0 or not out.exists():
-            return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": {"load process": 1},
+            return {"latencies_ms": [], "errors": {"load process": 1}, "elapsed_s": seconds,
                     "detail": done.stderr.strip()[-300:]}  # fmt: skip
-        figures = json.loads(out.read_text())
-    latencies = sorted(figures["latencies_ms"])
+        figures: dict[str, Any] = json.loads(out.read_text())
+        return figures
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max of the latencies (None without any)."""
+    ordered = sorted(latencies_ms)
+    if not ordered:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2], 2),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def measure(url: str, key: str | None, seconds: float, timeout: float) -> dict[str, Any]:
+    """Figures of one load process driving ``url`` with 32 connections for ``seconds``."""
+    figures = load(url, key, seconds, timeout)
+    latencies = figures["latencies_ms"]
     return {
         "rps": round(len(latencies) / figures["elapsed_s"], 1),
-        "p50_ms": round(latencies[len(latencies) // 2], 2) if latencies else None,
-        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
-        "max_ms": round(latencies[-1], 2) if latencies else None,
+        **percentiles(latencies),
         "errors": figures["errors"],
         "requests": len(latencies),
+        **({"detail": figures["detail"]} if "detail" in figures else {}),
     }
 
 
@@ -197,8 +229,9 @@ def client_ceiling(body_bytes: int, seconds: float, timeout: float) -> float:
         server.wait(timeout=30)
 
 
-def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]) -> dict[str, Any]:
-    """Default and filtered figures of `python -m worker api` run from ``tree``."""
+@contextlib.contextmanager
+def running_api(args: argparse.Namespace, tree: Path) -> Iterator[str]:
+    """`python -m worker api` of ``tree`` running; yields the URL of the bench result."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if args.workers is not None:
@@ -209,10 +242,18 @@ def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]
         cwd=tree,
         start_new_session=True,  # its uvicorn workers are stopped with it
     )
-    base = f"http://127.0.0.1:{port}/v2/project/bench/experiment/{DEFINITION.id}/result"
+    try:
+        yield f"http://127.0.0.1:{port}/v2/project/bench/experiment/{DEFINITION.id}/result"
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+
+
+def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]) -> dict[str, Any]:
+    """Default and filtered figures of `python -m worker api` run from ``tree``."""
     headers = {"Authorization": f"Bearer {key}"}
     figures: dict[str, Any] = {}
-    try:
+    with running_api(args, tree) as base:
         body = wait_ready(base, headers, 60)
         figures["default"] = measure(base, key, args.seconds, args.timeout)
         # The first filtered answer of each API process is a computation: it is timed
@@ -228,10 +269,75 @@ def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]
                      + (f"; {len(failed)} failed: {failed[0]}" if failed else ""))  # fmt: skip
         figures["filtered"] = measure(f"{base}?{FILTER}", key, args.seconds, args.timeout)
         figures["body_bytes"] = len(body)
-    finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(timeout=60)
     return figures
+
+
+def scan(url: str, headers: dict[str, str], timeout: float) -> tuple[str, float]:
+    """How one scan query was answered (``200``, ``503``, ... or the error) and its ms."""
+    began = time.perf_counter()
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as answer:
+            answer.read()
+            outcome = str(answer.status)
+    except urllib.error.HTTPError as error:
+        outcome = str(error.code)
+    except OSError as error:
+        outcome = type(error).__name__
+    return outcome, (time.perf_counter() - began) * 1000
+
+
+def measure_flood(args: argparse.Namespace, key: str, tree: Path) -> dict[str, Any]:
+    """The default result's latency while FLOOD_QUERIES distinct scans are sent
+    FLOOD_CONCURRENCY at a time to the API of ``tree``, and how the scans were answered."""
+    headers = {"Authorization": f"Bearer {key}"}
+    with running_api(args, tree) as base:
+        wait_ready(base, headers, 60)
+        urls = [f"{base}?timeframe_days={days}" for days in range(1, FLOOD_QUERIES + 1)]
+        began = time.perf_counter()
+        with ThreadPoolExecutor(FLOOD_CONCURRENCY) as pool:
+            scans = [pool.submit(scan, url, headers, args.flood_timeout) for url in urls]
+            latencies: list[float] = []
+            errors: dict[str, int] = {}
+            rounds = 0
+            while rounds == 0 or not all(future.done() for future in scans):
+                figures = load(base, key, FLOOD_ROUND_SECONDS, args.timeout)
+                latencies += figures["latencies_ms"]
+                for reason, count in figures["errors"].items():
+                    errors[reason] = errors.get(reason, 0) + count
+                rounds += 1
+            answers = [future.result() for future in scans]
+        took = time.perf_counter() - began
+    outcomes: dict[str, list[float]] = {}
+    for outcome, ms in answers:
+        outcomes.setdefault(outcome, []).append(ms)
+    return {
+        "flood_seconds": round(took, 1),
+        "default": {**percentiles(latencies), "requests": len(latencies), "errors": errors},
+        "scans": {
+            outcome: {"count": len(ms), **percentiles(ms)}
+            for outcome, ms in sorted(outcomes.items())
+        },
+    }
+
+
+def report_flood(results: dict[str, Any]) -> None:
+    """The flood figures as a table on stdout."""
+    print(f"\n{results['visitors']:,} visitors; {FLOOD_QUERIES} distinct scans "
+          f"(timeframe_days=1..{FLOOD_QUERIES}), {FLOOD_CONCURRENCY} at a time; default result "
+          f"driven meanwhile by {CONNECTIONS} connections")  # fmt: skip
+    rows = [("this tree", results["flood"])]
+    if "baseline" in results:
+        rows.append(("baseline", results["baseline"]))
+    for label, figures in rows:
+        default = figures["default"]
+        print(f"{label}: flood took {figures['flood_seconds']} s; default result p50 "
+              f"{default['p50_ms']} ms, p99 {default['p99_ms']} ms, max {default['max_ms']} ms "
+              f"over {default['requests']:,} answers, errors {default['errors'] or 'none'}")  # fmt: skip
+        for outcome, scans in figures["scans"].items():
+            print(f"    scans answered {outcome}: {scans['count']}, p50 {scans['p50_ms']} ms, "
+                  f"max {scans['max_ms']} ms")  # fmt: skip
 
 
 async def delete_prefix(redis: Redis, prefix: str) -> int:
@@ -309,6 +415,14 @@ async def run(args: argparse.Namespace) -> None:
     try:
         key = await prepare(redis, prefix, args.visitors)
         tree = BENCH.parent
+        if args.flood:
+            flood = {"visitors": args.visitors, "flood": measure_flood(args, key, tree)}
+            if args.baseline_tree is not None:
+                flood["baseline"] = measure_flood(args, key, args.baseline_tree.resolve())
+            report_flood(flood)
+            if args.json is not None:
+                args.json.write_text(json.dumps(flood, indent=2) + "\n")
+            return
         figures = measure_api(args, key, tree, notes)
         results: dict[str, Any] = {
             "visitors": args.visitors,
@@ -347,6 +461,8 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, help="also measure the API of this tree")
     parser.add_argument("--prefix", help="Redis key prefix (default: a fresh one)")
     parser.add_argument("--keep", action="store_true", help="keep the bench keys")
+    parser.add_argument("--flood", action="store_true", help="measure back-pressure (see above)")
+    parser.add_argument("--flood-timeout", type=float, default=600, help="client seconds per scan")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -12,6 +12,13 @@ DEFAULT_API_WORKERS = 1
 """Measured on the 2-core development machine (README, read API latency): a second
 uvicorn process did not serve cached results faster (the load generator, Redis and the
 worker need the other core) and doubles every per-process cache and cold computation."""
+DEFAULT_API_MAX_SCANS = 2
+"""Per-visitor scans one API process runs at once: one per core of the development
+machine; more only share the same cores (and the GIL) and finish later."""
+DEFAULT_API_SCAN_WAIT_SECONDS = 10.0
+"""How long a scan may wait for a slot before it is refused with a 503: a few scans'
+time at a million visitors, far below the 24 s every query of a flood waited
+unbounded (issue 16)."""
 DEFAULT_REDIS_TIMEOUT_SECONDS = 5.0
 """How long a Redis connection or reply may take before the call raises TimeoutError
 (retried by the worker, a 503 from the API): far above any single command's time (a
@@ -116,6 +123,8 @@ class Settings:
     ingestion_engine: str
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
+    api_max_scans: int = DEFAULT_API_MAX_SCANS
+    api_scan_wait_seconds: float = DEFAULT_API_SCAN_WAIT_SECONDS
     worker_metrics_port: int = 9108
     max_future_skew_seconds: int = 86400
     input_timestamp_type: str = TIMESTAMP_TYPES[0]
@@ -154,6 +163,8 @@ class Settings:
             ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
+            api_max_scans=_int("AB_API_MAX_SCANS", DEFAULT_API_MAX_SCANS),
+            api_scan_wait_seconds=_float("AB_API_SCAN_WAIT_SECONDS", DEFAULT_API_SCAN_WAIT_SECONDS),
             worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
             max_future_skew_seconds=_int("AB_MAX_FUTURE_SKEW_SECONDS", 86400),
             input_timestamp_type=timestamp_type(env("AB_INPUT_TIMESTAMP_TYPE")),

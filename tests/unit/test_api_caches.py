@@ -9,11 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from worker.api.caching import results as result_source
 from worker.api.caching.api_keys import presented_key
 from worker.api.caching.results import CACHE_SECONDS, STALE_SECONDS, ResultSource
 from worker.api.caching.shared_reads import SharedReads
+from worker.api.scans import ScanLimiter
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot
@@ -96,7 +98,8 @@ class CountingSource(ResultSource):
     """A result source whose computations are counted and take a moment."""
 
     def __init__(self) -> None:
-        super().__init__(redis=None, settings=Settings.from_env())  # type: ignore[arg-type]
+        scans = ScanLimiter(1, 0, CollectorRegistry())
+        super().__init__(redis=None, settings=Settings.from_env(), scans=scans)  # type: ignore[arg-type]
         self.computations = 0
         self.release = asyncio.Event()
 

@@ -26,6 +26,7 @@ from worker.api.errors import install_error_handlers
 from worker.api.kameleoon import routes as kameleoon_routes
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
 from worker.api.mida import routes as mida_routes
+from worker.api.scans import ScanLimiter
 from worker.api.ui import routes as ui_routes
 from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
@@ -49,14 +50,17 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 def create_app(settings: Settings) -> FastAPI:
     """A new app reading the Redis of ``settings``; at shutdown the computations its
-    requests left running are drained, then its client closes."""
+    requests left running are drained, then its scan threads stop and its client
+    closes."""
     redis = connect(settings)
-    results = ResultSource(redis, settings)
+    metrics = RequestMetrics()
+    scans = ScanLimiter(settings.api_max_scans, settings.api_scan_wait_seconds, metrics.registry)
+    results = ResultSource(redis, settings, scans)
     context = ApiContext(
         settings=settings,
         redis=redis,
         results=results,
-        metrics=RequestMetrics(),
+        metrics=metrics,
         keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
         responses=ResponseCache(redis, settings.key_prefix, results),
         detached=DetachedTasks(),
@@ -67,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         # Before the client closes: the tasks write their outcome to Redis with it.
         await context.detached.drain(SHUTDOWN_GRACE_SECONDS)
+        scans.close()
         await redis.aclose()
 
     app = FastAPI(

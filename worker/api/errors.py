@@ -4,6 +4,7 @@ for anything a client sent."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,12 +25,16 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    """An expected failure with its HTTP status and a sentence for the client."""
+    """An expected failure with its HTTP status, a sentence for the client and the
+    headers the status calls for (``Retry-After`` of a 503)."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(
+        self, status_code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def bad_request(message: str) -> ApiError:
@@ -46,15 +51,26 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (400, "Invalid parameters"),
         (401, UNAUTHORIZED),
         (404, EXPERIMENT_NOT_FOUND),
+        (503, "Busy (too many scans: see Retry-After) or the result store is unavailable"),
     )
 }
 """The documented error responses of the authenticated Mida routes (for OpenAPI)."""
 
 
-def error_response(status_code: int, message: str) -> JSONResponse:
-    """The JSON error response; 401s name the accepted scheme, as RFC 9110 asks."""
-    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+def error_headers(status_code: int, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``headers`` and those of the status: 401s name the accepted scheme, as RFC 9110
+    asks."""
+    scheme = {"WWW-Authenticate": "Bearer"} if status_code == 401 else {}
+    return scheme | dict(headers or {})
+
+
+def error_response(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error response, with :func:`error_headers`."""
+    return JSONResponse(
+        {"error": message}, status_code=status_code, headers=error_headers(status_code, headers)
+    )
 
 
 def validation_sentence(error: RequestValidationError) -> str:
@@ -73,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)
-        return error_response(error.status_code, error.message)
+        return error_response(error.status_code, error.message, error.headers)
 
     async def invalid_request(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

@@ -9,7 +9,10 @@ others meanwhile (the worker's ingestion, the read API) computes through
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from datetime import date, timedelta
 from typing import TypeVar
 
@@ -109,12 +112,16 @@ class ResultsService:
     a new client from ``connect`` (a client belongs to the loop it was made on): at a
     million visitors reading and parsing the counters is seconds of Python, and the
     caller's loop (ingestion, or an API process serving requests) must keep running
-    meanwhile.
+    meanwhile. The threads are ``executor``'s (None: the caller's loop's default pool),
+    so the API runs its scans on a pool of their own that cannot fill the default one.
     """
 
-    def __init__(self, connect: Callable[[], Redis], prefix: str) -> None:
+    def __init__(
+        self, connect: Callable[[], Redis], prefix: str, executor: Executor | None = None
+    ) -> None:
         self._connect = connect
         self._prefix = prefix
+        self._executor = executor
 
     async def document(
         self, definition: ExperimentDefinition, query: ResultQuery
@@ -165,7 +172,8 @@ class ResultsService:
         return job
 
     async def _off_loop(self, job: Callable[[Redis], Awaitable[T]]) -> T:
-        """``job`` run with a new client on a thread with an event loop of its own."""
+        """``job`` run with a new client on a thread of the executor, with an event loop
+        of its own."""
 
         async def with_client() -> T:
             async with self._connect() as redis:
@@ -176,7 +184,9 @@ class ResultsService:
             # none is left never awaited.
             return asyncio.run(with_client())
 
-        return await asyncio.to_thread(run)
+        # What asyncio.to_thread does, on the chosen executor.
+        call = functools.partial(contextvars.copy_context().run, run)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
 
 def _one_day(query: ResultQuery, day: date) -> ResultQuery:

@@ -8,7 +8,11 @@ runs in the background, so only the very first question waits for a computation.
 
 Every document, cached or not (the daily and cumulative series are not), is computed
 by ``worker.results.service.ResultsService``, off the serving event loop: counters
-when they answer the query exactly, the vectorised per-visitor scan otherwise.
+when they answer the query exactly, the vectorised per-visitor scan otherwise. A scan
+first takes a slot of ``worker.api.scans.ScanLimiter`` (or is refused with a 503) and
+runs on its pool; a computation from the counters never waits for one. Requests that
+share a computation share its slot: a request joining one already admitted is never
+refused, and one joining a computation still waiting for its slot shares its outcome.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from worker.api.errors import bad_request
+from worker.api.scans import ScanLimiter
 from worker.config import Settings
 from worker.errors import InvalidInput
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot
+from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
 from worker.results.service import ResultsService
 from worker.store.connection import Redis, connect
@@ -37,6 +44,7 @@ from worker.store.snapshots import stored_snapshot
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, ResultQuery]
+T = TypeVar("T")
 
 DEFAULT_QUERY = ResultQuery()
 CACHE_SECONDS = 5.0
@@ -70,10 +78,14 @@ class ResultSource:
     """Result documents for the API: snapshot, brief cache, or a fresh computation;
     and the daily and cumulative series of the charts."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, scans: ScanLimiter) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
         self._service = ResultsService(lambda: connect(settings), settings.key_prefix)
+        self._scan_service = ResultsService(
+            lambda: connect(settings), settings.key_prefix, scans.executor
+        )
+        self._scans = scans
         self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
         self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
         self._sequence = itertools.count(1)
@@ -160,7 +172,7 @@ class ResultSource:
         cohort entering that day, from the first to the last day with visitors inside
         the query's dates; a 400 when that is too many days."""
         try:
-            return await self._service.daily(definition, query)
+            return await self._computed(query, lambda service: service.daily(definition, query))
         except InvalidInput as error:
             raise bad_request(str(error)) from error
 
@@ -168,7 +180,9 @@ class ResultSource:
         self, definition: ExperimentDefinition, query: ResultQuery, days: Sequence[date]
     ) -> list[ResultDocument]:
         """The result of ``query.goal`` for the visitors entering up to each of ``days``."""
-        return await self._service.cumulative(definition, query, days)
+        return await self._computed(
+            query, lambda service: service.cumulative(definition, query, days)
+        )
 
     async def _snapshot(self, experiment_id: str) -> ResultDocument | None:
         """The stored snapshot's document, parsed once per distinct stored bytes."""
@@ -191,7 +205,17 @@ class ResultSource:
     async def _compute(
         self, definition: ExperimentDefinition, query: ResultQuery
     ) -> ResultDocument:
-        return await self._service.document(definition, query)
+        return await self._computed(query, lambda service: service.document(definition, query))
+
+    async def _computed(
+        self, query: ResultQuery, compute: Callable[[ResultsService], Awaitable[T]]
+    ) -> T:
+        """``compute`` with the service fit for the query: from the counters at once,
+        a scan once admitted (ApiError 503 when no slot frees up in time)."""
+        if plan_query(query).source == "counters":
+            return await compute(self._service)
+        async with self._scans.admitted():
+            return await compute(self._scan_service)
 
 
 def _default_snapshot(

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
-from worker.api.errors import STORAGE_DOWN, ApiError
+from worker.api.errors import STORAGE_DOWN, ApiError, error_headers
 from worker.api.mida.params import ResultParams, result_query
 from worker.api.mida.routes import shared_experiment
 from worker.api.mida.shapes import result_response
@@ -118,9 +118,10 @@ async def _html(page: Awaitable[str]) -> HTMLResponse:
     try:
         return HTMLResponse(await page)
     except ApiError as error:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
         return HTMLResponse(
-            error_page(error.status_code, error.message), error.status_code, headers
+            error_page(error.status_code, error.message),
+            error.status_code,
+            error_headers(error.status_code, error.headers),
         )
     except REDIS_UNAVAILABLE:
         return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
