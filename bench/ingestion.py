@@ -159,10 +159,10 @@ def expected_counts(messages: list[Message]) -> Counts:
         seen.add(event["event_id"])
         moment = datetime.fromisoformat(event["timestamp"])
         for experiment in EXPERIMENTS:
-            entry = first.get((event["visitor_id"], experiment))
-            if entry is None or datetime.fromisoformat(entry["timestamp"]) > moment:
+            entered = first.get((event["visitor_id"], experiment))
+            if entered is None or datetime.fromisoformat(entered["timestamp"]) > moment:
                 continue
-            name = f"goal:{experiment}:{entry['variant_id']}:{event['goal']}"
+            name = f"goal:{experiment}:{entered['variant_id']}:{event['goal']}"
             row = counts.setdefault(name, [0, 0, 0.0])
             mark = (event["visitor_id"], experiment, event["goal"])
             row[0] += mark not in converted
