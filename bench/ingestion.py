@@ -10,7 +10,16 @@ producer competes for the CPU:
 
 * ceiling: a bare aiokafka consumer that only reads and JSON-decodes;
 * baseline: the naive faust agent of bench/naive_baseline.py (one Redis call per event);
-* each ingestion engine (faust, aiokafka) with 1 and with 2 worker processes.
+* each ingestion engine (faust, aiokafka) with 1 and with 2 worker processes;
+* a peer, quixstreams (`--engines ...,quixstreams`): bench/quix_contender.py, an
+  Application with processing_guarantee="exactly-once" and RocksDB state doing the same
+  counting, in one process, run by the interpreter of --quix-python (default:
+  .venv-quix, created from bench/requirements-quix.lock on first use, as quixstreams
+  pins another pydantic than requirements.lock). Its rate runs from its first to its
+  last processed event; "to commit" adds its final checkpoint commit.
+
+Every contender's per-variant visitors, converted visitors, goal events and revenue
+are checked against a plain-Python count over the generated events (`expected_counts`).
 
 A contender's rate is events/s from its first applied event to its last (worker
 start-up is not charged; a rebalance while the second worker joins is). Redis bytes
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -35,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,10 +64,17 @@ from bench_experiments import two_arm_definition  # noqa: E402
 from worker.config import ENGINES, Settings, engine_name, namespace_env  # noqa: E402
 from worker.ingestion.topics import ensure_topics  # noqa: E402
 from worker.store import keys  # noqa: E402
+from worker.store.counter_reader import read_counters  # noqa: E402
 
 EXPERIMENTS = ("bench-a", "bench-b", "bench-c")
 ROOT = Path(__file__).resolve().parents[1]
 Message = tuple[str, bytes, bytes]  # (kind "a"/"c", key, value)
+QUIX = "quixstreams"
+CONTENDERS = (*ENGINES, QUIX)
+QUIX_VENV = ROOT / ".venv-quix"
+Counts = dict[str, list[float]]
+"""`visitors:{experiment}:{variant}` -> [visitors] and `goal:{experiment}:{variant}:{goal}`
+-> [converted visitors, goal events, revenue]: the names bench/quix_contender.py uses."""
 
 
 def definitions() -> list[dict[str, object]]:
@@ -119,6 +137,83 @@ def generate(
     return out, len(entries)
 
 
+def expected_counts(messages: list[Message]) -> Counts:
+    """Per-variant counts of the defined experiments, from the generated events alone.
+
+    The first assignment wins; a conversion (once per event_id) counts for each
+    experiment the visitor entered at or before its timestamp.
+    """
+    decoded = [(kind, json.loads(value)) for kind, _, value in messages]
+    first: dict[tuple[str, str], dict[str, str]] = {}
+    for kind, event in decoded:
+        if kind == "a" and event["experiment_id"] in EXPERIMENTS:
+            first.setdefault((event["visitor_id"], event["experiment_id"]), event)
+    counts: Counts = defaultdict(lambda: [0])
+    for entry in first.values():
+        counts[f"visitors:{entry['experiment_id']}:{entry['variant_id']}"][0] += 1
+    seen: set[str] = set()
+    converted: set[tuple[str, str, str]] = set()
+    for kind, event in decoded:
+        if kind != "c" or event["event_id"] in seen:
+            continue
+        seen.add(event["event_id"])
+        moment = datetime.fromisoformat(event["timestamp"])
+        for experiment in EXPERIMENTS:
+            entered = first.get((event["visitor_id"], experiment))
+            if entered is None or datetime.fromisoformat(entered["timestamp"]) > moment:
+                continue
+            name = f"goal:{experiment}:{entered['variant_id']}:{event['goal']}"
+            row = counts.setdefault(name, [0, 0, 0.0])
+            mark = (event["visitor_id"], experiment, event["goal"])
+            row[0] += mark not in converted
+            converted.add(mark)
+            row[1] += 1
+            row[2] += event.get("value", 0.0)
+    return dict(counts)
+
+
+def differences(expected: Counts, got: Counts) -> list[str]:
+    """Where `got` differs from `expected`, over the defined experiments (revenue to 1e-9)."""
+    mine = {name: row for name, row in got.items() if name.split(":")[1] in EXPERIMENTS}
+    out = []
+    for name in sorted(expected.keys() | mine.keys()):
+        want, have = expected.get(name), mine.get(name)
+        if (
+            want is None
+            or have is None
+            or len(want) != len(have)
+            or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(want, have, strict=True))
+        ):
+            out.append(f"{name}: expected {want}, got {have}")
+    return out
+
+
+async def engine_counts(redis: Redis, prefix: str) -> Counts:
+    """Our engine's counters under `prefix`, summed over cells, in the oracle's names."""
+    counts: Counts = defaultdict(lambda: [0, 0, 0.0])
+    for experiment in EXPERIMENTS:
+        for cell, metrics in (await read_counters(redis, prefix, experiment)).items():
+            counts[f"visitors:{experiment}:{cell.variant}"][0] += metrics.get("n", 0)
+            goal = counts[f"goal:{experiment}:{cell.variant}:purchase"]
+            goal[0] += metrics.get("g:purchase:cv", 0)
+            goal[1] += metrics.get("g:purchase:ev", 0)
+            goal[2] += metrics.get("g:purchase:rev", 0.0)
+    visitors = {name: row[:1] for name, row in counts.items() if name.startswith("visitors:")}
+    goals = {name: row for name, row in counts.items() if name.startswith("goal:") and row[1]}
+    return visitors | goals
+
+
+def check(bench: Bench, label: str, got: Counts) -> bool:
+    """Print whether a contender's counts match the oracle; a mismatch is also a note."""
+    problems = differences(bench.expected, got)
+    if problems:
+        print(f"{label}: counts DIFFER from the oracle: " + "; ".join(problems[:5]), flush=True)
+        bench.notes.append(f"{label}: counts differ from the oracle ({len(problems)} rows)")
+    else:
+        print(f"{label}: counts match the oracle ({len(got)} rows)", flush=True)
+    return not problems
+
+
 @dataclass
 class Bench:
     """The run's shared state: options, base environment, the published input."""
@@ -130,6 +225,7 @@ class Bench:
     redis: Redis
     total: int = 0
     entries: int = 0
+    expected: Counts = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-ingestion-")))
     notes: list[str] = field(default_factory=list)
 
@@ -357,6 +453,7 @@ async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, floa
         started, finished, first = await wait_for(label, bench.total, progress, alive)
     memory_after = await used_memory(bench.redis)
     eps = (bench.total - first) / (finished - started)
+    matched = check(bench, label, await engine_counts(bench.redis, prefix))
     per_entry = (memory_after - memory_before) / bench.entries
     key_count, key_bytes = await measure_and_delete(bench.redis, prefix)
     per_entry_keys = key_bytes / bench.entries
@@ -374,7 +471,58 @@ async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, floa
         "eps": eps,
         "bytes_per_visitor_experiment": per_entry,
         "key_bytes_per_visitor_experiment": per_entry_keys,
+        "matched": float(matched),
     }
+
+
+def quix_python(bench: Bench) -> str:
+    """The interpreter with quixstreams: --quix-python, else .venv-quix (made on first use)."""
+    if bench.args.quix_python is not None:
+        return str(bench.args.quix_python)
+    python = QUIX_VENV / "bin" / "python"
+    lock = Path(__file__).with_name("requirements-quix.lock")
+    stamp = QUIX_VENV / ".installed"
+    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
+        print(f"installing {lock.name} into {QUIX_VENV} (first use only)...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(QUIX_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(lock)], check=True)  # fmt: skip
+        stamp.touch()
+    return str(python)
+
+
+async def quix_rate(bench: Bench) -> dict[str, float]:
+    """The quixstreams contender, one process, over all events: events/s and its counts."""
+    label = f"{QUIX}x1"
+    group = f"{bench.name}-quix"
+    out = bench.log_dir / "quix.json"
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-quix-state-"))
+    settings = bench.settings
+    command = [quix_python(bench), str(Path(__file__).with_name("quix_contender.py")),
+               settings.kafka_bootstrap_servers, group, str(state_dir), str(bench.total),
+               str(out), settings.topic_assignments, settings.topic_conversions]  # fmt: skip
+    print(f"{label}: exactly-once, RocksDB state, from the start of the topics...", flush=True)
+    with (bench.log_dir / f"{label}.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, cwd=ROOT)
+        code = await process.wait()
+    try:
+        if code != 0:
+            raise RuntimeError(f"{label}: exited with {code}; log {bench.log_dir}/{label}.log")
+        result = json.loads(out.read_text())
+    finally:
+        subprocess.run(["rm", "-rf", str(state_dir)], check=False)
+        # Its changelog topics are named after its consumer group.
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            mine = [topic for topic in await admin.list_topics() if group in topic]
+        finally:
+            await admin.close()
+        await delete_topics(settings, mine)
+    eps = result["processed"] / result["seconds_to_last"]
+    eps_committed = result["processed"] / result["seconds_to_stopped"]
+    matched = check(bench, label, result["totals"])
+    print(f"{label}: {eps:,.0f} events/s ({eps_committed:,.0f} to its final commit)", flush=True)
+    return {"eps": eps, "eps_to_commit": eps_committed, "matched": float(matched)}
 
 
 async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) -> dict[str, float]:
@@ -449,7 +597,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         baseline = None if args.no_baseline else await baseline_rate(bench)
         if baseline is not None:
             print(f"naive faust baseline: {baseline:,.0f} events/s", flush=True)
+        bench.expected = expected_counts(messages)
         for engine in args.engines:
+            if engine == QUIX:
+                engines[QUIX] = {"1": await quix_rate(bench)}
+                if args.workers != [1]:
+                    bench.notes.append(f"{QUIX} ran with one process only")
+                continue
             for workers in args.workers:
                 result = await engine_rate(bench, engine, workers)
                 engines.setdefault(engine, {})[str(workers)] = result
@@ -501,16 +655,28 @@ def report(figures: dict[str, object], bench: Bench) -> None:
     )
     print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:>10,.0f} events/s")
     print(f"naive baseline (faust, one Redis round trip an event): {baseline:>9,.0f} events/s")
-    print(f"{'engine':<10} {'workers':>7} {'events/s':>10} {'/ceiling':>9} {'/baseline':>10} {'bytes/v-e':>10} {'key bytes/v-e':>14}")  # fmt: skip
+    print(f"{'engine':<11} {'workers':>7} {'events/s':>10} {'/ceiling':>9} {'/baseline':>10} {'bytes/v-e':>10} {'key bytes/v-e':>14} {'counts':>7}")  # fmt: skip
     engines: dict[str, dict[str, dict[str, float]]] = figures["engines"]  # type: ignore[assignment]
     for engine, by_workers in engines.items():
         for workers, result in by_workers.items():
             eps = result["eps"]
+            # quixstreams keeps its state in RocksDB, not Redis: no bytes columns.
+            redis_bytes = result.get("bytes_per_visitor_experiment", math.nan)
+            key_bytes = result.get("key_bytes_per_visitor_experiment", math.nan)
             print(
-                f"{engine:<10} {workers:>7} {eps:>10,.0f} {eps / ceiling:>9.1%} "
-                f"{eps / baseline:>9.1f}x {result['bytes_per_visitor_experiment']:>10,.0f} "
-                f"{result['key_bytes_per_visitor_experiment']:>14,.0f}"
+                f"{engine:<11} {workers:>7} {eps:>10,.0f} {eps / ceiling:>9.1%} "
+                f"{eps / baseline:>9.1f}x {redis_bytes:>10,.0f} {key_bytes:>14,.0f} "
+                f"{'match' if result['matched'] else 'DIFFER':>7}"
             )
+    peer = engines.get(QUIX, {}).get("1")
+    if peer is not None:
+        for engine, by_workers in engines.items():
+            if engine != QUIX and "1" in by_workers:
+                ours = by_workers["1"]["eps"]
+                print(
+                    f"{engine} x1 / {QUIX} x1: {ours / peer['eps']:.2f}x "
+                    f"({ours / peer['eps_to_commit']:.2f}x to its final commit)"
+                )
     concurrent = figures.get("concurrent")
     if isinstance(concurrent, dict):
         print(
@@ -528,7 +694,8 @@ def _csv_ints(raw: str) -> list[int]:
 
 
 def _csv_engines(raw: str) -> list[str]:
-    return [engine_name(part, "--engines") for part in raw.split(",") if part.strip()]
+    names = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    return [name if name == QUIX else engine_name(name, "--engines") for name in names]
 
 
 def main() -> None:
@@ -539,7 +706,16 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=500, help="AB_BATCH_SIZE of the workers")
-    parser.add_argument("--engines", type=_csv_engines, default=list(ENGINES), help="comma-separated engines (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--engines", type=_csv_engines, default=list(ENGINES),
+        help=f"comma-separated contenders among {', '.join(CONTENDERS)} (default: our engines; "
+        f"{QUIX} is the peer, see above)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quix-python", type=Path,
+        help=f"python with bench/requirements-quix.lock installed (default: {QUIX_VENV.name}, "
+        "created on first use)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=_csv_ints, default=[1, 2], help="comma-separated worker counts (default: 1,2)")  # fmt: skip
     parser.add_argument(
         "--baseline-events", type=int, default=200_000,
