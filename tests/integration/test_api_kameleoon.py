@@ -92,11 +92,14 @@ def assert_matches(
             "conversionCount", "convertedVisitCount", "revenueCount", "averageCart",
             "conversionRate", "improvementRate", "reliability",
         }  # fmt: skip
-        # Extensions: each lift's interval, and a revenue or count goal's conversion rate.
+        # Extensions: each lift's interval, a revenue or count goal's conversion rate, a
+        # revenue goal's average cart (revenue per order), and the note on visits
+        # analysed as independent.
         extensions = {
             "improvementInterval", "improvementIntervalNote", "conversionRateImprovementRate",
             "conversionRateImprovementInterval", "conversionRateImprovementIntervalNote",
-            "conversionRateReliability",
+            "conversionRateReliability", "averageCartImprovementRate",
+            "averageCartImprovementInterval", "averageCartReliability", "reliabilityNote",
         }  # fmt: skip
         assert kameleoon <= set(data) <= kameleoon | extensions
         assert data["conversionCount"] == row["goal_events"]

@@ -1,4 +1,4 @@
-"""Hand-made pieces of result documents, for tests of the shapes that read them."""
+"""Hand-made pieces of result documents and of the counters they are computed from."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from worker.events.experiment import GoalType
 from worker.results.contract import GoalBlock, VariantRow
+from worker.results.variant_totals import VariantTotals
 
 ZERO_ROW: dict[str, Any] = {
     "visitors": 0,
@@ -44,4 +45,31 @@ def goal_block(rows: list[VariantRow], goal_type: GoalType = GoalType.CONVERSION
         probability_best=None,
         bandit_weights=None,
         bandit_updated=False,
+    )
+
+
+def buyer_totals(variant_id: str, visitors: int, buyers: list[tuple[int, float]]) -> VariantTotals:
+    """Counters of an arm whose ``buyers`` each placed (orders, revenue) once, in one
+    visit, and whose other visitors bought nothing: every sum computed from the list."""
+    orders = [o for o, _ in buyers]
+    revenue = [r for _, r in buyers]
+    return VariantTotals(
+        variant_id,
+        visitors=visitors,
+        visits=visitors,
+        conversions=len(buyers),
+        converted_visits=len(buyers),
+        goal_events=sum(orders),
+        goal_events_sum_squares=sum(o * o for o in orders),
+        orders=sum(orders),
+        revenue=sum(revenue),
+        revenue_sum_squares=sum(r * r for r in revenue),
+        cohort_visits=visitors,
+        cohort_visits_sum_squares=visitors,
+        converted_visits_sum_squares=len(buyers),
+        visits_converted_visits_product=len(buyers),
+        visits_goal_events_product=sum(orders),
+        visits_revenue_product=sum(revenue),
+        orders_sum_squares=sum(o * o for o in orders),
+        revenue_orders_product=sum(o * r for o, r in buyers),
     )

@@ -10,8 +10,9 @@ from tests.unit.result_rows import goal_block, variant_row
 from worker.api.errors import ApiError
 from worker.api.kameleoon.params import ResultsRequest, results_plan
 from worker.api.kameleoon.shapes import variation_data
-from worker.events.experiment import Correction, Engine, ExperimentDefinition
+from worker.events.experiment import Correction, Engine, ExperimentDefinition, GoalType
 from worker.results.contract import VariantRow, VariantStatistics
+from worker.results.verdict import UNCLUSTERED_NOTE
 
 DEFINITION = ExperimentDefinition.model_validate(
     {
@@ -117,3 +118,43 @@ def test_variation_data_units_are_percent() -> None:
     }
     reference = data["variationData"]["_reference"]["breakdownData"]["_reference"]
     assert reference["generalData"]["goalsData"]["buy"]["reliability"] is None
+
+
+def test_a_revenue_goal_adds_the_average_cart_lift_with_its_interval() -> None:
+    per_order = VariantStatistics(
+        id="b", reliability=0.8, improvement=-12.5, lift_type="relative", ci=(-0.3, 0.1)
+    )
+    blocks = {
+        "buy": goal_block(
+            [
+                row("a", orders=4, revenue=80.0, statistics=None),
+                row("b", orders=2, revenue=35.0, revenue_per_order_statistics=per_order),
+            ],
+            GoalType.REVENUE,
+        )
+    }
+    data = variation_data({"_reference": blocks}, ["buy"])["variationData"]
+    goal = data["b"]["breakdownData"]["_reference"]["generalData"]["goalsData"]["buy"]
+    assert goal["averageCart"] == 17.5
+    # Revenue per order can be negative (refunds): the interval is shown as computed.
+    assert goal["averageCartImprovementRate"] == -12.5
+    assert goal["averageCartImprovementInterval"] == [pytest.approx(-30.0), pytest.approx(10.0)]
+    assert goal["averageCartReliability"] == pytest.approx(80.0)
+    reference = data["_reference"]["breakdownData"]["_reference"]["generalData"]["goalsData"]
+    assert reference["buy"]["averageCartImprovementRate"] is None
+
+
+def test_visits_analysed_as_independent_carry_a_note() -> None:
+    rows = [row("a", statistics=None), row("b")]
+    unclustered = goal_block(rows).model_copy(
+        update={"unit": "visits", "visit_analysis": "unclustered"}
+    )
+    clustered = unclustered.model_copy(update={"visit_analysis": "clustered"})
+    note = variation_data({"_reference": {"g": unclustered}}, ["g"])["variationData"]["b"]
+    goal = note["breakdownData"]["_reference"]["generalData"]["goalsData"]["g"]
+    assert goal["reliabilityNote"] == UNCLUSTERED_NOTE
+    plain = variation_data({"_reference": {"g": clustered}}, ["g"])["variationData"]["b"]
+    assert (
+        "reliabilityNote"
+        not in plain["breakdownData"]["_reference"]["generalData"]["goalsData"]["g"]
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.unit.result_rows import variant_row
+from tests.unit.result_rows import buyer_totals, variant_row
 from worker.api.experiment_state import days_running
 from worker.api.mida.shapes import (
     breakdown,
@@ -204,3 +204,30 @@ def test_refunds_never_turn_a_worse_revenue_per_visitor_into_an_improvement() ->
     # The engine fell back to the absolute difference: no interval in Mida's percent units.
     assert statistics.get("confidence_interval") is None
     assert statistics.get("credible_interval") is None
+
+
+BUYERS = {
+    "0": [(1, 40.0), (2, 90.0), (1, 35.0), (3, 150.0), (1, 55.0), (1, 42.0), (2, 70.0)],
+    "1": [(1, 60.0), (1, 75.0), (2, 160.0), (1, 58.0), (4, 230.0), (1, 66.0), (2, 120.0)],
+}
+
+
+def test_a_revenue_goal_adds_the_order_value_lift_with_its_own_statistics() -> None:
+    experiment = definition(stats={"engine": "frequentist", "sequential": False})
+    doc = document(
+        experiment, buyer_totals("0", 100, BUYERS["0"]), buyer_totals("1", 100, BUYERS["1"])
+    )
+    control, red = mida(experiment, doc)["variants"]
+    assert "aov_improvement" not in control and "aov_statistics" not in control
+    # 482 over 11 orders against 769 over 12.
+    assert red["aov_improvement"] == round(100.0 * ((769 / 12) / (482 / 11) - 1.0), 4)
+    raw = doc.goals["purchase"].variants[1].revenue_per_order_statistics
+    assert raw is not None and raw.ci is not None
+    assert red["aov_statistics"] == {
+        "engine": "frequentist",
+        "sequential": False,
+        "p_value": raw.p_value,
+        "confidence_interval": [round(100.0 * side, 4) for side in raw.ci if side is not None],
+    }
+    signup = mida(experiment, doc, "signup")["variants"][1]
+    assert "aov_improvement" not in signup and "aov_statistics" not in signup

@@ -12,12 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
-from worker.events.experiment import ExperimentStatus, GoalType
-from worker.results.contract import VariantRow, VariantStatistics
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus, GoalType
+from worker.results.contract import ResultDocument, VariantRow, VariantStatistics, VisitAnalysis
 from worker.results.presets import preset_filter
 from worker.results.query import CountUnit, Dimension, ResultQuery
 from worker.results.service import compute_result
-from worker.results.verdict import reported_p_value, shown_interval, verdict
+from worker.results.verdict import (
+    UNCLUSTERED_NOTE,
+    horizon_text,
+    power_target,
+    power_unit,
+    reported_p_value,
+    shown_interval,
+    verdict,
+)
 from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.definitions import load_definition
 
@@ -45,6 +53,10 @@ class GoalResult(BaseModel):
     goal: str
     goal_type: GoalType
     unit: CountUnit = Field(description="The denominator of rates and values per unit.")
+    cap: float | None = Field(default=None, description="The goal's cap per visitor, if any.")
+    visit_analysis: VisitAnalysis | None = Field(
+        default=None, description="How per-visit numbers were analysed (visit unit only)."
+    )
     confidence_threshold_percent: float
     srm_p_value: float | None
     variants: list[VariantRow]
@@ -117,15 +129,25 @@ async def collect(settings: Settings, experiment_id: str, query: ResultQuery) ->
         except ValueError as error:
             raise InvalidInput(f"{error}.") from error
         document = await compute_result(redis, settings.key_prefix, definition, query)
+    return goal_result(definition, document, goal)
+
+
+def goal_result(
+    definition: ExperimentDefinition, document: ResultDocument, goal: str
+) -> GoalResult:
+    """What the command shows of one goal of a result document."""
+    block = document.goals[goal]
     return GoalResult(
-        experiment_id=experiment_id,
+        experiment_id=definition.id,
         status=definition.status,
         goal=goal,
-        goal_type=document.goals[goal].type,
-        unit=document.goals[goal].unit,
+        goal_type=block.type,
+        unit=block.unit,
+        cap=block.cap,
+        visit_analysis=block.visit_analysis,
         confidence_threshold_percent=definition.stats.confidence_threshold_percent,
         srm_p_value=document.srm_p_value,
-        variants=document.goals[goal].variants,
+        variants=block.variants,
         breakdown=document.breakdown,
         segments={
             label: segment.goals[goal].variants for label, segment in document.segments.items()
@@ -149,11 +171,45 @@ def handle(args: argparse.Namespace) -> int:
     srm = result.srm_p_value
     print(f"{result.experiment_id} ({result.status}), goal {result.goal}, "
           f"SRM p = {'n/a' if srm is None else f'{srm:.4f}'}")  # fmt: skip
+    for line in notes(result):
+        print(line)
     _print_table(result.variants, result)
+    for line in power_lines(result):
+        print(line)
     for label, rows in result.segments.items():
         print(f"\n{result.breakdown} = {label}")
         _print_table(rows, result)
     return 0
+
+
+def notes(result: GoalResult) -> list[str]:
+    """What to know before reading the numbers: the goal's cap, and how per-visit
+    numbers were analysed."""
+    lines = []
+    if result.cap is not None:
+        value = "revenue" if result.goal_type is GoalType.REVENUE else "goal events"
+        lines.append(f"{value} capped at {result.cap:g} per visitor")
+    if result.visit_analysis == "clustered":
+        lines.append(
+            "per-visit numbers analysed with the visitor as unit (visits of one visitor "
+            "are not independent)"
+        )
+    elif result.visit_analysis == "unclustered":
+        lines.append(UNCLUSTERED_NOTE)
+    return lines
+
+
+def power_lines(result: GoalResult) -> list[str]:
+    """Per treatment with power numbers: the lift each test detects now and what it
+    still needs for the planned lift."""
+    unit = power_unit(result.unit, result.visit_analysis)
+    return [
+        f"power of {row.variant_id} for {power_target(power)}: fixed horizon "
+        f"{horizon_text(power.fixed_horizon, unit)}; sequential "
+        f"{horizon_text(power.sequential, unit)}"
+        for row in result.variants
+        if row.statistics is not None and (power := row.statistics.power) is not None
+    ]
 
 
 def _print_table(rows: list[VariantRow], result: GoalResult) -> None:
@@ -166,7 +222,8 @@ def _print_table(rows: list[VariantRow], result: GoalResult) -> None:
 
 def _verdict_text(row: VariantRow, result: GoalResult) -> str:
     """Per metric, its lift with its own interval and verdict: a revenue or count goal's
-    conversion rate, then the goal's own metric (the one decisions read)."""
+    conversion rate, then the goal's own metric (the one decisions read), then a
+    revenue goal's revenue per order."""
     goal_type, threshold_percent = result.goal_type, result.confidence_threshold_percent
     if goal_type is GoalType.CONVERSION:
         return _verdict_line(row.is_reference, row.statistics, True, threshold_percent)
@@ -178,7 +235,12 @@ def _verdict_text(row: VariantRow, result: GoalResult) -> str:
     if row.is_reference:
         return value
     per_visitor = "revenue" if goal_type is GoalType.REVENUE else "events"
-    return f"conversion rate {conversion}; {per_visitor} per {result.unit[:-1]} {value}"
+    text = f"conversion rate {conversion}; {per_visitor} per {result.unit[:-1]} {value}"
+    if goal_type is GoalType.REVENUE:
+        # Revenue per order can be negative (refunds).
+        per_order = _verdict_line(False, row.revenue_per_order_statistics, False, threshold_percent)
+        text += f"; revenue per order {per_order}"
+    return text
 
 
 def _verdict_line(

@@ -8,7 +8,7 @@ query overrides it; it comes first everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from worker.events.experiment import Engine, ExperimentDefinition, Goal, GoalType, Variant
@@ -22,6 +22,7 @@ from worker.results.contract import (
     SegmentResult,
     VariantRow,
     VariantStatistics,
+    VisitAnalysis,
 )
 from worker.results.query import CountUnit, ResultQuery
 from worker.results.query_totals import QueryTotals
@@ -29,7 +30,7 @@ from worker.results.variant_totals import VariantTotals
 from worker.stats import AnalysisRequest, AnalysisResult, analyze_goals
 from worker.stats.corrections import Correction
 from worker.stats.power import DEFAULT_POWER, PowerNumbers, TreatmentPower, treatment_power
-from worker.stats.schema import VariantResult
+from worker.stats.schema import Metric, VariantResult
 from worker.stats.sequential import tuning_for_plan
 from worker.stats.srm import (
     DEFAULT_SRM_THRESHOLD,
@@ -159,17 +160,25 @@ def _analysis(
     frequentist: list[AnalysisResult | None] = [None] * len(requests)
     powers: list[dict[str, PowerEstimate | None]] = [{} for _ in requests]
     conversion: list[AnalysisResult | None] = [None] * len(requests)
+    per_order: list[AnalysisResult | None] = [None] * len(requests)
     if statistics and requests:
         results = list(analyze_goals(requests, correction))
         effect = definition.stats.minimum_detectable_effect
-        per_day = _units_per_day(rows, query, days)
-        powers = [_power(treatment_power(r, effect), effect, per_day) for r in requests]
+        powers = [
+            _power(
+                treatment_power(r, effect),
+                effect,
+                _units_per_day(rows[goal.key], _sampled_unit(query, rows[goal.key]), days),
+            )
+            for goal, r in zip(goals, requests, strict=True)
+        ]
         if checks and definition.stats.engine is Engine.BAYESIAN:
             # A posterior is no stopping rule: decisions gate it with the frequentist
             # test of the same comparisons (the confidence sequence when sequential).
             copies = [r.model_copy(update={"engine": "frequentist"}) for r in requests]
             frequentist = list(analyze_goals(copies, correction))
         conversion = _conversion_analyses(definition, query, goals, rows, weights, correction)
+        per_order = _revenue_per_order_analyses(definition, goals, rows, weights, correction)
     # Visitors are randomised, so the split is tested on visitors whatever the unit.
     first = next(iter(rows.values()), [])
     visitors = [row.visitors for row in first]
@@ -183,10 +192,19 @@ def _analysis(
         srm_alarm=srm_alarm(sequential, DEFAULT_SRM_THRESHOLD),
         goals={
             goal.key: _goal_block(
-                definition, query, goal.type, rows[goal.key], weights, result, check, power, rate
+                definition,
+                query,
+                goal,
+                rows[goal.key],
+                weights,
+                result,
+                check,
+                power,
+                rate,
+                order,
             )
-            for goal, result, check, power, rate in zip(
-                goals, results, frequentist, powers, conversion, strict=True
+            for goal, result, check, power, rate, order in zip(
+                goals, results, frequentist, powers, conversion, per_order, strict=True
             )
         },
     )
@@ -206,14 +224,116 @@ def _conversion_analyses(
     own. These comparisons form a family of their own: adding them to the goals' family
     would change the corrected p-values that decisions read on the goals' metrics.
     """
-    valued = [goal for goal in goals if goal.type is not GoalType.CONVERSION]
-    requests = [
-        _request(definition, query, GoalType.CONVERSION, rows[goal.key], weights) for goal in valued
-    ]
-    by_goal = dict(
-        zip((goal.key for goal in valued), analyze_goals(requests, correction), strict=True)
-    )
+    requests = {
+        goal.key: _request(definition, query, GoalType.CONVERSION, rows[goal.key], weights)
+        for goal in goals
+        if goal.type is not GoalType.CONVERSION
+    }
+    return _family(goals, requests, correction)
+
+
+def _revenue_per_order_analyses(
+    definition: ExperimentDefinition,
+    goals: Sequence[Goal],
+    rows: Rows,
+    weights: list[float],
+    correction: Correction,
+) -> list[AnalysisResult | None]:
+    """Per goal, revenue per order of a revenue goal (None for other goals, and where the
+    counters lack per-visitor order sums).
+
+    Revenue per order is ΣR / ΣO, a ratio whose unit sampled is the visitor: a
+    visitor's orders share their tastes and budget, so orders are not independent.
+    Like the conversion rates, these comparisons are a family of their own.
+    """
+    requests = {
+        goal.key: _analysis_request(
+            definition, "ratio", rows[goal.key], weights, _revenue_per_order_input
+        )
+        for goal in goals
+        if goal.type is GoalType.REVENUE and _has_order_sums(rows[goal.key])
+    }
+    return _family(goals, requests, correction)
+
+
+def _family(
+    goals: Sequence[Goal], requests: Mapping[str, AnalysisRequest], correction: Correction
+) -> list[AnalysisResult | None]:
+    """Per goal, the analysis of its request in ``requests`` (None without one), the
+    requests analysed as one correction family."""
+    by_goal = dict(zip(requests, analyze_goals(list(requests.values()), correction), strict=True))
     return [by_goal.get(goal.key) for goal in goals]
+
+
+def _has_order_sums(rows: Sequence[VariantTotals]) -> bool:
+    """Whether every row with orders carries the per-visitor order sums a ratio needs.
+
+    Cauchy–Schwarz, exact on integers: complete per-visitor sums have ΣO²·n ≥ (ΣO)²;
+    counters written before the sums were kept have ΣO² = 0 with orders.
+    """
+    return all(row.orders_sum_squares * row.visitors >= row.orders**2 for row in rows)
+
+
+def _revenue_per_order_input(row: VariantTotals) -> dict[str, Any]:
+    return {
+        "n": row.visitors,
+        "sum": row.revenue,
+        "sum_squares": row.revenue_sum_squares,
+        "denominator_sum": row.orders,
+        "denominator_sum_squares": row.orders_sum_squares,
+        "main_denominator_sum_product": row.revenue_orders_product,
+    }
+
+
+def _visit_analysis(query: ResultQuery, rows: Sequence[VariantTotals]) -> VisitAnalysis | None:
+    """How the query's per-visit metrics are analysed on ``rows`` (None: visitor unit).
+
+    Clustered by visitor when every row carries the per-visitor visit sums; counters
+    written before those were kept (cohort visits 0 beside visits, or sums that no
+    complete per-visitor data gives: Cauchy–Schwarz, exact on integers) leave only
+    the analysis of visits as independent units.
+    """
+    if _units(query)[0] != "visits":
+        return None
+    complete = all(
+        row.visits == 0
+        or (
+            row.cohort_visits > 0
+            and row.cohort_visits_sum_squares * row.visitors >= row.cohort_visits**2
+            and row.converted_visits_sum_squares * row.visitors >= row.converted_visits**2
+        )
+        for row in rows
+    )
+    return "clustered" if complete else "unclustered"
+
+
+def _sampled_unit(query: ResultQuery, rows: Sequence[VariantTotals]) -> CountUnit:
+    """The unit the analysis counts as n: visitors for clustered per-visit metrics."""
+    return "visitors" if _visit_analysis(query, rows) == "clustered" else _units(query)[0]
+
+
+def _per_visit_input(goal_type: GoalType, row: VariantTotals) -> dict[str, Any]:
+    """A per-visit metric as a ratio over the visitor's visits, the visitor as unit."""
+    numerator: tuple[float, float, float]
+    if goal_type is GoalType.CONVERSION:
+        numerator = (
+            row.converted_visits,
+            row.converted_visits_sum_squares,
+            row.visits_converted_visits_product,
+        )
+    elif goal_type is GoalType.REVENUE:
+        numerator = (row.revenue, row.revenue_sum_squares, row.visits_revenue_product)
+    else:
+        numerator = (row.goal_events, row.goal_events_sum_squares, row.visits_goal_events_product)
+    total, sum_squares, product = numerator
+    return {
+        "n": row.visitors,
+        "sum": total,
+        "sum_squares": sum_squares,
+        "denominator_sum": row.cohort_visits,
+        "denominator_sum_squares": row.cohort_visits_sum_squares,
+        "main_denominator_sum_product": product,
+    }
 
 
 def _units(query: ResultQuery) -> tuple[CountUnit, str]:
@@ -249,10 +369,31 @@ def _request(
     rows: list[VariantTotals],
     weights: list[float],
 ) -> AnalysisRequest:
+    if _visit_analysis(query, rows) == "clustered":
+        return _analysis_request(
+            definition, "ratio", rows, weights, lambda row: _per_visit_input(goal_type, row)
+        )
+    return _analysis_request(
+        definition,
+        "proportion" if goal_type is GoalType.CONVERSION else "mean",
+        rows,
+        weights,
+        lambda row: _metric_input(query, goal_type, row),
+    )
+
+
+def _analysis_request(
+    definition: ExperimentDefinition,
+    metric: Metric,
+    rows: list[VariantTotals],
+    weights: list[float],
+    inputs: Callable[[VariantTotals], dict[str, Any]],
+) -> AnalysisRequest:
+    """The engine's request on ``metric``, each row's sufficient statistics by ``inputs``."""
     stats = definition.stats
     return AnalysisRequest.model_validate(
         {
-            "metric": "proportion" if goal_type is GoalType.CONVERSION else "mean",
+            "metric": metric,
             "engine": stats.engine.value,
             "sequential": stats.sequential,
             "sequential_tuning": sequential_tuning(definition),
@@ -262,7 +403,7 @@ def _request(
             "prior": stats.prior.model_dump() if stats.prior else None,
             "weights": weights,
             "variants": [
-                {"id": row.variant_id, "control": i == 0} | _metric_input(query, goal_type, row)
+                {"id": row.variant_id, "control": i == 0} | inputs(row)
                 for i, row in enumerate(rows)
             ],
         }
@@ -272,13 +413,14 @@ def _request(
 def _goal_block(
     definition: ExperimentDefinition,
     query: ResultQuery,
-    goal_type: GoalType,
+    goal: Goal,
     rows: list[VariantTotals],
     weights: list[float],
     result: AnalysisResult | None,
     check: AnalysisResult | None,
     power: Mapping[str, PowerEstimate | None],
     conversion: AnalysisResult | None,
+    per_order: AnalysisResult | None,
 ) -> GoalBlock:
     checks = {checked.id: checked for checked in check.variants} if check else {}
     statistics = {
@@ -289,9 +431,8 @@ def _goal_block(
         )
         for v in (result.variants if result else [])
     }
-    conversion_statistics = {
-        v.id: VariantStatistics(**dict(v)) for v in (conversion.variants if conversion else [])
-    }
+    conversion_statistics = _side_statistics(conversion)
+    revenue_per_order_statistics = _side_statistics(per_order)
     unit, converted = _units(query)
     variants = []
     for row, weight in zip(rows, weights, strict=True):
@@ -308,16 +449,24 @@ def _goal_block(
                 conversion_rate=getattr(row, converted) / base if base else None,
                 statistics=statistics.get(row.variant_id),
                 conversion_statistics=conversion_statistics.get(row.variant_id),
+                revenue_per_order_statistics=revenue_per_order_statistics.get(row.variant_id),
             )
         )
     return GoalBlock(
-        type=goal_type,
+        type=goal.type,
         unit=unit,
+        cap=goal.cap,
+        visit_analysis=_visit_analysis(query, rows),
         variants=variants,
         probability_best=result.probability_best if result else None,
         bandit_weights=result.bandit_weights if result else None,
         bandit_updated=result.bandit_updated if result else False,
     )
+
+
+def _side_statistics(analysis: AnalysisResult | None) -> dict[str, VariantStatistics]:
+    """Variant id → its comparison on a metric beside the goal's own (no power, no check)."""
+    return {v.id: VariantStatistics(**dict(v)) for v in (analysis.variants if analysis else [])}
 
 
 def _frequentist_check(checked: VariantResult | None) -> FrequentistCheck | None:
@@ -360,10 +509,11 @@ def _horizon(numbers: PowerNumbers, per_day: float | None) -> HorizonPower:
     )
 
 
-def _units_per_day(rows: Rows, query: ResultQuery, days: float | None) -> float | None:
+def _units_per_day(
+    rows: Sequence[VariantTotals], unit: CountUnit, days: float | None
+) -> float | None:
     """Units (all arms) per day with data so far; None without days or units."""
-    first = next(iter(rows.values()), [])
-    total = sum(getattr(row, _units(query)[0]) for row in first)
+    total = sum(getattr(row, unit) for row in rows)
     return total / days if days and total else None
 
 

@@ -1,12 +1,14 @@
 """A variant's result against the reference in plain words, for people: the results
-page and the ``results`` command say it the same way."""
+page and the ``results`` command say it the same way (and so the notes and the power
+numbers beside it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.results.contract import VariantStatistics
+from worker.results.contract import HorizonPower, PowerEstimate, VariantStatistics, VisitAnalysis
+from worker.results.query import CountUnit
 from worker.stats.common import Interval
 
 Tone = Literal["good", "bad", "neutral"]
@@ -16,6 +18,12 @@ CLIPPED_NOTE = (
     "fall by; it is shown from -100 %."
 )
 """Said beside a relative interval shown clipped at -100 %."""
+
+UNCLUSTERED_NOTE = (
+    "Visits are analysed as independent: these counters predate the per-visitor visit "
+    "sums, and a visitor's visits resemble each other, so significance is overstated."
+)
+"""Said beside per-visit results whose goal block's ``visit_analysis`` is ``unclustered``."""
 
 
 @dataclass(frozen=True)
@@ -103,3 +111,31 @@ def clipped_relative(interval: Interval, non_negative: bool) -> tuple[Interval, 
         None if low is None else max(low, -1.0),
         None if high is None else max(high, -1.0),
     ), CLIPPED_NOTE
+
+
+def power_unit(unit: CountUnit, visit_analysis: VisitAnalysis | None) -> CountUnit:
+    """The units a goal's power section counts: its unit, but visitors where per-visit
+    metrics were analysed with the visitor as unit."""
+    return "visitors" if visit_analysis == "clustered" else unit
+
+
+def power_target(power: PowerEstimate) -> str:
+    """The lift and power the numbers plan for, e.g. ``+5 % at 80 %``."""
+    return f"{100.0 * power.effect:+g} % at {100.0 * power.power:g} %"
+
+
+def horizon_text(horizon: HorizonPower, unit: CountUnit) -> str:
+    """One test's power in words: the lift it detects now, and the ``unit`` (and days,
+    when known) it still needs for the planned lift."""
+    now = (
+        "not enough data yet"
+        if horizon.mde is None
+        else f"{100.0 * horizon.mde:+.1f} % detectable now"
+    )
+    units = horizon.units_needed
+    if units is None:
+        return f"{now}; no sample reaches it"
+    if units == 0:
+        return f"{now}; reached"
+    days = "" if horizon.days_needed is None else f" ({horizon.days_needed:.1f} days)"
+    return f"{now}; {units:,} more {unit}{days}"

@@ -9,8 +9,13 @@ and reliabilities are in percent, as Kameleoon shows them.
 own metric, the one decisions read: the conversion rate of a conversion goal, revenue
 or goal events per visitor of a revenue or count goal. Those two add the conversion
 rate's lift as ``conversionRateImprovementRate`` with its own
-``conversionRateImprovementInterval`` and ``conversionRateReliability``. An interval
-shown clipped at -100 % comes with an ``...IntervalNote``.
+``conversionRateImprovementInterval`` and ``conversionRateReliability``; a revenue goal
+also the lift of ``averageCart`` (revenue per order) as ``averageCartImprovementRate``,
+``averageCartImprovementInterval`` and ``averageCartReliability``. An interval shown
+clipped at -100 % comes with an ``...IntervalNote``; per-visit numbers analysed as
+independent visits (counters without per-visitor visit sums) with a
+``reliabilityNote``. Kameleoon documents no field for power or sample size, so the
+document's power section is not shown here.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 from worker.events.experiment import GoalType
 from worker.results.contract import GoalBlock, VariantRow, VariantStatistics
-from worker.results.verdict import shown_interval
+from worker.results.verdict import UNCLUSTERED_NOTE, shown_interval
 
 REFERENCE = "_reference"
 
@@ -54,7 +59,7 @@ def _general(blocks: GoalBlocks, goals: list[str], variant: str) -> dict[str, An
     return {
         "visitCount": first.visits if first else 0,
         "visitorCount": first.visitors if first else 0,
-        "goalsData": {goal: _goal_data(blocks[goal].type, row) for goal, row in rows.items()},
+        "goalsData": {goal: _goal_data(blocks[goal], row) for goal, row in rows.items()},
     }
 
 
@@ -63,7 +68,8 @@ def _row(block: GoalBlock, variant: str) -> VariantRow:
     return next(row for row in block.variants if row.variant_id == variant)
 
 
-def _goal_data(goal_type: GoalType, row: VariantRow) -> dict[str, Any]:
+def _goal_data(block: GoalBlock, row: VariantRow) -> dict[str, Any]:
+    goal_type = block.type
     statistics = row.statistics
     data = {
         "conversionCount": row.goal_events,
@@ -76,6 +82,10 @@ def _goal_data(goal_type: GoalType, row: VariantRow) -> dict[str, Any]:
     }
     if goal_type is not GoalType.CONVERSION:
         data |= _lift_data("conversionRate", row.conversion_statistics, non_negative=True)
+    if goal_type is GoalType.REVENUE:
+        data |= _lift_data("averageCart", row.revenue_per_order_statistics, non_negative=False)
+    if block.visit_analysis == "unclustered":
+        data["reliabilityNote"] = UNCLUSTERED_NOTE
     return data
 
 

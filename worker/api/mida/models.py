@@ -54,7 +54,7 @@ class ResultVariant(BaseModel):
     A revenue goal adds ``revenue_per_visitor_statistics`` for
     ``revenue_per_visitor_improvement``, a count goal ``events_per_visitor_improvement``
     with ``events_per_visitor_statistics``: the goal's own metric, the one decisions
-    read.
+    read. A revenue goal also adds ``aov_improvement`` with ``aov_statistics``.
     """
 
     variant_id: str
@@ -78,6 +78,14 @@ class ResultVariant(BaseModel):
     )
     events_per_visitor_statistics: Statistics | None = Field(
         None, description="Count goals: the statistics of the events-per-visitor lift."
+    )
+    aov_improvement: float | None = Field(
+        None, description="Revenue goals: relative lift of the average order value, percent."
+    )
+    aov_statistics: Statistics | None = Field(
+        None,
+        description="Revenue goals: the statistics of the average-order-value lift "
+        "(revenue per order, with the visitor as unit).",
     )
     traffic_weight: float = Field(description="Configured share of traffic, percent.")
     variant_status: Literal["active", "paused"]

@@ -2,7 +2,10 @@
 
 A result document (``worker.results.contract.ResultDocument``, what snapshots store)
 holds per goal the per-variant rows in reference-first order with their statistics.
-Everything here only reads it.
+Everything here only reads it. The document's power section (``statistics.power``)
+has no field in Mida's documented result, so it is not added here; the results page
+and the ``results`` command show it. Mida's results are per visitor only, so a
+per-visit analysis never reaches these shapes.
 """
 
 from __future__ import annotations
@@ -304,13 +307,16 @@ def _conversions(rows: Sequence[VariantRow]) -> int:
 
 def _lifts(control: VariantRow, row: VariantRow, goal_type: GoalType) -> dict[str, float]:
     """``improvement``, the RPV improvement and, for a count goal, the events-per-visitor
-    improvement, each only when the control has a base."""
+    improvement or, for a revenue goal, the order value's, each only when the control
+    has a base."""
     lifts = {
         "improvement": _lift(_rate(row), _rate(control)),
         "revenue_per_visitor_improvement": _lift(_rpv(row), _rpv(control)),
     }
     if goal_type is GoalType.COUNT:
         lifts["events_per_visitor_improvement"] = _lift(_epv(row), _epv(control))
+    if goal_type is GoalType.REVENUE:
+        lifts["aov_improvement"] = _lift(_aov(row), _aov(control))
     return {name: value for name, value in lifts.items() if value is not None}
 
 
@@ -322,18 +328,23 @@ def _statistics_fields(
     The row's ``statistics`` are on the goal's metric: for a conversion goal that is
     ``improvement``'s conversion rate; a revenue or count goal's conversion rate has
     its own ``conversion_statistics``, and its value per visitor goes beside the
-    value's lift.
+    value's lift; a revenue goal's revenue per order goes beside ``aov_improvement``.
     """
     if goal_type is GoalType.CONVERSION:
         return {"statistics": _statistics(definition, row.statistics, non_negative=True)}
     value = "revenue_per_visitor" if goal_type is GoalType.REVENUE else "events_per_visitor"
-    return {
+    fields = {
         "statistics": _statistics(definition, row.conversion_statistics, non_negative=True),
         # Revenue can be negative (refunds); goal events cannot.
         f"{value}_statistics": _statistics(
             definition, row.statistics, non_negative=goal_type is GoalType.COUNT
         ),
     }
+    if goal_type is GoalType.REVENUE:
+        fields["aov_statistics"] = _statistics(
+            definition, row.revenue_per_order_statistics, non_negative=False
+        )
+    return fields
 
 
 def _statistics(
@@ -398,6 +409,10 @@ def _rate(row: VariantRow) -> float | None:
 
 def _rpv(row: VariantRow) -> float | None:
     return _ratio(row.revenue, row.visitors) if row.visitors else None
+
+
+def _aov(row: VariantRow) -> float | None:
+    return _ratio(row.revenue, row.orders) if row.orders else None
 
 
 def _epv(row: VariantRow) -> float | None:

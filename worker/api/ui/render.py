@@ -16,8 +16,16 @@ from worker.api.mida.params import BREAKDOWNS, ResultParams
 from worker.api.mida.shapes import goal_of, variant_rows
 from worker.api.ui.charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition, GoalType
-from worker.results.contract import ResultDocument
-from worker.results.verdict import Verdict, p_value_text, verdict
+from worker.results.contract import GoalBlock, ResultDocument
+from worker.results.verdict import (
+    UNCLUSTERED_NOTE,
+    Verdict,
+    horizon_text,
+    p_value_text,
+    power_target,
+    power_unit,
+    verdict,
+)
 
 AUTH_NOTE = (
     "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>, "
@@ -55,13 +63,16 @@ padding-top:8px}
 class ExperimentPage:
     """Everything the experiment page shows.
 
-    ``action`` is the form's address and ``key`` the API key to carry in it (when the
-    page was opened with ``?key=``); ``days`` are the chart's days, ``daily`` the
-    documents of each day's cohort and ``cumulative`` those of all cohorts up to it.
+    ``document`` is the result document ``result`` was shaped from (its power section,
+    cap and notes have no Mida field). ``action`` is the form's address and ``key`` the
+    API key to carry in it (when the page was opened with ``?key=``); ``days`` are the
+    chart's days, ``daily`` the documents of each day's cohort and ``cumulative`` those
+    of all cohorts up to it.
     """
 
     definition: ExperimentDefinition
     result: ResultResponse
+    document: ResultDocument
     params: ResultParams
     action: str
     key: str | None
@@ -112,6 +123,7 @@ def experiment_page(page: ExperimentPage) -> str:
     srm = result.srm_p_value
     srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
     goal_type = GoalType(result.goal.goal_type)
+    block = page.document.goals[result.goal.goal_key]
     body = [
         f"<h1>{escape(result.test_name)}</h1>",
         f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
@@ -119,8 +131,10 @@ def experiment_page(page: ExperimentPage) -> str:
         f"<strong>{escape(result.goal.goal_name)}</strong> · "
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
+        *goal_notes(block),
         "<h2>Variants</h2>",
         variant_table(result.variants, threshold, goal_type),
+        *power_section(block),
     ]
     for segment in result.breakdowns or []:
         body += [
@@ -176,6 +190,45 @@ def filter_form(
     )
 
 
+def goal_notes(block: GoalBlock) -> list[str]:
+    """What the reader must know before reading the goal's numbers: its cap, and
+    per-visit numbers analysed as independent visits."""
+    notes = []
+    if block.cap is not None:
+        value = "Revenue" if block.type is GoalType.REVENUE else "Goal events"
+        notes.append(f'<p class="note" id="cap">{value} capped at {block.cap:g} per visitor.</p>')
+    if block.visit_analysis == "unclustered":
+        notes.append(f'<p class="note" id="unclustered">{escape(UNCLUSTERED_NOTE)}</p>')
+    return notes
+
+
+def power_section(block: GoalBlock) -> list[str]:
+    """Per treatment, the lift each test detects now and what it still needs for the
+    planned lift (nothing where power is undefined)."""
+    rows = [
+        (row.name, row.statistics.power)
+        for row in block.variants
+        if row.statistics is not None and row.statistics.power is not None
+    ]
+    if not rows:
+        return []
+    unit = power_unit(block.unit, block.visit_analysis)
+    cells = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(horizon_text(power.fixed_horizon, unit))}</td>"
+        f"<td>{escape(horizon_text(power.sequential, unit))}</td></tr>"
+        for name, power in rows
+    )
+    return [
+        "<h2>Power</h2>",
+        f'<p class="note">For a lift of {escape(power_target(rows[0][1]))} power: the lift '
+        f"each test detects now, and the {unit} (all variants) and days it still needs at "
+        "the pace so far. The sequential test may be read at any time; the fixed-horizon "
+        "test only once, at its planned sample.</p>",
+        '<table class="power"><thead><tr><th>Variant</th><th>Fixed horizon</th>'
+        f"<th>Sequential</th></tr></thead><tbody>{cells}</tbody></table>",
+    ]
+
+
 @dataclass(frozen=True)
 class Lift:
     """A metric whose lift the table shows: its title, and where a Mida variant keeps
@@ -188,25 +241,32 @@ class Lift:
 
 CONVERSION_RATE = Lift("Conversion rate", lambda v: v.improvement, lambda v: v.statistics)
 VALUE_LIFTS = {
-    GoalType.REVENUE: Lift(
-        "Revenue per visitor",
-        lambda v: v.revenue_per_visitor_improvement,
-        lambda v: v.revenue_per_visitor_statistics,
-    ),
-    GoalType.COUNT: Lift(
-        "Events per visitor",
-        lambda v: v.events_per_visitor_improvement,
-        lambda v: v.events_per_visitor_statistics,
-    ),
+    GoalType.REVENUE: [
+        Lift(
+            "Revenue per visitor",
+            lambda v: v.revenue_per_visitor_improvement,
+            lambda v: v.revenue_per_visitor_statistics,
+        ),
+        Lift("Revenue per order", lambda v: v.aov_improvement, lambda v: v.aov_statistics),
+    ],
+    GoalType.COUNT: [
+        Lift(
+            "Events per visitor",
+            lambda v: v.events_per_visitor_improvement,
+            lambda v: v.events_per_visitor_statistics,
+        )
+    ],
 }
-"""The second lift of a revenue or count goal: its value per visitor, the metric
-decisions read; a conversion goal shows the conversion rate only."""
+"""The further lifts of a revenue or count goal: first its value per visitor, the
+metric decisions read, then a revenue goal's revenue per order; a conversion goal
+shows the conversion rate only."""
 
 
 def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: GoalType) -> str:
     """Per-variant numbers and, per metric, its lift with its own interval and verdict:
-    the conversion rate, then a revenue or count goal's value per visitor."""
-    lifts = [CONVERSION_RATE, *([VALUE_LIFTS[goal]] if goal in VALUE_LIFTS else [])]
+    the conversion rate, then a revenue or count goal's value per visitor (and a
+    revenue goal's revenue per order)."""
+    lifts = [CONVERSION_RATE, *VALUE_LIFTS.get(goal, [])]
     revenue = goal is GoalType.REVENUE
     head = "".join(
         f"<th>{escape(name)}</th>"

@@ -139,13 +139,8 @@ async def _results(
     (the engine's lift and interval for every visitor up to that day)."""
     query = result_query(params, definition)
     goal = query.goal_key(definition)
-    result = result_response(
-        definition,
-        await context.results.document(definition, query),
-        goal,
-        definition.ended_at,
-        datetime.now(UTC),
-    )
+    document = await context.results.document(definition, query)
+    result = result_response(definition, document, goal, definition.ended_at, datetime.now(UTC))
     series = query.model_copy(update={"breakdown": None, "goal": goal})
     daily = await context.results.daily(definition, series)
     days = [day for day, _ in daily]
@@ -154,6 +149,7 @@ async def _results(
         ExperimentPage(
             definition=definition,
             result=result,
+            document=document,
             params=params,
             action=action,
             key=key,

@@ -31,6 +31,7 @@ from worker.results.contract.document import (
     SegmentResult,
     VariantRow,
     VariantStatistics,
+    VisitAnalysis,
 )
 from worker.results.contract.snapshot import Snapshot
 
@@ -58,6 +59,7 @@ __all__ = [
     "SrmDetected",
     "VariantRow",
     "VariantStatistics",
+    "VisitAnalysis",
     "WinnerDeclared",
     "WinnerRule",
     "WinnerWithdrawn",

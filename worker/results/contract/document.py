@@ -7,6 +7,8 @@ order is the order of the published JSON.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.events.experiment import (
@@ -20,6 +22,9 @@ from worker.events.experiment import (
 from worker.results.query import CountUnit, Dimension, ResultQuery
 from worker.stats.common import Interval
 from worker.stats.schema import VariantResult
+
+VisitAnalysis = Literal["clustered", "unclustered"]
+"""How per-visit metrics were analysed (``GoalBlock.visit_analysis``)."""
 
 CONTRACT = ConfigDict(frozen=True, extra="forbid")
 """Every contract model is immutable, and lists exactly the fields that are published."""
@@ -45,8 +50,9 @@ class HorizonPower(BaseModel):
         "null until both arms have units."
     )
     units_needed: int | None = Field(
-        description="More units (all arms, in the goal's unit) until the stated effect "
-        "reaches the stated power; 0 once reached, null when no sample reaches it."
+        description="More units (all arms, in the goal's unit; visitors where the goal's "
+        "visit_analysis is clustered) until the stated effect reaches the stated power; 0 "
+        "once reached, null when no sample reaches it."
     )
     days_needed: float | None = Field(
         description="units_needed at the units per day so far; null when the days "
@@ -109,29 +115,22 @@ class VariantRow(BaseModel):
     orders: int
     revenue: float
     revenue_sum_squares: float = Field(description="Per-visitor sum of squared revenue.")
-    # Per-visitor sums for the clustered, ratio and CUPED analyses (VariantTotals names
-    # them); 0 in documents written before they were kept.
-    cohort_visits: int = Field(0, description="Visits of the visitors, in their entry cohort.")
-    cohort_visits_sum_squares: int = Field(0, description="Per-visitor sum of squared visits.")
-    converted_visits_sum_squares: int = Field(
-        0, description="Per-visitor sum of squared converted visits."
+    # Per-visitor sums of a visitor's V visits, C converted visits, E goal events, R
+    # revenue and O orders, in the visitor's entry cohort (0 in documents computed from
+    # counters written before they were kept, and in documents stored before that).
+    cohort_visits: int = Field(default=0, description="ΣV: visits, by the visitor's entry.")
+    cohort_visits_sum_squares: int = Field(default=0, description="ΣV².")
+    converted_visits_sum_squares: int = Field(default=0, description="ΣC².")
+    visits_converted_visits_product: int = Field(default=0, description="ΣV·C.")
+    visits_goal_events_product: int = Field(default=0, description="ΣV·E.")
+    visits_revenue_product: float = Field(default=0.0, description="ΣV·R.")
+    orders_sum_squares: int = Field(default=0, description="ΣO².")
+    revenue_orders_product: float = Field(default=0.0, description="ΣR·O.")
+    covariate_sum: float = Field(
+        default=0.0, description="ΣX, X the visitor's value of the goal before entry (CUPED)."
     )
-    visits_converted_visits_product: int = Field(
-        0, description="Per-visitor sum of visits × converted visits."
-    )
-    visits_goal_events_product: int = Field(
-        0, description="Per-visitor sum of visits × goal events."
-    )
-    visits_revenue_product: float = Field(0.0, description="Per-visitor sum of visits × revenue.")
-    orders_sum_squares: int = Field(0, description="Per-visitor sum of squared orders.")
-    revenue_orders_product: float = Field(0.0, description="Per-visitor sum of revenue × orders.")
-    covariate_sum: float = Field(0.0, description="CUPED: sum of the pre-entry values.")
-    covariate_sum_squares: float = Field(
-        0.0, description="CUPED: sum of the squared pre-entry values."
-    )
-    covariate_product_sum: float = Field(
-        0.0, description="CUPED: sum of pre-entry × post-entry values."
-    )
+    covariate_sum_squares: float = Field(default=0.0, description="ΣX².")
+    covariate_product_sum: float = Field(default=0.0, description="ΣX·Y, Y the value after entry.")
     name: str
     is_control: bool
     is_reference: bool = Field(description="The variant the others are compared with.")
@@ -152,6 +151,16 @@ class VariantRow(BaseModel):
             "unit; left out for conversion goals, the reference and unanalysed segments."
         ),
     )
+    revenue_per_order_statistics: VariantStatistics | None = Field(
+        default=None,
+        exclude_if=lambda statistics: statistics is None,
+        description=(
+            "Revenue goals: revenue per order (revenue / orders, a ratio with the visitor "
+            "as unit) compared with the reference, in a correction family of its own; "
+            "left out for other goals, the reference, unanalysed segments, and counters "
+            "without per-visitor order sums."
+        ),
+    )
 
 
 class GoalBlock(BaseModel):
@@ -161,6 +170,20 @@ class GoalBlock(BaseModel):
 
     type: GoalType
     unit: CountUnit
+    cap: float | None = Field(
+        default=None,
+        description="The most one visitor's value counts for (the goal's cap): revenue "
+        "and goal events are capped at it; null when uncapped.",
+    )
+    visit_analysis: VisitAnalysis | None = Field(
+        default=None,
+        description="With the visit unit: `clustered` when per-visit metrics are ratios "
+        "with the visitor as the unit sampled (n, and the power section's units, are "
+        "visitors); `unclustered` when the counters lack per-visitor visit sums (written "
+        "before they were kept) and visits are analysed as independent, which overstates "
+        "significance when a visitor's visits resemble each other. Null with the visitor "
+        "unit.",
+    )
     variants: list[VariantRow]
     probability_best: dict[str, float] | None = Field(
         description="Variant id → chance to be the best arm; null when undefined or not analysed."
