@@ -226,7 +226,8 @@ def _verdict_text(row: VariantRow, result: GoalResult) -> str:
     revenue goal's revenue per order."""
     goal_type, threshold_percent = result.goal_type, result.confidence_threshold_percent
     if goal_type is GoalType.CONVERSION:
-        return _verdict_line(row.is_reference, row.statistics, True, threshold_percent)
+        text = _verdict_line(row.is_reference, row.statistics, True, threshold_percent)
+        return text + _cuped_text(row, goal_type, threshold_percent)
     conversion = _verdict_line(row.is_reference, row.conversion_statistics, True, threshold_percent)
     # Revenue can be negative (refunds); goal events cannot.
     value = _verdict_line(
@@ -240,7 +241,18 @@ def _verdict_text(row: VariantRow, result: GoalResult) -> str:
         # Revenue per order can be negative (refunds).
         per_order = _verdict_line(False, row.revenue_per_order_statistics, False, threshold_percent)
         text += f"; revenue per order {per_order}"
-    return text
+    return text + _cuped_text(row, goal_type, threshold_percent)
+
+
+def _cuped_text(row: VariantRow, goal_type: GoalType, threshold_percent: float) -> str:
+    """The goal's own metric adjusted by CUPED, when the row has that analysis."""
+    if row.cuped_statistics is None:
+        return ""
+    # Revenue can be negative (refunds); rates and goal events cannot.
+    adjusted = _verdict_line(
+        False, row.cuped_statistics, goal_type is not GoalType.REVENUE, threshold_percent
+    )
+    return f"; CUPED-adjusted {adjusted}"
 
 
 def _verdict_line(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from worker.events.experiment import Engine, ExperimentDefinition, Goal, GoalType, Variant
@@ -161,6 +162,7 @@ def _analysis(
     powers: list[dict[str, PowerEstimate | None]] = [{} for _ in requests]
     conversion: list[AnalysisResult | None] = [None] * len(requests)
     per_order: list[AnalysisResult | None] = [None] * len(requests)
+    cuped: list[AnalysisResult | None] = [None] * len(requests)
     if statistics and requests:
         results = list(analyze_goals(requests, correction))
         effect = definition.stats.minimum_detectable_effect
@@ -179,6 +181,7 @@ def _analysis(
             frequentist = list(analyze_goals(copies, correction))
         conversion = _conversion_analyses(definition, query, goals, rows, weights, correction)
         per_order = _revenue_per_order_analyses(definition, goals, rows, weights, correction)
+        cuped = _cuped_analyses(definition, query, goals, rows, weights, correction)
     # Visitors are randomised, so the split is tested on visitors whatever the unit.
     first = next(iter(rows.values()), [])
     visitors = [row.visitors for row in first]
@@ -202,9 +205,10 @@ def _analysis(
                 power,
                 rate,
                 order,
+                adjusted,
             )
-            for goal, result, check, power, rate, order in zip(
-                goals, results, frequentist, powers, conversion, per_order, strict=True
+            for goal, result, check, power, rate, order, adjusted in zip(
+                goals, results, frequentist, powers, conversion, per_order, cuped, strict=True
             )
         },
     )
@@ -254,6 +258,47 @@ def _revenue_per_order_analyses(
         if goal.type is GoalType.REVENUE and _has_order_sums(rows[goal.key])
     }
     return _family(goals, requests, correction)
+
+
+def _cuped_analyses(
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    goals: Sequence[Goal],
+    rows: Rows,
+    weights: list[float],
+    correction: Correction,
+) -> list[AnalysisResult | None]:
+    """Per goal, its metric adjusted by CUPED (None where no adjustment applies).
+
+    The covariate is each visitor's value of the goal in the ``cuped_days`` before entry,
+    so it exists per visitor only: per-visit metrics get none. A covariate no visitor
+    has (ΣX² = 0) would leave the analysis unchanged, so none is shown. These comparisons
+    are a family of their own, and decisions keep reading the raw ones.
+    """
+    if definition.stats.cuped_days == 0 or _units(query)[0] != "visitors":
+        return [None] * len(goals)
+    requests = {
+        goal.key: _analysis_request(
+            definition,
+            "proportion" if goal.type is GoalType.CONVERSION else "mean",
+            rows[goal.key],
+            weights,
+            partial(_adjusted_input, query, goal.type),
+            cuped=True,
+        )
+        for goal in goals
+        if any(row.covariate_sum_squares > 0 for row in rows[goal.key])
+    }
+    return _family(goals, requests, correction)
+
+
+def _adjusted_input(query: ResultQuery, goal_type: GoalType, row: VariantTotals) -> dict[str, Any]:
+    """The goal's metric with its CUPED covariate sums."""
+    return _metric_input(query, goal_type, row) | {
+        "covariate_sum": row.covariate_sum,
+        "covariate_sum_squares": row.covariate_sum_squares,
+        "covariate_product_sum": row.covariate_product_sum,
+    }
 
 
 def _family(
@@ -388,12 +433,15 @@ def _analysis_request(
     rows: list[VariantTotals],
     weights: list[float],
     inputs: Callable[[VariantTotals], dict[str, Any]],
+    cuped: bool = False,
 ) -> AnalysisRequest:
-    """The engine's request on ``metric``, each row's sufficient statistics by ``inputs``."""
+    """The engine's request on ``metric``, each row's sufficient statistics by ``inputs``
+    (``cuped``: adjusted by the covariate sums the inputs carry)."""
     stats = definition.stats
     return AnalysisRequest.model_validate(
         {
             "metric": metric,
+            "cuped": cuped,
             "engine": stats.engine.value,
             "sequential": stats.sequential,
             "sequential_tuning": sequential_tuning(definition),
@@ -421,6 +469,7 @@ def _goal_block(
     power: Mapping[str, PowerEstimate | None],
     conversion: AnalysisResult | None,
     per_order: AnalysisResult | None,
+    cuped: AnalysisResult | None,
 ) -> GoalBlock:
     checks = {checked.id: checked for checked in check.variants} if check else {}
     statistics = {
@@ -433,6 +482,7 @@ def _goal_block(
     }
     conversion_statistics = _side_statistics(conversion)
     revenue_per_order_statistics = _side_statistics(per_order)
+    cuped_statistics = _side_statistics(cuped)
     unit, converted = _units(query)
     variants = []
     for row, weight in zip(rows, weights, strict=True):
@@ -450,6 +500,7 @@ def _goal_block(
                 statistics=statistics.get(row.variant_id),
                 conversion_statistics=conversion_statistics.get(row.variant_id),
                 revenue_per_order_statistics=revenue_per_order_statistics.get(row.variant_id),
+                cuped_statistics=cuped_statistics.get(row.variant_id),
             )
         )
     return GoalBlock(
@@ -457,6 +508,7 @@ def _goal_block(
         unit=unit,
         cap=goal.cap,
         visit_analysis=_visit_analysis(query, rows),
+        cuped_theta=cuped.cuped_theta if cuped else None,
         variants=variants,
         probability_best=result.probability_best if result else None,
         bandit_weights=result.bandit_weights if result else None,

@@ -84,6 +84,13 @@ def _goal_data(block: GoalBlock, row: VariantRow) -> dict[str, Any]:
         data |= _lift_data("conversionRate", row.conversion_statistics, non_negative=True)
     if goal_type is GoalType.REVENUE:
         data |= _lift_data("averageCart", row.revenue_per_order_statistics, non_negative=False)
+    if row.cuped_statistics is not None:
+        # An extension: the goal's own metric adjusted by CUPED, beside the raw lift.
+        data |= _lift_data(
+            "cuped", row.cuped_statistics, non_negative=goal_type is not GoalType.REVENUE
+        )
+        reduction = row.cuped_statistics.variance_reduction
+        data["cupedVarianceReduction"] = None if reduction is None else 100.0 * reduction
     if block.visit_analysis == "unclustered":
         data["reliabilityNote"] = UNCLUSTERED_NOTE
     return data

@@ -54,7 +54,8 @@ class ResultVariant(BaseModel):
     A revenue goal adds ``revenue_per_visitor_statistics`` for
     ``revenue_per_visitor_improvement``, a count goal ``events_per_visitor_improvement``
     with ``events_per_visitor_statistics``: the goal's own metric, the one decisions
-    read. A revenue goal also adds ``aov_improvement`` with ``aov_statistics``.
+    read. A revenue goal also adds ``aov_improvement`` with ``aov_statistics``. With
+    CUPED, ``cuped_improvement`` and ``cuped_statistics`` adjust the goal's own metric.
     """
 
     variant_id: str
@@ -86,6 +87,18 @@ class ResultVariant(BaseModel):
         None,
         description="Revenue goals: the statistics of the average-order-value lift "
         "(revenue per order, with the visitor as unit).",
+    )
+    cuped_improvement: float | None = Field(
+        None,
+        description="CUPED: the relative lift in percent of the goal's own metric (conversion "
+        "rate, RPV or events per visitor), adjusted by each visitor's value of the goal "
+        "before entry; with `cuped_statistics` and `cuped_variance_reduction`.",
+    )
+    cuped_statistics: Statistics | None = Field(
+        None, description="CUPED: the statistics of `cuped_improvement`."
+    )
+    cuped_variance_reduction: float | None = Field(
+        None, description="CUPED: how much the adjustment shrank the lift's variance, percent."
     )
     traffic_weight: float = Field(description="Configured share of traffic, percent.")
     variant_status: Literal["active", "paused"]

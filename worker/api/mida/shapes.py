@@ -276,8 +276,10 @@ def variant_rows(
             "statistics": None,
         }
         if not is_control:
-            fields |= _lifts(control, row, goal_type) | _statistics_fields(
-                definition, row, goal_type
+            fields |= (
+                _lifts(control, row, goal_type)
+                | _statistics_fields(definition, row, goal_type)
+                | _cuped_fields(definition, row, goal_type)
             )
         out.append(ResultVariant(**fields))
     return out
@@ -345,6 +347,25 @@ def _statistics_fields(
             definition, row.revenue_per_order_statistics, non_negative=False
         )
     return fields
+
+
+def _cuped_fields(
+    definition: ExperimentDefinition, row: VariantRow, goal_type: GoalType
+) -> dict[str, Any]:
+    """The CUPED-adjusted lift of the goal's own metric, its statistics and variance
+    reduction, in percent; nothing without a CUPED analysis."""
+    adjusted = row.cuped_statistics
+    if adjusted is None:
+        return {}
+    reduction = adjusted.variance_reduction
+    return {
+        "cuped_improvement": adjusted.improvement,
+        # Revenue can be negative (refunds); rates and goal events cannot.
+        "cuped_statistics": _statistics(
+            definition, adjusted, non_negative=goal_type is not GoalType.REVENUE
+        ),
+        "cuped_variance_reduction": None if reduction is None else _round(100.0 * reduction),
+    }
 
 
 def _statistics(

@@ -261,12 +261,17 @@ VALUE_LIFTS = {
 metric decisions read, then a revenue goal's revenue per order; a conversion goal
 shows the conversion rate only."""
 
+CUPED_LIFT = Lift("CUPED-adjusted", lambda v: v.cuped_improvement, lambda v: v.cuped_statistics)
+"""The goal's own metric adjusted by CUPED (pre-entry values): when a variant has it."""
+
 
 def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: GoalType) -> str:
     """Per-variant numbers and, per metric, its lift with its own interval and verdict:
     the conversion rate, then a revenue or count goal's value per visitor (and a
     revenue goal's revenue per order)."""
     lifts = [CONVERSION_RATE, *VALUE_LIFTS.get(goal, [])]
+    if any(v.cuped_statistics is not None for v in variants):
+        lifts.append(CUPED_LIFT)
     revenue = goal is GoalType.REVENUE
     head = "".join(
         f"<th>{escape(name)}</th>"

@@ -162,6 +162,19 @@ class VariantRow(BaseModel):
         ),
     )
 
+    cuped_statistics: VariantStatistics | None = Field(
+        default=None,
+        exclude_if=lambda statistics: statistics is None,
+        description=(
+            "CUPED: the goal's metric compared with the reference after regression "
+            "adjustment on each visitor's value of the goal in the `cuped_days` before "
+            "entry (`variance_reduction` says how much narrower it is), beside the raw "
+            "`statistics`, in a correction family of its own. Decisions read the raw "
+            "statistics. Left out with the visit unit, for the reference, unanalysed "
+            "segments, stats.cuped_days 0, and when no visitor has a pre-entry value."
+        ),
+    )
+
 
 class GoalBlock(BaseModel):
     """One goal's variants, reference first, with the experiment-wide numbers of the goal."""
@@ -183,6 +196,11 @@ class GoalBlock(BaseModel):
         "before they were kept) and visits are analysed as independent, which overstates "
         "significance when a visitor's visits resemble each other. Null with the visitor "
         "unit.",
+    )
+    cuped_theta: float | None = Field(
+        default=None,
+        description="CUPED: the pooled regression slope of the post-entry value on the "
+        "pre-entry one; null when no CUPED analysis was made.",
     )
     variants: list[VariantRow]
     probability_best: dict[str, float] | None = Field(
