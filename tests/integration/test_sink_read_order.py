@@ -29,8 +29,7 @@ from worker.events.dead_letter import (
     SourceRecord,
     dead_letter_payload,
 )
-from worker.events.experiment import ExperimentDefinition
-from worker.events.experiment import Goal, GoalType
+from worker.events.experiment import ExperimentDefinition, Goal, GoalType
 from worker.ingestion.commands import (
     SourceMessage,
     plan_assignment,
@@ -341,8 +340,8 @@ def generated_log(seed: int) -> dict[int, dict[str, list[Record]]]:
             )
             moment = entry + timedelta(minutes=minutes)
             value = round(rng.uniform(1, 99), 2) if goal == "buy" else None
-            visit = rng.choice([None, "s0", "s1", "s2"])
-            events.append(conversion(visitor, moment, clock + n, value, restricted, goal, visit))
+            seen_in = rng.choice([None, "s0", "s1", "s2"])
+            events.append(conversion(visitor, moment, clock + n, value, restricted, goal, seen_in))
     log: dict[int, dict[str, list[Record]]] = {
         p: {ASSIGNMENTS: [], CONVERSIONS: []} for p in range(PARTITIONS)
     }
@@ -422,7 +421,7 @@ def expected_totals(log: dict[int, dict[str, list[Record]]]) -> dict[tuple[str, 
     CUPED covariate takes those in the experiment's window before entry instead."""
     dead = expected_dead(log)
     names = [field.name for field in fields(VariantTotals) if field.name != "variant_id"]
-    out = {
+    out: dict[tuple[str, ...], float] = {
         (definition.id, goal.key, variant.id, name): 0.0
         for definition in DEFINITIONS
         for goal in definition.goals
