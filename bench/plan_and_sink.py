@@ -23,7 +23,12 @@ from ingestion import definitions, generate  # noqa: E402
 
 from worker.config import Settings  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
-from worker.ingestion.commands import SourceMessage, plan_assignment, plan_conversion  # noqa: E402
+from worker.ingestion.commands import (  # noqa: E402
+    SourceMessage,
+    plan_assignment,
+    plan_conversion,
+    sink_rules,
+)
 from worker.ingestion.partitioning import partition_for  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.connection import connect  # noqa: E402
@@ -48,7 +53,11 @@ def messages(events: int, visitors: int) -> list[tuple[str, SourceMessage]]:
     return out
 
 
-async def apply(commands: dict[int, list[SinkCommand]], count: int) -> None:
+async def apply(
+    commands: dict[int, list[SinkCommand]],
+    count: int,
+    catalog: dict[str, ExperimentDefinition],
+) -> None:
     settings = Settings.from_env()
     prefix = f"bench-sink-{int(time.time())}"
     async with connect(settings) as redis:
@@ -57,7 +66,9 @@ async def apply(commands: dict[int, list[SinkCommand]], count: int) -> None:
         started = time.perf_counter()
         for partition, planned in commands.items():
             for first in range(0, len(planned), BATCH):
-                await sink.apply(partition, planned[first : first + BATCH], [])
+                await sink.apply(
+                    partition, planned[first : first + BATCH], [], rules=sink_rules(catalog)
+                )
         wall = time.perf_counter() - started
         stats = await redis.info("commandstats")
         script = stats.get("cmdstat_evalsha") or stats.get("cmdstat_eval") or {"usec": 0}
@@ -85,7 +96,7 @@ def main() -> None:
     by_partition: dict[int, list[SinkCommand]] = {}
     for (_, record), plan in zip(records, plans, strict=True):
         by_partition.setdefault(record.partition, []).append(plan.command)
-    asyncio.run(apply(by_partition, len(records)))
+    asyncio.run(apply(by_partition, len(records), catalog))
 
 
 if __name__ == "__main__":

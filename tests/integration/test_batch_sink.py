@@ -79,8 +79,9 @@ async def test_first_variant_wins_and_a_later_one_is_a_multiple_exposure(sink: S
     fields = await sink.redis.hgetall(
         keys.counters_key(settings_prefix, partition, "x2", int(DAY.timestamp()) // 3600)
     )
-    # one field per cell x variant: "n,visits,me"; the first variant holds all three
-    assert sorted(fields.values()) == [b"1,1,1"]
+    # one field per cell x variant: "n,visits,me,vc,vc2"; the first variant holds all
+    # (one visit, "_", though shown three times: V = 1, V^2 = 1)
+    assert sorted(fields.values()) == [b"1,1,1,1,1"]
     assert (await sink.results())["x2"] == [
         {"variant_id": "0", "visitors": 0, "conversions": 0, "revenue": 0.0},
         {"variant_id": "1", "visitors": 1, "conversions": 0, "revenue": 0.0},

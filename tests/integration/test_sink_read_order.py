@@ -2,7 +2,8 @@
 
 These drive `BatchSink` directly, message by message or in batches, so that the read
 order of the two input topics can be chosen exactly (a worker reads them as Kafka
-hands them out). The numbers are read back with the product's own results path.
+hands them out). The numbers are read back with the product's own results path, and
+every per-variant total is checked against plain Python over the same events.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import base64
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,6 @@ from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace
-from worker.cli.results_command import collect
 from worker.config import Settings
 from worker.events.dead_letter import (
     DeadLetter,
@@ -29,10 +29,17 @@ from worker.events.dead_letter import (
     SourceRecord,
     dead_letter_payload,
 )
-from worker.events.experiment import ExperimentDefinition
-from worker.ingestion.commands import SourceMessage, plan_assignment, plan_conversion
+from worker.events.experiment import ExperimentDefinition, Goal, GoalType
+from worker.ingestion.commands import (
+    SourceMessage,
+    plan_assignment,
+    plan_conversion,
+    sink_rules,
+)
 from worker.ingestion.partitioning import partition_for
 from worker.results.query import ResultQuery
+from worker.results.service import load_table, totals
+from worker.results.variant_totals import VariantTotals
 from worker.store import keys
 from worker.store.batch_sink import BatchSink, SinkSettings
 from worker.store.sink_protocol import SinkReply
@@ -44,6 +51,21 @@ HOLD_MS = 3_600_000
 ASSIGNMENTS, CONVERSIONS = "assignments", "conversions"
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 PUBLISHED = int(datetime(2026, 11, 21, tzinfo=UTC).timestamp() * 1000)
+DAY_MS = 86_400_000
+# x1 caps revenue and events and takes one day before entry as the CUPED covariate;
+# x2 caps only events and has CUPED off.
+GOALS = {
+    "x1": [
+        {"key": "buy", "name": "Buy", "type": "revenue", "primary": True, "cap": 120.0},
+        {"key": "view", "name": "View", "type": "count", "cap": 2},
+        {"key": "signup", "name": "Sign-up", "type": "conversion"},
+    ],
+    "x2": [
+        {"key": "buy", "name": "Buy", "type": "revenue", "primary": True},
+        {"key": "view", "name": "View", "type": "count", "cap": 3},
+        {"key": "signup", "name": "Sign-up", "type": "conversion"},
+    ],
+}
 DEFINITIONS = [
     ExperimentDefinition.model_validate(
         {
@@ -55,10 +77,11 @@ DEFINITIONS = [
                 {"id": "0", "name": "A", "is_control": True, "traffic_weight": 0.5},
                 {"id": "1", "name": "B", "traffic_weight": 0.5},
             ],
-            "goals": [{"key": "buy", "name": "Buy", "type": "revenue", "primary": True}],
+            "goals": goals,
+            "stats": {"cuped_days": 1 if exp_id == "x1" else 0},
         }
     )
-    for exp_id in ("x1", "x2")
+    for exp_id, goals in GOALS.items()
 ]
 CATALOG = {definition.id: definition for definition in DEFINITIONS}
 
@@ -76,22 +99,39 @@ class Record:
         return str(self.event["visitor_id"])
 
 
-def assignment(visitor: str, experiment: str, variant: str, at: datetime, published: int) -> Record:
-    return Record(ASSIGNMENTS, published, {
+def assignment(
+    visitor: str,
+    experiment: str,
+    variant: str,
+    at: datetime,
+    published: int,
+    visit: str | None = None,
+) -> Record:
+    event = {
         "event_id": f"a-{visitor}-{experiment}-{published}", "experiment_id": experiment,
         "variant_id": variant, "visitor_id": visitor, "timestamp": at.isoformat(),
-    })  # fmt: skip
+    }  # fmt: skip
+    if visit is not None:
+        event["visit_id"] = visit
+    return Record(ASSIGNMENTS, published, event)
 
 
 def conversion(
-    visitor: str, at: datetime, published: int, value: float = 10.0, experiment: str | None = None
+    visitor: str,
+    at: datetime,
+    published: int,
+    value: float | None = 10.0,
+    experiment: str | None = None,
+    goal: str = "buy",
+    visit: str | None = None,
 ) -> Record:
-    event = {
-        "event_id": f"c-{visitor}-{published}", "visitor_id": visitor, "goal": "buy",
-        "timestamp": at.isoformat(), "value": value,
+    event: dict[str, Any] = {
+        "event_id": f"c-{visitor}-{goal}-{published}", "visitor_id": visitor, "goal": goal,
+        "timestamp": at.isoformat(),
     }  # fmt: skip
-    if experiment is not None:
-        event["experiment_id"] = experiment
+    for name, given in (("value", value), ("experiment_id", experiment), ("visit_id", visit)):
+        if given is not None:
+            event[name] = given
     return Record(CONVERSIONS, published, event)
 
 
@@ -133,17 +173,33 @@ class Sink:
             )
             planner = plan_assignment if record.topic == ASSIGNMENTS else plan_conversion
             commands.append(planner(message, CATALOG, PARTITIONS).command)
-        return await self.sink.apply(partition, commands, [], expected)
+        return await self.sink.apply(partition, commands, [], expected, sink_rules(CATALOG))
 
     async def results(self) -> dict[str, list[dict[str, Any]]]:
-        settings = Settings(**{**self.settings.__dict__, "key_prefix": self.prefix})
-        out = {}
-        for definition in DEFINITIONS:
-            result = await collect(settings, definition.id, ResultQuery(goal="buy"))
-            out[definition.id] = [
-                row.model_dump(include={"variant_id", "visitors", "conversions", "revenue"})
-                for row in result.variants
+        """Visitors, conversions and revenue of goal `buy` per experiment, variants in order."""
+        found = await self.totals()
+        return {
+            experiment: [
+                {name: row[name] for name in ("variant_id", "visitors", "conversions", "revenue")}
+                for row in goals["buy"].values()
             ]
+            for experiment, goals in found.items()
+        }
+
+    async def totals(self) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+        """Experiment -> goal -> variant -> every VariantTotals field, from the counters."""
+        out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        query = ResultQuery()
+        for definition in DEFINITIONS:
+            table = await load_table(self.redis, self.prefix, definition, query)
+            order = query.variant_order(definition)
+            out[definition.id] = {
+                goal.key: {
+                    row.variant_id: row.as_dict()
+                    for row in totals(table, query, goal.key, order).variants
+                }
+                for goal in definition.goals
+            }
         return out
 
     async def dead_letters(self) -> Counter[str]:
@@ -253,7 +309,9 @@ async def test_the_sink_queues_an_expired_hold_as_the_planner_queues_a_dead_lett
 def generated_log(seed: int) -> dict[int, dict[str, list[Record]]]:
     """Per partition, each topic's records in publish order, with every hold outcome:
     assignments published before, just after and hours after their conversions,
-    conversions before entry, restricted to an experiment, and orphans."""
+    conversions before entry (inside and outside x1's CUPED day, on its edge),
+    restricted to an experiment, and orphans; visitors come back in later visits
+    (now and then shown the other variant) and reach the caps."""
     rng = random.Random(seed)
     events: list[Record] = []
     clock = PUBLISHED
@@ -266,21 +324,38 @@ def generated_log(seed: int) -> dict[int, dict[str, list[Record]]]:
         experiments = rng.sample(["x1", "x2"], rng.choice((1, 1, 2)))
         if kind > 0.1:  # not an orphan
             for experiment in experiments:
-                events.append(
-                    assignment(visitor, experiment, str(rng.randrange(2)), entry, clock + delay)
-                )
-        for n in range(rng.choice((0, 1, 1, 2, 3))):
+                variant = rng.randrange(2)
+                for visit in range(rng.choice((1, 1, 2, 3))):
+                    shown = variant if visit == 0 or rng.random() < 0.8 else 1 - variant
+                    moment = entry + timedelta(minutes=40 * visit)
+                    published = clock + delay + visit
+                    events.append(
+                        assignment(visitor, experiment, str(shown), moment, published, f"s{visit}")
+                    )
+        for n in range(rng.choice((0, 1, 1, 2, 3, 5))):
             restricted = rng.choice([None, None, None, "x1", "x2"])
-            moment = entry + timedelta(minutes=rng.randrange(-30, 120))
-            events.append(
-                conversion(visitor, moment, clock + n, round(rng.uniform(1, 99), 2), restricted)
+            goal = rng.choice(["buy", "buy", "view", "view", "signup"])
+            minutes = rng.choice(
+                [rng.randrange(-30, 120)] * 4 + [-23 * 60, -24 * 60, -24 * 60 - 1, -3 * 24 * 60]
             )
+            moment = entry + timedelta(minutes=minutes)
+            value = round(rng.uniform(1, 99), 2) if goal == "buy" else None
+            seen_in = rng.choice([None, "s0", "s1", "s2"])
+            events.append(conversion(visitor, moment, clock + n, value, restricted, goal, seen_in))
     log: dict[int, dict[str, list[Record]]] = {
         p: {ASSIGNMENTS: [], CONVERSIONS: []} for p in range(PARTITIONS)
     }
     for record in sorted(events, key=lambda r: r.published_ms):  # LogAppendTime: in order
         log[partition_for(record.visitor, PARTITIONS)][record.topic].append(record)
     return log
+
+
+def tail(partition: int, offset: int) -> tuple[int, Record]:
+    """An assignment published long after the log, read last: it settles every hold."""
+    visitor = next(
+        f"tail-{n}" for n in range(1000) if partition_for(f"tail-{n}", PARTITIONS) == partition
+    )
+    return offset, assignment(visitor, "x1", "0", DAY, PUBLISHED + 100 * HOLD_MS)
 
 
 def interleaving(
@@ -325,12 +400,114 @@ def expected_dead(log: dict[int, dict[str, list[Record]]]) -> Counter[str]:
     return dead
 
 
+def event_ms(event: dict[str, Any]) -> int:
+    return int(datetime.fromisoformat(event["timestamp"]).timestamp() * 1000)
+
+
+def goal_value(goal: Goal, events: list[dict[str, Any]]) -> float:
+    """A visitor's value of the goal on its kind's scale, capped."""
+    count, revenue = len(events), sum(event.get("value", 0.0) for event in events)
+    if goal.type is GoalType.CONVERSION:
+        return float(count > 0)
+    value = count if goal.type is GoalType.COUNT else revenue
+    return value if goal.cap is None else min(value, goal.cap)
+
+
+def expected_totals(log: dict[int, dict[str, list[Record]]]) -> dict[tuple[str, ...], float]:
+    """Plain Python: every VariantTotals number per (experiment, goal, variant, field),
+    summed over the entered visitors from their own events. The entry is a visitor's
+    first assignment to the experiment; a conversion counts when it is not dead-lettered
+    (expected_dead), may count for the experiment and happened at or after entry; the
+    CUPED covariate takes those in the experiment's window before entry instead."""
+    dead = expected_dead(log)
+    names = [field.name for field in fields(VariantTotals) if field.name != "variant_id"]
+    out: dict[tuple[str, ...], float] = {
+        (definition.id, goal.key, variant.id, name): 0.0
+        for definition in DEFINITIONS
+        for goal in definition.goals
+        for variant in definition.variants
+        for name in names
+    }
+    for topics in log.values():
+        entries: dict[tuple[str, str], tuple[str, int, set[str], set[str]]] = {}
+        for record in topics[ASSIGNMENTS]:  # in offset order: the first one enters
+            event = record.event
+            key = (record.visitor, event["experiment_id"])
+            variant, _, visits, shown = entries.setdefault(
+                key, (event["variant_id"], event_ms(event), set(), set())
+            )
+            visits.add(event.get("visit_id", "_"))
+            shown.add(event["variant_id"])
+        kept = [
+            record.event
+            for record in topics[CONVERSIONS]
+            if f"no_assignment:{record.event['event_id']}" not in dead
+        ]
+        for (visitor, experiment), (variant, entry, visits, shown) in entries.items():
+            definition = CATALOG[experiment]
+            window = definition.stats.cuped_days * DAY_MS
+            for goal in definition.goals:
+                own = [
+                    event
+                    for event in kept
+                    if event["visitor_id"] == visitor
+                    and event["goal"] == goal.key
+                    and event.get("experiment_id") in (None, experiment)
+                ]
+                after = [event for event in own if event_ms(event) >= entry]
+                before = [event for event in own if entry - window <= event_ms(event) < entry]
+                v = len(visits)
+                c = len({event.get("visit_id", "_") for event in after})
+                o = sum("value" in event for event in after)
+                e = len(after)
+                r = sum(event.get("value", 0.0) for event in after)
+                if goal.cap is not None and goal.type is GoalType.COUNT:
+                    e = min(e, int(goal.cap))
+                if goal.cap is not None and goal.type is GoalType.REVENUE:
+                    r = min(r, goal.cap)
+                x = goal_value(goal, before) if window else 0.0
+                y = goal_value(goal, after)
+                row = {
+                    "visitors": 1, "visits": v, "multiple_exposures": len(shown) > 1,
+                    "conversions": bool(after), "converted_visits": c, "goal_events": e,
+                    "goal_events_sum_squares": e * e, "orders": o, "revenue": r,
+                    "revenue_sum_squares": r * r, "cohort_visits": v,
+                    "cohort_visits_sum_squares": v * v, "converted_visits_sum_squares": c * c,
+                    "visits_converted_visits_product": v * c,
+                    "visits_goal_events_product": v * e, "visits_revenue_product": v * r,
+                    "orders_sum_squares": o * o, "revenue_orders_product": r * o,
+                    "covariate_sum": x, "covariate_sum_squares": x * x,
+                    "covariate_product_sum": x * y,
+                }  # fmt: skip
+                assert set(row) == set(names)
+                for name, value in row.items():
+                    out[(experiment, goal.key, variant, name)] += value
+    return out
+
+
+def flat(found: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> dict[tuple[str, ...], float]:
+    return {
+        (experiment, goal, variant, name): value
+        for experiment, goals in found.items()
+        for goal, variants in goals.items()
+        for variant, row in variants.items()
+        for name, value in row.items()
+        if name != "variant_id"
+    }
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_same_log_gives_the_same_counts_whichever_topic_is_read_ahead(
     namespace: Namespace, redis: Redis, seed: int
 ) -> None:
     log = generated_log(seed)
     rng = random.Random(seed)
+    tails = {partition: tail(partition, len(log[partition][ASSIGNMENTS])) for partition in log}
+    with_tails = {
+        partition: {**topics, ASSIGNMENTS: [*topics[ASSIGNMENTS], tails[partition][1]]}
+        for partition, topics in log.items()
+    }
+    expected = expected_totals(with_tails)
     outcomes = []
     for run, ahead in enumerate([ASSIGNMENTS, CONVERSIONS, None, None]):
         sink = Sink(redis, namespace.settings, f"{namespace.settings.key_prefix}:r{run}")
@@ -338,10 +515,10 @@ async def test_same_log_gives_the_same_counts_whichever_topic_is_read_ahead(
         for partition, topics in log.items():
             for batch in interleaving(topics, rng, ahead):
                 await sink.apply(partition, batch)
-        # a clock-advancing tail, last in every order, settles every hold
-        for partition, topics in log.items():
-            tail = assignment(f"tail-{partition}", "x1", "0", DAY, PUBLISHED + 100 * HOLD_MS)
-            await sink.apply(partition, [(len(topics[ASSIGNMENTS]), tail)])
+        # the clock-advancing tail, last in every order, settles every hold
+        for partition in log:
+            await sink.apply(partition, [tails[partition]])
+        assert flat(await sink.totals()) == pytest.approx(expected, rel=1e-12, abs=1e-9)
         outcomes.append((await sink.results(), await sink.dead_letters()))
     first_results, first_dead = outcomes[0]
     assert first_dead == expected_dead(log)
@@ -349,6 +526,18 @@ async def test_same_log_gives_the_same_counts_whichever_topic_is_read_ahead(
     for results, dead in outcomes[1:]:
         assert dead == first_dead
         assert results == first_results
+    # the log does exercise the caps, later visits and the covariate
+    for name in ("covariate_sum", "covariate_product_sum", "revenue_orders_product"):
+        assert expected[("x1", "buy", "0", name)] + expected[("x1", "buy", "1", name)] > 0
+    capped_views = {
+        visitor
+        for topics in log.values()
+        for visitor, count in Counter(
+            r.visitor for r in topics[CONVERSIONS] if r.event["goal"] == "view"
+        ).items()
+        if count > 2
+    }
+    assert capped_views
 
 
 async def test_stored_offset_behind_the_consumer_applies_nothing_and_says_where(

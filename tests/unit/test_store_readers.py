@@ -14,6 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from worker.events.segment_cell import SegmentCell
+from worker.results.cell_aggregation import CellTable, aggregate_cells
+from worker.results.query import ResultQuery
 from worker.store import keys
 from worker.store.counter_reader import CellKey, read_counters
 from worker.store.visitor_reader import parse_visitor
@@ -114,6 +116,42 @@ async def test_counters_are_unpacked_and_summed_over_partitions_by_cell_text() -
         CellKey("a", 101, a): {"visits": 1.0},
         CellKey("b", 100, b): {"n": 1.0},
     }
+
+
+async def test_the_per_visitor_sums_packed_after_the_first_metrics_are_read_by_name() -> None:
+    data: dict[str, Any] = {
+        keys.meta_key(PREFIX): {b"partitions": b"1"},
+        keys.cells_key(PREFIX, 0): cells_hash(CELL_A),
+        keys.counter_hours_key(PREFIX, 0, "x"): {b"100"},
+        keys.counters_key(PREFIX, 0, "x", 100): {
+            b"1:a": b"2,3,0,3,5",
+            b"1:a:buy": b"2,2,3,5,3,35,625,4,4,6,40,5,65,120,14400,1200",
+        },
+    }
+    cells = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")
+    a = SegmentCell.parse(CELL_A.decode())
+    assert cells[CellKey("a", 100, a)] == {
+        "n": 2.0, "visits": 3.0, "vc": 3.0, "vc2": 5.0,
+        "g:buy:cv": 2.0, "g:buy:cvis": 2.0, "g:buy:ev": 3.0, "g:buy:ev2": 5.0,
+        "g:buy:ord": 3.0, "g:buy:rev": 35.0, "g:buy:rev2": 625.0, "g:buy:cvis2": 4.0,
+        "g:buy:vcvis": 4.0, "g:buy:vev": 6.0, "g:buy:vrev": 40.0, "g:buy:ord2": 5.0,
+        "g:buy:revord": 65.0, "g:buy:x": 120.0, "g:buy:x2": 14400.0, "g:buy:xy": 1200.0,
+    }  # fmt: skip
+    totals = aggregate_cells(CellTable.from_counters(cells), ResultQuery(), "buy", ["a"])
+    assert {
+        name: value
+        for name, value in totals.variants[0].as_dict().items()
+        if name not in ("variant_id", "multiple_exposures")
+    } == {
+        "visitors": 2, "visits": 3, "cohort_visits": 3, "cohort_visits_sum_squares": 5,
+        "conversions": 2, "converted_visits": 2, "goal_events": 3,
+        "goal_events_sum_squares": 5, "orders": 3, "revenue": 35.0,
+        "revenue_sum_squares": 625.0, "converted_visits_sum_squares": 4,
+        "visits_converted_visits_product": 4, "visits_goal_events_product": 6,
+        "visits_revenue_product": 40.0, "orders_sum_squares": 5,
+        "revenue_orders_product": 65.0, "covariate_sum": 120.0,
+        "covariate_sum_squares": 14400.0, "covariate_product_sum": 1200.0,
+    }  # fmt: skip
 
 
 async def test_an_experiment_without_counters_reads_as_empty() -> None:

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     NO_ASSIGNMENT = "no_assignment"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_DEFINITION = "invalid_definition"
+    IMMUTABLE_WHILE_LIVE = "immutable_while_live"
 
 
 class SourceRecord(TypedDict):

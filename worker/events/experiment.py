@@ -175,6 +175,25 @@ class ExperimentDefinition(BaseModel):
     def primary_goal(self) -> Goal:
         return next(goal for goal in self.goals if goal.primary)
 
+    def counting_rule_changes(self, update: ExperimentDefinition) -> list[str]:
+        """How `update` would change the rules this experiment's events are counted by:
+        the type or cap of a goal both define, and stats.cuped_days. Once the experiment
+        is live these are fixed (its counters would mix two rules); empty when none change.
+        """
+        changes = []
+        updated = {goal.key: goal for goal in update.goals}
+        for goal in self.goals:
+            new = updated.get(goal.key)
+            if new is None:
+                continue
+            if new.type is not goal.type:
+                changes.append(f"goal {goal.key!r} type {goal.type.value} -> {new.type.value}")
+            if new.cap != goal.cap:
+                changes.append(f"goal {goal.key!r} cap {goal.cap} -> {new.cap}")
+        if update.stats.cuped_days != self.stats.cuped_days:
+            changes.append(f"stats.cuped_days {self.stats.cuped_days} -> {update.stats.cuped_days}")
+        return changes
+
     def variant(self, variant_id: str) -> Variant | None:
         return next((variant for variant in self.variants if variant.id == variant_id), None)
 

@@ -23,18 +23,21 @@ from worker.events.dead_letter import (
     dead_letter_entry,
     source_message,
 )
-from worker.events.experiment import ExperimentDefinition
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.events.segment_cell import SegmentCell
 from worker.ingestion.partitioning import partition_for
 from worker.store.sink_protocol import (
     AssignmentCommand,
     ConversionCommand,
+    ExperimentRules,
     ForwardEntry,
+    GoalRule,
     OutboxCommand,
     SinkCommand,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MS_PER_DAY = 86_400_000
 EXTENDED_CONTEXT = (
     "region", "city", "landing_page", "ref_page", "user_agent", "utm",
     "query_params", "attributes", "sdk", "timezone", "first_seen_at", "raw",
@@ -302,3 +305,24 @@ def _invalid(message: SourceMessage, error: ValidationError) -> Plan:
     if any(item["type"] in ("json_invalid", "json_type") for item in error.errors()):
         return _dead(message, Reason.MALFORMED_JSON, _schema_detail(error))
     return _dead(message, Reason.SCHEMA_VIOLATION, _schema_detail(error))
+
+
+def experiment_rules(definition: ExperimentDefinition) -> ExperimentRules:
+    """How the sink counts the experiment's goals: their kinds, caps and CUPED window."""
+    goals: dict[str, GoalRule] = {}
+    for goal in definition.goals:
+        rule: GoalRule = {"kind": goal.type.value}
+        if goal.cap is not None:
+            rule["cap"] = goal.cap
+        goals[goal.key] = rule
+    return {"cuped_ms": definition.stats.cuped_days * MS_PER_DAY, "goals": goals}
+
+
+def sink_rules(catalog: Mapping[str, ExperimentDefinition]) -> dict[str, ExperimentRules]:
+    """The rules of every experiment whose counts may still change (not completed): a
+    conversion counts for every experiment its visitor entered, which no batch names."""
+    return {
+        experiment_id: experiment_rules(definition)
+        for experiment_id, definition in catalog.items()
+        if definition.status is not ExperimentStatus.COMPLETED
+    }

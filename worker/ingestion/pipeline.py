@@ -25,7 +25,13 @@ from worker import relay
 from worker.config import Settings
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion import metrics, outage
-from worker.ingestion.commands import Plan, SourceMessage, plan_assignment, plan_conversion
+from worker.ingestion.commands import (
+    Plan,
+    SourceMessage,
+    plan_assignment,
+    plan_conversion,
+    sink_rules,
+)
 from worker.ingestion.outage import TRANSIENT
 from worker.ingestion.positions import (
     BatchSpan,
@@ -40,7 +46,7 @@ from worker.store import keys
 from worker.store.applied_offsets import read_partition_offsets
 from worker.store.batch_sink import BatchSink, SinkSettings
 from worker.store.connection import Redis, connect
-from worker.store.sink_protocol import SinkCommand, SinkReply
+from worker.store.sink_protocol import ExperimentRules, SinkCommand, SinkReply
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +218,15 @@ class Pipeline:
     async def _apply_once(self, batch: PreparedBatch) -> list[Rewind]:
         by_partition = batch.by_partition
         frozen = self._registry.frozen()
+        rules = sink_rules(self._registry.definitions)
         # Keys of different partitions are independent, so their script calls run
         # concurrently: one partition's round trip and Lua run overlap the next one's
         # encoding here. Every call is awaited before the batch counts as applied.
         outcomes = await asyncio.gather(
             *(
-                self._apply_partition(partition, commands, frozen, batch.span.expected(partition))
+                self._apply_partition(
+                    partition, commands, frozen, rules, batch.span.expected(partition)
+                )
                 for partition, commands in by_partition.items()
             ),
             return_exceptions=True,
@@ -258,9 +267,10 @@ class Pipeline:
         partition: int,
         commands: list[SinkCommand],
         frozen: list[str],
+        rules: dict[str, ExperimentRules],
         expected: dict[str, int],
     ) -> SinkReply:
-        result = await self._sink.apply(partition, commands, frozen, expected)
+        result = await self._sink.apply(partition, commands, frozen, expected, rules)
         if result.get("outbox"):
             await relay.flush(
                 self._redis,

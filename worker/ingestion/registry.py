@@ -4,7 +4,9 @@ Every worker reads the whole topic (no consumer group) and keeps the latest
 definition of each experiment in memory; it also writes them to Redis, where the
 CLI and the read API find them. `sync()` waits until everything published before
 the call has been read, so an event naming an experiment defined a moment earlier
-is never dead-lettered as unknown. A Redis or Kafka outage stalls the follower (with
+is never dead-lettered as unknown. An update that would change how a live experiment
+counts (a goal's type or cap, stats.cuped_days) is dead-lettered `immutable_while_live`
+and the old definition kept. A Redis or Kafka outage stalls the follower (with
 warnings, worker/ingestion/outage.py) rather than ending it; if it ends anyway, `sync`
 raises instead of waiting for ever.
 """
@@ -26,6 +28,7 @@ from worker.store.connection import Redis
 from worker.store.definitions import (
     claim_invalid_definition,
     delete_definition,
+    load_definition,
     release_invalid_definition,
     save_definition,
 )
@@ -175,26 +178,56 @@ class ExperimentRegistry:
         try:
             definition = ExperimentDefinition.model_validate_json(value)
         except ValidationError as error:
-            await self._dead_letter(key, value, partition, offset, str(error)[:1000])
+            await self._dead_letter(
+                key, value, partition, offset, Reason.INVALID_DEFINITION, str(error)[:1000]
+            )
             return
+        # The definition stored in Redis is the one accepted last: after a restart, the
+        # compacted topic may no longer hold it.
+        previous = self._definitions.get(definition.id) or await load_definition(
+            self._redis, self._prefix, definition.id
+        )
+        if previous is not None and previous.status is not ExperimentStatus.DRAFT:
+            changes = previous.counting_rule_changes(definition)
+            if changes:
+                self._definitions[previous.id] = previous
+                detail = (
+                    f"experiment {previous.id!r} is live: {', '.join(changes)} would count "
+                    "its visitors by two rules (create a new experiment instead)"
+                )
+                await self._dead_letter(
+                    key, value, partition, offset, Reason.IMMUTABLE_WHILE_LIVE, detail
+                )
+                return
         self._definitions[definition.id] = definition
         await save_definition(self._redis, self._prefix, definition)
 
     async def _dead_letter(
-        self, key: bytes | None, value: bytes, partition: int, offset: int, detail: str
+        self,
+        key: bytes | None,
+        value: bytes,
+        partition: int,
+        offset: int,
+        reason: Reason,
+        detail: str,
     ) -> None:
         # Every worker reads the whole topic at every start: report each bad record once.
         if not await claim_invalid_definition(self._redis, self._prefix, partition, offset):
             return
         log.warning(
-            "invalid experiment definition at %s/%d@%d: %s", self._topic, partition, offset, detail
+            "experiment definition at %s/%d@%d refused (%s): %s",
+            self._topic,
+            partition,
+            offset,
+            reason.value,
+            detail,
         )
         message = source_message(self._topic, partition, offset, key, value)
-        payload = dead_letter_payload(Reason.INVALID_DEFINITION, detail, message)
+        payload = dead_letter_payload(reason, detail, message)
         try:
             await self._producer.send_and_wait(self._dead_letter_topic, value=payload, key=key)
         except BaseException:
             # Not sent: release the claim, so that the retry (or another worker) sends it.
             await release_invalid_definition(self._redis, self._prefix, partition, offset)
             raise
-        metrics.DEAD_LETTERS.labels(Reason.INVALID_DEFINITION.value).inc()
+        metrics.DEAD_LETTERS.labels(reason.value).inc()

@@ -20,7 +20,13 @@ from worker.results.query import CELL_FIELDS, ResultQuery
 from worker.results.query_totals import QueryTotals, assemble, grouping
 from worker.store.counter_reader import CellKey
 
-VISITOR_COUNTERS = {"n": "visitors", "visits": "visits", "me": "multiple_exposures"}
+VISITOR_COUNTERS = {
+    "n": "visitors",
+    "visits": "visits",
+    "me": "multiple_exposures",
+    "vc": "cohort_visits",
+    "vc2": "cohort_visits_sum_squares",
+}
 GOAL_COUNTERS = {
     "cv": "conversions",
     "cvis": "converted_visits",
@@ -29,6 +35,15 @@ GOAL_COUNTERS = {
     "ord": "orders",
     "rev": "revenue",
     "rev2": "revenue_sum_squares",
+    "cvis2": "converted_visits_sum_squares",
+    "vcvis": "visits_converted_visits_product",
+    "vev": "visits_goal_events_product",
+    "vrev": "visits_revenue_product",
+    "ord2": "orders_sum_squares",
+    "revord": "revenue_orders_product",
+    "x": "covariate_sum",
+    "x2": "covariate_sum_squares",
+    "xy": "covariate_product_sum",
 }
 """Counter suffix ``g:{goal}:{suffix}`` → VariantTotals field."""
 

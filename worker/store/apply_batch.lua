@@ -12,6 +12,10 @@
 -- ARGV[7]  JSON object topic -> the offset the consumer last applied (or was positioned
 --          after) in this partition; topics it does not know are left out
 -- ARGV[8]  the assignments topic: its records' publish times drive the hold clock
+-- ARGV[9]  JSON object experiment -> its counting rules from the definition,
+--          {cuped_ms, goals = {goal: {kind, cap}}} (ExperimentRules in sink_protocol.py);
+--          an experiment left out has no caps and no CUPED covariate, a goal left out
+--          no cap and no kind
 --
 -- A command whose offset is not above the stored offset of its topic was applied
 -- before (a replay after a crash or a rebalance) and changes nothing. A stored offset
@@ -30,6 +34,7 @@ local hold_ms = tonumber(ARGV[5])
 local now_seconds = tonumber(ARGV[6])
 local expected = cjson.decode(ARGV[7])
 local assignments_topic = ARGV[8]
+local rules = cjson.decode(ARGV[9])
 
 local offsets_key = KEYS[1]
 
@@ -119,8 +124,12 @@ local clock = tonumber(redis.call('GET', base .. ':wm') or '0')
 --   kG:{n}             the n-th goal event, JSON {t, v, c, x, s, a}; while held also
 --                      {h = 1, i = event id}. A record dead-lettered after the hold is
 --                      deleted, leaving a gap in n.
---   sX:G               counted events, revenue and orders, "count|revenue|orders"
+--   nX                 visits of the entry so far (V: the vX:{visit} fields)
+--   sX:G               counted events, revenue, orders and converted visits, raw (before
+--                      any cap), "count|revenue|orders|visits"
 --   cX:G:{visit}       this visit has a counted event
+--   pX:G               CUPED: the goal's settled events in the covariate window before
+--                      entry, raw, "count|revenue" (only when there are some)
 
 -- entry: "variant|entry_ms|cell_id|clock" -> variant, entry_ms, hour, cell_id, clock
 -- (entries written before the clock was kept have none: 0, within every hold)
@@ -139,15 +148,25 @@ end
 
 -- Counters (DESIGN.md section 4): one hash per experiment and entry/visit hour,
 -- "{base}:c:{experiment}:{hour}", with ONE field per segment cell x variant holding
--- all its visitor metrics, "{cell_id}:{variant}" -> "n,visits,me", and one per goal,
--- "{cell_id}:{variant}:{goal}" -> "cv,cvis,ev,ev2,ord,rev,rev2" (trailing zeros left
--- out). Cells are interned per partition ("{base}:cells": cell text -> small id) and
+-- all its visitor metrics, "{cell_id}:{variant}" -> "n,visits,me,vc,vc2", and one per
+-- goal, "{cell_id}:{variant}:{goal}" ->
+-- "cv,cvis,ev,ev2,ord,rev,rev2,cvis2,vcvis,vev,vrev,ord2,revord,x,x2,xy" (trailing zeros
+-- left out, so metrics added at the end cost nothing where they are 0). Only `visits`
+-- sits in the visit's hour; everything else in the entry hour. Per visitor, with V
+-- visits, C converted visits, E events, R revenue, O orders, X the CUPED covariate and Y
+-- the goal's value after entry: vc = V, vc2 = V^2, cvis2 = C^2, vcvis = V*C, vev = V*E,
+-- vrev = V*R, ord2 = O^2, revord = R*O, x = X, x2 = X^2, xy = X*Y (E, R, X, Y capped as
+-- the definition says, see counted_step). A product grows by the other factor's value
+-- whenever one factor grows, so it equals the product of the final values whatever the
+-- order in which the factors grew. Cells are interned per partition ("{base}:cells": cell text -> small id) and
 -- the hours that have counters are listed in "{base}:ch:{experiment}" for readers.
 -- Short fields and small per-hour hashes stay listpack-encoded under Redis' default
 -- limits (128 fields, 64-byte values) at moderate traffic; one field per metric with
 -- the whole cell text in it cost ten times the memory and reading time.
-local VISITOR_METRICS = {n = 1, visits = 2, me = 3}
-local GOAL_METRICS = {cv = 1, cvis = 2, ev = 3, ev2 = 4, ord = 5, rev = 6, rev2 = 7}
+local VISITOR_METRICS = {n = 1, visits = 2, me = 3, vc = 4, vc2 = 5}
+local GOAL_METRICS = {cv = 1, cvis = 2, ev = 3, ev2 = 4, ord = 5, rev = 6, rev2 = 7,
+                      cvis2 = 8, vcvis = 9, vev = 10, vrev = 11, ord2 = 12, revord = 13,
+                      x = 14, x2 = 15, xy = 16}
 local cells_key = base .. ':cells'
 local cell_ids = {}
 local function cell_id(cell)
@@ -210,36 +229,107 @@ local function write_counters()
   end
 end
 
+-- The definition's rule for a goal of an experiment: its kind ('conversion', 'revenue',
+-- 'count', or nil when the definition does not name the goal) and its cap (nil: none).
+local function goal_rule(experiment, goal)
+  local experiment_rules = rules[experiment]
+  local rule = experiment_rules and experiment_rules.goals[goal]
+  if rule == nil then return nil, nil end
+  return rule.kind, rule.cap
+end
+
+local function capped(value, cap)
+  if cap ~= nil and value > cap then return cap end
+  return value
+end
+
+-- A capped per-visitor sum whose raw value grows from `old` by `delta`: what it counted
+-- before, and its step min(old + delta, cap) - min(old, cap). The visitor hash keeps raw
+-- values, so the counted ones do not depend on the order of the events. Uncapped (or
+-- below the cap) the step is `delta` itself: such sums add exactly what they always did.
+-- The square of the counted value then grows by 2 * before * step + step^2.
+local function counted_step(old, delta, cap)
+  if cap == nil or (old <= cap and old + delta <= cap) then return old, delta end
+  local before = math.min(old, cap)
+  return before, math.min(old + delta, cap) - before
+end
+
+-- The visitor's value of a goal on its kind's scale (CUPED's X and Y): conversion 0/1,
+-- count the events, revenue the revenue, capped; from the raw count and revenue.
+local function scale_value(kind, cap, count, revenue)
+  if kind == 'conversion' then return count > 0 and 1 or 0 end
+  if kind == 'count' then return capped(count, cap) end
+  return capped(revenue, cap)
+end
+
+-- That value before one more event (with revenue `value`, or nil), and its step.
+local function scale_step(kind, cap, count, revenue, value)
+  if kind == 'conversion' then
+    if count > 0 then return 1, 0 end
+    return 0, 1
+  elseif kind == 'count' then
+    return counted_step(count, 1, cap)
+  end
+  return counted_step(revenue, value or 0, cap)
+end
+
+-- sX:G -> raw count, revenue, orders, converted visits (a field written before converted
+-- visits were kept has three parts).
+local function parse_sums(text)
+  if not text then return 0, 0, 0, 0 end
+  local parts = split(text, '|')
+  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3]), tonumber(parts[4] or '0')
+end
+
 -- Counts one goal event of a visitor for one experiment the visitor had entered.
 -- xn and gn: the positions of experiment and goal in the visitor's kx and kg.
 local function count_conversion(visitor_key, xn, experiment, entry_text, gn, goal, record)
   local variant, _, entry_hour, cell = parse_entry(entry_text)
+  local kind, cap = goal_rule(experiment, goal)
   local sums_field = 's' .. xn .. ':' .. gn
-  local count, revenue, orders = 0, 0, 0
-  local previous = redis.call('HGET', visitor_key, sums_field)
-  if previous then
-    local parts = split(previous, '|')
-    count, revenue, orders = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
-  end
-  -- sums of squares of per-visitor values, kept exact for integers: (c+1)^2 - c^2
-  local deltas = {ev = 1, ev2 = 2 * count + 1}
+  local stored = redis.call('HMGET', visitor_key, sums_field, 'n' .. xn, 'p' .. xn .. ':' .. gn)
+  local count, revenue, orders, converted_visits = parse_sums(stored[1])
+  local visits = tonumber(stored[2] or '0')
+  -- carried as text: cjson would keep only 14 significant digits of a number
+  local value = record.v ~= nil and tonumber(record.v) or nil
+  local deltas = {}
   if count == 0 then deltas.cv = 1 end
-  if record.v ~= nil then
-    -- carried as text: cjson would keep only 14 significant digits of a number
-    local value = tonumber(record.v)
-    deltas.rev = value
-    deltas.rev2 = 2 * revenue * value + value * value
+  -- a cap bounds the events of count goals and the revenue of revenue goals
+  local events_before, events_step = counted_step(count, 1, kind == 'count' and cap or nil)
+  deltas.ev = events_step
+  deltas.ev2 = 2 * events_before * events_step + events_step * events_step
+  deltas.vev = visits * events_step
+  if value ~= nil then
+    local revenue_before, revenue_step =
+      counted_step(revenue, value, kind == 'revenue' and cap or nil)
+    deltas.rev = revenue_step
+    deltas.rev2 = 2 * revenue_before * revenue_step + revenue_step * revenue_step
+    deltas.vrev = visits * revenue_step
     deltas.ord = 1
-    revenue = revenue + value
-    orders = orders + 1
+    deltas.ord2 = 2 * orders + 1
+    deltas.revord = revenue_before + revenue_step * (orders + 1)  -- (R + r)(O + 1) - R O
   end
-  redis.call('HSET', visitor_key, sums_field, (count + 1) .. '|' .. num(revenue) .. '|' .. orders)
   -- Converted visits: distinct visits with a counted goal event, in the visitor's
   -- cohort like conversions, so the count does not depend on arrival order.
   if redis.call('HSETNX', visitor_key, 'c' .. xn .. ':' .. gn .. ':' .. (record.s or '_'), '1')
       == 1 then
     deltas.cvis = 1
+    deltas.cvis2 = 2 * converted_visits + 1
+    deltas.vcvis = visits
+    converted_visits = converted_visits + 1
   end
+  if stored[3] and kind ~= nil then
+    -- CUPED: Y grows while the covariate X is set (add_covariate grows X while Y is set)
+    local pre = split(stored[3], '|')
+    local covariate = scale_value(kind, cap, tonumber(pre[1]), tonumber(pre[2]))
+    local _, step = scale_step(kind, cap, count, revenue, value)
+    deltas.xy = covariate * step
+  end
+  if value ~= nil then
+    revenue, orders = revenue + value, orders + 1
+  end
+  redis.call('HSET', visitor_key, sums_field,
+    (count + 1) .. '|' .. num(revenue) .. '|' .. orders .. '|' .. converted_visits)
   add_counts(experiment, entry_hour, variant, cell, goal, deltas)
 end
 
@@ -248,6 +338,51 @@ local function counts_for(experiment, entry_text, record)
   if record.x ~= nil and record.x ~= experiment then return false end
   local _, entry_ms = parse_entry(entry_text)
   return record.t >= entry_ms
+end
+
+-- CUPED (DESIGN.md section 3): a goal event adds to the covariate X of an entry when it
+-- happened in the experiment's window before the entry (entry - cuped_ms <= t < entry),
+-- may count for the experiment, and is settled: not held, since a held one may still be
+-- dead-lettered. Each (event, entry) pair is added once, when the last of these facts
+-- becomes true: the event is applied settled (apply_conversion), the entry is applied
+-- (apply_assignment, after the holds it releases), or a hold is released
+-- (apply_assignment for the other entries, expire_holds). CUPED is off for an
+-- experiment with cuped_ms 0 or without rules, and for a goal its definition does not
+-- name (no scale to measure X on).
+local function covaries_for(experiment, entry_text, goal, record)
+  if entry_text == false or entry_text == nil or frozen[experiment] or record.h then
+    return false
+  end
+  if record.x ~= nil and record.x ~= experiment then return false end
+  local experiment_rules = rules[experiment]
+  if experiment_rules == nil or experiment_rules.cuped_ms == 0
+      or experiment_rules.goals[goal] == nil then
+    return false
+  end
+  local _, entry_ms = parse_entry(entry_text)
+  return record.t < entry_ms and record.t >= entry_ms - experiment_rules.cuped_ms
+end
+
+-- Adds a goal event to the visitor's covariate X of one entry (covaries_for said so).
+local function add_covariate(visitor_key, xn, experiment, entry_text, gn, goal, record)
+  local variant, _, entry_hour, cell = parse_entry(entry_text)
+  local kind, cap = goal_rule(experiment, goal)
+  local pre_field = 'p' .. xn .. ':' .. gn
+  local stored = redis.call('HMGET', visitor_key, pre_field, 's' .. xn .. ':' .. gn)
+  local count, revenue = 0, 0
+  if stored[1] then
+    local parts = split(stored[1], '|')
+    count, revenue = tonumber(parts[1]), tonumber(parts[2])
+  end
+  local value = record.v ~= nil and tonumber(record.v) or nil
+  local before, step = scale_step(kind, cap, count, revenue, value)
+  redis.call('HSET', visitor_key, pre_field, (count + 1) .. '|' .. num(revenue + (value or 0)))
+  if step ~= 0 then
+    local post_count, post_revenue = parse_sums(stored[2])
+    add_counts(experiment, entry_hour, variant, cell, goal, {x = step,
+      x2 = 2 * before * step + step * step,
+      xy = step * scale_value(kind, cap, post_count, post_revenue)})
+  end
 end
 
 local function release_hold(visitor, record)
@@ -328,9 +463,30 @@ local function append_goal_event(visitor_key, goals, gn, record)
   redis.call('HSET', visitor_key, 'kg', table.concat(items, ','))
 end
 
-local function record_visit(visitor_key, xn, experiment, variant, cell, visit, hour)
-  if redis.call('HSETNX', visitor_key, 'v' .. xn .. ':' .. visit, hour) == 1 then
-    add_counts(experiment, hour, variant, cell, nil, {visits = 1})
+-- A visit of the entry: counted in `visits` at its own hour the first time it is seen.
+-- It also makes V one larger, which adds to V and V^2 and, for every goal the entry has
+-- counted events of, to its products with V, all in the entry hour. A new entry
+-- (entered_now) has counted no goal event yet: its stored ones are counted after this.
+local function record_visit(visitor_key, xn, experiment, variant, cell, visit, hour,
+                            entry_hour, entered_now)
+  if redis.call('HSETNX', visitor_key, 'v' .. xn .. ':' .. visit, hour) == 0 then return end
+  add_counts(experiment, hour, variant, cell, nil, {visits = 1})
+  local visits = redis.call('HINCRBY', visitor_key, 'n' .. xn, 1)
+  add_counts(experiment, entry_hour, variant, cell, nil, {vc = 1, vc2 = 2 * visits - 1})
+  if entered_now then return end
+  local goals = goal_counts(visitor_key)
+  if #goals == 0 then return end
+  local fields = {}
+  for gn = 1, #goals do fields[gn] = 's' .. xn .. ':' .. gn end
+  local sums = redis.call('HMGET', visitor_key, unpack(fields))
+  for gn, goal in ipairs(goals) do
+    if sums[gn] then
+      local kind, cap = goal_rule(experiment, goal[1])
+      local count, revenue, _, converted_visits = parse_sums(sums[gn])
+      add_counts(experiment, entry_hour, variant, cell, goal[1], {vcvis = converted_visits,
+        vev = capped(count, kind == 'count' and cap or nil),
+        vrev = capped(revenue, kind == 'revenue' and cap or nil)})
+    end
   end
 end
 
@@ -356,7 +512,7 @@ local function apply_assignment(c)
     if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x' .. xn, c.ctx) end
     redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
     add_counts(experiment, hour, variant, cell, nil, {n = 1})
-    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour)
+    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour, hour, true)
     -- Goal events that arrived before this assignment but happened after the entry.
     -- Holds past their deadline were dead-lettered before this entry was made
     -- (advance_clock), so every held record this entry can keep is still within it.
@@ -370,9 +526,23 @@ local function apply_assignment(c)
             count_conversion(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
           end
           -- Kept by this entry even when it happened before it (counted nowhere then).
-          if record.h and (record.x == nil or record.x == experiment) then
+          local released = record.h and (record.x == nil or record.x == experiment)
+          if released then
             release_hold(c.u, record)
             redis.call('HSET', visitor_key, field, cjson.encode(record))
+          end
+          if covaries_for(experiment, entry_text, entry[1], record) then
+            add_covariate(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
+          end
+          if released then
+            -- settled only now: a covariate of the entries applied before this one too
+            for other_xn = 1, xn - 1 do
+              local other = entered[other_xn]
+              local other_text = redis.call('HGET', visitor_key, 'e' .. other_xn)
+              if covaries_for(other, other_text, entry[1], record) then
+                add_covariate(visitor_key, other_xn, other, other_text, gn, entry[1], record)
+              end
+            end
           end
         end
       end
@@ -382,7 +552,8 @@ local function apply_assignment(c)
     if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm' .. xn, c.v) == 1 then
       add_counts(experiment, entry_hour, variant, cell, nil, {me = 1})
     end
-    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour)
+    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour, entry_hour,
+                 false)
   end
 end
 
@@ -426,6 +597,8 @@ local function apply_conversion(c)
   for xn, entry in ipairs(entries) do
     if counts_for(entry[1], entry[2], record) then
       count_conversion(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
+    elseif covaries_for(entry[1], entry[2], c.g, record) then
+      add_covariate(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
     end
   end
   append_goal_event(visitor_key, goals, gn, record)
@@ -445,24 +618,33 @@ local function expire_holds()
     local held = redis.call('HGET', held_raw_key, event_id)
     if held then
       local held_record = cjson.decode(held)
-      local target, target_field = nil, nil
+      local target, target_field, target_gn = nil, nil, nil
       for gn, entry in ipairs(goal_counts(visitor_key)) do
         if entry[1] == held_record.goal then
           for n = 1, entry[2] do
             local field = 'k' .. gn .. ':' .. n
             local record_text = redis.call('HGET', visitor_key, field)
             local record = record_text and cjson.decode(record_text)
-            if record and record.i == event_id then target, target_field = record, field end
+            if record and record.i == event_id then
+              target, target_field, target_gn = record, field, gn
+            end
           end
         end
       end
-      if not has_entry_within(entries_of(visitor_key), target and target.x, deadline) then
+      local entries = entries_of(visitor_key)
+      if not has_entry_within(entries, target and target.x, deadline) then
         dead_letter_unassigned(held)
         if target_field then redis.call('HDEL', visitor_key, target_field) end
       elseif target then
         target.h = nil
         target.i = nil
         redis.call('HSET', visitor_key, target_field, cjson.encode(target))
+        for xn, entry in ipairs(entries) do
+          if covaries_for(entry[1], entry[2], held_record.goal, target) then
+            add_covariate(visitor_key, xn, entry[1], entry[2], target_gn, held_record.goal,
+              target)
+          end
+        end
       end
     end
     redis.call('ZREM', hold_key, member)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -11,7 +11,7 @@ import orjson
 from redis.asyncio import Redis
 
 from worker.store import keys
-from worker.store.sink_protocol import SinkCommand, SinkReply
+from worker.store.sink_protocol import ExperimentRules, SinkCommand, SinkReply
 
 SCRIPT = resources.files("worker.store").joinpath("apply_batch.lua").read_text()
 
@@ -38,12 +38,16 @@ class BatchSink:
         commands: Sequence[SinkCommand],
         frozen: list[str],
         expected: dict[str, int] | None = None,
+        rules: Mapping[str, ExperimentRules] | None = None,
     ) -> SinkReply:
         """Run the script for one partition; returns its counts (applied, duplicates, ...).
 
         `expected` (topic -> offset) is what the caller applied last or was positioned
         after; a stored offset behind it applies nothing and returns
-        `{"rollback": {topic: stored offset}}` instead.
+        `{"rollback": {topic: stored offset}}` instead. `rules` holds the caps and CUPED
+        window of every experiment a visitor of the batch may have entered (all that
+        are defined: a conversion counts for each entered experiment); one left out is
+        counted without caps or covariate.
         """
         settings = self._settings
         reply = await self._script(
@@ -57,6 +61,7 @@ class BatchSink:
                 int(time.time()),
                 orjson.dumps(expected or {}),
                 settings.assignments_topic,
+                orjson.dumps(rules or {}),
             ],
         )
         result: SinkReply = orjson.loads(reply)

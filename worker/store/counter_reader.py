@@ -13,9 +13,12 @@ from worker.events.segment_cell import SegmentCell
 from worker.store import keys
 from worker.store.meta import partition_count
 
-VISITOR_METRICS = ("n", "visits", "me")
+VISITOR_METRICS = ("n", "visits", "me", "vc", "vc2")
 """Positions in a cell's packed visitor metrics (apply_batch.lua's VISITOR_METRICS)."""
-GOAL_METRICS = ("cv", "cvis", "ev", "ev2", "ord", "rev", "rev2")
+GOAL_METRICS = (
+    "cv", "cvis", "ev", "ev2", "ord", "rev", "rev2",
+    "cvis2", "vcvis", "vev", "vrev", "ord2", "revord", "x", "x2", "xy",
+)  # fmt: skip
 """Positions in a cell's packed metrics of one goal (apply_batch.lua's GOAL_METRICS)."""
 
 
@@ -36,8 +39,9 @@ async def read_counters(
 ) -> dict[CellKey, dict[str, float]]:
     """All counters of the experiment, summed over partitions.
 
-    Metrics are named `n`, `visits`, `me` and `g:{goal}:{cv|cvis|ev|ev2|ord|rev|rev2}`;
-    a metric that was never counted in a cell may be absent or 0.
+    Metrics are named after VISITOR_METRICS and `g:{goal}:{name}` after GOAL_METRICS
+    (apply_batch.lua says what each sums); a metric that was never counted in a cell
+    may be absent or 0.
     """
     partitions = await partition_count(redis, prefix)
     async with redis.pipeline(transaction=False) as pipe:
@@ -97,7 +101,7 @@ _DENSE_LIMIT = 1 << 24
 """Up to this many (cell, metric) slots (128 MB of sums) are summed without sorting."""
 
 _METRIC_SLOTS = 1 << 12
-"""Field codes are pair * _METRIC_SLOTS + first metric: room for 585 goals."""
+"""Field codes are pair * _METRIC_SLOTS + first metric: room for 255 goals."""
 
 
 class _FieldCodes:

@@ -81,6 +81,23 @@ class OutboxCommand(_Positioned):
 SinkCommand = AssignmentCommand | ConversionCommand | OutboxCommand
 
 
+class GoalRule(TypedDict):
+    """How the script counts one goal of an experiment (from its definition)."""
+
+    kind: Literal["conversion", "revenue", "count"]
+    cap: NotRequired[float]
+    """Each visitor's revenue (revenue goals) or events (count goals) count as at most
+    this much."""
+
+
+class ExperimentRules(TypedDict):
+    """How the script counts an experiment's goals; fixed once the experiment is live."""
+
+    cuped_ms: int
+    """CUPED covariate window before entry (0: no covariate)."""
+    goals: dict[str, GoalRule]
+
+
 class ForwardEntry(TypedDict):
     """Outbox entry: publish a misrouted event again, to the partition of its visitor."""
 
