@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import log_ndtr, ndtr, ndtri
@@ -153,24 +154,79 @@ def probability_best(
     draws: int = MONTE_CARLO_DRAWS,
     seed: int = 0,
 ) -> list[float] | None:
-    """Probability that each arm has the best mean, by seeded Monte Carlo.
+    """Probability that each arm has the best mean.
 
     Each arm's mean gets the flat-prior posterior N(mean, variance / n) (gbstats'
-    bandit model). None when any arm has fewer than two units, since its posterior is
-    then undefined. Ties (e.g. two arms without spread and equal means) share the win.
+    bandit model). The probabilities are integrals of normal densities and
+    distribution functions, computed by quadrature where it costs no more than
+    ``draws`` joint draws (:func:`_by_quadrature`), else by a Monte Carlo of ``draws``
+    draws seeded with ``seed``. None when any arm has fewer than two units, since its
+    posterior is then undefined. Ties (e.g. two arms without spread and equal means)
+    share the win.
     """
     if not arms:
         return None
-    means, sds = [], []
+    posteriors = []
     for arm in arms:
         if arm.mean is None or arm.variance is None or arm.n < 2:
             return None
-        means.append(arm.mean)
-        sds.append(math.sqrt(arm.variance / arm.n))
-    rng = np.random.default_rng(seed)
-    samples = rng.standard_normal((draws, len(arms))) * np.array(sds) + np.array(means)
-    if not higher_is_better:
-        samples = -samples
-    is_best = samples == samples.max(axis=1, keepdims=True)
-    shares = is_best / is_best.sum(axis=1, keepdims=True)
-    return [float(p) for p in shares.mean(axis=0)]
+        posteriors.append((arm.mean, math.sqrt(arm.variance / arm.n)))
+    return list(_probability_best(tuple(posteriors), higher_is_better, draws, seed))
+
+
+# One document asks for the same arms several times (its odds, the bandit's weights,
+# the Bayesian engine's frequentist check).
+@lru_cache(maxsize=256)
+def _probability_best(
+    posteriors: tuple[tuple[float, float], ...], higher_is_better: bool, draws: int, seed: int
+) -> tuple[float, ...]:
+    """:func:`probability_best` of (posterior mean, posterior sd) pairs."""
+    sign = 1.0 if higher_is_better else -1.0
+    means = sign * np.array([mean for mean, _ in posteriors])
+    sds = np.array([sd for _, sd in posteriors])
+    exact = _by_quadrature(means, sds, draws)
+    if exact is not None:
+        return tuple(float(p) for p in exact)
+    # Arms along the first axis: every operation below runs over a contiguous row of
+    # draws, several times faster than across the short rows of a draws x arms array.
+    samples = np.random.default_rng(seed).standard_normal((len(posteriors), draws))
+    samples *= sds[:, None]
+    samples += means[:, None]
+    is_best = samples == samples.max(axis=0)
+    shares = is_best / is_best.sum(axis=0)
+    return tuple(float(p) for p in shares.mean(axis=1))
+
+
+_TAIL = 8.5
+"""Standard deviations integrated each side: Φ(-8.5) is 1e-17, below a double's epsilon."""
+
+_STEP = 0.5
+"""Quadrature step as a share of the narrowest transition of the integrand."""
+
+
+def _by_quadrature(means: np.ndarray, sds: np.ndarray, draws: int) -> np.ndarray | None:
+    """P(arm i is best) = ∫ φ(z) Π_{j≠i} Φ((m_i + s_i z - m_j) / s_j) dz, for every i.
+
+    By the trapezoidal rule on [-_TAIL, _TAIL], which for an integrand this smooth and
+    this fast-decaying converges geometrically: with steps half the narrowest
+    transition (the width s_j / s_i of a factor, in units of z) the results agree with
+    steps ten times finer to 1e-12, where 10,000 draws have a standard error near
+    0.005. None where that would take more evaluations than ``draws`` draws (posterior
+    sds far apart), or where an arm has no spread (a point mass, which can tie).
+    """
+    count = len(means)
+    if np.any(sds <= 0) or not np.all(np.isfinite(sds)) or not np.all(np.isfinite(means)):
+        return None
+    narrowest = min(1.0, float(sds.min() / sds.max()))
+    nodes = math.ceil(2.0 * _TAIL / (_STEP * narrowest)) + 1
+    if count * nodes > draws:
+        return None
+    z, step = np.linspace(-_TAIL, _TAIL, nodes, retstep=True)
+    values = means[:, None] + sds[:, None] * z  # arm i's mean at each node
+    # log Φ((value_i - m_j) / s_j) for every (i, j, node); arm i against itself is 0.
+    log_below = log_ndtr((values[:, None, :] - means[None, :, None]) / sds[None, :, None])
+    log_below[np.arange(count), np.arange(count), :] = 0.0
+    density = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    integrals = np.exp(log_below.sum(axis=1)) @ density * step
+    # The cut tails leave the total 1e-17 short of one; exhaustive events sum to one.
+    return integrals / integrals.sum()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from scipy.optimize import brentq
 from scipy.special import ndtri
@@ -67,6 +68,9 @@ def minimum_detectable_effect(
     return (critical_value(design, control_units + treatment_units) + float(ndtri(power))) * se
 
 
+# Treatments with equal shares against one control share one design: a document of
+# k arms would otherwise solve the same sequential equation k - 1 times.
+@lru_cache(maxsize=256)
 def units_needed(design: Design, effect: float, power: float = DEFAULT_POWER) -> float:
     """Total units (all arms, split by the shares) at which ``effect`` reaches ``power``.
 
