@@ -488,11 +488,9 @@ def _goal_block(
     for row, weight in zip(rows, weights, strict=True):
         variant = _variant(definition, row.variant_id)
         base = getattr(row, unit)
-        # The totals carry per-visitor sums for analyses beyond the row's own numbers.
-        counted = {k: v for k, v in row.as_dict().items() if k in VariantRow.model_fields}
         variants.append(
             VariantRow(
-                **counted,
+                **row.as_dict(),
                 name=variant.name,
                 is_control=variant.is_control,
                 is_reference=row is rows[0],
