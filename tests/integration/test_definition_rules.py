@@ -19,7 +19,7 @@ from worker.store.definitions import load_definition, save_definition
 pytestmark = pytest.mark.integration
 
 
-def definition(status: str = "live", cap: float = 100.0, **changes: Any) -> dict[str, Any]:
+def definition(status: str = "live", cap: float | None = 100.0, **changes: Any) -> dict[str, Any]:
     return {
         "id": "fixed", "project_key": "shop", "name": "Fixed", "status": status,
         "variants": [{"id": "a", "name": "A", "is_control": True}, {"id": "b", "name": "B"}],
@@ -104,5 +104,38 @@ async def test_the_stored_definition_decides_when_the_topic_lost_the_older_one(
             "experiment 'fixed' is live: goal 'buy' type revenue -> conversion, goal 'buy' "
             "cap 100.0 -> None would count its visitors by two rules (create a new "
             "experiment instead)",
+        )
+    ]
+
+
+async def test_a_restart_reading_the_history_again_refuses_nothing(
+    namespace: Namespace, redis: Redis
+) -> None:
+    """The draft before launch had no cap (a percentile cap is fixed at launch): read
+    again at a restart, it is history, not an update of the live definition stored."""
+    prefix = namespace.settings.key_prefix
+    await publish(namespace, definition("draft", cap=None), definition(cap=412.0))
+    await follow(namespace, redis, prefix)
+    restarted = await follow(namespace, redis, prefix)
+    live = ExperimentDefinition.model_validate(definition(cap=412.0))
+    assert restarted.definitions == {"fixed": live}
+    assert await load_definition(redis, prefix, "fixed") == live
+    assert await reasons(namespace) == []
+
+
+async def test_a_live_percentile_cap_never_fixed_is_refused(
+    namespace: Namespace, redis: Redis
+) -> None:
+    prefix = namespace.settings.key_prefix
+    goal = {"key": "buy", "name": "Buy", "type": "revenue", "primary": True, "cap_percentile": 99}
+    await publish(namespace, definition("draft", goals=[goal]), definition(goals=[goal]))
+    registry = await follow(namespace, redis, prefix)
+    assert registry.definitions["fixed"].status.value == "draft"
+    assert await reasons(namespace) == [
+        (
+            "invalid_definition",
+            "experiment 'fixed' is live with goal(s) buy capped by cap_percentile but no "
+            "cap: publish it with `python -m worker experiments apply`, which fixes the cap "
+            "at launch, or set cap",
         )
     ]

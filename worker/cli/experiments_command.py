@@ -16,7 +16,12 @@ from worker.errors import InvalidInput, NotFound, ServiceUnavailable, Unreadable
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
-from worker.results.capping import DEFAULT_LOOKBACK_DAYS, needs_resolving, resolve_percentile_caps
+from worker.results.capping import (
+    DEFAULT_LOOKBACK_DAYS,
+    keep_fixed_caps,
+    needs_resolving,
+    resolve_percentile_caps,
+)
 from worker.results.decisions import reset_srm
 from worker.results.snapshot_job import load_decision_state, record_decisions
 from worker.store.connection import connect
@@ -132,6 +137,8 @@ async def fix_percentile_caps(
     fixed = []
     async with connect(settings) as redis:
         for definition in definitions:
+            stored = await load_definition(redis, settings.key_prefix, definition.id)
+            definition = keep_fixed_caps(definition, stored)
             if needs_resolving(definition):
                 print(f"{definition.id}: fixing percentile caps at launch", file=sys.stderr)
                 definition, resolved = await resolve_percentile_caps(

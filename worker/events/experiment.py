@@ -175,6 +175,16 @@ class ExperimentDefinition(BaseModel):
     def primary_goal(self) -> Goal:
         return next(goal for goal in self.goals if goal.primary)
 
+    def unfixed_caps(self) -> list[str]:
+        """Goals of a live definition with a percentile cap never turned into ``cap``
+        (``experiments apply`` fixes it at launch): counting would start uncapped, and a
+        live experiment's cap cannot change later."""
+        if not self.accepts_assignments:
+            return []
+        return [
+            goal.key for goal in self.goals if goal.cap_percentile is not None and goal.cap is None
+        ]
+
     def counting_rule_changes(self, update: ExperimentDefinition) -> list[str]:
         """How `update` would change the rules this experiment's events are counted by:
         the type or cap of a goal both define, and stats.cuped_days. Once the experiment

@@ -28,7 +28,7 @@ from worker.store.connection import Redis
 from worker.store.definitions import (
     claim_invalid_definition,
     delete_definition,
-    load_definition,
+    load_accepted_definition,
     release_invalid_definition,
     save_definition,
 )
@@ -182,10 +182,19 @@ class ExperimentRegistry:
                 key, value, partition, offset, Reason.INVALID_DEFINITION, str(error)[:1000]
             )
             return
-        # The definition stored in Redis is the one accepted last: after a restart, the
-        # compacted topic may no longer hold it.
-        previous = self._definitions.get(definition.id) or await load_definition(
-            self._redis, self._prefix, definition.id
+        unfixed = definition.unfixed_caps()
+        if unfixed:
+            detail = (
+                f"experiment {definition.id!r} is live with goal(s) {', '.join(unfixed)} "
+                "capped by cap_percentile but no cap: publish it with `python -m worker "
+                "experiments apply`, which fixes the cap at launch, or set cap"
+            )
+            await self._dead_letter(
+                key, value, partition, offset, Reason.INVALID_DEFINITION, detail
+            )
+            return
+        previous = self._definitions.get(definition.id) or await self._accepted_before(
+            definition.id, offset
         )
         if previous is not None and previous.status is not ExperimentStatus.DRAFT:
             changes = previous.counting_rule_changes(definition)
@@ -200,7 +209,23 @@ class ExperimentRegistry:
                 )
                 return
         self._definitions[definition.id] = definition
-        await save_definition(self._redis, self._prefix, definition)
+        await save_definition(self._redis, self._prefix, definition, offset)
+
+    async def _accepted_before(
+        self, experiment_id: str, offset: int
+    ) -> ExperimentDefinition | None:
+        """The definition accepted last, from Redis, if it was read before ``offset``.
+
+        After a restart the compacted topic may no longer hold the accepted definition,
+        only a later update that was refused: Redis still has it. A record at or below
+        the stored offset is history being read again, not an update of what is stored.
+        (One key is one partition of the topic, so offsets of one id compare.)
+        """
+        stored = await load_accepted_definition(self._redis, self._prefix, experiment_id)
+        if stored is None:
+            return None
+        definition, stored_offset = stored
+        return definition if stored_offset is None or stored_offset < offset else None
 
     async def _dead_letter(
         self,

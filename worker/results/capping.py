@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from worker.errors import InvalidInput
-from worker.events.experiment import ExperimentDefinition, GoalType
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus, GoalType
 from worker.stats.capping import percentile_cap
 from worker.store.connection import Redis
 from worker.store.goal_history import visitor_goal_values
@@ -33,9 +33,25 @@ class ResolvedCap:
 
 def needs_resolving(definition: ExperimentDefinition) -> bool:
     """Whether the definition goes live with a percentile cap not yet turned into a value."""
-    return definition.accepts_assignments and any(
-        goal.cap_percentile is not None and goal.cap is None for goal in definition.goals
-    )
+    return bool(definition.unfixed_caps())
+
+
+def keep_fixed_caps(
+    definition: ExperimentDefinition, stored: ExperimentDefinition | None
+) -> ExperimentDefinition:
+    """``definition`` with the caps an already-live ``stored`` definition fixed at its
+    launch: publishing the same file again must not take the percentile again (the
+    worker refuses a cap that changes on a live experiment)."""
+    if stored is None or stored.status is ExperimentStatus.DRAFT:
+        return definition
+    fixed = {goal.key: goal.cap for goal in stored.goals if goal.cap is not None}
+    goals = [
+        goal.model_copy(update={"cap": fixed[goal.key]})
+        if goal.cap is None and goal.cap_percentile is not None and goal.key in fixed
+        else goal
+        for goal in definition.goals
+    ]
+    return definition.model_copy(update={"goals": goals})
 
 
 async def resolve_percentile_caps(

@@ -35,14 +35,40 @@ async def load_definitions(redis: Redis, prefix: str) -> list[ExperimentDefiniti
     )
 
 
-async def save_definition(redis: Redis, prefix: str, definition: ExperimentDefinition) -> None:
-    """Store (or replace) a definition read from `ab.experiments`."""
-    await redis.hset(keys.experiments_key(prefix), definition.id, definition.model_dump_json())
+async def save_definition(
+    redis: Redis, prefix: str, definition: ExperimentDefinition, offset: int | None = None
+) -> None:
+    """Store (or replace) a definition read from `ab.experiments` at ``offset``."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.experiments_key(prefix), definition.id, definition.model_dump_json())
+        if offset is None:
+            pipe.hdel(keys.definition_offsets_key(prefix), definition.id)
+        else:
+            pipe.hset(keys.definition_offsets_key(prefix), definition.id, offset)
+        await pipe.execute()
+
+
+async def load_accepted_definition(
+    redis: Redis, prefix: str, experiment_id: str
+) -> tuple[ExperimentDefinition, int | None] | None:
+    """The stored definition of one experiment and the topic offset it was read at
+    (None when stored without one), or None."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.experiments_key(prefix), experiment_id)
+        pipe.hget(keys.definition_offsets_key(prefix), experiment_id)
+        raw, offset = await pipe.execute()
+    if raw is None:
+        return None
+    definition = ExperimentDefinition.model_validate_json(raw)
+    return definition, None if offset is None else int(offset)
 
 
 async def delete_definition(redis: Redis, prefix: str, experiment_id: str) -> None:
     """Forget a definition (its tombstone was read)."""
-    await redis.hdel(keys.experiments_key(prefix), experiment_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.experiments_key(prefix), experiment_id)
+        pipe.hdel(keys.definition_offsets_key(prefix), experiment_id)
+        await pipe.execute()
 
 
 async def claim_invalid_definition(redis: Redis, prefix: str, partition: int, offset: int) -> bool:

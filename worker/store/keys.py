@@ -140,6 +140,11 @@ def experiments_key(prefix: str) -> str:
     return f"{prefix}:experiments"
 
 
+def definition_offsets_key(prefix: str) -> str:
+    """Hash experiment id -> the `ab.experiments` offset of its stored definition."""
+    return f"{prefix}:experiment-offsets"
+
+
 def meta_key(prefix: str) -> str:
     """Hash of facts every reader needs, such as the partition count of the input topics."""
     return f"{prefix}:meta"
