@@ -31,13 +31,12 @@ from worker.store.sink_protocol import (
     ConversionCommand,
     ExperimentRules,
     ForwardEntry,
-    GoalRule,
     OutboxCommand,
     SinkCommand,
+    experiment_rules,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MS_PER_DAY = 86_400_000
 EXTENDED_CONTEXT = (
     "region", "city", "landing_page", "ref_page", "user_agent", "utm",
     "query_params", "attributes", "sdk", "timezone", "first_seen_at", "raw",
@@ -305,17 +304,6 @@ def _invalid(message: SourceMessage, error: ValidationError) -> Plan:
     if any(item["type"] in ("json_invalid", "json_type") for item in error.errors()):
         return _dead(message, Reason.MALFORMED_JSON, _schema_detail(error))
     return _dead(message, Reason.SCHEMA_VIOLATION, _schema_detail(error))
-
-
-def experiment_rules(definition: ExperimentDefinition) -> ExperimentRules:
-    """How the sink counts the experiment's goals: their kinds, caps and CUPED window."""
-    goals: dict[str, GoalRule] = {}
-    for goal in definition.goals:
-        rule: GoalRule = {"kind": goal.type.value}
-        if goal.cap is not None:
-            rule["cap"] = goal.cap
-        goals[goal.key] = rule
-    return {"cuped_ms": definition.stats.cuped_days * MS_PER_DAY, "goals": goals}
 
 
 def sink_rules(catalog: Mapping[str, ExperimentDefinition]) -> dict[str, ExperimentRules]:

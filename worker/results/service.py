@@ -28,6 +28,7 @@ from worker.results.query_totals import QueryTotals
 from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.connection import Redis
 from worker.store.counter_reader import read_counters
+from worker.store.sink_protocol import experiment_rules
 from worker.store.visitor_reader import read_visitor_states
 
 Table = CellTable | VisitorTable
@@ -44,7 +45,9 @@ async def load_table(
     if plan_query(query).source == "counters":
         return CellTable.from_counters(await read_counters(redis, prefix, definition.id))
     states = await read_visitor_states(redis, prefix, definition.id)
-    return await asyncio.to_thread(VisitorTable.build, definition.id, states)
+    return await asyncio.to_thread(
+        VisitorTable.build, definition.id, states, None, experiment_rules(definition)
+    )
 
 
 def totals(table: Table, query: ResultQuery, goal: str, variant_ids: Sequence[str]) -> QueryTotals:

@@ -16,7 +16,14 @@ addition in a different order):
 * a visitor converts with at least ``min_count`` counted events; goal events,
   orders and revenue include every counted event of every visitor in the cohort;
 * converted visits are the distinct visits (an absent visit id is the visit "_", as
-  in the sink) of the counted events of converted visitors.
+  in the sink) of the counted events of converted visitors;
+* with the experiment's counting rules (``ExperimentRules``, as the sink gets them): a
+  goal's cap bounds each visitor's revenue (revenue goals) or goal events (count
+  goals), and the CUPED covariate X is the visitor's value of the goal, on its kind's
+  scale and capped, from the settled events in the window before entry;
+* the per-visitor sums of the clustered analyses (V visits, C converted visits, E
+  goal events, R revenue, O orders) take every visit of the visitor, as the sink's
+  cohort visits do.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from worker.results.columns import Codes, Column, Mask, encode
 from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
 from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, RAW_FIELDS, UTM_FIELDS, ResultQuery
 from worker.results.query_totals import Grouping, QueryTotals, Sums, assemble, grouping
+from worker.store.sink_protocol import ExperimentRules, GoalRule
 from worker.store.visitor_reader import GoalEventRecord, VisitorState
 
 MS_PER_HOUR = 3_600_000
@@ -88,6 +96,7 @@ class VisitorTable:
     goal_records: list[Mapping[str, Sequence[GoalEventRecord]]]
     counted_before_ms: int | None
     cells: Column  # the whole text of the segment cell (SegmentCell.text)
+    rules: ExperimentRules | None = None
     _columns: dict[tuple[str, str | None], Column] = field(default_factory=dict)
     _goals: dict[str, GoalEvents] = field(default_factory=dict)
 
@@ -97,9 +106,11 @@ class VisitorTable:
         experiment_id: str,
         visitors: Iterable[VisitorState],
         counted_before_ms: int | None = None,
+        rules: ExperimentRules | None = None,
     ) -> VisitorTable:
         """Columns of the visitors; ``counted_before_ms`` (a completed experiment's end)
-        drops goal events from that time on, as the frozen counters stop counting."""
+        drops goal events from that time on, as the frozen counters stop counting;
+        ``rules`` (caps, the CUPED window) are the ones the sink counts by."""
         # The loop creates no container per visitor: with a million visitors, each
         # new list or dict would keep the garbage collector scanning the inputs.
         ids: list[str] = []
@@ -143,6 +154,7 @@ class VisitorTable:
             goal_records=goals,
             counted_before_ms=counted_before_ms,
             cells=encode(cells, count),
+            rules=rules,
         )
 
     @property
@@ -194,6 +206,36 @@ class VisitorTable:
         if goal not in self._goals:
             self._goals[goal] = self._flatten(goal)
         return self._goals[goal]
+
+    def goal_rule(self, goal: str) -> GoalRule | None:
+        """How the sink counts ``goal`` (None: a goal the definition does not name)."""
+        return self.rules["goals"].get(goal) if self.rules else None
+
+    def covariate(self, goal: str) -> npt.NDArray[np.float64] | None:
+        """Per visitor, the CUPED covariate of ``goal`` (None when CUPED is off for it):
+        its value in the window before entry, from the events the sink settled there
+        (held ones count nowhere yet) that may count for this experiment."""
+        rule = self.goal_rule(goal)
+        window = self.rules["cuped_ms"] if self.rules else 0
+        if rule is None or window == 0:
+            return None
+        counts = np.zeros(self.size)
+        revenue = np.zeros(self.size)
+        for index, goals in enumerate(self.goal_records):
+            records = goals.get(goal)
+            if not records:
+                continue
+            entry = int(self.entry_ms[index])
+            for record in records:
+                restricted = record.get("x")
+                if (
+                    entry - window <= int(record["t"]) < entry
+                    and not cast(Mapping[str, Any], record).get("h")
+                    and (restricted is None or restricted == self.experiment_id)
+                ):
+                    counts[index] += 1
+                    revenue[index] += float(record.get("v") or 0)
+        return _on_scale(rule, counts, revenue, converted=counts > 0)
 
     def _values(self, field: str, key: str | None) -> Iterable[object | None]:
         if field == "visitor_id":
@@ -298,18 +340,57 @@ def _goal_sums(
     counts = np.bincount(events.visitor[matching], minlength=size).astype(np.float64)
     paid = matching & ~np.isnan(events.value)
     orders = np.bincount(events.visitor[paid], minlength=size).astype(np.float64)
-    revenue = np.bincount(events.visitor[paid], weights=events.value[paid], minlength=size)
+    revenue: npt.NDArray[np.float64] = np.bincount(
+        events.visitor[paid], weights=events.value[paid], minlength=size
+    ).astype(np.float64)
     converted = counts >= query.min_count
     converting = matching & converted[events.visitor]
     visit_count = len(events.visit.values)
     pairs = np.unique(events.visitor[converting] * visit_count + events.visit.codes[converting])
-    converted_visits = np.bincount(pairs // max(visit_count, 1), minlength=size)
-    return {
+    converted_visits = np.bincount(pairs // max(visit_count, 1), minlength=size).astype(np.float64)
+    rule = table.goal_rule(goal)
+    if rule is not None and "cap" in rule:
+        # The sink caps the value it counts; conversions and orders stay as they are.
+        if rule["kind"] == "count":
+            counts = np.minimum(counts, rule["cap"])
+        elif rule["kind"] == "revenue":
+            revenue = np.minimum(revenue, rule["cap"])
+    visits = np.bincount(table.visit_visitor, minlength=size).astype(np.float64)
+    sums = {
         "conversions": groups.sum(cohort & converted),
-        "converted_visits": groups.sum(cohort, converted_visits.astype(np.float64)),
+        "converted_visits": groups.sum(cohort, converted_visits),
         "goal_events": groups.sum(cohort, counts),
         "goal_events_sum_squares": groups.sum(cohort, counts * counts),
         "orders": groups.sum(cohort, orders),
         "revenue": groups.sum(cohort, revenue),
         "revenue_sum_squares": groups.sum(cohort, revenue * revenue),
+        "cohort_visits": groups.sum(cohort, visits),
+        "cohort_visits_sum_squares": groups.sum(cohort, visits * visits),
+        "converted_visits_sum_squares": groups.sum(cohort, converted_visits * converted_visits),
+        "visits_converted_visits_product": groups.sum(cohort, visits * converted_visits),
+        "visits_goal_events_product": groups.sum(cohort, visits * counts),
+        "visits_revenue_product": groups.sum(cohort, visits * revenue),
+        "orders_sum_squares": groups.sum(cohort, orders * orders),
+        "revenue_orders_product": groups.sum(cohort, revenue * orders),
     }
+    covariate = table.covariate(goal)
+    if covariate is not None and rule is not None:
+        outcome = _on_scale(rule, counts, revenue, converted)
+        sums["covariate_sum"] = groups.sum(cohort, covariate)
+        sums["covariate_sum_squares"] = groups.sum(cohort, covariate * covariate)
+        sums["covariate_product_sum"] = groups.sum(cohort, covariate * outcome)
+    return sums
+
+
+def _on_scale(
+    rule: GoalRule,
+    counts: npt.NDArray[np.float64],
+    revenue: npt.NDArray[np.float64],
+    converted: Mask,
+) -> npt.NDArray[np.float64]:
+    """Per visitor, the goal's value on its kind's scale (converted 0/1, events or
+    revenue), capped by the rule."""
+    if rule["kind"] == "conversion":
+        return converted.astype(np.float64)
+    value = counts if rule["kind"] == "count" else revenue
+    return np.minimum(value, rule["cap"]) if "cap" in rule else value

@@ -15,6 +15,9 @@ from typing import Any, Literal, NotRequired
 from typing_extensions import TypedDict
 
 from worker.events.dead_letter import DeadLetterEntry
+from worker.events.experiment import ExperimentDefinition
+
+_MS_PER_DAY = 86_400_000
 
 
 class _Positioned(TypedDict):
@@ -96,6 +99,18 @@ class ExperimentRules(TypedDict):
     cuped_ms: int
     """CUPED covariate window before entry (0: no covariate)."""
     goals: dict[str, GoalRule]
+
+
+def experiment_rules(definition: ExperimentDefinition) -> ExperimentRules:
+    """How the sink counts the experiment's goals: their kinds, caps and CUPED window
+    (the per-visitor scan counts by the same rules)."""
+    goals: dict[str, GoalRule] = {}
+    for goal in definition.goals:
+        rule: GoalRule = {"kind": goal.type.value}
+        if goal.cap is not None:
+            rule["cap"] = goal.cap
+        goals[goal.key] = rule
+    return {"cuped_ms": definition.stats.cuped_days * _MS_PER_DAY, "goals": goals}
 
 
 class ForwardEntry(TypedDict):
