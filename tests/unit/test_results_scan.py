@@ -290,14 +290,27 @@ def expected(
             and _event_matches(event, query)
         ]
         revenue = sum(float(event["v"]) for event in counted if "v" in event)
+        orders = sum("v" in event for event in counted)
         row["goal_events"] += len(counted)
         row["goal_events_sum_squares"] += len(counted) ** 2
-        row["orders"] += sum("v" in event for event in counted)
+        row["orders"] += orders
         row["revenue"] += revenue
         row["revenue_sum_squares"] += revenue**2
+        converted_visits = 0
         if len(counted) >= query.min_count:
             row["conversions"] += 1
-            row["converted_visits"] += len({event.get("s", "_") for event in counted})
+            converted_visits = len({event.get("s", "_") for event in counted})
+            row["converted_visits"] += converted_visits
+        # The clustered analyses' per-visitor sums take every visit of the visitor.
+        visits = len(visitor.get("visits") or {"_": entry_hour})
+        row["cohort_visits"] += visits
+        row["cohort_visits_sum_squares"] += visits**2
+        row["converted_visits_sum_squares"] += converted_visits**2
+        row["visits_converted_visits_product"] += visits * converted_visits
+        row["visits_goal_events_product"] += visits * len(counted)
+        row["visits_revenue_product"] += visits * revenue
+        row["orders_sum_squares"] += orders**2
+        row["revenue_orders_product"] += revenue * orders
 
     def totals(per_variant: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
         result = []
@@ -306,7 +319,7 @@ def expected(
             for f in fields(VariantTotals):
                 if f.name != "variant_id":
                     value = per_variant[variant][f.name]
-                    row[f.name] = value if f.name.startswith("revenue") else int(value)
+                    row[f.name] = value if f.type == "float" else int(value)
             result.append(row)
         return result
 
@@ -456,8 +469,11 @@ def counters_of(visitors: Sequence[Mapping[str, Any]]) -> dict[CellKey, dict[str
         at(entry_hour)["n"] += 1
         if visitor.get("multiple_exposure"):
             at(entry_hour)["me"] += 1
-        for hour in (visitor.get("visits") or {"_": entry_hour}).values():
+        visits = (visitor.get("visits") or {"_": entry_hour}).values()
+        for hour in visits:
             at(hour)["visits"] += 1
+        at(entry_hour)["vc"] += len(visits)
+        at(entry_hour)["vc2"] += len(visits) ** 2
         for goal, events in visitor.get("goals", {}).items():
             counted = [
                 e
@@ -467,14 +483,22 @@ def counters_of(visitors: Sequence[Mapping[str, Any]]) -> dict[CellKey, dict[str
             if not counted:
                 continue
             revenue = sum(float(e["v"]) for e in counted if "v" in e)
+            orders = sum("v" in e for e in counted)
+            converted_visits = len({e.get("s", "_") for e in counted})
             row = at(entry_hour)
             row[f"g:{goal}:cv"] += 1
-            row[f"g:{goal}:cvis"] += len({e.get("s", "_") for e in counted})
+            row[f"g:{goal}:cvis"] += converted_visits
             row[f"g:{goal}:ev"] += len(counted)
             row[f"g:{goal}:ev2"] += len(counted) ** 2
-            row[f"g:{goal}:ord"] += sum("v" in e for e in counted)
+            row[f"g:{goal}:ord"] += orders
             row[f"g:{goal}:rev"] += revenue
             row[f"g:{goal}:rev2"] += revenue**2
+            row[f"g:{goal}:cvis2"] += converted_visits**2
+            row[f"g:{goal}:vcvis"] += len(visits) * converted_visits
+            row[f"g:{goal}:vev"] += len(visits) * len(counted)
+            row[f"g:{goal}:vrev"] += len(visits) * revenue
+            row[f"g:{goal}:ord2"] += orders**2
+            row[f"g:{goal}:revord"] += revenue * orders
     return cells
 
 
