@@ -28,6 +28,18 @@ DEFAULT_REDIS_HEALTH_CHECK_SECONDS = 30
 that died while idle (a Redis restart, a dropped NAT entry) is replaced, not used."""
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """Replicas that must have a record before an acks=all send succeeds: all but one.
+
+    For the topics the worker creates (AB_REPLICATION_FACTOR replicas) and for the local
+    brokers' internal topics alike.
+
+    One broker may then be lost (or restarted) while producing goes on, and no
+    acknowledged record is lost with it; a single replica has no one to spare.
+    """
+    return max(1, replication_factor - 1)
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":

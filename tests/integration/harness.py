@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
+from worker.producer import new_producer
 from worker.results.contract import ResultDocument, Snapshot
 from worker.store import keys
 from worker.store.snapshots import save_snapshot
@@ -144,12 +145,7 @@ async def produce(
     stamps = list(timestamps) if timestamps is not None else [None] * len(messages)
     assert len(stamps) == len(messages)
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-    )
+    producer = new_producer(settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
     try:
         futures = [
@@ -167,7 +163,7 @@ async def produce_to_partition(
     settings: Settings, topic: str, partition: int, key: bytes | None, value: bytes
 ) -> None:
     """Send one message to a chosen partition, bypassing the partitioner."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = new_producer(settings.kafka_bootstrap_servers)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value=value, key=key, partition=partition)

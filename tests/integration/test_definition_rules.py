@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace, produce, read_topic
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.registry import ExperimentRegistry
+from worker.producer import new_producer
 from worker.store.definitions import load_definition, save_definition
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def definition(status: str = "live", cap: float | None = 100.0, **changes: Any) 
 async def follow(namespace: Namespace, redis: Redis, prefix: str) -> ExperimentRegistry:
     """A registry of `namespace`'s definitions topic, storing under `prefix`; started."""
     settings = namespace.settings
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = new_producer(settings.kafka_bootstrap_servers)
     await producer.start()
     registry = ExperimentRegistry(
         settings.kafka_bootstrap_servers,

@@ -10,10 +10,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from tests.integration.services import Endpoints
+from worker.producer import new_producer
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ async def test_kafka_json_round_trip_with_manual_commit(endpoints: Endpoints) ->
     topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
     group = f"{topic}-group"
     sent: list[dict[str, Any]] = [{"n": n, "visitor_id": f"v{n}"} for n in range(50)]
-    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka, acks="all")
+    producer = new_producer(endpoints.kafka)
     await producer.start()
     try:
         for event in sent:

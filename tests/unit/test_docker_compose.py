@@ -13,7 +13,8 @@ import yaml
 
 from worker import config
 from worker.cli.main import build_parser
-from worker.config import Settings
+from worker.config import Settings, min_insync_replicas
+from worker.services import cluster
 from worker.services.kafka_server import KAFKA_VERSION
 from worker.services.redis_server import ENCODING_LIMITS
 
@@ -21,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("worker", "api")
+CLUSTER = cluster.layout(Path("/services"), Path("/cache"))
+CLUSTER_KAFKA = [f"kafka-{node.node_id}" for node in CLUSTER.kafka]
+CLUSTER_REDIS = [f"redis-{n}" for n in range(1, len(CLUSTER.redis) + 1)]
 
 
 def environment(service: str) -> dict[str, str]:
@@ -48,6 +52,73 @@ def listeners(value: str) -> dict[str, tuple[str, int]]:
 
 def test_services_exist() -> None:
     assert {"kafka", "redis", "worker", "api"} <= set(SERVICES)
+
+
+def options(command: list[str]) -> dict[str, str]:
+    """`redis-server --name value ...` -> {name: value}."""
+    assert command[0] == "redis-server"
+    return dict(zip([w.removeprefix("--") for w in command[1::2]], command[2::2], strict=True))
+
+
+def test_the_cluster_profile_holds_the_cluster_topology_only() -> None:
+    profiled = {name for name, service in SERVICES.items() if service.get("profiles")}
+    assert profiled == {*CLUSTER_KAFKA, *CLUSTER_REDIS, "redis-cluster-create"}
+    for name in profiled:
+        assert SERVICES[name]["profiles"] == ["cluster"]
+        # Redis Cluster hands clients node addresses: the same for host and containers.
+        assert SERVICES[name]["network_mode"] == "host"
+
+
+def test_cluster_brokers_are_the_local_cluster_nodes() -> None:
+    cluster_ids = set()
+    for service, node in zip(CLUSTER_KAFKA, CLUSTER.kafka, strict=True):
+        assert SERVICES[service]["image"] == SERVICES["kafka"]["image"]
+        env = environment(service)
+        cluster_ids.add(env["CLUSTER_ID"])
+        assert env["KAFKA_NODE_ID"] == str(node.node_id)
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == node.voters
+        declared = listeners(env["KAFKA_LISTENERS"])
+        assert declared == {
+            "PLAINTEXT": (node.host, node.port),
+            env["KAFKA_CONTROLLER_LISTENER_NAMES"]: (node.host, node.controller_port),
+        }
+        assert listeners(env["KAFKA_ADVERTISED_LISTENERS"]) == {"PLAINTEXT": (node.host, node.port)}
+        replicas, min_isr = str(len(CLUSTER.kafka)), str(min_insync_replicas(len(CLUSTER.kafka)))
+        for name in ("OFFSETS_TOPIC", "TRANSACTION_STATE_LOG", "DEFAULT"):
+            assert env[f"KAFKA_{name}_REPLICATION_FACTOR"] == replicas, name
+        assert (
+            env["KAFKA_MIN_INSYNC_REPLICAS"]
+            == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]
+            == min_isr
+        )
+        assert env["KAFKA_HEAP_OPTS"].split()[0] == cluster.KAFKA_HEAP
+        assert env["KAFKA_NUM_PARTITIONS"] == environment("kafka")["KAFKA_NUM_PARTITIONS"]
+        assert SERVICES[service]["volumes"] == [f"{service}-data:{env['KAFKA_LOG_DIRS']}"]
+    assert len(cluster_ids) == 1  # one cluster, formatted with one id
+
+
+def test_cluster_redis_nodes_are_the_local_cluster_nodes() -> None:
+    for service, node in zip(CLUSTER_REDIS, CLUSTER.redis, strict=True):
+        assert SERVICES[service]["image"] == SERVICES["redis"]["image"]
+        settings = options(SERVICES[service]["command"])
+        assert (settings["bind"], int(settings["port"])) == (node.host, node.port)
+        assert settings["cluster-enabled"] == "yes"
+        assert (settings["appendonly"], settings["appendfsync"]) == ("yes", "everysec")
+        assert {name: settings[name] for name in ENCODING_LIMITS} == ENCODING_LIMITS
+        assert SERVICES[service]["volumes"] == [f"{service}-data:/data"]
+
+
+def test_the_redis_cluster_is_created_from_its_six_nodes() -> None:
+    create = SERVICES["redis-cluster-create"]
+    script = create["command"][-1]
+    words = script.split("redis-cli --cluster create ", 1)[1].split()
+    addresses = words[: words.index("--cluster-replicas")]
+    assert addresses == [f"{node.host}:{node.port}" for node in CLUSTER.redis]
+    assert words[words.index("--cluster-replicas") + 1] == str(cluster.REDIS_REPLICAS_PER_PRIMARY)
+    assert {name: dep["condition"] for name, dep in create["depends_on"].items()} == {
+        name: "service_healthy" for name in CLUSTER_REDIS
+    }
 
 
 def test_kafka_is_the_official_image_pinned_to_the_local_version() -> None:

@@ -9,13 +9,13 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from worker.cli.experiments_command import publish
 from worker.config import Settings
 from worker.demo.experiments import DEMO_EXPERIMENTS
 from worker.demo.traffic import visitor_events
 from worker.errors import InvalidInput
+from worker.producer import new_producer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ async def send_traffic(settings: Settings, args: argparse.Namespace) -> None:
     """Send visitors at the requested rate, printing progress every five seconds."""
     rng = random.Random(args.seed)
     topics = {"assignment": settings.topic_assignments, "conversion": settings.topic_conversions}
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20)
+    producer = new_producer(settings.kafka_bootstrap_servers, linger_ms=20)
     await producer.start()
     started = last_report = time.monotonic()
     visitors = events = 0

@@ -9,13 +9,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable, UnreadableFile
 from worker.events.adapters import DefinitionError, parse_definition
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.topics import ensure_topics
+from worker.producer import new_producer
 from worker.results.capping import (
     DEFAULT_LOOKBACK_DAYS,
     keep_fixed_caps,
@@ -86,9 +85,7 @@ def read_definitions(path: Path, project_key: str | None) -> list[ExperimentDefi
 
 async def publish(settings: Settings, records: list[tuple[str, bytes | None]]) -> None:
     """Send (key, value) records to the experiments topic and wait for the broker's ack."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", request_timeout_ms=10000
-    )
+    producer = new_producer(settings.kafka_bootstrap_servers, request_timeout_ms=10000)
     try:
         await producer.start()
     except Exception as error:

@@ -26,6 +26,7 @@ from worker.ingestion.outage import TRANSIENT
 from worker.ingestion.pipeline import Pipeline
 from worker.ingestion.registry import ExperimentRegistry
 from worker.ingestion.topics import ensure_topics
+from worker.producer import new_producer
 from worker.results.snapshot_job import SnapshotJob, utc_now
 from worker.store.connection import Redis, connect
 from worker.store.meta import record_partition_count
@@ -71,9 +72,7 @@ class Runtime:
         ]
         self.redis = connect(settings)
         await record_partition_count(self.redis, settings.key_prefix, partitions)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-        )
+        self.producer = new_producer(settings.kafka_bootstrap_servers)
         await self.producer.start()
         self.registry = ExperimentRegistry(
             settings.kafka_bootstrap_servers,

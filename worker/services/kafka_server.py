@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka broker (KRaft) from the official jars on Maven Central."""
+"""Apache Kafka brokers (KRaft, combined roles) from the official jars on Maven Central:
+one node, or one node of a cluster on this machine (worker/services/cluster.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
+from worker.config import min_insync_replicas
 from worker.errors import ProvisioningError
 from worker.services import processes
 
@@ -52,12 +56,33 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 
 @dataclass(frozen=True)
 class KafkaLayout:
-    """Where the jars, configuration, data and logs of the local broker live."""
+    """Where the jars, configuration, data and logs of a local broker live, and its place
+    in its cluster."""
 
     cache_dir: Path
     state_dir: Path
     host: str
     port: int
+    node_id: int = 1
+    peer_ports: tuple[int, ...] = ()
+    """Client ports of every node of the cluster, node ids 1, 2, ... in this order; empty
+    for a node alone. Each node's controller listens one port above its clients."""
+    heap: str = "-Xmx1g"
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def voters(self) -> str:
+        """`controller.quorum.voters`: every node is a controller (combined roles)."""
+        ports = self.peer_ports or (self.port,)
+        return ",".join(f"{n}@{self.host}:{p + 1}" for n, p in enumerate(ports, start=1))
+
+    @property
+    def replicas(self) -> int:
+        """How many brokers the cluster has, so how many replicas its topics can have."""
+        return len(self.peer_ports) or 1
 
     @property
     def libs(self) -> Path:
@@ -142,25 +167,32 @@ def ensure_jars(layout: KafkaLayout) -> None:
 
 
 def write_config(layout: KafkaLayout, partitions: int) -> None:
-    """KRaft single node on loopback; small internal topics so a 2-core machine starts fast."""
-    controller_port = layout.port + 1
+    """KRaft on loopback; small internal topics so a 2-core machine starts fast.
+
+    Internal and auto-created topics get one replica per broker and, like the topics
+    the worker creates, min.insync.replicas of all but one (one on a single node).
+    """
+    controller_port = layout.controller_port
+    min_isr = min_insync_replicas(layout.replicas)
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     layout.config_file.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@{layout.host}:{controller_port}",
+                f"node.id={layout.node_id}",
+                f"controller.quorum.voters={layout.voters}",
                 f"listeners=PLAINTEXT://{layout.host}:{layout.port},CONTROLLER://{layout.host}:{controller_port}",
                 f"advertised.listeners=PLAINTEXT://{layout.host}:{layout.port}",
                 "controller.listener.names=CONTROLLER",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={layout.data_dir}",
                 f"num.partitions={partitions}",
-                "offsets.topic.replication.factor=1",
+                f"offsets.topic.replication.factor={layout.replicas}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
+                f"transaction.state.log.replication.factor={layout.replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"default.replication.factor={layout.replicas}",
+                f"min.insync.replicas={min_isr}",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
                 "",
@@ -179,11 +211,25 @@ def _java(layout: KafkaLayout, main_class: str, *args: str, heap: str = "-Xmx1g"
     ]  # fmt: skip
 
 
-def format_storage(layout: KafkaLayout) -> None:
-    """Format the KRaft metadata directory on first start only."""
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def formatted_cluster_id(layout: KafkaLayout) -> str | None:
+    """The cluster id this node's storage was formatted with, if it was."""
+    try:
+        lines = (layout.data_dir / "meta.properties").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    return next((line.split("=", 1)[1] for line in lines if line.startswith("cluster.id=")), None)
+
+
+def format_storage(layout: KafkaLayout, cluster_id: str) -> None:
+    """Format the KRaft metadata directory on first start only (every node of a cluster
+    with the same cluster id)."""
     if (layout.data_dir / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     result = subprocess.run(
         _java(layout, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(layout.config_file), heap="-Xmx256m"),
         capture_output=True,
@@ -195,7 +241,7 @@ def format_storage(layout: KafkaLayout) -> None:
         )
 
 
-async def _answers(bootstrap: str, timeout_seconds: float = 3.0) -> bool:
+async def _metadata(bootstrap: str, topics: list[str] | None, timeout_seconds: float) -> Any:
     # A bare connection and one metadata request: unlike a client's bootstrap, this logs
     # nothing when the broker refuses, so the probe needs no change to aiokafka's logger
     # (raising it here once silenced the worker's own Kafka errors for good, issue 13).
@@ -207,47 +253,88 @@ async def _answers(bootstrap: str, timeout_seconds: float = 3.0) -> bool:
         except (OSError, KafkaError):  # TimeoutError is an OSError
             continue
         try:
-            metadata = await connection.send(MetadataRequest([]))
+            metadata = await connection.send(MetadataRequest(topics))
         except (OSError, KafkaError):  # TimeoutError is an OSError
             continue
         finally:
             connection.close()
         if metadata.brokers:
-            return True
-    return False
+            return metadata
+    return None
 
 
-def answers(bootstrap: str) -> bool:
+def answers(bootstrap: str, timeout_seconds: float = 3.0) -> bool:
     """True when a broker at this address answers a metadata request (logs nothing)."""
-    return asyncio.run(_answers(bootstrap))
+    return asyncio.run(_metadata(bootstrap, [], timeout_seconds)) is not None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What one broker's metadata says of the cluster: its brokers and who leads what."""
+
+    broker_ids: tuple[int, ...]
+    leaders: dict[int, int] = field(default_factory=dict)
+    """Partitions (of every topic, internal ones included) led per broker id."""
+
+
+def cluster_view(bootstrap: str, timeout_seconds: float = 3.0) -> ClusterView | None:
+    """The brokers and partition leaders a broker at this address reports; None when
+    none answers."""
+    metadata = asyncio.run(_metadata(bootstrap, None, timeout_seconds))
+    if metadata is None:
+        return None
+    leaders: dict[int, int] = {}
+    for topic in metadata.topics:
+        # The partitions are a topic's last field and the leader a partition's third in
+        # every version of the response.
+        for partition in topic[-1]:
+            leaders[partition[2]] = leaders.get(partition[2], 0) + 1
+    return ClusterView(tuple(sorted(broker[0] for broker in metadata.brokers)), leaders)
+
+
+def launch(layout: KafkaLayout, partitions: int, cluster_id: str) -> subprocess.Popen[bytes] | None:
+    """Start the broker process unless ours already runs (then None); returns at once."""
+    if processes.read_pid(layout.pid_file) is not None:
+        return None
+    ensure_jars(layout)
+    write_config(layout, partitions)
+    format_storage(layout, cluster_id)
+    if answers(layout.bootstrap):
+        raise ProvisioningError(
+            f"Something else already listens on {layout.host}:{layout.port}: stop it, "
+            "or point the project at it with the environment variable."
+        )
+    return processes.start_background(
+        _java(layout, "kafka.Kafka", str(layout.config_file), heap=layout.heap),
+        layout.pid_file,
+        layout.state_dir / "kafka.stdout",
+    )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    launched: Sequence[tuple[KafkaLayout, subprocess.Popen[bytes] | None]],
+    timeout_seconds: float,
+) -> None:
+    """Return once `ready()`; raise when a launched broker exits or time runs out."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        for layout, process in launched:
+            if process is not None and process.poll() is not None:
+                raise ProvisioningError(
+                    f"Kafka exited during start-up; its log is {layout.log_file}."
+                )
+        if ready():
+            return
+        time.sleep(0.5)
+    logs = ", ".join(str(layout.log_file) for layout, _ in launched)
+    raise ProvisioningError(f"Kafka did not answer within {timeout_seconds:.0f} s; see {logs}.")
 
 
 def start(layout: KafkaLayout, partitions: int, timeout_seconds: float = 90.0) -> str:
     """Start the broker unless ours already runs; return only once it answers."""
     if processes.read_pid(layout.pid_file) is not None and answers(layout.bootstrap):
         return "already running"
-    ensure_jars(layout)
-    write_config(layout, partitions)
-    format_storage(layout)
-    process = None
-    if processes.read_pid(layout.pid_file) is None:
-        if answers(layout.bootstrap):
-            raise ProvisioningError(
-                f"Something else already listens on {layout.host}:{layout.port}: stop it, "
-                "or point the project at it with the environment variable."
-            )
-        process = processes.start_background(
-            _java(layout, "kafka.Kafka", str(layout.config_file)),
-            layout.pid_file,
-            layout.state_dir / "kafka.stdout",
-        )
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ProvisioningError(f"Kafka exited during start-up; its log is {layout.log_file}.")
-        if answers(layout.bootstrap):
-            return "started"
-        time.sleep(0.5)
-    raise ProvisioningError(
-        f"Kafka did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
-    )
+    process = launch(layout, partitions, new_cluster_id())
+    wait_until(lambda: answers(layout.bootstrap), [(layout, process)], timeout_seconds)
+    return "started"

@@ -52,21 +52,36 @@ def start_background(
 
 def stop(pid_file: Path, timeout_seconds: float = 30.0) -> bool:
     """Stop the process of a pid file: SIGTERM, then SIGKILL after the timeout."""
-    pid = read_pid(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
+    return stop_all([pid_file], timeout_seconds)[0]
+
+
+def stop_all(pid_files: Sequence[Path], timeout_seconds: float = 30.0) -> list[bool]:
+    """Stop the processes of these pid files together: SIGTERM to each, then SIGKILL to
+    those still running after the timeout. Returns, per file, whether its process ran.
+
+    Together, not one after another: the nodes of a cluster wait for each other while
+    shutting down, and the last broker of a quorum stopped alone would wait in vain.
+    """
+    pids = {pid_file: read_pid(pid_file) for pid_file in pid_files}
+    running = {pid_file: pid for pid_file, pid in pids.items() if pid is not None}
+    for pid in running.values():
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and read_pid(pid_file) is not None:
-        _reap(pid)
+    while time.monotonic() < deadline and any(read_pid(f) is not None for f in running):
+        for pid in running.values():
+            _reap(pid)
         time.sleep(0.2)
-    if read_pid(pid_file) is not None:
-        os.kill(pid, signal.SIGKILL)
+    lingering = [pid for pid_file, pid in running.items() if read_pid(pid_file) is not None]
+    for pid in lingering:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if lingering:
         time.sleep(0.2)
-        _reap(pid)
-    pid_file.unlink(missing_ok=True)
-    return True
+        for pid in lingering:
+            _reap(pid)
+    for pid_file in pid_files:
+        pid_file.unlink(missing_ok=True)
+    return [pids[pid_file] is not None for pid_file in pid_files]
 
 
 def _reap(pid: int) -> None:

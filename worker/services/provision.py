@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from worker.config import DEFAULT_KAFKA, DEFAULT_REDIS, Settings
-from worker.services import kafka_server, processes, redis_server
+from worker.services import cluster, kafka_server, processes, redis_server
 from worker.store import connection
 
 
@@ -19,6 +19,8 @@ class ServiceStatus:
     managed: bool
     pid: int | None
     answering: bool
+    role: str = ""
+    """A cluster node's part in its cluster (empty for a single node)."""
 
     def describe(self) -> str:
         owner = (
@@ -27,7 +29,8 @@ class ServiceStatus:
             else ("local, not running" if self.managed else "external (from the environment)")
         )
         state = "answering" if self.answering else "NOT answering"
-        return f"{self.name:<6} {self.address:<28} {owner:<22} {state}"
+        role = f"{self.role:<32} " if self.role else ""
+        return f"{self.name:<6} {self.address:<28} {owner:<22} {role}{state}"
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -111,3 +114,65 @@ def status(settings: Settings) -> list[ServiceStatus]:
             connection.answers(settings.redis_url),
         ),
     ]
+
+
+def cluster_layout(settings: Settings) -> cluster.ClusterLayout:
+    return cluster.layout(settings.services_dir, settings.cache_dir)
+
+
+def up_cluster(settings: Settings) -> list[str]:
+    """Start the cluster topology (whatever the environment names); idempotent. Ends
+    with the variables that point the project at it."""
+    layout = cluster_layout(settings)
+    lines = cluster.start(layout, settings.partitions)
+    lines.append("To use the cluster, export:")
+    lines.extend(f"  export {name}={value}" for name, value in layout.environment().items())
+    return lines
+
+
+def down_cluster(settings: Settings) -> list[str]:
+    """Stop the cluster's nodes that `up --cluster` started (by pid file), all together."""
+    layout = cluster_layout(settings)
+    named = [(f"kafka {node.bootstrap}", node.pid_file) for node in layout.kafka]
+    named += [(f"redis {node.host}:{node.port}", node.pid_file) for node in layout.redis]
+    stopped = processes.stop_all([pid_file for _, pid_file in named])
+    return [
+        f"{name}: {'stopped' if was else 'was not running'}"
+        for (name, _), was in zip(named, stopped, strict=True)
+    ]
+
+
+def status_cluster(settings: Settings) -> list[ServiceStatus]:
+    """Each node of the cluster topology, its role, and whether it answers."""
+    layout = cluster_layout(settings)
+    view = next(
+        filter(None, (kafka_server.cluster_view(node.bootstrap) for node in layout.kafka)), None
+    )
+    statuses = []
+    for node in layout.kafka:
+        answering = kafka_server.answers(node.bootstrap)
+        leads = view.leaders.get(node.node_id, 0) if view else 0
+        kafka_role = f"node {node.node_id}, broker+controller, leads {leads}"
+        statuses.append(
+            ServiceStatus(
+                "kafka",
+                node.bootstrap,
+                True,
+                processes.read_pid(node.pid_file),
+                answering,
+                kafka_role,
+            )
+        )
+    for redis_node in layout.redis:
+        role = cluster.describe_redis_node(redis_node)
+        statuses.append(
+            ServiceStatus(
+                "redis",
+                f"{redis_node.host}:{redis_node.port}",
+                True,
+                processes.read_pid(redis_node.pid_file),
+                role is not None,
+                role or "unknown",
+            )
+        )
+    return statuses

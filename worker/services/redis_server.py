@@ -21,6 +21,8 @@ class RedisLayout:
     state_dir: Path
     host: str
     port: int
+    cluster: bool = False
+    """A node of a Redis Cluster (worker/services/cluster.py), not a server alone."""
 
     @property
     def pid_file(self) -> Path:
@@ -64,6 +66,15 @@ ENCODING_LIMITS = {"hash-max-listpack-value": "512", "set-max-intset-entries": "
 """The compact-encoding limits the key layout is sized for (see write_config)."""
 
 
+CLUSTER_SETTINGS = (
+    "cluster-enabled yes",
+    "cluster-config-file nodes.conf",
+    # A replica is promoted once its primary has not answered for this long.
+    "cluster-node-timeout 5000",
+)
+"""A cluster node's own lines; nodes.conf (in the node's dir) is Redis's to write."""
+
+
 def write_config(layout: RedisLayout) -> None:
     """AOF with fsync every second: at most one second of writes is lost on a power cut.
 
@@ -88,6 +99,7 @@ def write_config(layout: RedisLayout) -> None:
                 "appendfsync everysec",
                 'save ""',
                 *(f"{name} {value}" for name, value in ENCODING_LIMITS.items()),
+                *(CLUSTER_SETTINGS if layout.cluster else ()),
                 "",
             ]
         )
