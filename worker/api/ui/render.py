@@ -6,6 +6,7 @@ API always agree. Every user-controlled text (names, ids, form values) is escape
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -16,7 +17,7 @@ from worker.api.mida.params import BREAKDOWNS, ResultParams
 from worker.api.mida.shapes import goal_of, variant_rows
 from worker.api.ui.charts import Band, Line, line_chart
 from worker.events.experiment import ExperimentDefinition, GoalType
-from worker.results.contract import GoalBlock, ResultDocument
+from worker.results.contract import AnalysisSettings, GoalBlock, ResultDocument
 from worker.results.verdict import (
     UNCLUSTERED_NOTE,
     Verdict,
@@ -130,6 +131,7 @@ def experiment_page(page: ExperimentPage) -> str:
         f"{escape(result.stats_engine)} engine at {threshold:g} % · goal "
         f"<strong>{escape(result.goal.goal_name)}</strong> · "
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
+        settings_note(page.document.settings),
         filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
         *goal_notes(block),
         "<h2>Variants</h2>",
@@ -158,6 +160,24 @@ def experiment_page(page: ExperimentPage) -> str:
         "visitors, computed afresh for each day.</p>",
     ]
     return document_page(f"{result.test_name} — results", "".join(body))
+
+
+def settings_note(settings: AnalysisSettings) -> str:
+    """How the numbers were analysed: the test, its direction, the prior and CUPED."""
+    parts = [
+        "sequential (always valid) test" if settings.sequential else "fixed-horizon test",
+        settings.test_direction.value.replace("_", "-"),
+    ]
+    if settings.correction.value != "none":
+        parts.append(f"{settings.correction.value} correction")
+    if settings.prior is not None:
+        parts.append(
+            f"prior on the lift: mean {100 * settings.prior.mean:+g} %, "
+            f"sd {100 * math.sqrt(settings.prior.variance):g} %"
+        )
+    if settings.cuped_days:
+        parts.append(f"CUPED on the {settings.cuped_days} days before entry")
+    return f'<p class="meta settings">{escape(" · ".join(parts))}</p>'
 
 
 def filter_form(

@@ -17,6 +17,7 @@ from worker.events.experiment import (
     ExperimentStatus,
     ExperimentType,
     GoalType,
+    Prior,
     TestDirection,
 )
 from worker.results.query import CountUnit, Dimension, ResultQuery
@@ -236,6 +237,17 @@ class AnalysisSettings(BaseModel):
     sequential: bool
     sequential_tuning: int
     planned_sample_size: int | None
+    prior: Prior | None = Field(
+        default=None,
+        description="Bayesian engine: the proper Gaussian prior on the relative lift from "
+        "the definition; null for a flat prior (and for the frequentist engine).",
+    )
+    cuped_days: int = Field(
+        default=0, description="CUPED covariate window before entry, in days (0: off)."
+    )
+    minimum_detectable_effect: float | None = Field(
+        default=None, description="The relative lift the power numbers plan for."
+    )
 
 
 class ResultDocument(BaseModel):
