@@ -93,13 +93,15 @@ def assert_matches(
             "conversionRate", "improvementRate", "reliability",
         }  # fmt: skip
         # Extensions: each lift's interval, a revenue or count goal's conversion rate, a
-        # revenue goal's average cart (revenue per order), and the note on visits
-        # analysed as independent.
+        # revenue goal's average cart (revenue per order), the note on visits analysed
+        # as independent, and the goal's metric adjusted by CUPED.
         extensions = {
             "improvementInterval", "improvementIntervalNote", "conversionRateImprovementRate",
             "conversionRateImprovementInterval", "conversionRateImprovementIntervalNote",
             "conversionRateReliability", "averageCartImprovementRate",
             "averageCartImprovementInterval", "averageCartReliability", "reliabilityNote",
+            "cupedImprovementRate", "cupedImprovementInterval", "cupedImprovementIntervalNote",
+            "cupedReliability", "cupedVarianceReduction",
         }  # fmt: skip
         assert kameleoon <= set(data) <= kameleoon | extensions
         assert data["conversionCount"] == row["goal_events"]
