@@ -38,8 +38,12 @@ async def load_definitions(redis: Redis, prefix: str) -> list[ExperimentDefiniti
 async def save_definition(
     redis: Redis, prefix: str, definition: ExperimentDefinition, offset: int | None = None
 ) -> None:
-    """Store (or replace) a definition read from `ab.experiments` at ``offset``."""
-    async with redis.pipeline(transaction=True) as pipe:
+    """Store (or replace) a definition read from `ab.experiments` at ``offset``.
+
+    Not a transaction: the two hashes sit in different Redis Cluster slots. Written in
+    this order, a crash between the two leaves an older offset beside the new
+    definition, which only makes records in between compare with the newer one."""
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(keys.experiments_key(prefix), definition.id, definition.model_dump_json())
         if offset is None:
             pipe.hdel(keys.definition_offsets_key(prefix), definition.id)
@@ -65,7 +69,7 @@ async def load_accepted_definition(
 
 async def delete_definition(redis: Redis, prefix: str, experiment_id: str) -> None:
     """Forget a definition (its tombstone was read)."""
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hdel(keys.experiments_key(prefix), experiment_id)
         pipe.hdel(keys.definition_offsets_key(prefix), experiment_id)
         await pipe.execute()
