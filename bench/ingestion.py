@@ -192,7 +192,7 @@ async def engine_counts(redis: Redis, prefix: str) -> Counts:
     """Our engine's counters under `prefix`, summed over cells, in the oracle's names."""
     counts: Counts = defaultdict(lambda: [0, 0, 0.0])
     for experiment in EXPERIMENTS:
-        for cell, metrics in (await read_counters(redis, prefix, experiment)).items():
+        for cell, metrics in (await read_counters(redis, prefix, experiment)).cells.items():
             counts[f"visitors:{experiment}:{cell.variant}"][0] += metrics.get("n", 0)
             goal = counts[f"goal:{experiment}:{cell.variant}:purchase"]
             goal[0] += metrics.get("g:purchase:cv", 0)

@@ -17,7 +17,7 @@ from worker.events.segment_cell import SegmentCell
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.query import ResultQuery
 from worker.store import keys
-from worker.store.counter_reader import CellKey, read_counters
+from worker.store.counter_reader import CellKey, Counters, read_counters
 from worker.store.visitor_reader import parse_visitor
 
 PREFIX = "t"
@@ -93,7 +93,9 @@ async def test_counters_are_unpacked_and_summed_over_partitions_by_cell_text() -
             b"2:a:sign-up": b"1,1,1,1",
         },
     }
-    cells = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")
+    counters = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")
+    assert counters.data_hours == [100, 101]
+    cells = counters.cells
     a = SegmentCell.parse(CELL_A.decode())
     b = SegmentCell.parse(CELL_B.decode())
     assert cells == {
@@ -128,7 +130,7 @@ async def test_the_per_visitor_sums_packed_after_the_first_metrics_are_read_by_n
             b"1:a:buy": b"2,2,3,5,3,35,625,4,4,6,40,5,65,120,14400,1200",
         },
     }
-    cells = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")
+    cells = (await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x")).cells
     a = SegmentCell.parse(CELL_A.decode())
     assert cells[CellKey("a", 100, a)] == {
         "n": 2.0, "visits": 3.0, "vc": 3.0, "vc2": 5.0,
@@ -155,7 +157,7 @@ async def test_the_per_visitor_sums_packed_after_the_first_metrics_are_read_by_n
 
 
 async def test_an_experiment_without_counters_reads_as_empty() -> None:
-    assert await read_counters(cast(Redis, FakeRedis({})), PREFIX, "x") == {}
+    assert await read_counters(cast(Redis, FakeRedis({})), PREFIX, "x") == Counters({}, [])
 
 
 def test_visitor_fields_are_named_by_the_position_of_experiment_and_goal() -> None:

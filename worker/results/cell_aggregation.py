@@ -3,6 +3,9 @@
 A counter cell is one (variant, hour, segment cell); visitor metrics sit at the
 visitor's entry hour and ``visits`` at each visit's first-exposure hour, so date
 ranges, day-of-week and hour-of-day select the same rows as the per-visitor scan.
+A table read at a coarser grain (``counter_reader.Grain``: a day's row at its first
+hour, the running totals without cells) answers the queries planned for that grain
+with the same numbers.
 """
 
 from __future__ import annotations
@@ -56,17 +59,27 @@ class CellTable:
     hour_buckets: Codes
     cell_columns: dict[str, Column]
     metrics: dict[str, npt.NDArray[np.float64]]
+    data_hours: Codes | None = None
+    """Hours that have counters, the first and last of every range included
+    (``Counters.data_hours``); None: the rows' hours."""
 
     @classmethod
-    def from_counters(cls, cells: Mapping[CellKey, Mapping[str, float]]) -> CellTable:
-        """Columns of ``read_counters``' output: one row per cell key."""
+    def from_counters(
+        cls, cells: Mapping[CellKey, Mapping[str, float]], data_hours: Sequence[int] | None = None
+    ) -> CellTable:
+        """Columns of ``read_counters``' cells: one row per cell key. Rows without a
+        segment cell (the running totals) give a table without cell columns."""
         keys = list(cells)
         count = len(keys)
         segment_cells = [key.cell for key in keys]
-        columns = {
-            name: encode((cell[position] for cell in segment_cells), count)
-            for position, name in enumerate(CELL_FIELDS)
-        }
+        columns = (
+            {}
+            if any(cell is None for cell in segment_cells)
+            else {
+                name: encode((cell[position] for cell in segment_cells if cell), count)
+                for position, name in enumerate(CELL_FIELDS)
+            }
+        )
         metric_rows: dict[str, list[int]] = defaultdict(list)
         metric_values: dict[str, list[float]] = defaultdict(list)
         for row, key in enumerate(keys):
@@ -83,6 +96,7 @@ class CellTable:
             hour_buckets=np.fromiter((key.hour for key in keys), dtype=np.int64, count=count),
             cell_columns=columns,
             metrics=metrics,
+            data_hours=None if data_hours is None else np.array(data_hours, dtype=np.int64),
         )
 
     @property
@@ -93,8 +107,16 @@ class CellTable:
     def hours(self) -> Codes:
         return self.hour_buckets
 
+    @property
+    def hours_with_data(self) -> Codes:
+        """Hours that have counters: the first and the last within any range the
+        table's reads serve are among them."""
+        return self.hour_buckets if self.data_hours is None else self.data_hours
+
     def stored_column(self, field: str, key: str | None) -> Column:
         if field not in self.cell_columns:
+            if field in CELL_FIELDS:  # a table of running totals
+                raise KeyError(f"the running totals cannot answer {field!r}: read days")
             raise KeyError(f"counters cannot answer {field!r}: it needs the visitor scan")
         return self.cell_columns[field]
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from worker.results.query import CELL_FIELDS, TIME_FIELDS, ResultQuery
+from worker.store.counter_reader import Grain
 
 COUNTER_FIELDS = frozenset(CELL_FIELDS) | frozenset(TIME_FIELDS)
 """Fields every counter row determines: its segment cell and its hour bucket."""
@@ -40,3 +41,18 @@ def plan_query(query: ResultQuery) -> QueryPlan:
     if reasons:
         return QueryPlan("visitors", tuple(dict.fromkeys(reasons)))
     return QueryPlan("counters")
+
+
+def counter_grain(query: ResultQuery) -> Grain:
+    """The coarsest counters that answer a query the counters answer (``plan_query``):
+    the running totals without dates, filters and breakdown; UTC days (a timezone's
+    partial edge days in hours) unless the hour of day, or a local day of the week off
+    UTC, is involved; hours then."""
+    fields = {condition.field for group in query.segment for condition in group}
+    if query.breakdown is not None:
+        fields.add(query.breakdown)
+    if "hour_of_day" in fields or (query.tz != 0 and "day_of_week" in fields):
+        return Grain.HOURS
+    if fields or query.start_date is not None or query.end_date is not None:
+        return Grain.DAYS
+    return Grain.TOTALS

@@ -22,12 +22,12 @@ from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.conditions import date_mask
 from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
-from worker.results.planning import plan_query
+from worker.results.planning import counter_grain, plan_query
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.connection import Redis
-from worker.store.counter_reader import read_counters
+from worker.store.counter_reader import Grain, read_counters
 from worker.store.sink_protocol import experiment_rules
 from worker.store.visitor_reader import read_visitor_states
 
@@ -41,9 +41,13 @@ MAX_DAYS = 400
 async def load_table(
     redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
 ) -> Table:
-    """The cheapest table that answers the query exactly."""
+    """The cheapest table that answers the query exactly (and the queries within its
+    dates that need no finer grain: the days of a series, see :func:`_series_table_query`)."""
     if plan_query(query).source == "counters":
-        return CellTable.from_counters(await read_counters(redis, prefix, definition.id))
+        grain = counter_grain(query)
+        hour_range = (None, None) if grain is Grain.TOTALS else query.hour_range()
+        counters = await read_counters(redis, prefix, definition.id, grain, hour_range)
+        return CellTable.from_counters(counters.cells, counters.data_hours)
     states = await read_visitor_states(redis, prefix, definition.id)
     return await asyncio.to_thread(
         VisitorTable.build, definition.id, states, None, experiment_rules(definition)
@@ -73,7 +77,7 @@ def document(
 def days_spanned(table: Table, query: ResultQuery) -> float | None:
     """Days from the first to the last hour with data within the query's dates (the
     pace power turns into days); None without data."""
-    hours = table.hours[date_mask(table.hours, query.hour_range())]
+    hours = table.hours_with_data[date_mask(table.hours_with_data, query.hour_range())]
     if len(hours) == 0:
         return None
     return (int(hours.max()) - int(hours.min()) + 1) / HOURS_PER_DAY
@@ -92,9 +96,9 @@ async def compute_result(
 def days_with_data(table: Table, query: ResultQuery) -> list[date]:
     """Local days from the first to the last with data, clipped to the query's dates;
     InvalidInput past :data:`MAX_DAYS`."""
-    if len(table.hours) == 0:
+    if len(table.hours_with_data) == 0:
         return []
-    local_days = (table.hours + query.tz) // HOURS_PER_DAY
+    local_days = (table.hours_with_data + query.tz) // HOURS_PER_DAY
     first = date.fromordinal(int(local_days.min()) + EPOCH_ORDINAL)
     last = date.fromordinal(int(local_days.max()) + EPOCH_ORDINAL)
     first = max(first, query.start_date) if query.start_date else first
@@ -170,7 +174,8 @@ class ResultsService:
         """A job computing ``compute`` of the query's table."""
 
         async def job(redis: Redis) -> T:
-            return compute(await load_table(redis, self._prefix, definition, query))
+            table_query = _series_table_query(query)
+            return compute(await load_table(redis, self._prefix, definition, table_query))
 
         return job
 
@@ -190,6 +195,16 @@ class ResultsService:
         # What asyncio.to_thread does, on the chosen executor.
         call = functools.partial(contextvars.copy_context().run, run)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def _series_table_query(query: ResultQuery) -> ResultQuery:
+    """The query whose table answers every day of a series of ``query``. Any breakdown
+    already rules out the running totals; without one, a breakdown by day of the week
+    needs the same counters as the series (whole local days: UTC days at UTC, hours off
+    it) and leaves the source (counters or visitors) as it was."""
+    if query.breakdown is not None:
+        return query
+    return query.model_copy(update={"breakdown": "day_of_week"})
 
 
 def _one_day(query: ResultQuery, day: date) -> ResultQuery:

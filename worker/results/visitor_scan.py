@@ -161,6 +161,11 @@ class VisitorTable:
     def size(self) -> int:
         return len(self.visitor_ids)
 
+    @property
+    def hours_with_data(self) -> Codes:
+        """The visitors' entry hours (the pace of the result counts them)."""
+        return self.hours
+
     def stored_column(self, field: str, key: str | None) -> Column:
         """A visitor field as a column, built on first use."""
         if (field, key) not in self._columns:

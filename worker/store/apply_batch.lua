@@ -183,24 +183,62 @@ local function cell_id(cell)
   return id
 end
 
+-- Read cost must not grow with history (DESIGN.md section 4): every delta counted into
+-- an hour's hash is added in the same call, with the same packed metrics, to
+--   "{base}:day:{experiment}:{day}"  the UTC day's rollup (day = hour // 24), fields
+--                                    "{cell_id}:{variant}[:{goal}]" as in the hours;
+--   "{base}:tot:{experiment}"        the running totals, fields "{variant}[:{goal}]"
+--                                    (no cell, no hour);
+-- and "{base}:days:{experiment}" lists the days that have a rollup. Both hashes also
+-- keep the first and the last hour that has counters in them, fields "<" and ">" (no
+-- identifier holds either character): the pace of the result (days with data) stays
+-- exact to the hour without reading hours. A delta lands in the day of the hour it
+-- lands in, so a UTC-aligned date range reads days and gets the hours' numbers exactly;
+-- the default result reads one totals hash per partition whatever the history.
+--
 -- Counter fields touched by this batch: key -> field -> numbers. Each is read once and
--- written back once when the batch ends (write_counters), however often it changes.
+-- written back once when the batch ends (write_counters), however often it changes,
+-- in the hours, the days and the totals alike.
 local counter_cache = {}
--- cell is the cell's id (cell_id); goal is nil for the visitor metrics.
-local function add_counts(experiment, hour, variant, cell, goal, deltas)
-  local key = base .. ':c:' .. experiment .. ':' .. hour
+-- Day and totals keys touched by this batch -> {first hour, last hour} added to them.
+local hour_spans = {}
+-- experiment -> its key stems, built once per batch
+local experiment_keys = {}
+
+local function keys_of(experiment)
+  local stems = experiment_keys[experiment]
+  if stems == nil then
+    stems = {hours = base .. ':c:' .. experiment .. ':', days = base .. ':day:' .. experiment .. ':',
+             totals = base .. ':tot:' .. experiment, hour_set = base .. ':ch:' .. experiment,
+             day_set = base .. ':days:' .. experiment}
+    experiment_keys[experiment] = stems
+  end
+  return stems
+end
+
+-- The cached fields of a counters hash; set_key lists the hash's member on first use.
+local function cached_fields(key, set_key, member)
   local fields = counter_cache[key]
   if fields == nil then
     fields = {}
     counter_cache[key] = fields
-    redis.call('SADD', base .. ':ch:' .. experiment, hour)
+    if set_key then redis.call('SADD', set_key, member) end
   end
-  local field = cell .. ':' .. variant
-  local names = VISITOR_METRICS
-  if goal ~= nil then
-    field = field .. ':' .. goal
-    names = GOAL_METRICS
+  return fields
+end
+
+local function note_hour(key, hour)
+  local span = hour_spans[key]
+  if span == nil then
+    hour_spans[key] = {hour, hour}
+  elseif hour < span[1] then
+    span[1] = hour
+  elseif hour > span[2] then
+    span[2] = hour
   end
+end
+
+local function add_to(key, fields, field, names, deltas)
   local values = fields[field]
   if values == nil then
     values = {}
@@ -217,6 +255,26 @@ local function add_counts(experiment, hour, variant, cell, goal, deltas)
   end
 end
 
+-- cell is the cell's id (cell_id); goal is nil for the visitor metrics.
+local function add_counts(experiment, hour, variant, cell, goal, deltas)
+  local stems = keys_of(experiment)
+  local day = math.floor(hour / 24)
+  local hour_key = stems.hours .. hour
+  local day_key = stems.days .. day
+  local field = variant
+  local names = VISITOR_METRICS
+  if goal ~= nil then
+    field = field .. ':' .. goal
+    names = GOAL_METRICS
+  end
+  local cell_field = cell .. ':' .. field
+  add_to(hour_key, cached_fields(hour_key, stems.hour_set, hour), cell_field, names, deltas)
+  add_to(day_key, cached_fields(day_key, stems.day_set, day), cell_field, names, deltas)
+  add_to(stems.totals, cached_fields(stems.totals), field, names, deltas)
+  note_hour(day_key, hour)
+  note_hour(stems.totals, hour)
+end
+
 local function write_counters()
   for key, fields in pairs(counter_cache) do
     for field, values in pairs(fields) do
@@ -226,6 +284,13 @@ local function write_counters()
       for index = 1, last do texts[index] = num(values[index]) end
       redis.call('HSET', key, field, table.concat(texts, ','))
     end
+  end
+  for key, span in pairs(hour_spans) do
+    local stored = redis.call('HMGET', key, '<', '>')
+    local first, last = span[1], span[2]
+    if stored[1] then first = math.min(first, tonumber(stored[1])) end
+    if stored[2] then last = math.max(last, tonumber(stored[2])) end
+    redis.call('HSET', key, '<', num(first), '>', num(last))
   end
 end
 

@@ -1,8 +1,12 @@
-"""Reads an experiment's counters from every partition and sums them per cell."""
+"""Reads an experiment's counters (running totals, day rollups or hours) from every
+partition and sums them per cell."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 import numpy as np
@@ -23,7 +27,10 @@ GOAL_METRICS = (
 
 
 class CellKey(NamedTuple):
-    """One counter cell: variant x entry hour x segment cell; metric names its number.
+    """One counter cell: variant x hour x segment cell; metric names its number.
+
+    A row of the day rollups has the first hour of its UTC day; a row of the running
+    totals has no segment cell (None) and hour 0 (it spans every hour).
 
     A named tuple, not a frozen dataclass: a read builds one per cell (359,016 at a
     million visitors), and a dataclass' __init__ took a third of the read's time.
@@ -31,35 +38,141 @@ class CellKey(NamedTuple):
 
     variant: str
     hour: int
-    cell: SegmentCell
+    cell: SegmentCell | None
+
+
+class Grain(StrEnum):
+    """Which counters a read sums (DESIGN.md section 4, "read cost must not grow with
+    history"); each gives the same numbers as the hours for the queries it serves."""
+
+    TOTALS = "totals"
+    """The running totals per variant (and goal): one hash per partition, no cells, no
+    hours; for queries without dates, filters or breakdown."""
+    DAYS = "days"
+    """The UTC days inside the hour range from the day rollups, and the hours of the
+    range's edge days (a timezone's partial days) from the hours."""
+    HOURS = "hours"
+    """Every hour in the range (hour-of-day, or a local day of week off UTC)."""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Counter cells summed over partitions, and ``data_hours``: hours that have
+    counters, among them the first and the last of every hash read (a day or the totals
+    keeps its own, fields ``<`` and ``>``), so the first and last hour with data in any
+    range the read serves are exact."""
+
+    cells: dict[CellKey, dict[str, float]]
+    data_hours: list[int]
+
+
+HourRange = tuple[int | None, int | None]
+"""UTC hours [first, end); None leaves a side open."""
+
+_SPAN_FIELDS = (b"<", b">")
+"""First and last hour with counters, in day and totals hashes (apply_batch.lua)."""
+
+_HOURS_PER_DAY = 24
 
 
 async def read_counters(
-    redis: Redis, prefix: str, experiment_id: str
-) -> dict[CellKey, dict[str, float]]:
-    """All counters of the experiment, summed over partitions.
+    redis: Redis,
+    prefix: str,
+    experiment_id: str,
+    grain: Grain = Grain.HOURS,
+    hour_range: HourRange = (None, None),
+) -> Counters:
+    """The experiment's counters at ``grain`` within ``hour_range``, summed over
+    partitions (TOTALS take no range).
 
     Metrics are named after VISITOR_METRICS and `g:{goal}:{name}` after GOAL_METRICS
     (apply_batch.lua says what each sums); a metric that was never counted in a cell
     may be absent or 0.
     """
     partitions = await partition_count(redis, prefix)
+    if grain is Grain.TOTALS:
+        if hour_range != (None, None):
+            raise ValueError("the running totals span every hour: they take no range")
+        hashes = [[(keys.totals_key(prefix, p, experiment_id), 0)] for p in range(partitions)]
+        return await _sum_hashes(redis, prefix, hashes, with_cells=False)
+    set_key = keys.counter_hours_key if grain is Grain.HOURS else keys.counter_days_key
     async with redis.pipeline(transaction=False) as pipe:
         for partition in range(partitions):
-            pipe.smembers(keys.counter_hours_key(prefix, partition, experiment_id))
-        hour_sets = await pipe.execute()
-    hours = [sorted(int(hour) for hour in hour_set) for hour_set in hour_sets]
+            pipe.smembers(set_key(prefix, partition, experiment_id))
+        members = await pipe.execute()
+    hashes = []
+    extent: list[int] = []  # listed hours: each has counters
+    ends: list[tuple[str, bytes]] = []  # days' fields naming a listed hour
+    for partition, member_set in enumerate(members):
+        listed = sorted(int(member) for member in member_set)
+        if not listed:
+            hashes.append([])
+            continue
+        if grain is Grain.HOURS:
+            extent += [listed[0], listed[-1]]
+            hours = [hour for hour in listed if _within(hour, hour_range)]
+            hashes.append(
+                [(keys.counters_key(prefix, partition, experiment_id, h), h) for h in hours]
+            )
+        else:
+            ends.append((keys.day_counters_key(prefix, partition, experiment_id, listed[0]), b"<"))
+            ends.append((keys.day_counters_key(prefix, partition, experiment_id, listed[-1]), b">"))
+            hashes.append(_days_and_edges(prefix, partition, experiment_id, listed, hour_range))
+    return await _sum_hashes(redis, prefix, hashes, True, ends, extent)
+
+
+def _within(hour: int, hour_range: HourRange) -> bool:
+    first, end = hour_range
+    return (first is None or hour >= first) and (end is None or hour < end)
+
+
+def _days_and_edges(
+    prefix: str, partition: int, experiment_id: str, days: list[int], hour_range: HourRange
+) -> list[tuple[str, int]]:
+    """(key, row hour) of the day rollups wholly inside the range and of the hours of
+    the listed days the range cuts (at most 23 each side; absent ones read empty)."""
+    out = []
+    for day in days:
+        day_first = day * _HOURS_PER_DAY
+        day_end = day_first + _HOURS_PER_DAY
+        if _within(day_first, hour_range) and _within(day_end - 1, hour_range):
+            out.append((keys.day_counters_key(prefix, partition, experiment_id, day), day_first))
+            continue
+        for hour in range(day_first, day_end):
+            if _within(hour, hour_range):
+                out.append((keys.counters_key(prefix, partition, experiment_id, hour), hour))
+    return out
+
+
+async def _sum_hashes(
+    redis: Redis,
+    prefix: str,
+    hashes: list[list[tuple[str, int]]],
+    with_cells: bool,
+    ends: Sequence[tuple[str, bytes]] = (),
+    listed_hours: Sequence[int] = (),
+) -> Counters:
+    """Every partition's hashes (key, the hour of its rows) read and summed by (variant,
+    cell text, row hour); ``with_cells``: fields start with a cell id (hours, days).
+    ``ends`` (key, field) name hours with counters outside the hashes read: the first
+    and last of the whole history, kept in ``data_hours`` with ``listed_hours``."""
+    partitions = len(hashes)
     async with redis.pipeline(transaction=False) as pipe:
-        for partition in range(partitions):
-            for hour in hours[partition]:
-                pipe.hgetall(keys.counters_key(prefix, partition, experiment_id, hour))
+        for key, field in ends:
+            pipe.hget(key, field)
+        for partition_hashes in hashes:
+            for key, _ in partition_hashes:
+                pipe.hgetall(key)
         # After the counters: the sink may intern a cell while we read, and ids are only
         # ever added, so cells read last name every id the counters read before use.
-        for partition in range(partitions):
-            pipe.hgetall(keys.cells_key(prefix, partition))
+        if with_cells:
+            for partition in range(partitions):
+                pipe.hgetall(keys.cells_key(prefix, partition))
         counter_replies = await pipe.execute()
-    cell_hashes = counter_replies[len(counter_replies) - partitions :]
-    replies = iter(counter_replies)  # the hours' hashes, in the order requested
+    cell_hashes = counter_replies[len(counter_replies) - partitions :] if with_cells else []
+    replies = iter(counter_replies)  # the ends, then the hashes, in the order requested
+    data_hours = set(listed_hours)
+    data_hours.update(int(hour) for hour in itertools.islice(replies, len(ends)) if hour)
     # Summed in one vectorised pass: per stored field only a dictionary lookup runs in
     # Python. A field name is parsed once per partition into a code naming its
     # (variant, cell text) pair and its first metric (_FieldCodes); the numbers of all
@@ -69,16 +182,22 @@ async def read_counters(
     field_hours: list[int] = []
     reply_sizes: list[int] = []
     packed: list[bytes] = []
-    for partition in range(partitions):
-        partition_codes = codes.for_partition(cell_hashes[partition])
-        for hour in hours[partition]:
+    for partition, partition_hashes in enumerate(hashes):
+        partition_codes = codes.for_partition(cell_hashes[partition] if with_cells else None)
+        for _, hour in partition_hashes:
             reply = next(replies)
+            spans = [reply.pop(field, None) for field in _SPAN_FIELDS]
+            if not reply:
+                continue
+            data_hours.update(int(span) for span in spans if span is not None)
+            if spans[0] is None:  # an hour's hash
+                data_hours.add(hour)
             field_codes.extend(map(partition_codes.__getitem__, reply))
             packed.extend(reply.values())
             field_hours.append(hour)
             reply_sizes.append(len(reply))
     if not packed:
-        return {}
+        return Counters({}, sorted(data_hours))
     code_array = np.array(field_codes, dtype=np.int64)
     hour_array = np.repeat(np.array(field_hours, dtype=np.int64), reply_sizes)
     # one row per (variant, cell text, hour): the cell of the result
@@ -94,7 +213,7 @@ async def read_counters(
             strict=True,
         )
     ]
-    return dict(zip(cell_keys, row_metrics, strict=True))
+    return Counters(dict(zip(cell_keys, row_metrics, strict=True)), sorted(data_hours))
 
 
 _DENSE_LIMIT = 1 << 24
@@ -114,13 +233,18 @@ class _FieldCodes:
 
     def __init__(self) -> None:
         self.names: list[str] = list(VISITOR_METRICS)
-        self.pairs: list[tuple[str, SegmentCell]] = []
+        self.pairs: list[tuple[str, SegmentCell | None]] = []
         self._pair_ids: dict[tuple[str, bytes], int] = {}
         self._goal_first: dict[str, int] = {}
 
-    def for_partition(self, cells: dict[bytes, bytes]) -> dict[bytes, int]:
-        """A mapping field name -> code for one partition, given its cells hash."""
-        cell_texts = {cell_id: text for text, cell_id in cells.items() if text != b"#"}
+    def for_partition(self, cells: dict[bytes, bytes] | None) -> dict[bytes, int]:
+        """A mapping field name -> code for one partition, given its cells hash (None:
+        fields name no cell, as in the running totals)."""
+        cell_texts = (
+            None
+            if cells is None
+            else {cell_id: text for text, cell_id in cells.items() if text != b"#"}
+        )
         owner = self
 
         class Codes(dict[bytes, int]):
@@ -130,14 +254,17 @@ class _FieldCodes:
 
         return Codes()
 
-    def _code(self, field: bytes, cell_texts: dict[bytes, bytes]) -> int:
-        """`{cell_id}:{variant}[:{goal}]` -> its code."""
-        cell_id, variant, *goal = field.decode().split(":")
-        text = cell_texts[cell_id.encode()]
+    def _code(self, field: bytes, cell_texts: dict[bytes, bytes] | None) -> int:
+        """`{cell_id}:{variant}[:{goal}]` (without cell texts `{variant}[:{goal}]`) ->
+        its code."""
+        parts = field.decode().split(":")
+        text = b"" if cell_texts is None else cell_texts[parts.pop(0).encode()]
+        variant, *goal = parts
         pair = self._pair_ids.get((variant, text))
         if pair is None:
             pair = self._pair_ids[(variant, text)] = len(self.pairs)
-            self.pairs.append((variant, SegmentCell.parse(text.decode())))
+            cell = None if cell_texts is None else SegmentCell.parse(text.decode())
+            self.pairs.append((variant, cell))
         return pair * _METRIC_SLOTS + (self._goal_metric(goal[0]) if goal else 0)
 
     def _goal_metric(self, goal: str) -> int:

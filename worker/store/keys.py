@@ -28,6 +28,12 @@ COUNTERS = "c"
 """``c:{experiment}:{hour}``: hash of one hour's counters."""
 COUNTER_HOURS = "ch"
 """``ch:{experiment}``: set of the hours that have counters."""
+DAY_COUNTERS = "day"
+"""``day:{experiment}:{day}``: hash of one UTC day's counters (the sum of its hours)."""
+COUNTER_DAYS = "days"
+"""``days:{experiment}``: set of the UTC days that have counters."""
+TOTALS = "tot"
+"""``tot:{experiment}``: hash of the running totals, per variant (and goal)."""
 CELLS = "cells"
 """Hash segment cell text -> small id (and ``#``, the last id given)."""
 VISITOR = "v"
@@ -49,7 +55,7 @@ DEDUP = "dd"
 the first two hex digits of their SHA-1; expires after the de-duplication window."""
 
 PARTITION_SUFFIXES = (
-    OFFSETS, COUNTERS, COUNTER_HOURS, CELLS, VISITOR, ENTRANTS, OUTBOX, STATS, HOLD,
+    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELLS, VISITOR, ENTRANTS, OUTBOX, STATS, HOLD,
     HELD_RAW, HOLD_CLOCK, DEDUP,
 )  # fmt: skip
 
@@ -75,6 +81,25 @@ def counters_key(prefix: str, partition: int, experiment_id: str, hour: int) -> 
 def counter_hours_key(prefix: str, partition: int, experiment_id: str) -> str:
     """Set of the hours (since the epoch) that have a counters hash."""
     return f"{partition_base(prefix, partition)}:{COUNTER_HOURS}:{experiment_id}"
+
+
+def day_counters_key(prefix: str, partition: int, experiment_id: str, day: int) -> str:
+    """Hash of one UTC day's counters, fields as in `counters_key`: each the sum of the
+    same field over the day's 24 hours. Also `<` and `>`: its first and last hour with
+    counters."""
+    return f"{partition_base(prefix, partition)}:{DAY_COUNTERS}:{experiment_id}:{day}"
+
+
+def counter_days_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """Set of the UTC days (since the epoch) that have a day counters hash."""
+    return f"{partition_base(prefix, partition)}:{COUNTER_DAYS}:{experiment_id}"
+
+
+def totals_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """Hash of the experiment's running totals in this partition: `{variant}[:{goal}]`
+    -> packed metrics (the sum of that variant's fields over every hour and cell), and
+    `<`, `>`: the first and last hour with counters."""
+    return f"{partition_base(prefix, partition)}:{TOTALS}:{experiment_id}"
 
 
 def cells_key(prefix: str, partition: int) -> str:
