@@ -9,6 +9,7 @@ and from every hour, as every read did before the rollups.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from tests.integration.test_sink_read_order import (
     assignment,
     conversion,
 )
+from worker.cli.main import main
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.partitioning import partition_for
 from worker.results.cell_aggregation import CellTable
@@ -255,3 +257,55 @@ async def test_the_totals_hold_every_delta_of_the_hours(namespace: Namespace, re
             days = await redis.smembers(keys.counter_days_key(prefix, partition, definition.id))
             assert sorted(int(d) for d in days) == sorted({hour // 24 for hour in hours})
             assert date.fromordinal(date(1970, 1, 1).toordinal() + hours[0] // 24) >= FIRST
+
+
+async def rollup_keys(redis: Redis, prefix: str) -> dict[str, Any]:
+    """Every totals, day and day-set key of the prefix, with its content."""
+    found: dict[str, Any] = {}
+    for partition in range(PARTITIONS):
+        for definition in DEFINITIONS:
+            day_set = keys.counter_days_key(prefix, partition, definition.id)
+            days = await redis.smembers(day_set)
+            if days:
+                found[day_set] = days
+            for day in days:
+                day_key = keys.day_counters_key(prefix, partition, definition.id, int(day))
+                found[day_key] = await redis.hgetall(day_key)
+            totals_key = keys.totals_key(prefix, partition, definition.id)
+            if await redis.exists(totals_key):
+                found[totals_key] = await redis.hgetall(totals_key)
+    return found
+
+
+async def answers(redis: Redis, prefix: str) -> list[Any]:
+    out = []
+    for definition in DEFINITIONS:
+        for spec in QUERIES:
+            table = await load_table(redis, prefix, definition, spec)
+            goals = [goal.key for goal in definition.goals]
+            out.append(document(table, definition, spec, goals).model_dump(mode="json"))
+    return out
+
+
+async def test_migrate_builds_the_rollups_of_a_prefix_the_old_sink_wrote(
+    namespace: Namespace, redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = f"{namespace.settings.key_prefix}:m"
+    await filled(redis, namespace, prefix, 8)
+    expected = await answers(redis, prefix)
+    written = await rollup_keys(redis, prefix)
+    assert written
+    await redis.delete(*written)  # what the sink wrote before the rollups existed
+    assert await rollup_keys(redis, prefix) == {}
+
+    assert await asyncio.to_thread(main, ["migrate", "--prefix", prefix]) == 0
+    output = capsys.readouterr().out
+    assert f"migrated {prefix!r}: 2 experiment(s)" in output
+    assert "partition 0 experiment x1:" in output
+    migrated = await rollup_keys(redis, prefix)
+    assert migrated.keys() == written.keys()
+    assert_close(await answers(redis, prefix), expected)
+
+    # again: nothing changes
+    assert await asyncio.to_thread(main, ["migrate", "--prefix", prefix]) == 0
+    assert await rollup_keys(redis, prefix) == migrated
