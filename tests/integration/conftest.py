@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.harness import Namespace, WorkerProcesses, delete_keys
+from tests.integration.harness import Namespace, WorkerProcesses, delete_keys, delete_topics
 from tests.integration.services import Endpoints, resolve
 
 
@@ -32,6 +32,7 @@ def namespace(endpoints: Endpoints) -> Iterator[Namespace]:
     namespace = Namespace.create(endpoints, f"t{uuid.uuid4().hex[:10]}")
     yield namespace
     delete_keys(namespace.settings.redis_url, namespace.settings.key_prefix)
+    delete_topics(namespace.settings.kafka_bootstrap_servers, namespace.name)
 
 
 @pytest.fixture

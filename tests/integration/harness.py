@@ -262,6 +262,24 @@ async def store_as_snapshot(redis: Redis, prefix: str, document: ResultDocument)
     await save_snapshot(redis, prefix, document.experiment_id, snapshot.model_dump(mode="json"))
 
 
+def delete_topics(bootstrap: str, name: str) -> None:
+    """Every topic of the namespace ``name`` (they all start with ``name.``): a broker
+    keeps files open for each partition, and a long day of runs on one broker reached
+    its open-file limit (20,000 partitions) and stopped it."""
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            topics = [topic for topic in await admin.list_topics() if topic.startswith(f"{name}.")]
+            if topics:
+                await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+
+
 def delete_keys(redis_url: str, prefix: str) -> None:
     """Every key of the namespace `prefix` (they all start with `prefix:`)."""
     client = redis.Redis.from_url(redis_url)

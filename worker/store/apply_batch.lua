@@ -196,9 +196,9 @@ end
 -- lands in, so a UTC-aligned date range reads days and gets the hours' numbers exactly;
 -- the default result reads one totals hash per partition whatever the history.
 --
--- Counter fields touched by this batch: key -> field -> numbers. Each is read once and
--- written back once when the batch ends (write_counters), however often it changes,
--- in the hours, the days and the totals alike.
+-- Counter fields touched by this batch: key -> field -> the batch's deltas. Each key is
+-- read and written back once when the batch ends (write_counters), however often its
+-- fields change, in the hours, the days and the totals alike.
 local counter_cache = {}
 -- Day and totals keys touched by this batch -> {first hour, last hour} added to them.
 local hour_spans = {}
@@ -238,14 +238,12 @@ local function note_hour(key, hour)
   end
 end
 
+-- Deltas only: the stored numbers are read and added once per key when the batch ends
+-- (write_counters), in one HMGET and one HSET, not one HGET and HSET per field.
 local function add_to(key, fields, field, names, deltas)
   local values = fields[field]
   if values == nil then
     values = {}
-    local stored = redis.call('HGET', key, field)
-    if stored then
-      for _, part in ipairs(split(stored, ',')) do values[#values + 1] = tonumber(part) end
-    end
     fields[field] = values
   end
   for name, delta in pairs(deltas) do
@@ -275,15 +273,41 @@ local function add_counts(experiment, hour, variant, cell, goal, deltas)
   note_hour(stems.totals, hour)
 end
 
+-- Fields per HMGET/HSET call: Lua's unpack() is bounded by its C stack (LUAI_MAXCSTACK).
+local FIELDS_PER_CALL = 1000
+
+local function write_fields(key, names, deltas)
+  local stored = redis.call('HMGET', key, unpack(names))
+  local pairs_out = {}
+  for position, field in ipairs(names) do
+    local values = deltas[position]
+    if stored[position] then
+      for index, part in ipairs(split(stored[position], ',')) do
+        values[index] = (values[index] or 0) + tonumber(part)
+      end
+    end
+    local last = #values
+    while last > 1 and values[last] == 0 do last = last - 1 end
+    local texts = {}
+    for index = 1, last do texts[index] = num(values[index] or 0) end
+    pairs_out[#pairs_out + 1] = field
+    pairs_out[#pairs_out + 1] = table.concat(texts, ',')
+  end
+  redis.call('HSET', key, unpack(pairs_out))
+end
+
 local function write_counters()
   for key, fields in pairs(counter_cache) do
+    local names, deltas = {}, {}
     for field, values in pairs(fields) do
-      local last = #values
-      while last > 1 and values[last] == 0 do last = last - 1 end
-      local texts = {}
-      for index = 1, last do texts[index] = num(values[index]) end
-      redis.call('HSET', key, field, table.concat(texts, ','))
+      names[#names + 1] = field
+      deltas[#deltas + 1] = values
+      if #names == FIELDS_PER_CALL then
+        write_fields(key, names, deltas)
+        names, deltas = {}, {}
+      end
     end
+    if #names > 0 then write_fields(key, names, deltas) end
   end
   for key, span in pairs(hour_spans) do
     local stored = redis.call('HMGET', key, '<', '>')
