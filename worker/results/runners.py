@@ -19,6 +19,7 @@ import asyncio
 import contextvars
 import functools
 import multiprocessing
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -70,15 +71,17 @@ class Threads:
 
 class Processes:
     """Jobs in at most ``count`` spawned processes (started on first use), each with
-    its own event loop and Redis client (``settings``).
+    its own event loop and Redis client (``settings``), run at ``niceness``: above 0
+    the kernel gives the CPU to the caller's process first when both want it.
 
     A process that dies (killed, out of memory) breaks a ``ProcessPoolExecutor`` for
     good; the pool is then replaced, so only the jobs that were running fail.
     """
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    def __init__(self, settings: Settings, count: int, niceness: int = 0) -> None:
         self._settings = settings
         self._count = count
+        self._niceness = niceness
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -88,7 +91,7 @@ class Processes:
             self._count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_process,
-            initargs=(self._settings,),
+            initargs=(self._settings, self._niceness),
         )
 
     async def run(self, job: Job[T]) -> T:
@@ -111,8 +114,9 @@ _process_state: tuple[asyncio.AbstractEventLoop, Redis] | None = None
 """The event loop and client of a :class:`Processes` process (None elsewhere)."""
 
 
-def _start_process(settings: Settings) -> None:
+def _start_process(settings: Settings, niceness: int) -> None:
     global _process_state
+    os.nice(niceness)
     # Ctrl-C reaches the whole process group; the parent stops the pool itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop = asyncio.new_event_loop()

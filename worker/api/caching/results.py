@@ -57,6 +57,10 @@ served while one newer computation runs in the background: a computation at a
 million visitors takes seconds, and every client waiting for it each time the cache
 expires is what made the filtered p99 seconds long."""
 CACHE_ENTRIES = 512
+SCAN_NICENESS = 10
+"""Scan processes yield the CPU to the API process: at the API's own priority they
+took its event loop's CPU time on a busy machine (default-result p99 367 ms during a
+flood, against 161 ms at niceness 10 in the next run; BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class ResultSource:
         self._redis = redis
         self._prefix = settings.key_prefix
         self._service = ResultsService(settings.key_prefix, Threads(lambda: connect(settings)))
-        self._scan_processes = Processes(settings, scans.slots)
+        self._scan_processes = Processes(settings, scans.slots, SCAN_NICENESS)
         self._scan_service = ResultsService(settings.key_prefix, self._scan_processes)
         self._scans = scans
         self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
