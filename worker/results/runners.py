@@ -21,6 +21,8 @@ import functools
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -110,6 +112,9 @@ class Processes:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+PARENT_CHECK_SECONDS = 1.0
+"""How often a pool process checks that the process that started it still runs."""
+
 _process_state: tuple[asyncio.AbstractEventLoop, Redis] | None = None
 """The event loop and client of a :class:`Processes` process (None elsewhere)."""
 
@@ -117,11 +122,21 @@ _process_state: tuple[asyncio.AbstractEventLoop, Redis] | None = None
 def _start_process(settings: Settings, niceness: int) -> None:
     global _process_state
     os.nice(niceness)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     # Ctrl-C reaches the whole process group; the parent stops the pool itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _process_state = (loop, connect(settings))
+
+
+def _exit_with(parent: int) -> None:
+    """End this process once ``parent`` is gone. A pool process holds both ends of its
+    own job queue, so it never reads the end of it: a parent killed before it stopped
+    its pool (SIGKILL, a crash) would leave it waiting for ever."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _run_job(job: Job[T]) -> T:
