@@ -1,7 +1,7 @@
 """Back-pressure of the read API: per-visitor scans are admitted a few at a time.
 
-With ``AB_API_MAX_SCANS=1`` and a wait of a few milliseconds, a scan is held on its
-thread until the test releases it, so the slot stays taken for as long as the test
+With ``AB_API_MAX_SCANS=1`` and a wait of a few milliseconds, a scan is held in its
+process until the test releases it, so the slot stays taken for as long as the test
 needs: a second distinct scan is refused (503, ``Retry-After``, a sentence) in each
 error shape, the same scan asked twice is one computation that both requests get, and
 the cheap paths (the default result from the counters, health) are answered while
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
-import threading
+import multiprocessing
+import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 import httpx
@@ -31,8 +34,7 @@ from worker.api.scans import busy_message
 from worker.events.experiment import ExperimentDefinition
 from worker.ingestion.commands import SourceMessage, plan_assignment
 from worker.ingestion.partitioning import partition_for
-from worker.results import service
-from worker.results.planning import plan_query
+from worker.results.runners import Processes
 from worker.store import keys
 from worker.store.api_keys import create_key
 from worker.store.batch_sink import BatchSink, SinkSettings
@@ -69,27 +71,40 @@ def variant_of(number: int) -> str:
 EXPECTED_VISITORS = [Counter(variant_of(n) for n in range(VISITORS))[v] for v in ("0", "1")]
 
 
+async def held_job(
+    started: Any, released: Any, pids: Any, job: Callable[[Redis], Awaitable[Any]], redis: Redis
+) -> Any:
+    """``job``, in the scan's process, once the test released it (module-level: it is
+    pickled to that process)."""
+    pids.append(os.getpid())
+    started.release()
+    assert released.wait(HOLD_SECONDS), "the test never released the scan"
+    return await job(redis)
+
+
 class HeldScans:
-    """``load_table`` whose scans (never counter loads) block their thread until
-    :meth:`release`, as parsing a million visitors' states blocks it for seconds."""
+    """``Processes.run`` whose scans block in their process until :meth:`release`, as
+    parsing a million visitors' states keeps it busy for seconds. ``pids`` are the
+    processes the scans ran in."""
 
-    def __init__(self, load: Any) -> None:
+    def __init__(self, run: Any, manager: SyncManager) -> None:
         self.scans = 0
-        self.threads: list[str] = []
-        self._load = load
-        self._started = threading.Semaphore(0)
-        self._released = threading.Event()
+        self._run = run
+        self._started = manager.Semaphore(0)
+        self._released = manager.Event()
+        self._pids = manager.list()
 
-    async def __call__(self, *args: Any) -> Any:
-        if plan_query(args[-1]).source == "visitors":
-            self.scans += 1
-            self.threads.append(threading.current_thread().name)
-            self._started.release()
-            assert self._released.wait(HOLD_SECONDS), "the test never released the scan"
-        return await self._load(*args)
+    def __call__(self, processes: Processes, job: Callable[[Redis], Awaitable[Any]]) -> Any:
+        self.scans += 1
+        held = functools.partial(held_job, self._started, self._released, self._pids, job)
+        return self._run(processes, held)
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self._pids)
 
     async def started(self) -> None:
-        """Return once a scan (not yet waited for) has begun."""
+        """Return once a scan (not yet waited for) has begun in its process."""
         assert await asyncio.to_thread(self._started.acquire, timeout=HOLD_SECONDS)
 
     def release(self) -> None:
@@ -97,10 +112,12 @@ class HeldScans:
 
 
 @pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> HeldScans:
-    scans = HeldScans(service.load_table)
-    monkeypatch.setattr(service, "load_table", scans)
-    return scans
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldScans]:
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        scans = HeldScans(Processes.run, manager)
+        monkeypatch.setattr(Processes, "run", lambda processes, job: scans(processes, job))
+        yield scans
+        scans.release()  # a failed test leaves no scan process waiting
 
 
 async def write_visitors(redis: Redis, prefix: str) -> None:
@@ -219,7 +236,17 @@ async def test_cheap_requests_are_answered_while_scans_take_every_slot(
     assert visitors(await api.get(BASE)) == EXPECTED_VISITORS
     assert (await api.get("/healthz")).status_code == 200
     assert not scan.done(), "answered while the scan still held the only slot"
-    assert held.threads == ["scan_0"], "the scan ran on the scan pool, not the default one"
 
     held.release()
     assert visitors(await scan) == EXPECTED_VISITORS
+
+
+async def test_a_scan_is_computed_in_a_process_other_than_the_api_s(
+    api: httpx.AsyncClient, held: HeldScans
+) -> None:
+    held.release()
+    assert visitors(await api.get(SCAN)) == EXPECTED_VISITORS
+    assert visitors(await api.get(OTHER_SCAN)) == EXPECTED_VISITORS
+    # One process (AB_API_MAX_SCANS=1), kept for the next scan, and not this one.
+    assert len(held.pids) == 2 and len(set(held.pids)) == 1
+    assert os.getpid() not in held.pids

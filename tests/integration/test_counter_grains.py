@@ -38,6 +38,7 @@ from worker.ingestion.partitioning import partition_for
 from worker.results.cell_aggregation import CellTable
 from worker.results.planning import counter_grain
 from worker.results.query import Condition, ResultQuery, SegmentFilter
+from worker.results.runners import Threads
 from worker.results.service import (
     ResultsService,
     Table,
@@ -207,7 +208,7 @@ async def test_daily_and_cumulative_series_answer_as_the_hours_do(
 ) -> None:
     prefix = f"{namespace.settings.key_prefix}:s{tz}"
     await filled(redis, namespace, prefix, 6)
-    service = ResultsService(lambda: Redis.from_url(namespace.settings.redis_url), prefix)
+    service = ResultsService(prefix, Threads(lambda: Redis.from_url(namespace.settings.redis_url)))
     definition = DEFINITIONS[0]
     for spec in (
         ResultQuery(tz=tz, goal="buy"),

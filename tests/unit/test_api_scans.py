@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -96,21 +95,6 @@ async def test_a_failed_or_cancelled_scan_gives_its_slot_back() -> None:
         await holder
     async with scans.admitted():
         assert metric(registry, "ab_api_scans_running") == 1
-
-
-async def test_scans_run_on_threads_of_their_own_at_most_slots_at_once() -> None:
-    scans, _ = limiter(2, 0)
-    names: set[str] = set()
-    both = threading.Barrier(2, timeout=10)
-
-    def work() -> None:
-        names.add(threading.current_thread().name)
-        both.wait()  # two at once: a pool of fewer threads would never get past this
-
-    loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(scans.executor, work) for _ in range(2)))
-    assert len(names) == 2 and all(name.startswith("scan") for name in names)
-    scans.close()
 
 
 @pytest.mark.parametrize(("slots", "wait"), [(0, 1.0), (1, -1.0)])

@@ -50,7 +50,7 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 def create_app(settings: Settings) -> FastAPI:
     """A new app reading the Redis of ``settings``; at shutdown the computations its
-    requests left running are drained, then its scan threads stop and its client
+    requests left running are drained, then its scan processes stop and its client
     closes."""
     redis = connect(settings)
     metrics = RequestMetrics()
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         # Before the client closes: the tasks write their outcome to Redis with it.
         await context.detached.drain(SHUTDOWN_GRACE_SECONDS)
-        scans.close()
+        results.close()
         await redis.aclose()
 
     app = FastAPI(

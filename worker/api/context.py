@@ -33,7 +33,7 @@ class ApiContext:
         return self.settings.key_prefix
 
 
-def api_context(request: Request) -> ApiContext:
+async def api_context(request: Request) -> ApiContext:
     """Dependency: the context of the app serving the request."""
     context: ApiContext = request.app.state.context
     return context

@@ -1,14 +1,15 @@
-"""Back-pressure for per-visitor scans: few run at once, on threads of their own.
+"""Back-pressure for per-visitor scans: few run at once, in processes of their own.
 
 A scan reads and parses every visitor's state of an experiment: seconds of CPU at a
 million visitors. Without a limit a flood of distinct filtered queries made every one
 of them wait for all the others (24 s each at 50 in flight), and their threads filled
 the event loop's default pool, which the cheap paths (counter computations) use too.
-So each API process runs at most ``AB_API_MAX_SCANS`` scans, on a pool of that many
-threads used by nothing else; a scan that cannot start within
-``AB_API_SCAN_WAIT_SECONDS`` is refused with a 503 and ``Retry-After`` at once
-instead of queueing for ever. Only scans are admitted here: snapshots, cached answers
-and computations from the counters never wait for a slot.
+So each API process admits at most ``AB_API_MAX_SCANS`` scans at once; a scan that
+cannot start within ``AB_API_SCAN_WAIT_SECONDS`` is refused with a 503 and
+``Retry-After`` at once instead of queueing for ever. The admitted ones run in as many
+processes (``worker.api.caching.results``), not on threads of the API process, whose
+GIL they held most of the time. Only scans are admitted here: snapshots, cached
+answers and computations from the counters never wait for a slot.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -36,7 +36,7 @@ def busy_message(slots: int, retry_after: int) -> str:
 
 class ScanLimiter:
     """Admits at most ``slots`` scans at once, each waiting at most ``wait_seconds``
-    for its turn, and runs them on :attr:`executor` (``slots`` threads)."""
+    for its turn."""
 
     def __init__(self, slots: int, wait_seconds: float, registry: CollectorRegistry) -> None:
         if slots < 1:
@@ -48,7 +48,6 @@ class ScanLimiter:
         self.retry_after = max(1, math.ceil(wait_seconds))
         """Seconds a refused client is told to wait: by then the scans it waited
         behind have had as long again to finish."""
-        self.executor: Executor = ThreadPoolExecutor(slots, thread_name_prefix="scan")
         self._free = asyncio.Semaphore(slots)
         self._running = Gauge(
             "ab_api_scans_running", "Per-visitor scans running now.", registry=registry
@@ -81,7 +80,3 @@ class ScanLimiter:
                 yield
         finally:
             self._free.release()
-
-    def close(self) -> None:
-        """Stop the threads once the running scans are done; queued ones are dropped."""
-        self.executor.shutdown(wait=False, cancel_futures=True)

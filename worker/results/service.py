@@ -9,12 +9,9 @@ others meanwhile (the worker's ingestion, the read API) computes through
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import TypeVar
 
 from worker.errors import InvalidInput
 from worker.events.experiment import ExperimentDefinition
@@ -25,6 +22,7 @@ from worker.results.experiment_result import result_document
 from worker.results.planning import counter_grain, plan_query
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.query_totals import QueryTotals
+from worker.results.runners import Runner
 from worker.results.visitor_scan import VisitorTable, scan_visitors
 from worker.store.connection import Redis
 from worker.store.counter_reader import Grain, read_counters
@@ -32,7 +30,6 @@ from worker.store.sink_protocol import experiment_rules
 from worker.store.visitor_reader import read_visitor_states
 
 Table = CellTable | VisitorTable
-T = TypeVar("T")
 
 MAX_DAYS = 400
 """Longest daily series: more than a year of daily rows is a different question."""
@@ -115,27 +112,23 @@ def days_with_data(table: Table, query: ResultQuery) -> list[date]:
 class ResultsService:
     """Result documents of a query: whole, per day, and cumulative per day.
 
-    Every call loads and computes on a thread of its own, with its own event loop and
-    a new client from ``connect`` (a client belongs to the loop it was made on): at a
-    million visitors reading and parsing the counters is seconds of Python, and the
-    caller's loop (ingestion, or an API process serving requests) must keep running
-    meanwhile. The threads are ``executor``'s (None: the caller's loop's default pool),
-    so the API runs its scans on a pool of their own that cannot fill the default one.
+    Every call loads and computes through ``runner``, never on the caller's loop: at
+    a million visitors reading and parsing the visitor states is seconds of Python,
+    and the caller's loop (ingestion, or an API process serving requests) must keep
+    running meanwhile. The API runs its scans with :class:`worker.results.runners.Processes`,
+    everything else with :class:`worker.results.runners.Threads`.
     """
 
-    def __init__(
-        self, connect: Callable[[], Redis], prefix: str, executor: Executor | None = None
-    ) -> None:
-        self._connect = connect
+    def __init__(self, prefix: str, runner: Runner) -> None:
         self._prefix = prefix
-        self._executor = executor
+        self._runner = runner
 
     async def document(
         self, definition: ExperimentDefinition, query: ResultQuery
     ) -> ResultDocument:
         """The result of every goal of the experiment for the query."""
-        return await self._off_loop(
-            lambda redis: compute_result(redis, self._prefix, definition, query)
+        return await self._runner.run(
+            functools.partial(_document_job, self._prefix, definition, query)
         )
 
     async def daily(
@@ -145,56 +138,53 @@ class ResultsService:
         cohort entering that day, from the first to the last day with visitors inside
         the query's dates (InvalidInput past :data:`MAX_DAYS`)."""
         goal = query.goal_key(definition)
-
-        def documents(table: Table) -> list[tuple[date, ResultDocument]]:
-            return [
-                (day, document(table, definition, _one_day(query, day), [goal]))
-                for day in days_with_data(table, query)
-            ]
-
-        return await self._off_loop(self._computed(definition, query, documents))
+        return await self._runner.run(
+            functools.partial(_daily_job, self._prefix, definition, query, goal)
+        )
 
     async def cumulative(
         self, definition: ExperimentDefinition, query: ResultQuery, days: Sequence[date]
     ) -> list[ResultDocument]:
         """The result of ``query.goal`` for the visitors entering up to each of ``days``."""
         goal = query.goal_key(definition)
+        return await self._runner.run(
+            functools.partial(_cumulative_job, self._prefix, definition, query, goal, list(days))
+        )
 
-        def documents(table: Table) -> list[ResultDocument]:
-            return [
-                document(table, definition, query.model_copy(update={"end_date": day}), [goal])
-                for day in days
-            ]
 
-        return await self._off_loop(self._computed(definition, query, documents))
+# The jobs are module-level functions of picklable arguments: a process runner sends
+# them to another process.
 
-    def _computed(
-        self, definition: ExperimentDefinition, query: ResultQuery, compute: Callable[[Table], T]
-    ) -> Callable[[Redis], Awaitable[T]]:
-        """A job computing ``compute`` of the query's table."""
 
-        async def job(redis: Redis) -> T:
-            table_query = _series_table_query(query)
-            return compute(await load_table(redis, self._prefix, definition, table_query))
+async def _document_job(
+    prefix: str, definition: ExperimentDefinition, query: ResultQuery, redis: Redis
+) -> ResultDocument:
+    return await compute_result(redis, prefix, definition, query)
 
-        return job
 
-    async def _off_loop(self, job: Callable[[Redis], Awaitable[T]]) -> T:
-        """``job`` run with a new client on a thread of the executor, with an event loop
-        of its own."""
+async def _daily_job(
+    prefix: str, definition: ExperimentDefinition, query: ResultQuery, goal: str, redis: Redis
+) -> list[tuple[date, ResultDocument]]:
+    table = await load_table(redis, prefix, definition, _series_table_query(query))
+    return [
+        (day, document(table, definition, _one_day(query, day), [goal]))
+        for day in days_with_data(table, query)
+    ]
 
-        async def with_client() -> T:
-            async with self._connect() as redis:
-                return await job(redis)
 
-        def run() -> T:
-            # The coroutine is made on the thread too: cancelled before the thread starts,
-            # none is left never awaited.
-            return asyncio.run(with_client())
-
-        # What asyncio.to_thread does, on the chosen executor.
-        call = functools.partial(contextvars.copy_context().run, run)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+async def _cumulative_job(
+    prefix: str,
+    definition: ExperimentDefinition,
+    query: ResultQuery,
+    goal: str,
+    days: list[date],
+    redis: Redis,
+) -> list[ResultDocument]:
+    table = await load_table(redis, prefix, definition, _series_table_query(query))
+    return [
+        document(table, definition, query.model_copy(update={"end_date": day}), [goal])
+        for day in days
+    ]
 
 
 def _series_table_query(query: ResultQuery) -> ResultQuery:

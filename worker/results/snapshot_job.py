@@ -26,6 +26,7 @@ from worker.events.experiment import ExperimentDefinition, ExperimentStatus
 from worker.results.contract import Snapshot
 from worker.results.decisions import Decisions, DecisionState, decide
 from worker.results.query import ResultQuery
+from worker.results.runners import Threads
 from worker.results.service import ResultsService
 from worker.store import keys, snapshots
 from worker.store.applied_offsets import read_applied_offsets
@@ -56,7 +57,7 @@ class SnapshotJob:
         self._observe_compute_seconds = observe_compute_seconds
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
         # Off the worker's loop, which keeps ingesting meanwhile.
-        self._results = ResultsService(lambda: connect(settings), settings.key_prefix)
+        self._results = ResultsService(settings.key_prefix, Threads(lambda: connect(settings)))
 
     async def run_once(self, definitions: list[ExperimentDefinition], now: datetime) -> int:
         """One interval for every experiment; returns how many snapshots this worker made."""

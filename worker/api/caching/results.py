@@ -8,9 +8,11 @@ runs in the background, so only the very first question waits for a computation.
 
 Every document, cached or not (the daily and cumulative series are not), is computed
 by ``worker.results.service.ResultsService``, off the serving event loop: counters
-when they answer the query exactly, the vectorised per-visitor scan otherwise. A scan
-first takes a slot of ``worker.api.scans.ScanLimiter`` (or is refused with a 503) and
-runs on its pool; a computation from the counters never waits for one. Requests that
+when they answer the query exactly (on a thread), the vectorised per-visitor scan
+otherwise. A scan first takes a slot of ``worker.api.scans.ScanLimiter`` (or is refused
+with a 503) and runs in one of as many processes of its own, where its seconds of
+Python cannot hold this process's GIL; a computation from the counters never waits for
+a slot. Requests that
 share a computation share its slot: a request joining one already admitted is never
 refused, and one joining a computation still waiting for its slot shares its outcome.
 """
@@ -37,6 +39,7 @@ from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import ResultDocument, Snapshot
 from worker.results.planning import plan_query
 from worker.results.query import ResultQuery
+from worker.results.runners import Processes, Threads
 from worker.results.service import ResultsService
 from worker.store.connection import Redis, connect
 from worker.store.snapshots import stored_snapshot
@@ -54,6 +57,10 @@ served while one newer computation runs in the background: a computation at a
 million visitors takes seconds, and every client waiting for it each time the cache
 expires is what made the filtered p99 seconds long."""
 CACHE_ENTRIES = 512
+SCAN_NICENESS = 10
+"""Scan processes yield the CPU to the API process: at the API's own priority they
+took its event loop's CPU time on a busy machine (default-result p99 367 ms during a
+flood, against 161 ms at niceness 10 in the next run; BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,9 @@ class ResultSource:
     def __init__(self, redis: Redis, settings: Settings, scans: ScanLimiter) -> None:
         self._redis = redis
         self._prefix = settings.key_prefix
-        self._service = ResultsService(lambda: connect(settings), settings.key_prefix)
-        self._scan_service = ResultsService(
-            lambda: connect(settings), settings.key_prefix, scans.executor
-        )
+        self._service = ResultsService(settings.key_prefix, Threads(lambda: connect(settings)))
+        self._scan_processes = Processes(settings, scans.slots, SCAN_NICENESS)
+        self._scan_service = ResultsService(settings.key_prefix, self._scan_processes)
         self._scans = scans
         self._cache: OrderedDict[CacheKey, _Computed] = OrderedDict()
         self._in_flight: dict[CacheKey, asyncio.Task[_Computed]] = {}
@@ -183,6 +189,10 @@ class ResultSource:
         return await self._computed(
             query, lambda service: service.cumulative(definition, query, days)
         )
+
+    def close(self) -> None:
+        """Stop the scan processes once their running scans are done."""
+        self._scan_processes.close()
 
     async def _snapshot(self, experiment_id: str) -> ResultDocument | None:
         """The stored snapshot's document, parsed once per distinct stored bytes."""
