@@ -137,6 +137,7 @@ class Settings:
     api_key_cache_seconds: float = 5.0
     api_max_scans: int = DEFAULT_API_MAX_SCANS
     api_scan_wait_seconds: float = DEFAULT_API_SCAN_WAIT_SECONDS
+    api_write_wait_seconds: float = 10.0
     worker_metrics_port: int = 9108
     max_future_skew_seconds: int = 86400
     input_timestamp_type: str = TIMESTAMP_TYPES[0]
@@ -177,6 +178,7 @@ class Settings:
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
             api_max_scans=_int("AB_API_MAX_SCANS", DEFAULT_API_MAX_SCANS),
             api_scan_wait_seconds=_float("AB_API_SCAN_WAIT_SECONDS", DEFAULT_API_SCAN_WAIT_SECONDS),
+            api_write_wait_seconds=_float("AB_API_WRITE_WAIT_SECONDS", 10.0),
             worker_metrics_port=_int("AB_WORKER_METRICS_PORT", 9108),
             max_future_skew_seconds=_int("AB_MAX_FUTURE_SKEW_SECONDS", 86400),
             input_timestamp_type=timestamp_type(env("AB_INPUT_TIMESTAMP_TYPE")),

@@ -34,6 +34,7 @@ ALLOWED_HOSTS_ENV = "AB_CALLBACK_ALLOWED_HOSTS"
 api_namespace = mida.api_namespace
 ingested = mida.ingested
 api_key = mida.api_key
+writer_key = mida.writer_key
 rival_key = mida.rival_key
 client = mida.client
 
@@ -246,15 +247,15 @@ async def test_keys_and_projects(client: httpx.AsyncClient, api_key: str, rival_
 
 
 async def test_shared_token_reads_one_experiment_only(
-    client: httpx.AsyncClient, api_key: str
+    client: httpx.AsyncClient, api_key: str, writer_key: str
 ) -> None:
-    response = await client.post("/experiments/exp-a/share", headers=auth(api_key))
+    response = await client.post("/experiments/exp-a/share", headers=auth(writer_key))
     assert response.status_code == 200, response.text
     shared = response.json()
     assert set(shared) == {"token", "experimentId", "expiresAt"}
     token = shared["token"]
     assert shared["experimentId"] == "exp-a"
-    again = await client.post("/experiments/exp-a/share", headers=auth(api_key))
+    again = await client.post("/experiments/exp-a/share", headers=auth(writer_key))
     assert again.json()["token"] == token
     data = await results(client, "exp-a", token)
     assert list(data["variationData"]) == ["_reference", "1"]

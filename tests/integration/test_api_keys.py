@@ -76,8 +76,8 @@ def test_create_list_use_and_revoke_a_key(
     assert main(["keys", "list", "--project", "shop"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert len(listing) == 1 and key not in listing[0]
-    key_id, created_at = listing[0].split()
-    assert created_at.startswith("20")
+    key_id, created_at, scopes = listing[0].split()
+    assert created_at.startswith("20") and scopes == "experiment:read"
 
     async def stored() -> str:
         async with Redis.from_url(cli_env.settings.redis_url) as redis:

@@ -53,7 +53,7 @@ from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals
 from worker.results.variant_totals import VariantTotals
 from worker.store import keys
-from worker.store.api_keys import create_key, revoke_key
+from worker.store.api_keys import EXPERIMENT_READ, EXPERIMENT_WRITE, create_key, revoke_key
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +101,16 @@ async def ingested(
 async def api_key(api_namespace: Namespace, ingested: Dataset) -> str:
     async with Redis.from_url(api_namespace.settings.redis_url) as redis:
         key, _ = await create_key(redis, api_namespace.settings.key_prefix, PROJECT)
+    return key
+
+
+@pytest.fixture(scope="module")
+async def writer_key(api_namespace: Namespace, ingested: Dataset) -> str:
+    """A key that may also write (share links); ``api_key`` may only read."""
+    async with Redis.from_url(api_namespace.settings.redis_url) as redis:
+        key, _ = await create_key(
+            redis, api_namespace.settings.key_prefix, PROJECT, (EXPERIMENT_READ, EXPERIMENT_WRITE)
+        )
     return key
 
 
@@ -494,9 +504,9 @@ async def test_parameter_errors_are_400_with_one_sentence(
 
 
 async def test_share_link_serves_one_result_without_a_key_until_revoked(
-    client: httpx.AsyncClient, api_key: str
+    client: httpx.AsyncClient, api_key: str, writer_key: str
 ) -> None:
-    auth = {"x-api-key": api_key}
+    auth = {"x-api-key": writer_key}  # creating and revoking need experiment:write
     link_path = f"{BASE}/experiment/exp-b/share-link"
     none = await get_json(client, link_path, api_key)
     assert (none["is_public"], none["share_link"]) == (False, None)

@@ -57,13 +57,13 @@ async def test_experiments_page_contract(
     assert [row["id"] for row in body["data"]] == ["exp-a", "exp-b"]
     experiment = body["data"][1]
     assert set(experiment) == {
-        "id", "name", "status", "type", "startedAt", "endedAt", "variants", "goals",
-        "primaryGoal", "_count",
+        "id", "name", "description", "type", "status", "audienceId", "startDate", "endDate",
+        "createdAt", "updatedAt", "variants", "_count",
     }  # fmt: skip
-    assert experiment["status"] == "RUNNING"
+    assert (experiment["status"], experiment["type"]) == ("running", "ab_test")
     assert [v["splitPercentage"] for v in experiment["variants"]] == [50.0, 25.0, 25.0]
     assert [set(v) for v in experiment["variants"]] == [
-        {"id", "name", "isControl", "splitPercentage"}
+        {"id", "name", "splitPercentage", "flowId"}
     ] * 3
     visitors = sum(row["visitors"] for row in ingested.expected("exp-b", "purchase"))
     assert experiment["_count"] == {"assignments": visitors}
@@ -73,39 +73,49 @@ async def test_experiments_page_contract(
     assert [row["id"] for row in done["data"]] == ["exp-done"]
     assert done["meta"] == {"total": 1, "page": 1, "limit": 20, "totalPages": 1}
     one = await get(client, "/api/experiments/exp-b", api_key)
-    assert one == experiment
+    assert one == {"data": experiment}
 
 
 async def test_results_and_compute_results_match_the_oracle(
     client: httpx.AsyncClient, ingested: Dataset, api_key: str
 ) -> None:
-    body = await get(client, "/api/experiments/exp-c/results", api_key, goal="signup")
-    expected = ingested.expected("exp-c", "signup")
-    assert body["experimentId"] == "exp-c" and body["goal"] == "signup"
-    assert body["totalParticipants"] == sum(row["visitors"] for row in expected)
-    for variant, row in zip(body["variants"], expected, strict=True):
-        assert variant["variantId"] == row["variant_id"]
-        assert (variant["participants"], variant["conversions"]) == (
+    body = (await get(client, "/api/experiments/exp-c/results", api_key))["data"]
+    assert set(body) == {"experimentId", "name", "status", "startDate", "endDate", "variants"}
+    assert (body["experimentId"], body["status"]) == ("exp-c", "running")
+    by_goal = {goal: ingested.expected("exp-c", goal) for goal in GOALS}
+    for index, variant in enumerate(body["variants"]):
+        row = by_goal["purchase"][index]
+        assert (variant["variantId"], variant["participants"]) == (
+            row["variant_id"],
             row["visitors"],
-            row["conversions"],
         )
-        assert variant["conversionRate"] == pytest.approx(rate(row["conversions"], row["visitors"]))
-        assert 0 <= variant["conversionRate"] <= 1
-    primary = await get(client, "/api/experiments/exp-c/results", api_key)
-    assert primary["goal"] == "purchase"
-    response = await client.post(
-        "/api/experiments/exp-c/compute-results", headers={"Authorization": f"Bearer {api_key}"}
-    )
-    assert response.status_code == 200, response.text
-    computed = response.json()
-    assert set(computed) == {"experimentId", "computedAt", "results"}
-    assert [goal["goal"] for goal in computed["results"]] == list(GOALS)
-    for goal in computed["results"]:
-        rows = ingested.expected("exp-c", goal["goal"])
-        assert goal["primary"] is (goal["goal"] == "purchase")
-        for variant, row in zip(goal["variants"], rows, strict=True):
-            assert set(variant) == {"variantId", "sampleSize", "conversions", "conversionRate"}
-            assert (variant["sampleSize"], variant["conversions"]) == (
+        assert [result["goal"] for result in variant["results"]] == list(GOALS)
+        for result in variant["results"]:
+            expected = by_goal[result["goal"]][index]
+            assert result["primary"] is (result["goal"] == "purchase")
+            assert result["conversions"] == expected["conversions"]
+            assert result["conversionRate"] == pytest.approx(
+                rate(expected["conversions"], expected["visitors"])
+            )
+            assert result["revenue"] == pytest.approx(expected["revenue"])
+    signup = (await get(client, "/api/experiments/exp-c/results", api_key, goal="signup"))["data"]
+    assert [[r["goal"] for r in v["results"]] for v in signup["variants"]] == [["signup"]] * 3
+    for goal in (None, "signup"):
+        response = await client.post(
+            "/api/experiments/exp-c/compute-results",
+            params={} if goal is None else {"goal": goal},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        assert response.status_code == 200, response.text
+        computed = response.json()["data"]
+        assert set(computed) == {"experimentId", "variants"}
+        rows = by_goal[goal or "purchase"]
+        for variant, row in zip(computed["variants"], rows, strict=True):
+            assert set(variant) == {
+                "variantId", "variantName", "sampleSize", "conversions", "conversionRate",
+            }  # fmt: skip
+            assert (variant["variantId"], variant["sampleSize"], variant["conversions"]) == (
+                row["variant_id"],
                 row["visitors"],
                 row["conversions"],
             )
@@ -128,6 +138,7 @@ async def test_posthog_timeseries_is_cumulative_and_ends_at_the_totals(
         body = await get(client, POSTHOG.format("exp-b"), api_key, metric_uuid=goal)
         assert set(body) == {
             "experiment_id", "metric_uuid", "status", "timeseries", "computed_at", "errors",
+            "fingerprint",
         }  # fmt: skip
         assert (body["experiment_id"], body["metric_uuid"], body["status"]) == (
             "exp-b",

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 api_namespace = mida.api_namespace
 ingested = mida.ingested
 api_key = mida.api_key
+writer_key = mida.writer_key
 client = mida.client
 live_server = mida.live_server
 
@@ -115,9 +116,9 @@ async def test_errors_are_small_html_pages(
 
 
 async def test_share_link_opens_the_page_without_a_key(
-    client: httpx.AsyncClient, api_key: str
+    client: httpx.AsyncClient, api_key: str, writer_key: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {api_key}"}
+    headers = {"Authorization": f"Bearer {writer_key}"}
     link = await client.post(f"{BASE}/experiment/exp-c/share-link", headers=headers)
     token = link.json()["share_link"].rsplit("/", 1)[1]
     page = await client.get(f"/ui/share/{token}", params={"goal_key": "signup"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from worker.events.experiment import (
     Engine,
     ExperimentDefinition,
     ExperimentStatus,
+    GoalType,
 )
 from worker.events.experiment import TestDirection as Direction
 
@@ -176,6 +178,28 @@ def test_experiments_api_explicit_control_and_default_goal() -> None:
     assert experiment.control.id == "carousel"
     assert [v.is_control for v in experiment.variants] == [False, False, True]
     assert [(g.key, g.primary) for g in experiment.goals] == [("conversion", True)]
+    assert experiment.status is ExperimentStatus.INACTIVE
+
+
+def test_experiments_api_keeps_description_audience_dates_flows_and_goal_types() -> None:
+    payload = copy.deepcopy(EXPERIMENTS_API)
+    payload |= {
+        "description": "Hero banner test",
+        "audienceId": "returning-visitors",
+        "startDate": "2026-12-01T00:00:00+00:00",
+        "status": "stopped",
+        "goals": [{"key": "purchase", "name": "Purchase", "type": "revenue"}],
+    }
+    payload["variants"][1]["flowId"] = "flow-7"
+    experiment = parse_definition(payload, "marketing")
+    assert (experiment.description, experiment.audience_id) == (
+        "Hero banner test",
+        "returning-visitors",
+    )
+    assert experiment.started_at == datetime(2026, 12, 1, tzinfo=UTC)
+    assert experiment.ended_at is None
+    assert [v.flow_id for v in experiment.variants] == [None, "flow-7", None]
+    assert [(g.key, g.type) for g in experiment.goals] == [("purchase", GoalType.REVENUE)]
     assert experiment.status is ExperimentStatus.INACTIVE
 
 

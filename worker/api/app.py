@@ -26,6 +26,7 @@ from worker.api.errors import install_error_handlers
 from worker.api.kameleoon import routes as kameleoon_routes
 from worker.api.metrics import MetricsMiddleware, RequestMetrics
 from worker.api.mida import routes as mida_routes
+from worker.api.publishing import DefinitionPublisher
 from worker.api.scans import ScanLimiter
 from worker.api.ui import routes as ui_routes
 from worker.api.vendors import experiments_api, launchdarkly, posthog
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys=KeyCache(redis, settings.key_prefix, settings.api_key_cache_seconds),
         responses=ResponseCache(redis, settings.key_prefix, results),
         detached=DetachedTasks(),
+        publisher=DefinitionPublisher(settings, redis),
     )
 
     @asynccontextmanager
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Before the client closes: the tasks write their outcome to Redis with it.
         await context.detached.drain(SHUTDOWN_GRACE_SECONDS)
         results.close()
+        await context.publisher.close()
         await redis.aclose()
 
     app = FastAPI(
@@ -79,7 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description="Experiment results in the shapes of Mida's public API v2. "
         "Authenticate with `Authorization: Bearer <key>` or `x-api-key: <key>`; "
-        "keys are created with `python -m worker keys create --project KEY`.",
+        "keys are created with `python -m worker keys create --project KEY [--scope ...]` "
+        "(experiment:read by default; experiment:write for writes and shares).",
         lifespan=lifespan,
     )
     app.state.context = context

@@ -11,14 +11,15 @@ from worker.api.caching.responses import ResponseCache
 from worker.api.caching.results import ResultSource
 from worker.api.detached_tasks import DetachedTasks
 from worker.api.metrics import RequestMetrics
+from worker.api.publishing import DefinitionPublisher
 from worker.config import Settings
 from worker.store.connection import Redis
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Settings, the Redis client, the caches, the request metrics and the tasks
-    requests leave running."""
+    """Settings, the Redis client, the caches, the request metrics, the tasks
+    requests leave running and the publisher of definition writes."""
 
     settings: Settings
     redis: Redis
@@ -27,6 +28,7 @@ class ApiContext:
     keys: KeyCache
     responses: ResponseCache
     detached: DetachedTasks
+    publisher: DefinitionPublisher
 
     @property
     def prefix(self) -> str:

@@ -25,16 +25,22 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    """An expected failure with its HTTP status, a sentence for the client and the
-    headers the status calls for (``Retry-After`` of a 503)."""
+    """An expected failure with its HTTP status, a sentence for the client, the
+    headers the status calls for (``Retry-After`` of a 503) and, for families that
+    document an error shape of their own, the body in that shape (else ``{"error"}``)."""
 
     def __init__(
-        self, status_code: int, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status_code: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        body: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.headers = dict(headers or {})
+        self.body = None if body is None else dict(body)
 
 
 def bad_request(message: str) -> ApiError:
@@ -50,6 +56,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for status, description in (
         (400, "Invalid parameters"),
         (401, UNAUTHORIZED),
+        (403, "The API key lacks the scope this route needs"),
         (404, EXPERIMENT_NOT_FOUND),
         (503, "Busy (too many scans: see Retry-After) or the result store is unavailable"),
     )
@@ -65,11 +72,17 @@ def error_headers(status_code: int, headers: Mapping[str, str] | None = None) ->
 
 
 def error_response(
-    status_code: int, message: str, headers: Mapping[str, str] | None = None
+    status_code: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    body: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    """The JSON error response, with :func:`error_headers`."""
+    """The JSON error response (``{"error": message}`` unless ``body`` is given), with
+    :func:`error_headers`."""
     return JSONResponse(
-        {"error": message}, status_code=status_code, headers=error_headers(status_code, headers)
+        {"error": message} if body is None else dict(body),
+        status_code=status_code,
+        headers=error_headers(status_code, headers),
     )
 
 
@@ -89,7 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)
-        return error_response(error.status_code, error.message, error.headers)
+        return error_response(error.status_code, error.message, error.headers, error.body)
 
     async def invalid_request(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from worker.config import Settings
 from worker.errors import InvalidInput, NotFound, ServiceUnavailable
-from worker.store.api_keys import create_key, list_keys, revoke_key
+from worker.store.api_keys import DEFAULT_SCOPES, SCOPES, create_key, list_keys, revoke_key
 from worker.store.connection import REDIS_UNAVAILABLE, Redis, connect
 
 PROJECT_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
@@ -32,8 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a key for a project and print it once")
     create.add_argument("--project", required=True, help="project key the API key grants")
+    create.add_argument(
+        "--scope",
+        default=",".join(DEFAULT_SCOPES),
+        help=f"comma-separated scopes among {', '.join(SCOPES)} (default: %(default)s)",
+    )
     create.set_defaults(handler=handle_create)
-    listing = actions.add_parser("list", help="ids and creation times of a project's keys")
+    listing = actions.add_parser("list", help="ids, creation times and scopes of a project's keys")
     listing.add_argument("--project", required=True, help="project key")
     listing.set_defaults(handler=handle_list)
     revoke = actions.add_parser("revoke", help="revoke a key, given the key or its id")
@@ -43,10 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle_create(args: argparse.Namespace) -> int:
     project = _project(args.project)
-    key, record = _run(lambda redis, prefix: create_key(redis, prefix, project))
+    scopes = _scopes(args.scope)
+    key, record = _run(lambda redis, prefix: create_key(redis, prefix, project, scopes))
     print(key)
     print(
-        f"created key {record.id} for project {project}; it is shown only this once.",
+        f"created key {record.id} for project {project} with scopes "
+        f"{','.join(record.scopes)}; it is shown only this once.",
         file=sys.stderr,
     )
     return 0
@@ -58,7 +65,7 @@ def handle_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"project {project} has no API keys.", file=sys.stderr)
     for record in records:
-        print(f"{record.id}  {record.created_at}")
+        print(f"{record.id}  {record.created_at}  {','.join(record.scopes)}")
     return 0
 
 
@@ -76,6 +83,17 @@ def _project(raw: str) -> str:
             f"Project key {raw!r} is invalid: use 1-80 letters, digits, '_', '.' or '-'."
         )
     return raw
+
+
+def _scopes(raw: str) -> list[str]:
+    scopes = [scope.strip() for scope in raw.split(",") if scope.strip()]
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"Scope {', '.join(unknown) or repr(raw)} is unknown: use a comma-separated "
+            f"list of {', '.join(SCOPES)}."
+        )
+    return scopes
 
 
 def _run(action: Callable[[Redis, str], Awaitable[T]]) -> T:

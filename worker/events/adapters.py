@@ -175,11 +175,11 @@ def from_launchdarkly(payload: dict[str, Any], project_key: str | None) -> dict[
     }  # fmt: skip
 
 
-def from_experiments_api(payload: dict[str, Any], project_key: str | None) -> dict[str, Any]:
-    """Generic "Experiments API": variants with splitPercentage summing to 100."""
-    if payload.get("type", "ab_test") != "ab_test":
-        raise DefinitionError(f"type must be 'ab_test', got {payload.get('type')!r}")
-    raw_variants = payload["variants"]
+def split_variants(raw_variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ "Experiments API" variants (``splitPercentage`` summing to 100, optional ``id``,
+    ``flowId``, ``isControl``; else the first is the control) as native variants."""
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise DefinitionError("variants must list at least one variant")
     total = sum(
         _percent(v.get("splitPercentage"), f"variant {i} splitPercentage")
         for i, v in enumerate(raw_variants)
@@ -187,28 +187,51 @@ def from_experiments_api(payload: dict[str, Any], project_key: str | None) -> di
     if abs(total - 100) > 1e-9:
         raise DefinitionError(f"variants' splitPercentage must sum to 100, got {total:g}")
     has_control = any(v.get("isControl") for v in raw_variants)
-    variants = [
+    return [
         {
             "id": _slug(str(v.get("id") or v.get("key") or i)),
             "name": str(v.get("name") or v.get("key") or i),
             "is_control": bool(v.get("isControl")) if has_control else i == 0,
             "traffic_weight": _percent(v["splitPercentage"], "splitPercentage") / 100,
+            **({"flow_id": v["flowId"]} if v.get("flowId") is not None else {}),
         }
         for i, v in enumerate(raw_variants)
     ]
-    raw_goals = (
-        payload.get("goals")
-        or payload.get("metrics")
-        or [{"key": "conversion", "name": "Conversion"}]
-    )
-    goals = _goals(raw_goals, None)
+
+
+def api_goals(raw_goals: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """ "Experiments API" goals (``key``, ``name``, optional ``type`` and ``primary``;
+    else the first is primary), or one conversion goal when there are none."""
+    raw = raw_goals or [{"key": "conversion", "name": "Conversion"}]
+    goals = _goals(raw, None)
+    for goal, metric in zip(goals, raw, strict=True):
+        if metric.get("type"):
+            goal["type"] = metric["type"]
+    return goals
+
+
+def from_experiments_api(payload: dict[str, Any], project_key: str | None) -> dict[str, Any]:
+    """Generic "Experiments API": variants with splitPercentage summing to 100."""
+    if payload.get("type", "ab_test") != "ab_test":
+        raise DefinitionError(f"type must be 'ab_test', got {payload.get('type')!r}")
+    optional = {
+        native: payload[field]
+        for field, native in (
+            ("description", "description"),
+            ("audienceId", "audience_id"),
+            ("startDate", "started_at"),
+            ("endDate", "ended_at"),
+        )
+        if payload.get(field) is not None
+    }
     return {
         "id": _slug(str(payload.get("id") or payload.get("key") or payload.get("name") or "")),
         "project_key": project_key or payload.get("projectKey") or "default",
         "name": str(payload.get("name") or payload.get("id")),
-        "status": {"running": "live", "active": "live", "paused": "inactive"}.get(payload.get("status", "draft"), payload.get("status", "draft")),
-        "variants": variants,
-        "goals": goals,
+        "status": {"running": "live", "active": "live", "paused": "inactive", "stopped": "inactive"}.get(payload.get("status", "draft"), payload.get("status", "draft")),
+        "variants": split_variants(payload["variants"]),
+        "goals": api_goals(payload.get("goals") or payload.get("metrics")),
+        **optional,
     }  # fmt: skip
 
 

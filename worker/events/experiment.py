@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from worker.events.fields import Identifier, ShortText
+from worker.events.fields import Identifier, LongText, ShortText
 
 
 class ExperimentStatus(StrEnum):
@@ -55,6 +55,9 @@ class Variant(BaseModel):
     name: ShortText
     is_control: bool = False
     traffic_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    flow_id: Identifier | None = Field(
+        default=None, description='The "Experiments API" flowId the variant serves.'
+    )
 
 
 class Goal(BaseModel):
@@ -150,6 +153,16 @@ class ExperimentDefinition(BaseModel):
     stats: StatsSettings = Field(default_factory=StatsSettings)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    description: LongText | None = None
+    audience_id: Identifier | None = Field(
+        default=None, description='The "Experiments API" audienceId (kept, not applied).'
+    )
+    created_at: datetime | None = Field(
+        default=None, description="Set by the HTTP API when it creates the experiment."
+    )
+    updated_at: datetime | None = Field(
+        default=None, description="Set by the HTTP API at each change it publishes."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentDefinition:

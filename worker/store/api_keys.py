@@ -1,4 +1,5 @@
-"""API keys of the read API: one project each, stored only as SHA-256 hashes.
+"""API keys of the HTTP API: one project and a set of scopes each, stored only as
+SHA-256 hashes.
 
 A key is 32 random bytes (URL-safe base64 with a recognisable prefix), so a fast
 unsalted hash is enough: nobody can search a 256-bit space, and a lookup by hash
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +20,16 @@ import orjson
 from redis.asyncio import Redis
 
 from worker.store import keys
+
+EXPERIMENT_READ = "experiment:read"
+EXPERIMENT_WRITE = "experiment:write"
+FEATURE_FLAG_READ = "feature_flag:read"
+SCOPES = (EXPERIMENT_READ, EXPERIMENT_WRITE, FEATURE_FLAG_READ)
+"""What a key may be granted (PostHog's scope names): reads, definition writes and
+share creation, flag listings."""
+DEFAULT_SCOPES = (EXPERIMENT_READ,)
+"""A new key's scopes unless others are asked for, and those of a key stored before
+keys had scopes: such keys keep the read access they had."""
 
 KEY_PREFIX = "abk_"
 KEY_BYTES = 32
@@ -32,6 +44,11 @@ class ApiKeyRecord:
     id: str
     project_key: str
     created_at: str
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+
+    def allows(self, scope: str) -> bool:
+        """Whether the key was granted ``scope``."""
+        return scope in self.scopes
 
 
 def key_hash(key: str) -> str:
@@ -39,13 +56,20 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(redis: Redis, prefix: str, project_key: str) -> tuple[str, ApiKeyRecord]:
-    """A new key for the project and its record; the key is returned once, never stored."""
+async def create_key(
+    redis: Redis, prefix: str, project_key: str, scopes: Sequence[str] = DEFAULT_SCOPES
+) -> tuple[str, ApiKeyRecord]:
+    """A new key for the project with ``scopes`` (each one of ``SCOPES``) and its record;
+    the key is returned once, never stored."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"unknown or no scopes {unknown}; use {', '.join(SCOPES)}")
     key = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
     record = ApiKeyRecord(
         id=secrets.token_hex(6),
         project_key=project_key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        scopes=tuple(scope for scope in SCOPES if scope in scopes),
     )
     await redis.hset(keys.api_keys_key(prefix), key_hash(key), orjson.dumps(asdict(record)))
     return key, record
@@ -56,14 +80,12 @@ async def find_key(redis: Redis, prefix: str, key: str) -> ApiKeyRecord | None:
     if not key or len(key) > MAX_KEY_LENGTH:
         return None
     raw = await redis.hget(keys.api_keys_key(prefix), key_hash(key))
-    return None if raw is None else ApiKeyRecord(**orjson.loads(raw))
+    return None if raw is None else _record(raw)
 
 
 async def list_keys(redis: Redis, prefix: str, project_key: str) -> list[ApiKeyRecord]:
     """The project's keys (ids and creation times), oldest first."""
-    records = [
-        ApiKeyRecord(**orjson.loads(raw)) for raw in await redis.hvals(keys.api_keys_key(prefix))
-    ]
+    records = [_record(raw) for raw in await redis.hvals(keys.api_keys_key(prefix))]
     mine = [record for record in records if record.project_key == project_key]
     return sorted(mine, key=lambda record: (record.created_at, record.id))
 
@@ -73,8 +95,14 @@ async def revoke_key(redis: Redis, prefix: str, key_or_id: str) -> ApiKeyRecord 
     stored = await redis.hgetall(keys.api_keys_key(prefix))
     wanted = key_hash(key_or_id).encode()
     for digest, raw in stored.items():
-        record = ApiKeyRecord(**orjson.loads(raw))
+        record = _record(raw)
         if digest == wanted or record.id == key_or_id:
             await redis.hdel(keys.api_keys_key(prefix), digest)
             return record
     return None
+
+
+def _record(raw: bytes | str) -> ApiKeyRecord:
+    """A stored record; one stored before keys had scopes gets ``DEFAULT_SCOPES``."""
+    fields = orjson.loads(raw)
+    return ApiKeyRecord(**{**fields, "scopes": tuple(fields.get("scopes", DEFAULT_SCOPES))})

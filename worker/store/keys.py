@@ -15,7 +15,7 @@ Keys come in three families, by what must be written atomically with what:
   ``{x:<experiment>}`` puts them in one slot (experiment ids hold no braces).
 * **Single keys**, ``{prefix}:…``, each read or written on its own (a pipeline may read
   several, never a script): definitions, meta, API keys, share links, data codes,
-  snapshots and their claims, end dates, invalid-definition markers.
+  snapshots and their claims, end dates, stored timeseries, invalid-definition markers.
 """
 
 from __future__ import annotations
@@ -214,6 +214,12 @@ def snapshot_key(prefix: str, experiment_id: str) -> str:
 def snapshot_claim_key(prefix: str, experiment_id: str, interval_index: int) -> str:
     """String set (NX, expiring) by the one worker that computes this interval's snapshot."""
     return f"{prefix}:snapshot-claim:{experiment_id}:{interval_index}"
+
+
+def timeseries_key(prefix: str, experiment_id: str, goal: str) -> str:
+    """String: a goal's daily series stored by PostHog's ``recalculate_timeseries`` (JSON).
+    Identifiers hold no ':', so the two parts cannot run together."""
+    return f"{prefix}:timeseries:{experiment_id}:{goal}"
 
 
 def ended_key(prefix: str, experiment_id: str) -> str:

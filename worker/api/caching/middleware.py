@@ -3,8 +3,8 @@
 It sits in front of FastAPI's routing, dependencies and serialisation, which cost
 several times more than the answer itself once results are cached (see the README's
 read-API latency section). It answers only when everything is already known: the key
-was looked up within ``KEY_CACHE_SECONDS`` and belongs to the path's project, and the
-response cache holds a current answer to the same query string. Anything else,
+was looked up within ``KEY_CACHE_SECONDS``, belongs to the path's project and may read,
+and the response cache holds a current answer to the same query string. Anything else,
 including any Redis error, goes to the FastAPI app unchanged, which validates,
 authenticates, answers errors and fills the cache.
 """
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.api.caching.api_keys import KeyCache, presented_key
 from worker.api.caching.responses import ResponseCache
+from worker.store.api_keys import EXPERIMENT_READ
 from worker.store.connection import RedisError
 
 
@@ -63,7 +64,8 @@ class CachedResultsMiddleware:
 
     async def _cached(self, scope: Scope, project: str, experiment_id: str) -> bytes | None:
         key = presented_key(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
-        if key is None or self._keys.cached_project(key) != project:
+        record = None if key is None else self._keys.cached_record(key)
+        if record is None or record.project_key != project or not record.allows(EXPERIMENT_READ):
             return None
         try:
             return await self._responses.current(

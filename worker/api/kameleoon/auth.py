@@ -15,12 +15,12 @@ from typing import Annotated
 from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from worker.api.auth import api_key_header, bearer, experiment_in_project
+from worker.api.auth import api_key_header, bearer, experiment_in_project, missing_scope
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import UNAUTHORIZED, ApiError
 from worker.events.experiment import ExperimentDefinition
 from worker.store import keys
-from worker.store.api_keys import find_key
+from worker.store.api_keys import EXPERIMENT_READ, find_key
 from worker.store.share_links import TOKEN_PATTERN, find_share_link
 
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
@@ -43,11 +43,14 @@ async def kameleoon_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     header_key: Annotated[str | None, Security(api_key_header)],
 ) -> Caller:
-    """Dependency: the caller of a presented key or shared token, or a 401."""
+    """Dependency: the caller of a presented key that may read or of a shared token
+    (which reads one experiment), else a 401 (a 403 for a key without the scope)."""
     secret = credentials.credentials if credentials is not None else header_key
     if secret:
         record = await find_key(context.redis, context.prefix, secret)
         if record is not None:
+            if not record.allows(EXPERIMENT_READ):
+                raise ApiError(403, missing_scope(EXPERIMENT_READ))
             return Caller(record.project_key)
         if _TOKEN.fullmatch(secret):
             link = await find_share_link(

@@ -19,7 +19,7 @@ import httpx
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from worker.api.auth import experiment_in_project, key_project
+from worker.api.auth import experiment_in_project, scoped_project
 from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
@@ -28,6 +28,7 @@ from worker.api.kameleoon.params import ResultsPlan, ResultsRequest, results_pla
 from worker.api.kameleoon.shapes import REFERENCE, GoalBlocks, variation_data
 from worker.results.contract import GoalBlock
 from worker.store import keys
+from worker.store.api_keys import EXPERIMENT_WRITE
 from worker.store.data_codes import (
     CODE_PATTERN,
     DataCode,
@@ -128,13 +129,14 @@ async def read_results(
 )
 async def share_experiment(
     experimentId: str,
-    project_key: Annotated[str, Depends(key_project)],
+    project_key: Annotated[str, Depends(scoped_project(EXPERIMENT_WRITE))],
     context: Context,
     expiresInDays: Annotated[
         int, Query(ge=1, le=365, description="Days until the token stops working.")
     ] = DEFAULT_SHARE_DAYS,
 ) -> ShareResponse:
-    """A read-only token for this experiment's results endpoints (API keys only)."""
+    """A read-only token for this experiment's results endpoints (API keys that may
+    write only)."""
     definition = await experiment_in_project(context, project_key, experimentId)
     link, _ = await create_share_link(
         context.redis,

@@ -9,7 +9,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from worker.api.auth import AuthorizedExperiment, AuthorizedProject, experiment_in_project
+from worker.api.auth import (
+    AuthorizedExperiment,
+    AuthorizedProject,
+    WritableExperiment,
+    experiment_in_project,
+)
 from worker.api.caching.definitions import parsed_definition
 from worker.api.caching.responses import RenderedResult
 from worker.api.caching.results import DEFAULT_QUERY
@@ -232,7 +237,7 @@ async def get_share_link(
 async def create_link(
     request: Request,
     response: Response,
-    definition: AuthorizedExperiment,
+    definition: WritableExperiment,
     context: Context,
     expires_in_days: Annotated[
         int, Query(ge=1, le=3650, description="Days until the link stops working.")
@@ -258,7 +263,7 @@ async def create_link(
     summary="Revoke the experiment's share link",
 )
 async def delete_link(
-    request: Request, definition: AuthorizedExperiment, context: Context
+    request: Request, definition: WritableExperiment, context: Context
 ) -> ShareLinkResponse:
     """Revoke the live link (nothing to revoke is not an error)."""
     await revoke_share_link(context.redis, context.prefix, definition.project_key, definition.id)

@@ -9,13 +9,14 @@ one the worker declared (decision state); the environment key is accepted as giv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from worker.api.auth import experiment_in_project, key_project
+from worker.api.auth import experiment_in_project, scoped_project
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES
 from worker.api.experiment_state import ended_at
@@ -29,6 +30,7 @@ from worker.events.experiment import (
 )
 from worker.results.decisions import DecisionState
 from worker.results.experiment_result import traffic_weights
+from worker.store.api_keys import EXPERIMENT_READ
 from worker.store.snapshots import load_decision_state
 
 router = APIRouter(prefix="/api/v2/projects", tags=["LaunchDarkly"])
@@ -48,6 +50,25 @@ CORRECTION_METHODS = {
     Correction.HOLM: "holm",
     Correction.BH: "benjamini-hochberg",
 }
+
+
+def forbidden(message: str, _: str) -> Mapping[str, object]:
+    """LaunchDarkly's 403 body (``ForbiddenErrorRep``: ``code`` and ``message``)."""
+    return {"code": "forbidden", "message": message}
+
+
+class Forbidden(BaseModel):
+    """LaunchDarkly's 403 body."""
+
+    code: Literal["forbidden"]
+    message: str
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    403: {"model": Forbidden, "description": "The API key lacks the route's scope"},
+}
+"""The documented errors of LaunchDarkly's route: its own 403 body."""
 
 
 class Treatment(BaseModel):
@@ -106,14 +127,14 @@ class Experiment(BaseModel):
 @router.get(
     "/{projectKey}/environments/{environmentKey}/experiments/{experimentKey}",
     response_model=Experiment,
-    responses=ERROR_RESPONSES,
+    responses=RESPONSES,
     summary="Get experiment (LaunchDarkly)",
 )
 async def get_experiment(
     projectKey: str,
     environmentKey: str,
     experimentKey: str,
-    project_key: Annotated[str, Depends(key_project)],
+    project_key: Annotated[str, Depends(scoped_project(EXPERIMENT_READ, forbidden))],
     context: Context,
 ) -> Experiment:
     """The experiment, its current iteration and its analysis configuration."""
