@@ -164,11 +164,13 @@ async def test_posthog_timeseries_is_cumulative_and_ends_at_the_totals(
             assert got["sum_squares"] == pytest.approx(row[squares_field], rel=1e-9, abs=1e-3)
 
 
-async def test_posthog_unknown_metric_is_400(client: httpx.AsyncClient, api_key: str) -> None:
+async def test_posthog_unknown_metric_is_404_and_a_missing_one_400(
+    client: httpx.AsyncClient, api_key: str
+) -> None:
     headers = {"x-api-key": api_key}
-    for params in ({"metric_uuid": "nope"}, {}):
+    for params, status in (({"metric_uuid": "nope"}, 404), ({}, 400)):
         response = await client.get(POSTHOG.format("exp-a"), params=params, headers=headers)
-        assert response.status_code == 400 and list(response.json()) == ["error"]
+        assert response.status_code == status and list(response.json()) == ["error"]
 
 
 # --- LaunchDarkly ---------------------------------------------------------------------
@@ -270,11 +272,20 @@ async def test_parameter_errors_are_400(client: httpx.AsyncClient, api_key: str)
         ("/api/experiments", {"status": "bogus"}),
         ("/api/experiments", {"page": "0"}),
         ("/api/experiments", {"limit": "1000"}),
-        ("/api/experiments/exp-a/results", {"goal": "nope"}),
     ):
         response = await client.get(path, params=params, headers=headers)
         assert response.status_code == 400, (path, params)
         assert list(response.json()) == ["error"]
+
+
+async def test_an_unknown_goal_is_404(client: httpx.AsyncClient, api_key: str) -> None:
+    """A well-formed name of a goal the experiment lacks names nothing, as an unknown
+    experiment id does."""
+    response = await client.get(
+        "/api/experiments/exp-a/results", params={"goal": "nope"}, headers={"x-api-key": api_key}
+    )
+    assert response.status_code == 404
+    assert response.json() == {"error": "The experiment has no goal 'nope'."}
 
 
 # --- malformed input never makes a 5xx --------------------------------------------------

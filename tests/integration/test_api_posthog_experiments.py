@@ -122,7 +122,7 @@ async def test_a_recalculated_timeseries_is_served_until_recalculated_or_reconfi
         assert samples(stored) == [(today, 1, 2)]
         assert stored["fingerprint"] == live["fingerprint"]
         bad = await client.post(recalculate, json={"metric_uuid": "nope"}, headers=auth(writer))
-        assert bad.status_code == 400
+        assert bad.status_code == 404
 
     await send(settings, [("v4", "control")], [])
     await applied(settings, redis)

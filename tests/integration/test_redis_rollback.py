@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -27,6 +26,7 @@ from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
     delete_keys,
+    free_port,
     produce,
     wait_until_applied,
 )
@@ -36,12 +36,6 @@ from worker.services import redis_server
 from worker.store import connection
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +22,7 @@ from tests.integration.harness import (
     ENGINES,
     Namespace,
     WorkerProcesses,
+    free_port,
     produce,
     wait_until_applied,
 )
@@ -32,12 +32,6 @@ from worker.ingestion.monitor import Monitor
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def scrape(port: int) -> Samples:

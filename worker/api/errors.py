@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from worker.store.connection import REDIS_UNAVAILABLE
 
@@ -97,6 +98,19 @@ def validation_sentence(error: RequestValidationError) -> str:
     return f"Invalid parameter {where or 'value'}: {message[:1].lower()}{message[1:]}."
 
 
+def allowed_methods(app: FastAPI, request: Request) -> str:
+    """The methods of every route whose path matches the request, for the ``Allow``
+    header of a 405 (RFC 9110). Starlette names only the first route it tried, while a
+    path served by several routes (GET and PATCH of one resource) allows them all."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope | {"method": "GET"})
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the ``{"error": ...}`` shape."""
 
@@ -108,9 +122,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         return error_response(400, validation_sentence(error))
 
-    async def http_error(_: Request, error: Exception) -> JSONResponse:
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        return error_response(error.status_code, str(error.detail))
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = allowed_methods(app, request)
+        return error_response(error.status_code, str(error.detail), headers)
 
     async def storage_down(request: Request, error: Exception) -> JSONResponse:
         log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, error)

@@ -535,11 +535,12 @@ def _sentence(error: DefinitionError) -> str:
 
 
 def _goal(definition: ExperimentDefinition, goal: str | None) -> str:
-    """The goal asked for, else the primary one; 400 for a goal the experiment lacks."""
+    """The goal asked for, else the primary one; 404 for a goal the experiment lacks
+    (a well-formed name of nothing, as an unknown experiment id is)."""
     if goal is None:
         return definition.primary_goal.key
     if all(known.key != goal for known in definition.goals):
-        raise bad_request(f"The experiment has no goal {goal!r}.")
+        raise ApiError(404, f"The experiment has no goal {goal!r}.")
     return goal
 
 

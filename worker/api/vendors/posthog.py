@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.auth import PROJECT_NOT_FOUND, experiment_in_project, scoped_project
 from worker.api.caching.results import DEFAULT_QUERY
 from worker.api.context import ApiContext, api_context
-from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
+from worker.api.errors import ERROR_RESPONSES, ApiError
 from worker.api.experiment_state import ended_at
 from worker.events.experiment import ExperimentDefinition, ExperimentStatus, GoalType
 from worker.results.contract import VariantRow
@@ -215,10 +215,10 @@ def _fingerprint(definition: ExperimentDefinition, metric_uuid: str) -> str:
 
 
 def _goal_type(definition: ExperimentDefinition, goal_key: str) -> GoalType:
-    """The type of the goal ``metric_uuid`` names; 400 when the experiment has none such."""
+    """The type of the goal ``metric_uuid`` names; 404 when the experiment has none such."""
     goal = next((goal for goal in definition.goals if goal.key == goal_key), None)
     if goal is None:
-        raise bad_request(f"The experiment has no metric {goal_key!r}.")
+        raise ApiError(404, f"The experiment has no metric {goal_key!r}.")
     return goal.type
 
 
