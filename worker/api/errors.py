@@ -105,7 +105,7 @@ def allowed_methods(app: FastAPI, request: Request) -> str:
     methods: set[str] = set()
     for route in app.router.routes:
         if isinstance(route, Route) and route.methods:
-            match, _ = route.matches({**request.scope, "method": "GET"})
+            match, _ = route.matches(request.scope)
             if match is not Match.NONE:
                 methods |= route.methods
     return ", ".join(sorted(methods))
