@@ -9,14 +9,13 @@ nodes on the same ports.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import ProvisioningError
-from worker.services import kafka_server, redis_server
+from worker.services import debian_packages, kafka_server, redis_server
 from worker.services.kafka_server import KafkaLayout
 from worker.services.redis_server import RedisLayout
 
@@ -157,12 +156,7 @@ def redis_cli(node: RedisLayout, *command: str) -> str | None:
 
 
 def _redis_cli_binary() -> str:
-    found = shutil.which("redis-cli")
-    if found is None:
-        raise ProvisioningError(
-            "redis-cli is not installed: install Debian's redis-tools (apt-get install -y redis-tools)."
-        )
-    return found
+    return debian_packages.ensure_command("redis-cli", "redis-tools", "it creates the cluster")
 
 
 def cluster_info(node: RedisLayout) -> dict[str, str]:

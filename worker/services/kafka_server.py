@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from worker.config import min_insync_replicas
 from worker.errors import ProvisioningError
-from worker.services import processes
+from worker.services import debian_packages, processes
 
 KAFKA_VERSION = "3.9.1"
 SLF4J_BINDING = "org.slf4j:slf4j-reload4j:1.7.36"
@@ -109,19 +108,19 @@ class KafkaLayout:
         return f"{self.host}:{self.port}"
 
 
+def ensure_java() -> None:
+    """A Java runtime for the broker, installed from Debian when missing."""
+    debian_packages.ensure_command("java", "openjdk-17-jre-headless", "Kafka runs on Java 17")
+
+
 def ensure_jars(layout: KafkaLayout) -> None:
     """Resolve Kafka and its dependencies with Maven into the cache, once."""
     marker = layout.libs / ".complete"
     if marker.exists():
         return
-    if shutil.which("java") is None:
-        raise ProvisioningError(
-            "Java is not installed: install a Java 17 runtime (apt-get install -y openjdk-17-jre-headless) and run again."
-        )
-    if shutil.which("mvn") is None:
-        raise ProvisioningError(
-            "Maven is not installed: install it (apt-get install -y maven) and run again; it fetches the Kafka jars from Maven Central."
-        )
+    debian_packages.ensure_command(
+        "mvn", "maven", "Maven fetches the Kafka jars from Maven Central"
+    )
     build_dir = layout.cache_dir / f"kafka-{KAFKA_VERSION}"
     build_dir.mkdir(parents=True, exist_ok=True)
     group, artifact, version = SLF4J_BINDING.split(":")
@@ -296,6 +295,7 @@ def launch(layout: KafkaLayout, partitions: int, cluster_id: str) -> subprocess.
     """Start the broker process unless ours already runs (then None); returns at once."""
     if processes.read_pid(layout.pid_file) is not None:
         return None
+    ensure_java()
     ensure_jars(layout)
     write_config(layout, partitions)
     format_storage(layout, cluster_id)

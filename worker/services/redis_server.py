@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import ProvisioningError
-from worker.services import processes
+from worker.services import debian_packages, processes
 from worker.store import connection
 
 
@@ -43,23 +40,9 @@ class RedisLayout:
 
 def ensure_binary() -> str:
     """Path of redis-server, installing Debian's package when it is missing."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ProvisioningError(
-            "redis-server is not installed: install it (apt-get install -y redis-server) or set REDIS_URL to a running Redis."
-        )
-    print("Installing Debian's redis-server package (first run only)...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
-        result = subprocess.run(step, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ProvisioningError(f"'{' '.join(step)}' failed: {result.stderr.strip()[-300:]}")
-    found = shutil.which("redis-server")
-    if not found:
-        raise ProvisioningError("redis-server was installed but is not on PATH.")
-    return found
+    return debian_packages.ensure_command(
+        "redis-server", "redis-server", "or set REDIS_URL to a running Redis"
+    )
 
 
 ENCODING_LIMITS = {"hash-max-listpack-value": "512", "set-max-intset-entries": "2048"}
