@@ -21,6 +21,8 @@ BROWSERS = ("chrome", "safari", "firefox", "edge")
 OSES = ("windows", "macos", "ios", "android")
 COUNTRIES = ("US", "CA", "DE", "FR", "BR", "JP")
 SOURCES = ("direct", "search", "paid", "social", "email")
+SDKS = ("js", "ios", "android")
+TIMEZONES = ("Europe/Paris", "America/New_York")
 HOLD = timedelta(hours=1)
 
 
@@ -124,6 +126,12 @@ def generate(
         }
         if rng.random() < 0.5:
             context["first_seen_at"] = _iso(start - timedelta(days=rng.choice((0, 3))))
+        # From the visitor's number, not the random stream, so that adding them changed
+        # no other value; some visitors have none (the "(not set)" segment).
+        if number % 7:
+            context["sdk"] = SDKS[number % len(SDKS)]
+        if number % 5:
+            context["timezone"] = TIMEZONES[number % len(TIMEZONES)]
         orphan = rng.random() < 0.05
         entered: dict[str, datetime] = {}
         if not orphan:

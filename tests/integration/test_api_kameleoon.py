@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, Dataset, expected_totals
 from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace
-from tests.integration.test_api_mida import context, on_device, restricted
+from tests.integration.test_api_mida import Event, context, on_device, restricted
 from worker.api.app import create_app
 from worker.config import Settings
 from worker.store.keys import data_code_key
@@ -200,8 +200,9 @@ async def test_invalid_requests_are_400(client: httpx.AsyncClient, api_key: str)
     for body in (
         {"dateIntervals": WHOLE_RANGE},
         {**BODY, "dateIntervals": WHOLE_RANGE * 2},
-        {**BODY, "breakdown": {"type": "SDK"}},
-        {**BODY, "breakdown": {"type": "INTERVAL", "interval": "WEEK"}},
+        {**BODY, "breakdown": {"type": "INTERVAL", "interval": "HOUR"}},
+        {**BODY, "bayesian": True, "sequentialTesting": True},
+        {**BODY, "goalId": ["signup"], "goalsIds": ["click"]},
         {**BODY, "goalsIds": ["nope"]},
         {**BODY, "referenceVariationId": "9"},
         {**BODY, "callbackUrl": "file:///etc/passwd"},
@@ -319,11 +320,17 @@ async def test_callback_only_to_allowed_hosts(
 ) -> None:
     monkeypatch.delenv(ALLOWED_HOSTS_ENV, raising=False)
     body = BODY | {"callbackUrl": callback_server}
+    path = "/experiments/exp-a/results"
     async with client_of_the_environment(api_namespace) as client:
-        path = "/experiments/exp-a/results"
-        code = (await request_code(client, path, api_key, body))["dataCode"]
-        await ready(client, code, api_key)
-        await asyncio.sleep(0.2)
+        error = await request_code(client, path, api_key, body, status=400)
+    assert error == {
+        "error": "callbackUrl host '127.0.0.1' is not allowed: this server calls back only "
+        "the hosts listed in its AB_CALLBACK_ALLOWED_HOSTS setting."
+    }
+    monkeypatch.setenv(ALLOWED_HOSTS_ENV, "example.org")
+    async with client_of_the_environment(api_namespace) as client:
+        await request_code(client, path, api_key, body, status=400)
+    await asyncio.sleep(0.2)
     assert Counting.received == []
     monkeypatch.setenv(ALLOWED_HOSTS_ENV, "example.org, 127.0.0.1")
     async with client_of_the_environment(api_namespace) as client:
@@ -334,3 +341,168 @@ async def test_callback_only_to_allowed_hosts(
                 break
             await asyncio.sleep(0.05)
     assert [json_body for json_body in Counting.received] == [f'{{"dataCode":"{code}"}}'.encode()]
+
+
+# --- issue 18: the tutorial's names, SDK/TIMEZONE, week intervals, token revocation ----
+
+
+async def test_the_tutorials_parameter_names_give_the_same_results(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    tutorial = await results(
+        client,
+        "exp-a",
+        api_key,
+        conversionType="CONVERTED_VISITS",
+        goalId=["signup"],
+        referenceVariationId="1",
+        sequentialTesting="true",
+        visitorData="false",
+    )
+    reference = await results(
+        client,
+        "exp-a",
+        api_key,
+        conversionType="CONVERTED_VISITS",
+        goalsIds=["signup"],
+        referenceVariationId="1",
+        sequentialTesting=True,
+        visitorData=False,
+    )
+    assert tutorial == reference
+    assert list(tutorial["variationData"]) == ["_reference", "0"]
+    rows = ingested.expected("exp-a", "signup")
+    expected = {"signup": [rows[1], rows[0]]}
+    for index, variation in enumerate(tutorial["variationData"].values()):
+        general = variation["breakdownData"]["_reference"]["generalData"]
+        assert_matches(general, expected, index, unit="visits", converted="converted_visits")
+
+
+def signup_lift(data: dict[str, Any], variation: str = "1") -> dict[str, Any]:
+    general = data["variationData"][variation]["breakdownData"]["_reference"]["generalData"]
+    return dict(general["goalsData"]["signup"])
+
+
+async def test_sequential_testing_changes_a_bayesian_experiments_result_or_is_400(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    """exp-a's engine is Bayesian (the default): sequentialTesting asks for the
+    frequentist test it is a stopping rule of, whose confidence sequence is wider
+    than the fixed-horizon interval around the same lift."""
+    signup = {"goalsIds": ["signup"]}
+    bayesian = signup_lift(await results(client, "exp-a", api_key, **signup))
+    sequential = signup_lift(
+        await results(client, "exp-a", api_key, sequentialTesting=True, **signup)
+    )
+    explicit = signup_lift(
+        await results(client, "exp-a", api_key, bayesian=False, sequentialTesting=True, **signup)
+    )
+    fixed = signup_lift(
+        await results(client, "exp-a", api_key, bayesian=False, sequentialTesting=False, **signup)
+    )
+    assert sequential == explicit
+    assert sequential["reliability"] != bayesian["reliability"]
+    rows = ingested.expected("exp-a", "signup")
+    lift = 100 * (
+        (rows[1]["conversions"] / rows[1]["visitors"])
+        / (rows[0]["conversions"] / rows[0]["visitors"])
+        - 1
+    )
+    for shown in (sequential, fixed, bayesian):
+        assert shown["improvementRate"] == pytest.approx(lift, rel=1e-6)
+    (seq_low, seq_high), (low, high) = (
+        sequential["improvementInterval"],
+        fixed["improvementInterval"],
+    )
+    assert seq_low < low < lift < high < seq_high
+    error = await request_code(
+        client,
+        "/experiments/exp-a/results",
+        api_key,
+        BODY | signup | {"bayesian": True, "sequentialTesting": True},
+        status=400,
+    )
+    assert error == {
+        "error": "sequentialTesting applies to the frequentist engine only: a Bayesian result "
+        "has no sequential form; send bayesian false (or leave it out) for sequential results."
+    }
+
+
+@pytest.mark.parametrize(("kind", "field"), [("SDK", "sdk"), ("TIMEZONE", "timezone")])
+async def test_sdk_and_timezone_breakdowns_match_the_oracle(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str, kind: str, field: str
+) -> None:
+    data = await results(client, "exp-b", api_key, goalsIds=["signup"], breakdown={"type": kind})
+    values = {
+        context(event, field) for event in ingested.assignments if event["experiment_id"] == "exp-b"
+    }
+    assert None in values and len(values) >= 3
+    expected = {
+        value or "(not set)": {
+            "signup": expected_totals(
+                restricted(ingested, "exp-b", having(field, value)), "exp-b", "signup"
+            )
+        }
+        for value in values
+    }
+    for index, variation in enumerate(data["variationData"].values()):
+        breakdown = variation["breakdownData"]
+        assert set(breakdown) == {"_reference", *expected}
+        for label, rows in expected.items():
+            assert_matches(breakdown[label]["generalData"], rows, index)
+
+
+def having(field: str, value: object) -> Callable[[Event], bool]:
+    """Visitors whose context ``field`` is ``value`` (None: who have none)."""
+    return lambda event: context(event, field) == value
+
+
+async def test_week_and_month_intervals_hold_the_visitors_entering_in_them(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    """Every entry is on Friday 2026-11-20: in the week starting Monday 2026-11-16 and
+    the month starting 2026-11-01, or a period clipped to an interval starting on it."""
+    expected = {goal: ingested.expected("exp-c", goal) for goal in GOALS}
+    for interval, start, key in (
+        ("WEEK", "2026-11-01", "2026-11-16"),
+        ("WEEK", "2026-11-20", "2026-11-20"),
+        ("MONTH", "2026-11-01", "2026-11-01"),
+        ("MONTH", "2026-11-19", "2026-11-19"),
+    ):
+        data = await results(
+            client,
+            "exp-c",
+            api_key,
+            dateIntervals=[{"start": f"{start}T00:00:00Z", "end": "2026-12-31T23:59:59Z"}],
+            breakdown={"type": "INTERVAL", "interval": interval},
+        )
+        for index, variation in enumerate(data["variationData"].values()):
+            breakdown = variation["breakdownData"]
+            assert list(breakdown) == ["_reference", key], interval
+            assert_matches(breakdown[key]["generalData"], expected, index)
+            assert breakdown[key] == breakdown["_reference"]
+
+
+async def test_a_shared_token_can_be_revoked_and_a_new_one_issued(
+    client: httpx.AsyncClient, api_key: str, writer_key: str
+) -> None:
+    share = "/experiments/exp-c/share"
+    first = (await client.post(share, headers=auth(writer_key))).json()["token"]
+    await results(client, "exp-c", first)
+    # Only a key that may write revokes; a token cannot revoke itself.
+    assert (await client.delete(share, headers=auth(api_key))).status_code == 403
+    assert (await client.delete(share, headers=auth(first))).status_code == 401
+    assert (await client.delete(share)).status_code == 401
+    unknown = await client.delete("/experiments/no-such-exp/share", headers=auth(writer_key))
+    assert unknown.status_code == 404
+    revoked = await client.delete(share, headers=auth(writer_key))
+    assert (revoked.status_code, revoked.content) == (204, b"")
+    await request_code(client, "/experiments/exp-c/results", first, BODY, status=401)
+    again = await client.delete(share, headers=auth(writer_key))
+    assert again.status_code == 204  # nothing left to revoke is no error
+    issued = await client.post(share, headers=auth(writer_key))
+    assert issued.status_code == 200
+    second = issued.json()["token"]
+    assert second != first
+    await results(client, "exp-c", second)
+    await request_code(client, "/experiments/exp-c/results", first, BODY, status=401)

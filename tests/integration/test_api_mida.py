@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -639,6 +639,131 @@ def assert_not_a_server_error(response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert list(response.json()) == ["error"]
+
+
+# --- issue 18: the remaining Mida gaps ---------------------------------------------------
+
+
+async def test_malformed_test_id_is_400_and_an_unknown_one_404(
+    client: httpx.AsyncClient, api_key: str, writer_key: str
+) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    for malformed in ("bad%20id", "x" * 81, "a%2Cb", "%C3%A9t%C3%A9"):
+        for suffix in ("", "/result", "/metrics", "/timeseries", "/distribution", "/share-link"):
+            response = await client.get(f"{BASE}/experiment/{malformed}{suffix}", headers=headers)
+            assert response.status_code == 400, (malformed, suffix, response.text)
+            assert response.json()["error"].startswith("Invalid parameter test_id: ")
+        # The key is checked first: no key is a 401 whatever the id looks like.
+        assert (await client.get(f"{BASE}/experiment/{malformed}/result")).status_code == 401
+        writer = {"Authorization": f"Bearer {writer_key}"}
+        response = await client.post(f"{BASE}/experiment/{malformed}/share-link", headers=writer)
+        assert response.status_code == 400
+    for unknown in ("no-such-exp", "12345", "x" * 80):
+        response = await client.get(f"{BASE}/experiment/{unknown}/result", headers=headers)
+        assert (response.status_code, response.json()) == (
+            404,
+            {"error": "Experiment not found or belongs to a different project."},
+        )
+
+
+async def test_only_start_date_runs_through_the_current_server_date(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    path = f"{BASE}/experiment/exp-a/result"
+    today = datetime.now(UTC).date()
+    body = await get_json(client, path, api_key, start_date="2026-11-20", goal_key="signup")
+    # Every generated event is dated 2026-11-20, before today.
+    assert_variants_match(body["variants"], ingested.expected("exp-a", "signup"))
+    through_today = await get_json(
+        client,
+        path,
+        api_key,
+        start_date="2026-11-20",
+        end_date=today.isoformat(),
+        goal_key="signup",
+    )
+    assert through_today["variants"] == body["variants"]
+    tomorrow = date.fromordinal(today.toordinal() + 1).isoformat()
+    error = await get_json(client, path, api_key, 400, start_date=tomorrow)
+    assert error == {
+        "error": f"start_date {tomorrow} is after today ({today}, tz 0), where a range "
+        "without end_date ends."
+    }
+
+
+async def test_structured_filters_in_every_spelling_are_400(
+    client: httpx.AsyncClient, api_key: str
+) -> None:
+    path = f"{BASE}/experiment/exp-a/result"
+    for name, value in (
+        ("filters[device]", "mobile"),
+        ("filters[country][]", "US"),
+        ("filters.device", "mobile"),
+        ("filters", '{"device": "mobile"}'),
+        ("custom_filter[0]", "x"),
+    ):
+        body = await get_json(client, path, api_key, 400, **{name: value})
+        assert body == {
+            "error": f"Structured filters ({name!r}) are not supported: "
+            "use filter_by or custom_filter."
+        }
+
+
+async def test_repeated_custom_filter_is_an_and_of_the_parts(
+    client: httpx.AsyncClient, ingested: Dataset, api_key: str
+) -> None:
+    mobile = json.dumps([[{"criteria": "device", "operator": "==", "value": "mobile"}]])
+    us_or_ca = json.dumps(
+        [
+            [
+                {"criteria": "country", "operator": "==", "value": "US"},
+                {"criteria": "country", "operator": "==", "value": "CA"},
+            ]
+        ]
+    )
+    response = await client.get(
+        f"{BASE}/experiment/exp-c/result",
+        params=[("custom_filter", mobile), ("custom_filter", us_or_ca)],
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == 200, response.text
+
+    def keep(event: Event) -> bool:
+        return context(event, "device") == "mobile" and context(event, "country") in ("US", "CA")
+
+    expected = expected_totals(restricted(ingested, "exp-c", keep), "exp-c", "purchase")
+    only_last = expected_totals(
+        restricted(ingested, "exp-c", lambda e: context(e, "country") in ("US", "CA")),
+        "exp-c",
+        "purchase",
+    )
+    assert sum(row["visitors"] for row in expected) < sum(row["visitors"] for row in only_last)
+    assert_variants_match(response.json()["variants"], expected)
+    twice = await client.get(
+        f"{BASE}/experiment/exp-c/result",
+        params=[("goal_key", "signup"), ("goal_key", "click")],
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert (twice.status_code, twice.json()) == (
+        400,
+        {"error": "goal_key is given more than once; give it once."},
+    )
+
+
+async def test_values_and_operators_outside_the_documented_forms_are_400(
+    client: httpx.AsyncClient, api_key: str
+) -> None:
+    path = f"{BASE}/experiment/exp-a/result"
+    where = "custom_filter group 1, rule 1: "
+    for criteria, operator, value, message in (
+        ("country", "==", "USA", "country must be an ISO 3166-1 alpha-2 code (two letters), got 'USA'."),
+        ("v.visitor_id", "==", "vis 1", "v.visitor_id must be 1-80 letters, digits, '_' or '-' (the pattern of visitor ids), got 'vis 1'."),
+        ("country", "ex", "", "operator 'ex' does not apply to country (use one of ==, !=)."),
+        ("hourofday", ">=", "noon", "hourofday must be compared with a number, got 'noon'."),
+    ):  # fmt: skip
+        rules = json.dumps([[{"criteria": criteria, "operator": operator, "value": value}]])
+        body = await get_json(client, path, api_key, 400, custom_filter=rules)
+        assert body == {"error": where + message}
 
 
 # --- a real server process ----------------------------------------------------------------

@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, str, Any, str, Shape | None]] = [
     ("POST", "/feature-flags/exp-a/results", {}, READ, ours),
     ("GET", "/results?dataCode=unknown", None, READ, ours),
     ("POST", "/experiments/exp-a/share", None, WRITE, ours),
+    ("DELETE", "/experiments/exp-a/share", None, WRITE, ours),
     ("GET", "/api/experiments", None, READ, ours),
     ("GET", "/api/experiments/exp-a", None, READ, ours),
     ("GET", "/api/experiments/exp-a/results", None, READ, ours),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.result_rows import goal_block, variant_row
 from worker.api.errors import ApiError
-from worker.api.kameleoon.params import ResultsRequest, results_plan
+from worker.api.kameleoon.params import ResultsRequest, periods, results_plan
 from worker.api.kameleoon.shapes import variation_data
 from worker.events.experiment import Correction, Engine, ExperimentDefinition, GoalType
 from worker.results.contract import VariantRow, VariantStatistics
@@ -57,21 +59,113 @@ def test_body_becomes_the_query() -> None:
         [("device", "==", "MOBILE"), ("device", "==", "TABLET")],
         [("visitor_type", "!=", "returning")],
     ]
-    assert result.goals == ["view"] and not result.daily
+    assert result.goals == ["view"] and result.interval is None
     assert result.definition is DEFINITION
 
 
 def test_statistics_overrides_copy_the_definition() -> None:
     stats = plan(
-        bayesian=True, sequentialTesting=True, enabledMultipleTesting=True
+        bayesian=False, sequentialTesting=True, enabledMultipleTesting=True
     ).definition.stats
     assert (stats.engine, stats.sequential, stats.correction) == (
-        Engine.BAYESIAN,
+        Engine.FREQUENTIST,
         True,
         Correction.BONFERRONI,
     )
-    assert DEFINITION.stats.engine is Engine.FREQUENTIST
-    assert plan(breakdown={"type": "INTERVAL", "interval": "DAY"}).daily
+    assert plan(bayesian=True).definition.stats.engine is Engine.BAYESIAN
+    assert DEFINITION.stats.engine is Engine.FREQUENTIST and not DEFINITION.stats.sequential
+    assert plan(breakdown={"type": "INTERVAL", "interval": "DAY"}).interval == "DAY"
+
+
+BAYESIAN = DEFINITION.model_copy(
+    update={"stats": DEFINITION.stats.model_copy(update={"engine": Engine.BAYESIAN})}
+)
+
+
+def bayesian_plan(**body: Any) -> Any:
+    return results_plan(ResultsRequest.model_validate(BASE | body), BAYESIAN)
+
+
+def test_sequential_testing_asks_for_the_frequentist_engine_unless_bayesian_is_asked_for() -> None:
+    # Kameleoon's bayesian defaults to false: sequentialTesting alone is a frequentist test.
+    for sequential in (True, False):
+        stats = bayesian_plan(sequentialTesting=sequential).definition.stats
+        assert (stats.engine, stats.sequential) == (Engine.FREQUENTIST, sequential)
+    # Without sequentialTesting the experiment's own engine stays.
+    assert bayesian_plan().definition is BAYESIAN
+    # bayesian true with sequentialTesting false: nothing contradicts, Bayesian it is.
+    assert bayesian_plan(bayesian=True, sequentialTesting=False).definition.stats.engine is (
+        Engine.BAYESIAN
+    )
+    with pytest.raises(ApiError) as raised:
+        bayesian_plan(bayesian=True, sequentialTesting=True)
+    assert raised.value.status_code == 400
+    assert raised.value.message == (
+        "sequentialTesting applies to the frequentist engine only: a Bayesian result has no "
+        "sequential form; send bayesian false (or leave it out) for sequential results."
+    )
+
+
+def test_the_tutorials_parameter_names_and_types_are_accepted() -> None:
+    tutorial = plan(
+        goalId=["view"], referenceVariationId="b", sequentialTesting="true", visitorData="false"
+    )
+    ours = plan(
+        goalsIds=["view"], referenceVariationId="b", sequentialTesting=True, visitorData=False
+    )
+    assert tutorial == ours
+    assert (tutorial.goals, tutorial.query.count_unit) == (["view"], "visits")
+    assert tutorial.definition.stats.sequential
+    assert plan(goalId=["view"], goalsIds=["view"]).goals == ["view"]
+    with pytest.raises(ApiError, match="goalId and goalsIds name different goals"):
+        plan(goalId=["view"], goalsIds=["buy"])
+
+
+NUMBERED = DEFINITION.model_copy(
+    update={
+        "variants": [
+            DEFINITION.variants[0].model_copy(update={"id": "0"}),
+            DEFINITION.variants[1].model_copy(update={"id": "828220"}),
+        ],
+        "goals": [DEFINITION.goals[0].model_copy(update={"key": "123"}), DEFINITION.goals[1]],
+    }
+)
+
+
+def test_numeric_ids_name_the_goals_and_variations_written_as_text() -> None:
+    body = BASE | {"goalId": [123], "referenceVariationId": 828220}
+    numbered = results_plan(ResultsRequest.model_validate(body), NUMBERED)
+    assert numbered.goals == ["123"] and numbered.query.reference_variant == "828220"
+    with pytest.raises(ValidationError):
+        ResultsRequest.model_validate(BASE | {"goalId": [True]})
+
+
+def test_sdk_and_timezone_breakdowns_are_visitor_dimensions() -> None:
+    assert plan(breakdown={"type": "SDK"}).query.breakdown == "sdk"
+    assert plan(breakdown={"type": "TIMEZONE"}).query.breakdown == "timezone"
+
+
+@pytest.mark.parametrize(
+    ("interval", "first", "last", "expected"),
+    [
+        # Weeks start on Monday; the first and last are clipped to the days asked for.
+        ("WEEK", "2026-11-18", "2026-12-01", [("2026-11-18", "2026-11-22"), ("2026-11-23", "2026-11-29"), ("2026-11-30", "2026-12-01")]),
+        ("WEEK", "2026-11-16", "2026-11-22", [("2026-11-16", "2026-11-22")]),
+        ("MONTH", "2026-11-20", "2027-01-05", [("2026-11-20", "2026-11-30"), ("2026-12-01", "2026-12-31"), ("2027-01-01", "2027-01-05")]),
+        ("DAY", "2026-11-20", "2026-11-21", [("2026-11-20", "2026-11-20"), ("2026-11-21", "2026-11-21")]),
+    ],
+)  # fmt: skip
+def test_periods_split_the_days_at_week_and_month_starts(
+    interval: str, first: str, last: str, expected: list[tuple[str, str]]
+) -> None:
+    split = periods(date.fromisoformat(first), date.fromisoformat(last), interval)  # type: ignore[arg-type]
+    assert [(start.isoformat(), end.isoformat()) for start, end in split] == expected
+
+
+def test_hourly_intervals_are_400() -> None:
+    with pytest.raises(ApiError, match="interval DAY, WEEK or MONTH"):
+        plan(breakdown={"type": "INTERVAL", "interval": "HOUR"})
+    assert plan(breakdown={"type": "INTERVAL", "interval": "WEEK"}).interval == "WEEK"
 
 
 @pytest.mark.parametrize(

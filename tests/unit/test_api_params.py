@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from worker.api.mida.params import (
     metric_goal_keys,
     parse_custom_filter,
     parse_event_attribute,
+    reject_repeated,
     reject_structured_filters,
     result_query,
 )
@@ -77,7 +78,7 @@ def test_dates_tz_goal_and_counting_options() -> None:
         2,
         7,
     )
-    assert query(start_date="2024-01-15").end_date is None  # either date alone
+    # start_date alone runs through today (see below); end_date alone is open at the start
     assert query(goal_profile_id="click").goal == "click"
     assert query(tz="+3.0").tz == 3
 
@@ -241,3 +242,124 @@ def test_metric_keys_select_goals_or_default_to_the_secondary_ones() -> None:
         metric_goal_keys(DEFINITION, "signup,nope", None)
     with pytest.raises(ApiError, match="JSON array of goal keys"):
         metric_goal_keys(DEFINITION, "[1, 2]", None)
+
+
+# --- issue 18: the remaining Mida gaps ------------------------------------------------
+
+
+def test_only_start_date_runs_through_the_current_date_in_the_query_timezone() -> None:
+    late_evening = datetime(2026, 12, 7, 22, 30, tzinfo=UTC)
+    parsed = result_query(ResultParams(start_date="2026-11-01"), DEFINITION, late_evening)
+    assert (parsed.start_date, parsed.end_date) == (date(2026, 11, 1), date(2026, 12, 7))
+    # Two hours east of UTC it is already the 8th.
+    east = result_query(ResultParams(start_date="2026-11-01", tz="2"), DEFINITION, late_evening)
+    assert east.end_date == date(2026, 12, 8)
+    # Only end_date: open at the start, as before.
+    assert query(end_date="2026-11-30").start_date is None
+
+
+def test_a_start_date_after_today_without_end_date_is_400() -> None:
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    with pytest.raises(ApiError) as caught:
+        result_query(ResultParams(start_date="2026-12-08"), DEFINITION, now)
+    assert caught.value.status_code == 400
+    assert "after today (2026-12-07" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "name", ["filters", "filters[device]", "filters[country][]", "filters.device", "x[0]"]
+)
+def test_every_spelling_of_structured_filters_is_400(name: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        reject_structured_filters(["goal_key", name])
+    assert caught.value.status_code == 400
+    assert caught.value.message == (
+        f"Structured filters ({name!r}) are not supported: use filter_by or custom_filter."
+    )
+
+
+def test_single_valued_parameters_given_twice_are_400() -> None:
+    reject_repeated(["custom_filter", "custom_filter", "goal_key"])
+    for name in ("start_date", "goal_key", "event_attribute", "min_count", "breakdown_by"):
+        with pytest.raises(ApiError, match=f"^{name} is given more than once; give it once.$"):
+            reject_repeated(["tz", name, name])
+
+
+def test_repeated_custom_filters_are_anded() -> None:
+    mobile = json.dumps([[{"criteria": "device", "operator": "==", "value": "mobile"}]])
+    us_or_ca = json.dumps(
+        [
+            [
+                {"criteria": "country", "operator": "==", "value": "US"},
+                {"criteria": "country", "operator": "==", "value": "CA"},
+            ]
+        ]
+    )
+    parsed = query(custom_filter=[mobile, us_or_ca], filter_by="new")
+    assert parsed.segment == (
+        (condition("visitor_type", "==", "new"),),
+        (condition("device", "==", "mobile"),),
+        (condition("country", "==", "US"), condition("country", "==", "CA")),
+    )
+    assert query(custom_filter=[mobile]).segment == query(custom_filter=mobile).segment
+
+
+def rule(criteria: str, operator: str, value: Any) -> str:
+    return json.dumps([{"criteria": criteria, "operator": operator, "value": value}])
+
+
+@pytest.mark.parametrize(
+    ("criteria", "operator", "value", "fragment"),
+    [
+        (
+            "country",
+            "==",
+            "USA",
+            "country must be an ISO 3166-1 alpha-2 code (two letters), got 'USA'",
+        ),
+        ("country", "!=", "U1", "country must be an ISO 3166-1 alpha-2 code"),
+        ("country", "==", 12, "country must be an ISO 3166-1 alpha-2 code"),
+        (
+            "v.visitor_id",
+            "==",
+            "has space",
+            "v.visitor_id must be 1-80 letters, digits, '_' or '-'",
+        ),
+        ("v.uuid", "**", "a/b", "v.uuid must be 1-80 letters, digits, '_' or '-'"),
+        ("v.visitor_id", "==", "x" * 81, "(the pattern of visitor ids)"),
+        ("country", "ex", "", "operator 'ex' does not apply to country (use one of ==, !=)"),
+        ("country", "**", "U", "operator '**' does not apply to country"),
+        ("device", "nx", "", "operator 'nx' does not apply to device (use one of ==, !=, **, !*)"),
+        ("hourofday", "**", "1", "operator '**' does not apply to hourofday"),
+        ("user_type", "!*", "new", "operator '!*' does not apply to user_type"),
+        ("hourofday", ">", "noon", "hourofday must be compared with a number, got 'noon'"),
+        ("dayofweek", "<=", True, "dayofweek must be compared with a number, got 'True'"),
+        ("hourofday", ">=", "nan", "hourofday must be compared with a number"),
+        ("hourofday", "==", "noon", "hourofday has no value 'noon'"),
+    ],
+)
+def test_values_and_operators_outside_a_criterions_documented_form_are_400(
+    criteria: str, operator: str, value: Any, fragment: str
+) -> None:
+    message = error_of(custom_filter=rule(criteria, operator, value))
+    assert fragment in message
+    assert message.startswith("custom_filter group 1, rule 1: ") and message.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("criteria", "operator", "value", "field"),
+    [
+        ("country", "==", "us", "country"),
+        ("v.visitor_id", "==", "vis-61_0", "visitor_id"),
+        ("v.uuid", "**", "61", "visitor_id"),
+        ("v.visitor_id", "==", 12345, "visitor_id"),
+        ("hourofday", ">", "7", "hour_of_day"),
+        ("dayofweek", "<", 2.0, "day_of_week"),
+        ("landing_page", "ex", "", "landing_page"),
+    ],
+)
+def test_values_in_a_criterions_documented_form_pass(
+    criteria: str, operator: str, value: Any, field: str
+) -> None:
+    ((parsed,),) = query(custom_filter=rule(criteria, operator, value)).segment
+    assert parsed.field == field

@@ -63,7 +63,7 @@ FilterField = Literal[
 Dimension = Literal[
     "device", "browser", "os", "country", "visitor_type", "source",
     "day_of_week", "hour_of_day",
-    "region", "city", "landing_page", "ref_page",
+    "region", "city", "landing_page", "ref_page", "sdk", "timezone",
     "utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term",
     "device_raw", "browser_raw", "os_raw", "source_raw",
 ]  # fmt: skip

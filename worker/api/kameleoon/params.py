@@ -4,6 +4,13 @@ A request names one date interval (whole local days of its start and end, in the
 offset its timestamps carry), how conversions count, the reference, the goals, an
 optional breakdown, cell filters and statistics overrides. Anything this server cannot
 answer exactly is a 400 naming the field, never a silently different answer.
+
+The names of Kameleoon's results tutorial work as well as the reference's: ``goalId``
+for ``goalsIds``, ``"true"``/``"false"`` text for the booleans, numbers for goal and
+variation ids (ours are text: ``123`` names the goal ``"123"``). ``sequentialTesting``
+chooses the stopping rule of the frequentist engine: given without ``bayesian``
+(Kameleoon's default is false) it asks for that engine; with ``bayesian: true`` it is a
+400 when true, as a Bayesian result has no sequential form.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from worker.api.errors import bad_request
 from worker.events.experiment import Correction, Engine, ExperimentDefinition
@@ -33,7 +40,17 @@ CELL_FIELDS: dict[str, Dimension] = {
 }
 """Kameleoon's filter and breakdown types that are segment-cell dimensions here."""
 
-BREAKDOWNS: dict[str, Dimension] = {**CELL_FIELDS, "DAY_OF_WEEK": "day_of_week"}
+BREAKDOWNS: dict[str, Dimension] = {
+    **CELL_FIELDS,
+    "DAY_OF_WEEK": "day_of_week",
+    "SDK": "sdk",
+    "TIMEZONE": "timezone",
+}
+"""Breakdown types → dimensions; SDK and TIMEZONE are the assignment context's ``sdk``
+and ``timezone`` (visitors without one under ``(not set)``)."""
+
+Interval = Literal["DAY", "WEEK", "MONTH"]
+INTERVALS: tuple[Interval, ...] = ("DAY", "WEEK", "MONTH")
 VISITOR_TYPES = {
     "new": "new",
     "new_visitor": "new",
@@ -46,6 +63,15 @@ VISITOR_TYPES = {
 
 SECONDS_PER_HOUR = 3600
 Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _number_as_text(value: object) -> object:
+    """Kameleoon's ids are numbers; ours are text: ``123`` names ``"123"``."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Id = Annotated[Text, BeforeValidator(_number_as_text)]
+GoalIds = Annotated[list[Id], Field(min_length=1, max_length=50)]
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -87,8 +113,11 @@ class ResultsRequest(BaseModel):
     conversionType: Literal["ALL_CONVERSION", "CONVERTED_VISITS"]
     visitorData: bool = True
     allVariationsData: bool = True
-    referenceVariationId: Text | None = None
-    goalsIds: Annotated[list[Text], Field(min_length=1, max_length=50)] | None = None
+    referenceVariationId: Id | None = None
+    goalsIds: GoalIds | None = None
+    goalId: GoalIds | None = Field(
+        default=None, description="The results tutorial's name of goalsIds."
+    )
     breakdown: Breakdown | None = None
     filters: Annotated[list[Filter], Field(max_length=50)] = []
     bayesian: bool | None = None
@@ -100,17 +129,18 @@ class ResultsRequest(BaseModel):
 @dataclass(frozen=True)
 class ResultsPlan:
     """What to compute: the definition with the request's statistics overrides, the
-    query, the goals to report and whether the breakdown is by day of entry."""
+    query, the goals to report and the period of entry an INTERVAL breakdown splits by
+    (None: no such breakdown)."""
 
     definition: ExperimentDefinition
     query: ResultQuery
     goals: list[str]
-    daily: bool
+    interval: Interval | None
 
 
 def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> ResultsPlan:
     """The plan of a request for ``definition``; 400 on anything it cannot answer."""
-    daily = body.breakdown is not None and body.breakdown.type == "INTERVAL"
+    interval = _interval(body.breakdown)
     try:
         start, end, tz = _dates(body.dateIntervals)
         query = ResultQuery(
@@ -118,7 +148,7 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
             end_date=end,
             tz=tz,
             segment=tuple(group for spec in body.filters for group in _filter_groups(spec)),
-            breakdown=None if daily else _breakdown(body.breakdown),
+            breakdown=None if interval else _breakdown(body.breakdown),
             count_unit="visitors" if body.visitorData else "visits",
             conversion_type="all"
             if body.conversionType == "ALL_CONVERSION"
@@ -128,14 +158,48 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
         query.variant_order(definition)
     except ValueError as error:
         raise bad_request(f"Invalid request: {_first_line(error)}.") from error
-    if daily and body.breakdown is not None and body.breakdown.interval != "DAY":
-        raise bad_request("Breakdown INTERVAL supports interval DAY only.")
     return ResultsPlan(
         definition=_with_overrides(definition, body),
         query=query,
-        goals=_goals(definition, body.goalsIds),
-        daily=daily,
+        goals=_goals(definition, _goal_ids(body)),
+        interval=interval,
     )
+
+
+def periods(first: date, last: date, interval: Interval) -> list[tuple[date, date]]:
+    """The days ``first``..``last`` split into days, weeks (Monday first) or calendar
+    months, as (first day, last day) pairs, the outer two clipped to the range."""
+    spans: list[tuple[date, date]] = []
+    start = first
+    while start <= last:
+        if interval == "DAY":
+            following = start + timedelta(days=1)
+        elif interval == "WEEK":
+            following = start + timedelta(days=7 - start.weekday())
+        else:
+            following = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+        spans.append((start, min(following - timedelta(days=1), last)))
+        start = following
+    return spans
+
+
+def _interval(breakdown: Breakdown | None) -> Interval | None:
+    """The period of an INTERVAL breakdown; HOUR is a 400, as queries select whole days."""
+    if breakdown is None or breakdown.type != "INTERVAL":
+        return None
+    for interval in INTERVALS:
+        if breakdown.interval == interval:
+            return interval
+    raise bad_request(
+        "Breakdown INTERVAL needs interval DAY, WEEK or MONTH (results select whole days)."
+    )
+
+
+def _goal_ids(body: ResultsRequest) -> list[str] | None:
+    """``goalsIds``, or the tutorial's ``goalId``; both only when they agree."""
+    if body.goalId is not None and body.goalsIds is not None and body.goalId != body.goalsIds:
+        raise bad_request("goalId and goalsIds name different goals; give one of them.")
+    return body.goalsIds if body.goalsIds is not None else body.goalId
 
 
 def _dates(intervals: list[DateInterval]) -> tuple[date, date, int]:
@@ -194,18 +258,30 @@ def _goals(definition: ExperimentDefinition, goal_ids: list[str] | None) -> list
     return list(dict.fromkeys(goal_ids))
 
 
+SEQUENTIAL_BAYESIAN = (
+    "sequentialTesting applies to the frequentist engine only: a Bayesian result has no "
+    "sequential form; send bayesian false (or leave it out) for sequential results."
+)
+
+
 def _with_overrides(definition: ExperimentDefinition, body: ResultsRequest) -> ExperimentDefinition:
     """The definition with the request's engine, sequential and correction choices.
 
+    ``sequentialTesting`` without ``bayesian`` asks for the frequentist engine (whose
+    stopping rule it chooses); with ``bayesian: true`` it must be false.
     ``enabledMultipleTesting: true`` keeps a configured correction, else applies
     Bonferroni; ``false`` turns any correction off.
     """
     stats = definition.stats
     update: dict[str, object] = {}
+    if body.bayesian and body.sequentialTesting:
+        raise bad_request(SEQUENTIAL_BAYESIAN)
     if body.bayesian is not None:
         update["engine"] = Engine.BAYESIAN if body.bayesian else Engine.FREQUENTIST
     if body.sequentialTesting is not None:
         update["sequential"] = body.sequentialTesting
+        if body.bayesian is None:
+            update["engine"] = Engine.FREQUENTIST
     if body.enabledMultipleTesting is not None:
         configured = stats.correction if stats.correction is not Correction.NONE else None
         update["correction"] = (

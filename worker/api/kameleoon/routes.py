@@ -3,7 +3,8 @@ read the result under the code when the background computation is done.
 
 ``callbackUrl`` is only contacted when its host is listed in the setting
 ``AB_CALLBACK_ALLOWED_HOSTS`` (comma-separated, empty by default), so the server can
-never be made to reach an internal address; redirects are not followed.
+never be made to reach an internal address; a request naming another host is a 400
+saying so (nothing is computed), and redirects are not followed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
 from worker.api.auth import experiment_in_project, scoped_project
@@ -24,7 +25,13 @@ from worker.api.caching.results import ResultSource
 from worker.api.context import ApiContext, api_context
 from worker.api.errors import ERROR_RESPONSES, ApiError, bad_request
 from worker.api.kameleoon.auth import Caller, KameleoonCaller, readable_experiment
-from worker.api.kameleoon.params import ResultsPlan, ResultsRequest, results_plan
+from worker.api.kameleoon.params import (
+    Interval,
+    ResultsPlan,
+    ResultsRequest,
+    periods,
+    results_plan,
+)
 from worker.api.kameleoon.shapes import REFERENCE, GoalBlocks, variation_data
 from worker.results.contract import GoalBlock
 from worker.store import keys
@@ -36,7 +43,7 @@ from worker.store.data_codes import (
     find_data_code,
     finish_data_code,
 )
-from worker.store.share_links import create_share_link
+from worker.store.share_links import create_share_link, revoke_share_link
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,7 @@ async def share_experiment(
     ] = DEFAULT_SHARE_DAYS,
 ) -> ShareResponse:
     """A read-only token for this experiment's results endpoints (API keys that may
-    write only)."""
+    write only): the live one, or a new one once it was revoked or expired."""
     definition = await experiment_in_project(context, project_key, experimentId)
     link, _ = await create_share_link(
         context.redis,
@@ -146,6 +153,27 @@ async def share_experiment(
         timedelta(days=expiresInDays),
     )
     return ShareResponse(token=link.token, experimentId=definition.id, expiresAt=link.expires_at)
+
+
+@router.delete(
+    "/experiments/{experimentId}/share",
+    status_code=204,
+    response_class=Response,
+    responses=ERROR_RESPONSES,
+    summary="Revoke an experiment's shared token",
+)
+async def revoke_share(
+    experimentId: str,
+    project_key: Annotated[str, Depends(scoped_project(EXPERIMENT_WRITE))],
+    context: Context,
+) -> Response:
+    """Revoke the live shared token at once (204, also when there was none); the next
+    ``POST .../share`` issues a new one."""
+    definition = await experiment_in_project(context, project_key, experimentId)
+    await revoke_share_link(
+        context.redis, keys.kameleoon_share_prefix(context.prefix), project_key, definition.id
+    )
+    return Response(status_code=204)
 
 
 async def _start(
@@ -189,32 +217,56 @@ async def kameleoon_data(results: ResultSource, plan: ResultsPlan) -> dict[str, 
     """The ``data`` of a plan: the whole interval, and its breakdown if any."""
     document = await results.document(plan.definition, plan.query)
     breakdown: dict[str, GoalBlocks] = {REFERENCE: document.goals}
-    if plan.daily:
-        days: dict[str, dict[str, GoalBlock]] = {}
-        for goal in plan.goals:
-            query = plan.query.model_copy(update={"goal": goal})
-            for day, daily in await results.daily(plan.definition, query):
-                days.setdefault(day.isoformat(), {})[goal] = daily.goals[goal]
-        breakdown.update(days)
+    if plan.interval == "DAY":
+        breakdown.update(await _daily_blocks(results, plan))
+    elif plan.interval is not None:
+        breakdown.update(await _period_blocks(results, plan, plan.interval))
     else:
         for label, segment in document.segments.items():
             breakdown[label] = segment.goals
     return variation_data(breakdown, plan.goals)
 
 
+async def _daily_blocks(results: ResultSource, plan: ResultsPlan) -> dict[str, GoalBlocks]:
+    """Day (ISO date) → goal blocks of the visitors entering that day."""
+    days: dict[str, dict[str, GoalBlock]] = {}
+    for goal in plan.goals:
+        query = plan.query.model_copy(update={"goal": goal})
+        for day, daily in await results.daily(plan.definition, query):
+            days.setdefault(day.isoformat(), {})[goal] = daily.goals[goal]
+    return dict(days)
+
+
+async def _period_blocks(
+    results: ResultSource, plan: ResultsPlan, interval: Interval
+) -> dict[str, GoalBlocks]:
+    """Week or month (its first day, the first one clipped to the interval) → goal
+    blocks of the visitors entering in it, from the period of the first to that of the
+    last day with visitors."""
+    query = plan.query.model_copy(update={"goal": plan.goals[0]})
+    days = [day for day, _ in await results.daily(plan.definition, query)]
+    if not days:
+        return {}
+    blocks: dict[str, GoalBlocks] = {}
+    for first, last in periods(plan.query.start_date or days[0], days[-1], interval):
+        if last >= days[0]:
+            period = plan.query.model_copy(update={"start_date": first, "end_date": last})
+            blocks[first.isoformat()] = (await results.document(plan.definition, period)).goals
+    return blocks
+
+
 def _allowed_callback(url: str | None, allowed_hosts: frozenset[str]) -> str | None:
-    """The URL when its host is allowed; 400 when it is no http(s) URL at all."""
+    """The URL when it is an http(s) URL to an allowed host, else a 400 that says why."""
     if url is None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad_request("callbackUrl must be an http or https URL.")
     if parts.hostname.lower() not in allowed_hosts:
-        log.warning(
-            "callbackUrl host %s is not on AB_CALLBACK_ALLOWED_HOSTS; not calling it",
-            parts.hostname,
+        raise bad_request(
+            f"callbackUrl host {parts.hostname.lower()!r} is not allowed: this server calls "
+            "back only the hosts listed in its AB_CALLBACK_ALLOWED_HOSTS setting."
         )
-        return None
     return url
 
 

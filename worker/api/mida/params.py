@@ -6,15 +6,20 @@ the only place that knows Mida's spellings (``**`` for contains, ``queryparam``,
 
 JSON parameters: ``custom_filter`` is an AND of OR groups and ``event_attribute`` an
 OR of AND groups, as Mida documents. In both, a flat list of conditions means all of
-them (AND) and a single object is a list of one.
+them (AND) and a single object is a list of one. ``custom_filter`` may be repeated (its
+array form): the parts are ANDed. Each criterion takes the operators of its kind only
+(:data:`CRITERIA_OPERATORS`), and values that cannot name anything are refused: a
+country that is no two-letter code, a visitor id outside the visitor-id pattern, a
+day or hour that is no number.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -77,6 +82,28 @@ ATTRIBUTE_OPERATORS = {
 BOOLEAN_OPERATORS = {"bt": True, "bf": False}
 """Attribute is true / is false: an equality with a fixed value."""
 
+OPERATORS = {
+    **SEGMENT_OPERATORS, **ORDER_OPERATORS, **ATTRIBUTE_OPERATORS,
+    **dict.fromkeys(BOOLEAN_OPERATORS, "=="),
+}  # fmt: skip
+"""Every ``custom_filter`` operator → the query operator."""
+
+_TEXT = tuple(SEGMENT_OPERATORS)
+_LISTED = ("==", "!=", "**", "!*")
+_CODES = ("==", "!=")
+_TIME = ("==", "!=", *ORDER_OPERATORS)
+CRITERIA_OPERATORS: dict[str, tuple[str, ...]] = {
+    "landing_page": _TEXT, "ref_page": _TEXT, "user_agent": _TEXT, "queryparam": _TEXT,
+    "utm": _TEXT, "v.visitor_id": _TEXT, "v.uuid": _TEXT,
+    "source": _LISTED, "device": _LISTED, "browser": _LISTED, "os": _LISTED,
+    "visitor_type": _CODES, "user_type": _CODES, "country": _CODES,
+    "dayofweek": _TIME, "hourofday": _TIME,
+    "attribute": (*_TEXT, *ORDER_OPERATORS, *ATTRIBUTE_OPERATORS, *BOOLEAN_OPERATORS),
+}  # fmt: skip
+"""The operators each criterion takes, as the dashboard's segment builder offers them:
+presence (``ex``/``nx``) only where a value may be missing, no ``**`` on a two-letter
+code or a visitor type, comparisons only on numbers (time criteria, attributes)."""
+
 EVENT_OPERATORS = {
     "=": "==", "==": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<=",
     "**": "contains", "!*": "not_contains", "ex": "exists", "nx": "not_exists",
@@ -85,8 +112,11 @@ EVENT_OPERATORS = {
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _TZ = re.compile(r"^[+-]?\d{1,2}(\.0+)?$", re.ASCII)
 _EVENT_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$", re.ASCII)
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$", re.ASCII)
+_VISITOR_ID = re.compile(r"^[A-Za-z0-9_\-]{1,80}$", re.ASCII)  # worker.events.fields.VisitorId
 _PRESENCE = ("exists", "not_exists")
 _EQUALITY = ("==", "!=")
+_VISITOR_CRITERIA = ("v.visitor_id", "v.uuid")
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -115,8 +145,13 @@ class ResultParams:
         Query(description="Presets, comma-separated: mobile, new, paid, country-US, europe..."),
     ] = None
     custom_filter: Annotated[
-        str | None,
-        Query(description="JSON: AND of OR groups of {criteria, operator, value[, key]}."),
+        str | list[str] | None,
+        Query(
+            description=(
+                "JSON: AND of OR groups of {criteria, operator, value[, key]}; "
+                "repeated, the parts are ANDed."
+            )
+        ),
     ] = None
     breakdown_by: Annotated[
         str | None, Query(description="One of: " + ", ".join(BREAKDOWNS) + ".")
@@ -133,25 +168,59 @@ class ResultParams:
     ] = None
 
 
-def reject_structured_filters(query_params: Mapping[str, str]) -> None:
-    """Mida rejects its former structured ``filters`` parameter; so do we."""
-    if "filters" in query_params:
-        raise bad_request(
-            "The structured filters parameter is not supported: use filter_by or custom_filter."
-        )
+def reject_structured_filters(names: Iterable[str]) -> None:
+    """Mida rejects its former structured ``filters`` parameter, in every spelling
+    (``filters``, ``filters[device]``, ``filters.device``, any bracketed key); so do we."""
+    for name in names:
+        if name == "filters" or name.startswith("filters.") or "[" in name:
+            raise bad_request(
+                f"Structured filters ({_quote(name)}) are not supported: "
+                "use filter_by or custom_filter."
+            )
 
 
-def result_query(params: ResultParams, definition: ExperimentDefinition) -> ResultQuery:
-    """The validated query of the parameters for this experiment."""
+SINGLE_VALUED = tuple(field.name for field in fields(ResultParams) if field.name != "custom_filter")
+"""The result parameters that take one value (``custom_filter`` may be repeated)."""
+
+
+def reject_repeated(names: Sequence[str], single_valued: Iterable[str] = SINGLE_VALUED) -> None:
+    """400 when a single-valued parameter is given more than once: which one would be
+    meant is a guess, and a silent guess is a different answer."""
+    for name in single_valued:
+        if names.count(name) > 1:
+            raise bad_request(f"{name} is given more than once; give it once.")
+
+
+def result_query(
+    params: ResultParams, definition: ExperimentDefinition, now: datetime | None = None
+) -> ResultQuery:
+    """The validated query of the parameters for this experiment.
+
+    Only ``start_date`` given: the range ends at the current date (``now``, default the
+    server's clock, in the query's timezone), as Mida documents.
+    """
+    tz = parse_tz(params.tz)
     start = parse_date("start_date", params.start_date)
     end = parse_date("end_date", params.end_date)
     if start and end and start > end:
         raise bad_request(f"start_date {start} is after end_date {end}.")
-    segment = _presets(params.filter_by) + parse_custom_filter(params.custom_filter)
-    fields: dict[str, Any] = {
+    if start and end is None:
+        end = ((now or datetime.now(UTC)) + timedelta(hours=tz)).date()
+        if start > end:
+            raise bad_request(
+                f"start_date {start} is after today ({end}, tz {tz}), where a range "
+                "without end_date ends."
+            )
+    parts = (
+        [params.custom_filter] if isinstance(params.custom_filter, str) else params.custom_filter
+    )
+    segment = _presets(params.filter_by) + tuple(
+        group for part in parts or () for group in parse_custom_filter(part)
+    )
+    query_fields: dict[str, Any] = {
         "start_date": start,
         "end_date": end,
-        "tz": parse_tz(params.tz),
+        "tz": tz,
         "goal": resolve_goal(definition, params.goal_key, params.goal_profile_id),
         "segment": segment,
         "breakdown": parse_breakdown(params.breakdown_by),
@@ -159,7 +228,7 @@ def result_query(params: ResultParams, definition: ExperimentDefinition) -> Resu
         "min_count": params.min_count or 1,
         "timeframe_days": params.timeframe_days,
     }
-    return _validated(ResultQuery, fields, "The query")
+    return _validated(ResultQuery, query_fields, "The query")
 
 
 def parse_date(name: str, raw: str | None) -> date | None:
@@ -303,9 +372,44 @@ def _segment_condition(rule: object, where: str) -> Condition:
         fields["value"] = BOOLEAN_OPERATORS[operator]
     if fields["operator"] in _PRESENCE:
         fields["value"] = None  # the dashboard may send an empty value with ex / nx
+    elif fields["value"] is not None:
+        _check_value_form(criteria, fields["operator"], fields["value"], where)
     if fields["operator"] in _EQUALITY and fields["field"] in FIXED_VALUES:
         fields["value"] = _listed_value(criteria, fields["field"], fields["value"], where)
     return _validated(Condition, fields, where)
+
+
+def _check_value_form(criteria: str, operator: str, value: object, where: str) -> None:
+    """400 for a value that cannot name anything of the criterion: a country that is no
+    ISO 3166-1 alpha-2 code (two letters, as events carry it), a visitor id (or part of
+    one, for ``**``) outside the visitor-id pattern, a compared day or hour that is no
+    number (equalities are checked against the criterion's list instead)."""
+    text = str(value)
+    if criteria == "country" and not (isinstance(value, str) and _COUNTRY.fullmatch(text)):
+        raise bad_request(
+            f"{where}: country must be an ISO 3166-1 alpha-2 code (two letters), "
+            f"got {_quote(text)}."
+        )
+    if criteria in _VISITOR_CRITERIA and (
+        isinstance(value, bool) or not _VISITOR_ID.fullmatch(text)
+    ):
+        raise bad_request(
+            f"{where}: {criteria} must be 1-80 letters, digits, '_' or '-' "
+            f"(the pattern of visitor ids), got {_quote(text)}."
+        )
+    compared = criteria in _TIME_CRITERIA and operator in ORDER_OPERATORS.values()
+    if compared and (isinstance(value, bool) or not _is_number(value)):
+        raise bad_request(
+            f"{where}: {criteria} must be compared with a number, got {_quote(text)}."
+        )
+
+
+def _is_number(value: object) -> bool:
+    """A finite number, or text that writes one."""
+    try:
+        return math.isfinite(float(str(value)))
+    except ValueError:
+        return False
 
 
 def _listed_value(criteria: str, field: str, value: object, where: str) -> object:
@@ -323,17 +427,13 @@ def _listed_value(criteria: str, field: str, value: object, where: str) -> objec
 
 
 def _segment_operator(criteria: str, operator: str, where: str) -> str:
-    allowed = dict(SEGMENT_OPERATORS)
-    if criteria in _TIME_CRITERIA or criteria == "attribute":
-        allowed |= ORDER_OPERATORS
-    if criteria == "attribute":
-        allowed |= ATTRIBUTE_OPERATORS | dict.fromkeys(BOOLEAN_OPERATORS, "==")
+    allowed = CRITERIA_OPERATORS[criteria]
     if operator not in allowed:
         raise bad_request(
             f"{where}: operator {_quote(operator)} does not apply to {criteria} "
             f"(use one of {', '.join(allowed)})."
         )
-    return allowed[operator]
+    return OPERATORS[operator]
 
 
 def _event_condition(rule: object, where: str) -> EventCondition:

@@ -7,13 +7,17 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from worker.api.auth import (
-    AuthorizedExperiment,
+    IDENTIFIER,
     AuthorizedProject,
-    WritableExperiment,
+    ProjectKey,
+    authorized_experiment,
     experiment_in_project,
+    key_project,
+    scoped_project,
+    writable_experiment,
 )
 from worker.api.caching.definitions import parsed_definition
 from worker.api.caching.responses import RenderedResult
@@ -33,6 +37,7 @@ from worker.api.mida.models import (
 from worker.api.mida.params import (
     ResultParams,
     metric_goal_keys,
+    reject_repeated,
     reject_structured_filters,
     result_query,
 )
@@ -48,6 +53,7 @@ from worker.api.mida.shapes import (
 )
 from worker.events.experiment import ExperimentDefinition
 from worker.results.query import ResultQuery
+from worker.store.api_keys import EXPERIMENT_WRITE
 from worker.store.definitions import load_definitions
 from worker.store.share_links import (
     TOKEN_PATTERN,
@@ -68,11 +74,48 @@ DEFAULT_SHARE_DAYS = 90
 _TOKEN = re.compile(TOKEN_PATTERN, re.ASCII)
 
 
+TestId = Annotated[
+    str,
+    Path(
+        pattern=IDENTIFIER.pattern,
+        description="The experiment id: 1-80 letters, digits, '_', '.' or '-' (Mida's are numbers).",
+    ),
+]
+"""A malformed id is a 400 (FastAPI's validation, after the key was checked), a
+well-formed unknown one a 404."""
+
+
+async def mida_experiment(
+    project_key: ProjectKey,
+    test_id: TestId,
+    owner: Annotated[str, Depends(key_project)],
+    context: Context,
+) -> ExperimentDefinition:
+    """Dependency: the path's experiment for a key that may read (401, 403, 400, 404)."""
+    return await authorized_experiment(project_key, test_id, owner, context)
+
+
+async def mida_writable_experiment(
+    project_key: ProjectKey,
+    test_id: TestId,
+    owner: Annotated[str, Depends(scoped_project(EXPERIMENT_WRITE))],
+    context: Context,
+) -> ExperimentDefinition:
+    """Dependency: the path's experiment for a key that may write (share links)."""
+    return await writable_experiment(project_key, test_id, owner, context)
+
+
+AuthorizedExperiment = Annotated[ExperimentDefinition, Depends(mida_experiment)]
+WritableExperiment = Annotated[ExperimentDefinition, Depends(mida_writable_experiment)]
+
+
 async def mida_query(
     request: Request, definition: AuthorizedExperiment, params: Params
 ) -> ResultQuery:
     """Dependency: the validated query of Mida's parameters (400 on any problem)."""
-    reject_structured_filters(request.query_params)
+    names = [name for name, _ in request.query_params.multi_items()]
+    reject_structured_filters(names)
+    reject_repeated(names)
     return result_query(params, definition)
 
 
