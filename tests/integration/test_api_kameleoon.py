@@ -203,13 +203,20 @@ async def test_invalid_requests_are_400(client: httpx.AsyncClient, api_key: str)
         {**BODY, "breakdown": {"type": "INTERVAL", "interval": "HOUR"}},
         {**BODY, "bayesian": True, "sequentialTesting": True},
         {**BODY, "goalId": ["signup"], "goalsIds": ["click"]},
-        {**BODY, "goalsIds": ["nope"]},
-        {**BODY, "referenceVariationId": "9"},
         {**BODY, "callbackUrl": "file:///etc/passwd"},
         {**BODY, "filters": [{"type": "NEW_VISITOR", "values": ["maybe"]}]},
     ):
         error = await request_code(client, path, api_key, body, status=400)
         assert list(error) == ["error"] and error["error"].endswith(".")
+
+
+async def test_an_unknown_goal_or_variation_is_404(client: httpx.AsyncClient, api_key: str) -> None:
+    path = "/experiments/exp-a/results"
+    for body, message in (
+        ({**BODY, "goalsIds": ["nope"]}, "Experiment 'exp-a' has no goal 'nope'."),
+        ({**BODY, "referenceVariationId": "9"}, "Experiment 'exp-a' has no variation '9'."),
+    ):
+        assert await request_code(client, path, api_key, body, status=404) == {"error": message}
 
 
 async def test_unknown_and_expired_codes_are_404(

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, date, datetime
@@ -23,23 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests.dataset import GOALS, LIVE, Dataset, entries, expected_totals, generate
 from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
+    api_server,
     delete_keys,
     store_as_snapshot,
     wait_until_applied,
@@ -769,46 +756,13 @@ async def test_values_and_operators_outside_the_documented_forms_are_400(
 # --- a real server process ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(
     api_namespace: Namespace, ingested: Dataset, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
     log_path: Path = tmp_path_factory.mktemp("api-server") / "api.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "api", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, **api_namespace.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API server did not answer in 30 s"
-            time.sleep(0.1)
+    with api_server(api_namespace.env, log_path) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
 async def test_real_server_answers_like_the_app(
@@ -823,47 +777,3 @@ async def test_real_server_answers_like_the_app(
         assert (await http.get("/healthz")).json()["status"] == "ok"
     in_process = await get_json(client, path, api_key, goal_key="signup")
     assert served.json()["variants"] == in_process["variants"]
-
-
-PINNED = {"project_key": PROJECT, "test_id": "exp-a"}
-"""Path parameters of an existing experiment, so that generated query parameters reach
-the parsers and the computation instead of stopping at a 404 (the hypothesis test
-above covers random paths)."""
-
-
-def test_openapi_fuzzing_finds_no_server_error(live_server: str, api_key: str) -> None:
-    """Schemathesis: valid and invalid requests generated from the OpenAPI document, sent
-    to the real server; responses must be no 5xx and must match the document."""
-    schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
-    operations = []
-    for result in schema.get_all_operations():
-        assert isinstance(result, Ok), result.err()
-        operations.append(result.ok())
-    assert len(operations) >= 12
-    auth = {"Authorization": f"Bearer {api_key}"}
-    for operation in operations:
-        pinned = {name: value for name, value in PINNED.items() if f"{{{name}}}" in operation.path}
-        cases = st.one_of(
-            *(
-                operation.as_strategy(mode, path_parameters=pinned or None)
-                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-            )
-        )
-
-        @given(case=cases)
-        @settings(
-            max_examples=50, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-        )
-        def sends(case: Any) -> None:
-            response = case.call(headers=auth)
-            case.validate_response(
-                response,
-                checks=[
-                    not_a_server_error,
-                    status_code_conformance,
-                    content_type_conformance,
-                    response_schema_conformance,
-                ],
-            )
-
-        sends()

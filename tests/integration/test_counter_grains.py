@@ -80,6 +80,7 @@ QUERIES = [
     ResultQuery(end_date=FIRST + timedelta(days=2), tz=-12),
     ResultQuery(breakdown="device"),
     ResultQuery(segment=where([("device", "==", "mobile")]), breakdown="country"),
+    ResultQuery(segment=where([("browser", "!=", "safari")]), tz=4, count_unit="visits"),
     ResultQuery(
         segment=where([("country", "!=", "DE"), ("device", "==", "tablet")]),
         start_date=FIRST + timedelta(days=1),
@@ -250,18 +251,33 @@ async def test_the_totals_hold_every_delta_of_the_hours(namespace: Namespace, re
             {key.variant: {n: v for n, v in m.items() if v} for key, m in totals_cells.items()},
             {variant: {n: v for n, v in m.items() if v} for variant, m in summed.items()},
         )
+        cell_totals = (await read_counters(redis, prefix, definition.id, Grain.CELL_TOTALS)).cells
+        by_cell: dict[tuple[str, Any], dict[str, float]] = {}
+        for key, metrics in hour_cells.items():
+            row = by_cell.setdefault((key.variant, key.cell), {})
+            for name, value in metrics.items():
+                row[name] = row.get(name, 0.0) + value
+        assert_close(
+            {
+                (k.variant, k.cell): {n: v for n, v in m.items() if v}
+                for k, m in cell_totals.items()
+            },
+            {cell: {n: v for n, v in m.items() if v} for cell, m in by_cell.items()},
+        )
         for partition in range(PARTITIONS):
             listed = await redis.smembers(keys.counter_hours_key(prefix, partition, definition.id))
             hours = sorted(int(hour) for hour in listed)
-            span = await redis.hmget(keys.totals_key(prefix, partition, definition.id), "<", ">")
-            assert [int(x or -1) for x in span] == [hours[0], hours[-1]]
+            for running in (keys.totals_key, keys.cell_totals_key):
+                span = await redis.hmget(running(prefix, partition, definition.id), "<", ">")
+                assert [int(x or -1) for x in span] == [hours[0], hours[-1]]
             days = await redis.smembers(keys.counter_days_key(prefix, partition, definition.id))
             assert sorted(int(d) for d in days) == sorted({hour // 24 for hour in hours})
             assert date.fromordinal(date(1970, 1, 1).toordinal() + hours[0] // 24) >= FIRST
 
 
 async def rollup_keys(redis: Redis, prefix: str) -> dict[str, Any]:
-    """Every totals, day and day-set key of the prefix, with its content."""
+    """Every totals (per variant and per cell), day and day-set key of the prefix, with
+    its content."""
     found: dict[str, Any] = {}
     for partition in range(PARTITIONS):
         for definition in DEFINITIONS:
@@ -272,9 +288,10 @@ async def rollup_keys(redis: Redis, prefix: str) -> dict[str, Any]:
             for day in days:
                 day_key = keys.day_counters_key(prefix, partition, definition.id, int(day))
                 found[day_key] = await redis.hgetall(day_key)
-            totals_key = keys.totals_key(prefix, partition, definition.id)
-            if await redis.exists(totals_key):
-                found[totals_key] = await redis.hgetall(totals_key)
+            for running in (keys.totals_key, keys.cell_totals_key):
+                running_key = running(prefix, partition, definition.id)
+                if await redis.exists(running_key):
+                    found[running_key] = await redis.hgetall(running_key)
     return found
 
 

@@ -96,7 +96,7 @@ async def test_list_links_every_experiment_of_the_project(
         ("/ui/experiments/exp-a", {"key": "wrong"}, 401, "Invalid or missing API key."),
         ("/ui/experiments/rival-exp", {}, 404, "Experiment not found"),
         ("/ui/experiments/exp-a", {"start_date": "<b>x"}, 400, "start_date must be a date"),
-        ("/ui/experiments/exp-a", {"goal_key": "<i>"}, 400, "has no goal &#x27;&lt;i&gt;&#x27;"),
+        ("/ui/experiments/exp-a", {"goal_key": "<i>"}, 404, "has no goal &#x27;&lt;i&gt;&#x27;"),
         ("/ui/share/" + "x" * 43, {}, 404, "This share link is unknown"),
     ],
 )

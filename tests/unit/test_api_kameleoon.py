@@ -162,25 +162,47 @@ def test_periods_split_the_days_at_week_and_month_starts(
     assert [(start.isoformat(), end.isoformat()) for start, end in split] == expected
 
 
-def test_hourly_intervals_are_400() -> None:
-    with pytest.raises(ApiError, match="interval DAY, WEEK or MONTH"):
+def test_hourly_intervals_are_refused_by_the_schema() -> None:
+    with pytest.raises(ValidationError, match="'DAY', 'WEEK' or 'MONTH'"):
         plan(breakdown={"type": "INTERVAL", "interval": "HOUR"})
     assert plan(breakdown={"type": "INTERVAL", "interval": "WEEK"}).interval == "WEEK"
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "reason"),
     [
-        {"dateIntervals": [{"start": "2026-11-19T00:00:00+05:30", "end": "2026-11-20T00:00:00"}]},
-        {"breakdown": {"type": "CUSTOM_DATUM", "index": 1}},
-        {"goalsIds": ["nope"]},
-        {"referenceVariationId": "z"},
+        (
+            {"dateIntervals": [{"start": "2026-11-19T00:00:00+05:30", "end": "2026-11-20T00:00"}]},
+            "UTC offsets must be whole hours",
+        ),
+        ({"breakdown": {"type": "CUSTOM_DATUM", "index": 1}}, "does not match any of the expected"),
+        ({"breakdown": {"type": "INTERVAL"}}, "interval"),
+        ({"filters": [{"type": "NEW_VISITOR", "values": ["maybe"]}]}, "should match pattern"),
+        ({"dateIntervals": BASE["dateIntervals"] * 2}, "at most 1 item"),
     ],
 )
-def test_unanswerable_requests_are_400(body: dict[str, Any]) -> None:
+def test_unanswerable_requests_are_refused_by_the_schema(body: dict[str, Any], reason: str) -> None:
+    """The request schema (the OpenAPI document's) refuses them: FastAPI answers 400."""
+    with pytest.raises(ValidationError, match=reason):
+        plan(**body)
+
+
+def test_the_end_of_an_interval_is_read_in_the_offset_of_its_start() -> None:
+    query = plan(
+        dateIntervals=[{"start": "2026-11-19T00:00:00-05:00", "end": "2026-11-21T03:00:00Z"}]
+    ).query
+    assert (query.start_date, query.end_date, query.tz) == (
+        date(2026, 11, 19),
+        date(2026, 11, 20),
+        -5,
+    )
+
+
+@pytest.mark.parametrize("body", [{"goalsIds": ["nope"]}, {"referenceVariationId": "z"}])
+def test_unknown_goals_and_variations_are_404(body: dict[str, Any]) -> None:
     with pytest.raises(ApiError) as raised:
         plan(**body)
-    assert raised.value.status_code == 400
+    assert raised.value.status_code == 404
 
 
 def row(variant: str, **numbers: Any) -> VariantRow:

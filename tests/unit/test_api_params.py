@@ -52,6 +52,16 @@ def error_of(**params: Any) -> str:
     return caught.value.message
 
 
+def test_an_unknown_goal_is_404() -> None:
+    with pytest.raises(ApiError) as caught:
+        query(goal_key="nope")
+    assert caught.value.status_code == 404
+    assert (
+        caught.value.message
+        == "The experiment has no goal 'nope' (it has: purchase, signup, click)."
+    )
+
+
 def condition(field: str, operator: str, value: Any = None, key: str | None = None) -> Condition:
     return Condition(field=field, operator=operator, value=value, key=key)  # type: ignore[arg-type]
 
@@ -93,7 +103,6 @@ def test_dates_tz_goal_and_counting_options() -> None:
         ({"tz": "5.5"}, "tz must be a whole number of hours"),
         ({"tz": "15"}, "tz must be a whole number"),
         ({"tz": "utc"}, "tz must be a whole number"),
-        ({"goal_key": "nope"}, "has no goal 'nope'"),
         ({"goal_key": "signup", "goal_profile_id": "click"}, "name different goals"),
         ({"breakdown_by": "planet"}, "breakdown_by must be one of"),
         ({"breakdown_by": "visitor_type"}, "breakdown_by must be one of"),
@@ -238,8 +247,9 @@ def test_metric_keys_select_goals_or_default_to_the_secondary_ones() -> None:
     assert metric_goal_keys(DEFINITION, None, None) == ["signup", "click"]
     assert metric_goal_keys(DEFINITION, "click, purchase", None) == ["click", "purchase"]
     assert metric_goal_keys(DEFINITION, None, '["signup"]') == ["signup"]
-    with pytest.raises(ApiError, match="no goal 'nope'"):
+    with pytest.raises(ApiError, match="no goal 'nope'") as unknown:
         metric_goal_keys(DEFINITION, "signup,nope", None)
+    assert unknown.value.status_code == 404
     with pytest.raises(ApiError, match="JSON array of goal keys"):
         metric_goal_keys(DEFINITION, "[1, 2]", None)
 

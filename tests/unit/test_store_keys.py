@@ -41,6 +41,7 @@ def test_a_partition_keeps_every_key_in_the_slot_of_its_offsets() -> None:
         keys.day_counters_key("ab", 3, "x", 20_416),
         keys.counter_days_key("ab", 3, "x"),
         keys.totals_key("ab", 3, "x"),
+        keys.cell_totals_key("ab", 3, "x"),
         keys.cells_key("ab", 3),
         keys.visitor_key("ab", 3, "v"),
         keys.entrants_key("ab", 3, "x"),

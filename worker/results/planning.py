@@ -45,14 +45,15 @@ def plan_query(query: ResultQuery) -> QueryPlan:
 
 def counter_grain(query: ResultQuery) -> Grain:
     """The coarsest counters that answer a query the counters answer (``plan_query``):
-    the running totals without dates, filters and breakdown; UTC days (a timezone's
-    partial edge days in hours) unless the hour of day, or a local day of the week off
-    UTC, is involved; hours then."""
+    without dates, the running totals (per cell with cell filters or a cell
+    breakdown); UTC days (a timezone's partial edge days in hours) for dates or the day
+    of the week; hours when the hour of day, or a local day of the week off UTC, is
+    involved."""
     fields = {condition.field for group in query.segment for condition in group}
     if query.breakdown is not None:
         fields.add(query.breakdown)
     if "hour_of_day" in fields or (query.tz != 0 and "day_of_week" in fields):
         return Grain.HOURS
-    if fields or query.start_date is not None or query.end_date is not None:
+    if "day_of_week" in fields or query.start_date is not None or query.end_date is not None:
         return Grain.DAYS
-    return Grain.TOTALS
+    return Grain.CELL_TOTALS if fields else Grain.TOTALS

@@ -56,7 +56,7 @@ PRESETS: dict[str, tuple[str, str]] = {
 }
 """Preset → (field, value) of the one condition it stands for."""
 
-_COUNTRY_PREFIX = "country-"
+COUNTRY_PREFIX = "country-"
 
 
 def preset_filter(filter_by: str) -> SegmentFilter:
@@ -65,7 +65,7 @@ def preset_filter(filter_by: str) -> SegmentFilter:
     Raises ValueError naming the first unknown preset; an empty value filters nothing.
     """
     groups: dict[str, list[Condition]] = {}
-    for token in (part.strip().lower() for part in filter_by.split(",")):
+    for token in (part.strip(" ").lower() for part in filter_by.split(",")):
         if not token:
             continue
         for field, value in _conditions(token):
@@ -81,7 +81,7 @@ def _conditions(token: str) -> list[tuple[str, str]]:
         return [PRESETS[token]]
     if token in REGIONS:
         return [("country", country) for country in REGIONS[token]]
-    code = token.removeprefix(_COUNTRY_PREFIX)
-    if token.startswith(_COUNTRY_PREFIX) and len(code) == 2 and code.isascii() and code.isalpha():
+    code = token.removeprefix(COUNTRY_PREFIX)
+    if token.startswith(COUNTRY_PREFIX) and len(code) == 2 and code.isascii() and code.isalpha():
         return [("country", code.upper())]
     raise ValueError(f"unknown filter_by preset {token!r}")

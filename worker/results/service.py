@@ -42,7 +42,8 @@ async def load_table(
     dates that need no finer grain: the days of a series, see :func:`_series_table_query`)."""
     if plan_query(query).source == "counters":
         grain = counter_grain(query)
-        hour_range = (None, None) if grain is Grain.TOTALS else query.hour_range()
+        running = grain in (Grain.TOTALS, Grain.CELL_TOTALS)
+        hour_range = (None, None) if running else query.hour_range()
         counters = await read_counters(redis, prefix, definition.id, grain, hour_range)
         return CellTable.from_counters(counters.cells, counters.data_hours)
     states = await read_visitor_states(redis, prefix, definition.id)

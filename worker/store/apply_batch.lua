@@ -189,7 +189,10 @@ end
 --                                    "{cell_id}:{variant}[:{goal}]" as in the hours;
 --   "{base}:tot:{experiment}"        the running totals, fields "{variant}[:{goal}]"
 --                                    (no cell, no hour);
--- and "{base}:days:{experiment}" lists the days that have a rollup. Both hashes also
+--   "{base}:ctot:{experiment}"       the running totals per cell, fields as in the
+--                                    hours (no hour): whole-run cell filters and
+--                                    breakdowns read them, not every day;
+-- and "{base}:days:{experiment}" lists the days that have a rollup. These hashes also
 -- keep the first and the last hour that has counters in them, fields "<" and ">" (no
 -- identifier holds either character): the pace of the result (days with data) stays
 -- exact to the hour without reading hours. A delta lands in the day of the hour it
@@ -209,7 +212,8 @@ local function keys_of(experiment)
   local stems = experiment_keys[experiment]
   if stems == nil then
     stems = {hours = base .. ':c:' .. experiment .. ':', days = base .. ':day:' .. experiment .. ':',
-             totals = base .. ':tot:' .. experiment, hour_set = base .. ':ch:' .. experiment,
+             totals = base .. ':tot:' .. experiment, cell_totals = base .. ':ctot:' .. experiment,
+             hour_set = base .. ':ch:' .. experiment,
              day_set = base .. ':days:' .. experiment}
     experiment_keys[experiment] = stems
   end
@@ -269,8 +273,10 @@ local function add_counts(experiment, hour, variant, cell, goal, deltas)
   add_to(hour_key, cached_fields(hour_key, stems.hour_set, hour), cell_field, names, deltas)
   add_to(day_key, cached_fields(day_key, stems.day_set, day), cell_field, names, deltas)
   add_to(stems.totals, cached_fields(stems.totals), field, names, deltas)
+  add_to(stems.cell_totals, cached_fields(stems.cell_totals), cell_field, names, deltas)
   note_hour(day_key, hour)
   note_hour(stems.totals, hour)
+  note_hour(stems.cell_totals, hour)
 end
 
 -- Fields per HMGET/HSET call: Lua's unpack() is bounded by its C stack (LUAI_MAXCSTACK).

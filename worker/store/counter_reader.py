@@ -48,6 +48,9 @@ class Grain(StrEnum):
     TOTALS = "totals"
     """The running totals per variant (and goal): one hash per partition, no cells, no
     hours; for queries without dates, filters or breakdown."""
+    CELL_TOTALS = "cell_totals"
+    """The running totals per segment cell and variant (and goal): one hash per
+    partition, no hours; for cell filters and breakdowns without dates."""
     DAYS = "days"
     """The UTC days inside the hour range from the day rollups, and the hours of the
     range's edge days (a timezone's partial days) from the hours."""
@@ -90,11 +93,12 @@ async def read_counters(
     may be absent or 0.
     """
     partitions = await partition_count(redis, prefix)
-    if grain is Grain.TOTALS:
+    if grain in (Grain.TOTALS, Grain.CELL_TOTALS):
         if hour_range != (None, None):
             raise ValueError("the running totals span every hour: they take no range")
-        hashes = [[(keys.totals_key(prefix, p, experiment_id), 0)] for p in range(partitions)]
-        return await _sum_hashes(redis, prefix, hashes, with_cells=False)
+        key = keys.totals_key if grain is Grain.TOTALS else keys.cell_totals_key
+        hashes = [[(key(prefix, p, experiment_id), 0)] for p in range(partitions)]
+        return await _sum_hashes(redis, prefix, hashes, with_cells=grain is Grain.CELL_TOTALS)
     set_key = keys.counter_hours_key if grain is Grain.HOURS else keys.counter_days_key
     async with redis.pipeline(transaction=False) as pipe:
         for partition in range(partitions):

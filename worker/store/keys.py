@@ -34,6 +34,8 @@ COUNTER_DAYS = "days"
 """``days:{experiment}``: set of the UTC days that have counters."""
 TOTALS = "tot"
 """``tot:{experiment}``: hash of the running totals, per variant (and goal)."""
+CELL_TOTALS = "ctot"
+"""``ctot:{experiment}``: hash of the running totals per cell and variant (and goal)."""
 CELLS = "cells"
 """Hash segment cell text -> small id (and ``#``, the last id given)."""
 VISITOR = "v"
@@ -55,8 +57,8 @@ DEDUP = "dd"
 the first two hex digits of their SHA-1; expires after the de-duplication window."""
 
 PARTITION_SUFFIXES = (
-    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELLS, VISITOR, ENTRANTS, OUTBOX, STATS, HOLD,
-    HELD_RAW, HOLD_CLOCK, DEDUP,
+    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR, ENTRANTS,
+    OUTBOX, STATS, HOLD, HELD_RAW, HOLD_CLOCK, DEDUP,
 )  # fmt: skip
 
 
@@ -100,6 +102,13 @@ def totals_key(prefix: str, partition: int, experiment_id: str) -> str:
     -> packed metrics (the sum of that variant's fields over every hour and cell), and
     `<`, `>`: the first and last hour with counters."""
     return f"{partition_base(prefix, partition)}:{TOTALS}:{experiment_id}"
+
+
+def cell_totals_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """Hash of the experiment's running totals per segment cell in this partition:
+    `{cell_id}:{variant}[:{goal}]` -> packed metrics (the sum of that field over every
+    hour), and `<`, `>`: the first and last hour with counters."""
+    return f"{partition_base(prefix, partition)}:{CELL_TOTALS}:{experiment_id}"
 
 
 def cells_key(prefix: str, partition: int) -> str:

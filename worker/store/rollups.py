@@ -1,4 +1,5 @@
-"""Builds the running totals and the day rollups of a prefix written before they existed.
+"""Builds the running totals (per variant, and per cell) and the day rollups of a prefix
+written before they existed.
 
 The sink (apply_batch.lua) keeps them up to date from the first event on; a prefix the
 older sink wrote has only the hour hashes. ``rebuild_rollups`` derives both from those
@@ -75,6 +76,7 @@ async def _rebuild_watched(
     days: dict[int, dict[str, list[float]]] = {}
     spans: dict[int, list[int]] = {}
     totals: dict[str, list[float]] = {}
+    cell_totals: dict[str, list[float]] = {}
     for hour, key in zip(hours, hour_keys, strict=True):
         day = hour // HOURS_PER_DAY
         day_fields = days.setdefault(day, {})
@@ -86,12 +88,14 @@ async def _rebuild_watched(
             field = raw_field.decode()
             values = [float(part) for part in raw_values.split(b",")]
             _add(day_fields, field, values)
+            _add(cell_totals, field, values)
             _add(totals, field.split(":", 1)[1], values)  # without the cell id
     totals_key = keys.totals_key(prefix, partition, experiment_id)
+    cell_totals_key = keys.cell_totals_key(prefix, partition, experiment_id)
     day_set = keys.counter_days_key(prefix, partition, experiment_id)
     old_days = [int(day) for day in await pipe.smembers(day_set)]
     pipe.multi()
-    pipe.delete(totals_key, day_set)
+    pipe.delete(totals_key, cell_totals_key, day_set)
     for day in old_days:
         pipe.delete(keys.day_counters_key(prefix, partition, experiment_id, day))
     for day, fields in days.items():
@@ -101,6 +105,7 @@ async def _rebuild_watched(
         pipe.sadd(day_set, day)
     if hours:
         pipe.hset(totals_key, mapping=_packed(totals, hours[0], hours[-1]))
+        pipe.hset(cell_totals_key, mapping=_packed(cell_totals, hours[0], hours[-1]))
     await pipe.execute()
     return Rebuilt(partition, experiment_id, len(hours), len(days))
 

@@ -16,20 +16,22 @@ chooses the stopping rule of the frequentist engine: given without ``bayesian``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from worker.api.errors import bad_request
+from worker.api.errors import ApiError, bad_request
+from worker.api.openapi_patterns import case_insensitive_choice
 from worker.events.experiment import Correction, Engine, ExperimentDefinition
 from worker.results.query import Condition, Dimension, ResultQuery
 
-CellType = Literal["DEVICE_TYPE", "BROWSER", "OS", "COUNTRY", "NEW_VISITOR"]
-BreakdownType = Literal[
-    "INTERVAL", "DEVICE_TYPE", "BROWSER", "OS", "COUNTRY", "NEW_VISITOR", "DAY_OF_WEEK",
-    "SDK", "TIMEZONE", "CUSTOM_DATUM",
+ValueCellType = Literal["DEVICE_TYPE", "BROWSER", "OS", "COUNTRY"]
+DimensionType = Literal[
+    "DEVICE_TYPE", "BROWSER", "OS", "COUNTRY", "NEW_VISITOR", "DAY_OF_WEEK", "SDK", "TIMEZONE",
 ]  # fmt: skip
+"""Breakdowns by a dimension; Kameleoon's CUSTOM_DATUM has none here (a 400, as the
+request schema says)."""
 
 CELL_FIELDS: dict[str, Dimension] = {
     "DEVICE_TYPE": "device",
@@ -75,33 +77,74 @@ GoalIds = Annotated[list[Id], Field(min_length=1, max_length=50)]
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _whole_hour_offset(moment: datetime) -> datetime:
+    offset = moment.utcoffset() or timedelta(0)
+    if offset.total_seconds() % SECONDS_PER_HOUR:
+        raise ValueError("UTC offsets must be whole hours (counters are hourly)")
+    return moment
+
+
+Moment = Annotated[
+    datetime,
+    AfterValidator(_whole_hour_offset),
+    Field(json_schema_extra={"pattern": "(?:[Zz]|[+-][0-9]{2}:00)$"}),
+]
+"""An ISO timestamp whose UTC offset is whole hours."""
+
+
 class DateInterval(BaseModel):
-    """One date interval; both ends are ISO timestamps."""
+    """One date interval; both ends are ISO timestamps with whole-hour offsets. The
+    interval's days are those of its start's offset (the end is read in it)."""
 
     model_config = _STRICT
 
-    start: datetime
-    end: datetime
+    start: Moment
+    end: Moment
 
 
-class Breakdown(BaseModel):
-    """How to split the numbers; INTERVAL needs ``interval``, CUSTOM_DATUM ``index``."""
+class IntervalBreakdown(BaseModel):
+    """Split by the period of entry; HOUR is not offered, as queries select whole days."""
 
     model_config = _STRICT
 
-    type: BreakdownType
-    interval: Literal["HOUR", "DAY", "WEEK", "MONTH"] | None = None
-    index: int | None = None
+    type: Literal["INTERVAL"]
+    interval: Interval
 
 
-class Filter(BaseModel):
+class DimensionBreakdown(BaseModel):
+    """Split by a dimension of the visitors."""
+
+    model_config = _STRICT
+
+    type: DimensionType
+
+
+Breakdown = Annotated[IntervalBreakdown | DimensionBreakdown, Field(discriminator="type")]
+
+VisitorTypeText = Annotated[str, Field(pattern=case_insensitive_choice(VISITOR_TYPES))]
+
+
+class ValueFilter(BaseModel):
     """Keep (``include``) or drop visitors whose ``type`` is one of ``values``."""
 
     model_config = _STRICT
 
-    type: CellType
+    type: ValueCellType
     values: Annotated[list[Text], Field(min_length=1, max_length=100)]
     include: bool = True
+
+
+class VisitorTypeFilter(BaseModel):
+    """Keep (``include``) or drop new or returning visitors."""
+
+    model_config = _STRICT
+
+    type: Literal["NEW_VISITOR"]
+    values: Annotated[list[VisitorTypeText], Field(min_length=1, max_length=100)]
+    include: bool = True
+
+
+Filter = Annotated[ValueFilter | VisitorTypeFilter, Field(discriminator="type")]
 
 
 class ResultsRequest(BaseModel):
@@ -109,7 +152,7 @@ class ResultsRequest(BaseModel):
 
     model_config = _STRICT
 
-    dateIntervals: Annotated[list[DateInterval], Field(min_length=1)]
+    dateIntervals: Annotated[list[DateInterval], Field(min_length=1, max_length=1)]
     conversionType: Literal["ALL_CONVERSION", "CONVERTED_VISITS"]
     visitorData: bool = True
     allVariationsData: bool = True
@@ -139,8 +182,13 @@ class ResultsPlan:
 
 
 def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> ResultsPlan:
-    """The plan of a request for ``definition``; 400 on anything it cannot answer."""
+    """The plan of a request for ``definition``; 400 on anything it cannot answer, 404
+    for a goal or reference variation the experiment does not have (a well-formed id of
+    nothing, as an unknown experiment id is)."""
     interval = _interval(body.breakdown)
+    reference = body.referenceVariationId
+    if reference is not None and definition.variant(reference) is None:
+        raise ApiError(404, f"Experiment {definition.id!r} has no variation {reference!r}.")
     try:
         start, end, tz = _dates(body.dateIntervals)
         query = ResultQuery(
@@ -155,7 +203,6 @@ def results_plan(body: ResultsRequest, definition: ExperimentDefinition) -> Resu
             else "converted_visits",
             reference_variant=body.referenceVariationId,
         )
-        query.variant_order(definition)
     except ValueError as error:
         raise bad_request(f"Invalid request: {_first_line(error)}.") from error
     return ResultsPlan(
@@ -183,16 +230,9 @@ def periods(first: date, last: date, interval: Interval) -> list[tuple[date, dat
     return spans
 
 
-def _interval(breakdown: Breakdown | None) -> Interval | None:
-    """The period of an INTERVAL breakdown; HOUR is a 400, as queries select whole days."""
-    if breakdown is None or breakdown.type != "INTERVAL":
-        return None
-    for interval in INTERVALS:
-        if breakdown.interval == interval:
-            return interval
-    raise bad_request(
-        "Breakdown INTERVAL needs interval DAY, WEEK or MONTH (results select whole days)."
-    )
+def _interval(breakdown: IntervalBreakdown | DimensionBreakdown | None) -> Interval | None:
+    """The period of an INTERVAL breakdown."""
+    return breakdown.interval if isinstance(breakdown, IntervalBreakdown) else None
 
 
 def _goal_ids(body: ResultsRequest) -> list[str] | None:
@@ -203,22 +243,16 @@ def _goal_ids(body: ResultsRequest) -> list[str] | None:
 
 
 def _dates(intervals: list[DateInterval]) -> tuple[date, date, int]:
-    """Start date, end date and timezone of the single interval."""
-    if len(intervals) != 1:
-        raise ValueError("dateIntervals must hold exactly one interval")
-    interval = intervals[0]
-    offsets = {_offset_hours(interval.start), _offset_hours(interval.end)}
-    if len(offsets) != 1:
-        raise ValueError("the start and end of an interval must have the same UTC offset")
-    return interval.start.date(), interval.end.date(), offsets.pop()
-
-
-def _offset_hours(moment: datetime) -> int:
-    offset = moment.utcoffset() or timedelta(0)
-    seconds = int(offset.total_seconds())
-    if seconds % SECONDS_PER_HOUR:
-        raise ValueError("UTC offsets must be whole hours")
-    return seconds // SECONDS_PER_HOUR
+    """Start date, end date and timezone (hours east of UTC) of the single interval: the
+    start's offset, in which the end is read too (a timestamp without an offset is UTC)."""
+    (interval,) = intervals
+    offset = interval.start.utcoffset() or timedelta(0)
+    end = interval.end if interval.end.tzinfo else interval.end.replace(tzinfo=UTC)
+    try:
+        end_date = (end.astimezone(UTC) + offset).date()
+    except OverflowError as error:
+        raise ValueError("the interval's end is outside the years 1 to 9999") from error
+    return interval.start.date(), end_date, int(offset.total_seconds()) // SECONDS_PER_HOUR
 
 
 def _breakdown(breakdown: Breakdown | None) -> Dimension | None:
@@ -240,12 +274,8 @@ def _filter_groups(spec: Filter) -> list[tuple[Condition, ...]]:
 
 
 def _filter_value(kind: str, value: str) -> str:
-    if kind != "NEW_VISITOR":
-        return value
-    visitor_type = VISITOR_TYPES.get(value.lower())
-    if visitor_type is None:
-        raise ValueError(f"NEW_VISITOR filter values are NEW or RETURNING, not {value!r}")
-    return visitor_type
+    """A NEW_VISITOR value (any case, the schema's pattern) as our visitor type."""
+    return VISITOR_TYPES[value.lower()] if kind == "NEW_VISITOR" else value
 
 
 def _goals(definition: ExperimentDefinition, goal_ids: list[str] | None) -> list[str]:
@@ -254,7 +284,7 @@ def _goals(definition: ExperimentDefinition, goal_ids: list[str] | None) -> list
         return known
     unknown = [goal for goal in goal_ids if goal not in known]
     if unknown:
-        raise bad_request(f"Experiment {definition.id!r} has no goal {unknown[0]!r}.")
+        raise ApiError(404, f"Experiment {definition.id!r} has no goal {unknown[0]!r}.")
     return list(dict.fromkeys(goal_ids))
 
 

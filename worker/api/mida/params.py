@@ -26,9 +26,10 @@ import orjson
 from fastapi import Query
 from pydantic import BaseModel, ValidationError
 
-from worker.api.errors import bad_request
+from worker.api.errors import ApiError, bad_request
+from worker.api.openapi_patterns import alternatives, case_insensitive_word, comma_list
 from worker.events.experiment import ExperimentDefinition
-from worker.results.presets import preset_filter
+from worker.results.presets import COUNTRY_PREFIX, PRESETS, REGIONS, preset_filter
 from worker.results.query import (
     FIXED_VALUES,
     AndGroup,
@@ -120,19 +121,49 @@ _VISITOR_CRITERIA = ("v.visitor_id", "v.uuid")
 
 Model = TypeVar("Model", bound=BaseModel)
 
+JSON_TEXT: dict[str, Any] = {"contentMediaType": "application/json"}
+"""The JSON-in-text parameters say so in the OpenAPI document (their grammar is in the
+description and enforced by the parsers below)."""
+
+# What the parsers below accept, stated in the OpenAPI document (an absent parameter
+# and an empty one are alike everywhere).
+DATE_TEXT: dict[str, Any] = {
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]
+}
+TZ_TEXT: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^(?:(?:-(?:0?[0-9]|1[0-2])|\+?(?:0?[0-9]|1[0-4]))(?:\.0+)?)?$",
+}
+BREAKDOWN_TEXT: dict[str, Any] = {"type": "string", "enum": [*BREAKDOWNS, ""]}
+PRESETS_TEXT: dict[str, Any] = {
+    "type": "string",
+    "pattern": comma_list(
+        alternatives(
+            [case_insensitive_word(name) for name in (*PRESETS, *REGIONS)]
+            + [case_insensitive_word(COUNTRY_PREFIX) + "[A-Za-z]{2}"]
+        )
+    ),
+}
+
 
 @dataclass
-class ResultParams:
+class SeriesParams:
     """The query parameters Mida's result, metrics and timeseries endpoints share."""
 
     start_date: Annotated[
-        str | None, Query(description="First entry date, YYYY-MM-DD (inclusive).")
+        str | None,
+        Query(description="First entry date, YYYY-MM-DD (inclusive).", json_schema_extra=DATE_TEXT),
     ] = None
     end_date: Annotated[
-        str | None, Query(description="Last entry date, YYYY-MM-DD (inclusive).")
+        str | None,
+        Query(description="Last entry date, YYYY-MM-DD (inclusive).", json_schema_extra=DATE_TEXT),
     ] = None
     tz: Annotated[
-        str | None, Query(description="Timezone as whole hours east of UTC (-12..14); default 0.")
+        str | None,
+        Query(
+            description="Timezone as whole hours east of UTC (-12..14); default 0.",
+            json_schema_extra=TZ_TEXT,
+        ),
     ] = None
     goal_key: Annotated[str | None, Query(description="Goal key; default: the primary goal.")] = (
         None
@@ -142,7 +173,10 @@ class ResultParams:
     ] = None
     filter_by: Annotated[
         str | None,
-        Query(description="Presets, comma-separated: mobile, new, paid, country-US, europe..."),
+        Query(
+            description="Presets, comma-separated: mobile, new, paid, country-US, europe...",
+            json_schema_extra=PRESETS_TEXT,
+        ),
     ] = None
     custom_filter: Annotated[
         str | list[str] | None,
@@ -150,21 +184,35 @@ class ResultParams:
             description=(
                 "JSON: AND of OR groups of {criteria, operator, value[, key]}; "
                 "repeated, the parts are ANDed."
-            )
+            ),
+            json_schema_extra=JSON_TEXT,
         ),
-    ] = None
-    breakdown_by: Annotated[
-        str | None, Query(description="One of: " + ", ".join(BREAKDOWNS) + ".")
     ] = None
     event_attribute: Annotated[
         str | None,
-        Query(description="JSON: OR of AND groups of {key, operand, value}."),
+        Query(
+            description="JSON: OR of AND groups of {key, operand, value}.",
+            json_schema_extra=JSON_TEXT,
+        ),
     ] = None
     min_count: Annotated[
         int | None, Query(ge=1, le=1_000_000, description="Goal events needed per visitor.")
     ] = None
     timeframe_days: Annotated[
         int | None, Query(ge=1, le=3650, description="Conversion window after entry, in days.")
+    ] = None
+
+
+@dataclass
+class ResultParams(SeriesParams):
+    """The parameters of Mida's result: those of every endpoint and the breakdown."""
+
+    breakdown_by: Annotated[
+        str | None,
+        Query(
+            description="One of: " + ", ".join(BREAKDOWNS) + ".",
+            json_schema_extra=BREAKDOWN_TEXT,
+        ),
     ] = None
 
 
@@ -192,7 +240,7 @@ def reject_repeated(names: Sequence[str], single_valued: Iterable[str] = SINGLE_
 
 
 def result_query(
-    params: ResultParams, definition: ExperimentDefinition, now: datetime | None = None
+    params: SeriesParams, definition: ExperimentDefinition, now: datetime | None = None
 ) -> ResultQuery:
     """The validated query of the parameters for this experiment.
 
@@ -223,7 +271,9 @@ def result_query(
         "tz": tz,
         "goal": resolve_goal(definition, params.goal_key, params.goal_profile_id),
         "segment": segment,
-        "breakdown": parse_breakdown(params.breakdown_by),
+        "breakdown": (
+            parse_breakdown(params.breakdown_by) if isinstance(params, ResultParams) else None
+        ),
         "event_filter": parse_event_attribute(params.event_attribute),
         "min_count": params.min_count or 1,
         "timeframe_days": params.timeframe_days,
@@ -248,7 +298,7 @@ def parse_tz(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
     low, high = TZ_RANGE
-    if _TZ.fullmatch(raw.strip()) and low <= (hours := int(float(raw))) <= high:
+    if _TZ.fullmatch(raw) and low <= (hours := int(float(raw))) <= high:
         return hours
     raise bad_request(
         f"tz must be a whole number of hours between {low} and {high}, got {_quote(raw)}."
@@ -258,7 +308,9 @@ def parse_tz(raw: str | None) -> int:
 def resolve_goal(
     definition: ExperimentDefinition, goal_key: str | None, goal_profile_id: str | None
 ) -> str | None:
-    """The goal asked for (None: the primary goal); goals here are known by key only."""
+    """The goal asked for (None: the primary goal); goals here are known by key only. A
+    goal the experiment lacks is a 404: a well-formed name of nothing, as an unknown
+    experiment id is."""
     if goal_key and goal_profile_id and goal_key != goal_profile_id:
         raise bad_request("goal_key and goal_profile_id name different goals; give one of them.")
     wanted = goal_key or goal_profile_id
@@ -266,7 +318,7 @@ def resolve_goal(
         return None
     if all(goal.key != wanted for goal in definition.goals):
         known = ", ".join(goal.key for goal in definition.goals)
-        raise bad_request(f"The experiment has no goal {_quote(wanted)} (it has: {known}).")
+        raise ApiError(404, f"The experiment has no goal {_quote(wanted)} (it has: {known}).")
     return wanted
 
 
@@ -326,7 +378,7 @@ def metric_goal_keys(
     definition: ExperimentDefinition, metric_keys: str | None, goal_keys: str | None
 ) -> list[str]:
     """The goals of ``/metrics``: those named (comma list or JSON array), else the
-    secondary goals; unknown keys are a 400."""
+    secondary goals; an unknown key is a 404 (:func:`resolve_goal`)."""
     raw = metric_keys or goal_keys
     if not raw:
         return [goal.key for goal in definition.goals if not goal.primary]

@@ -36,6 +36,7 @@ from worker.api.mida.models import (
 )
 from worker.api.mida.params import (
     ResultParams,
+    SeriesParams,
     metric_goal_keys,
     reject_repeated,
     reject_structured_filters,
@@ -67,7 +68,6 @@ from worker.store.share_links import (
 router = APIRouter(prefix="/v2", tags=["Mida v2"])
 
 Context = Annotated[ApiContext, Depends(api_context)]
-Params = Annotated[ResultParams, Depends()]
 
 EXPERIMENT = "/project/{project_key}/experiment/{test_id}"
 DEFAULT_SHARE_DAYS = 90
@@ -110,9 +110,29 @@ WritableExperiment = Annotated[ExperimentDefinition, Depends(mida_writable_exper
 
 
 async def mida_query(
-    request: Request, definition: AuthorizedExperiment, params: Params
+    request: Request,
+    definition: AuthorizedExperiment,
+    params: Annotated[ResultParams, Depends()],
 ) -> ResultQuery:
-    """Dependency: the validated query of Mida's parameters (400 on any problem)."""
+    """Dependency: the validated query of Mida's result parameters (400 on any problem)."""
+    return _checked_query(request, definition, params)
+
+
+async def mida_series_query(
+    request: Request,
+    definition: AuthorizedExperiment,
+    params: Annotated[SeriesParams, Depends()],
+) -> ResultQuery:
+    """Dependency: the query of /metrics and /timeseries, which take no breakdown."""
+    if "breakdown_by" in request.query_params:
+        endpoint = request.url.path.rsplit("/", 1)[-1]
+        raise bad_request(f"breakdown_by is not supported by /{endpoint}.")
+    return _checked_query(request, definition, params)
+
+
+def _checked_query(
+    request: Request, definition: ExperimentDefinition, params: SeriesParams
+) -> ResultQuery:
     names = [name for name, _ in request.query_params.multi_items()]
     reject_structured_filters(names)
     reject_repeated(names)
@@ -120,6 +140,7 @@ async def mida_query(
 
 
 MidaQuery = Annotated[ResultQuery, Depends(mida_query)]
+SeriesQuery = Annotated[ResultQuery, Depends(mida_series_query)]
 
 
 @router.get(
@@ -200,7 +221,7 @@ async def get_result(
 )
 async def get_metrics(
     definition: AuthorizedExperiment,
-    query: MidaQuery,
+    query: SeriesQuery,
     context: Context,
     metric_keys: Annotated[
         str | None, Query(description="Goal keys: comma-separated or a JSON array.")
@@ -208,8 +229,6 @@ async def get_metrics(
     goal_keys: Annotated[str | None, Query(description="Alias of metric_keys.")] = None,
 ) -> MetricsResponse:
     """The secondary goals (or the goals named) with the same rows as a result."""
-    if query.breakdown is not None:
-        raise bad_request("breakdown_by is not supported by /metrics.")
     goals = metric_goal_keys(definition, metric_keys, goal_keys)
     document = await context.results.document(definition, query)
     return MetricsResponse(
@@ -227,11 +246,9 @@ async def get_metrics(
     summary="Get experiment timeseries (daily per variant)",
 )
 async def get_timeseries(
-    definition: AuthorizedExperiment, query: MidaQuery, context: Context
+    definition: AuthorizedExperiment, query: SeriesQuery, context: Context
 ) -> TimeseriesResponse:
     """Daily rows per variant: each day the visitors who entered on it."""
-    if query.breakdown is not None:
-        raise bad_request("breakdown_by is not supported by /timeseries.")
     goal = query.goal_key(definition)
     days = await context.results.daily(definition, query)
     return TimeseriesResponse(

@@ -1,0 +1,196 @@
+"""Read cost against history: one experiment filled through the real Lua sink, then the
+reads the API and the snapshot job make, timed end to end from Redis.
+
+    .venv/bin/python bench/read_scale.py [--visitors 1000000] [--days 30] [--runs 5]
+
+Generates one two-arm experiment (a revenue goal) whose visitors enter over ``--days``
+days with a device, browser, country, region and city each, about 30 % of them
+converting once or twice; plans every event with the worker's planners and applies
+them with ``BatchSink`` (apply_batch.lua) in batches of 500 per partition, as
+bench/plan_and_sink.py does. Then, for each query below, ``compute_result`` (the path
+of the CLI and the snapshot job; the API runs the same in its runners) is timed
+``--runs`` times and the median printed: each run reads Redis afresh, so each is
+"cold" for the application (Redis itself holds everything in memory). Redis bytes per
+visitor are INFO used_memory after the fill minus before, over the visitors. It prints
+figures and asserts nothing; the prefix's keys are deleted at the end (``--keep``
+keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_experiments import two_arm_definition  # noqa: E402
+
+from worker.config import Settings  # noqa: E402
+from worker.events.experiment import ExperimentDefinition  # noqa: E402
+from worker.ingestion.commands import (  # noqa: E402
+    SourceMessage,
+    plan_assignment,
+    plan_conversion,
+    sink_rules,
+)
+from worker.ingestion.partitioning import partition_for  # noqa: E402
+from worker.results.presets import preset_filter  # noqa: E402
+from worker.results.query import ResultQuery  # noqa: E402
+from worker.results.service import compute_result  # noqa: E402
+from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
+from worker.store.connection import Redis, connect  # noqa: E402
+
+PARTITIONS = 12
+BATCH = 500
+EXPERIMENT = "scale"
+CITIES = [f"city-{n}" for n in range(200)]
+
+
+def events(visitors: int, days: int, seed: int) -> Iterator[tuple[str, bytes, bytes, int]]:
+    """(kind, key, value, event time in ms) of every visitor's entry and conversions,
+    in time order within each visitor; entries spread evenly over ``days`` days that
+    end an hour ago."""
+    rng = random.Random(seed)
+    end = datetime.now(UTC) - timedelta(hours=1)
+    span = days * 86400
+    for number in range(visitors):
+        visitor = f"v{number}"
+        entered = end - timedelta(seconds=span * (visitors - number) / visitors)
+        country = rng.choice(("US", "DE", "FR", "GB", "CA"))
+        entry = {
+            "event_id": f"a{number}",
+            "experiment_id": EXPERIMENT,
+            "variant_id": str(rng.randrange(2)),
+            "visitor_id": visitor,
+            "timestamp": entered.isoformat(),
+            "context": {
+                "device": rng.choice(("mobile", "desktop", "tablet")),
+                "browser": rng.choice(("chrome", "safari", "firefox")),
+                "country": country,
+                "region": f"{country}-{rng.randrange(10)}",
+                "city": rng.choice(CITIES),
+                "source": rng.choice(("direct", "search", "social")),
+            },
+        }
+        yield "a", visitor.encode(), orjson.dumps(entry), int(entered.timestamp() * 1000)
+        if rng.random() < 0.3:
+            for order in range(1 + (rng.random() < 0.3)):
+                moment = entered + timedelta(minutes=5 + 30 * order)
+                conversion = {
+                    "event_id": f"c{number}-{order}",
+                    "visitor_id": visitor,
+                    "goal": "purchase",
+                    "value": round(rng.uniform(5, 100), 2),
+                    "timestamp": moment.isoformat(),
+                }
+                yield "c", visitor.encode(), orjson.dumps(conversion), int(moment.timestamp() * 1000)
+
+
+async def fill(redis: Redis, prefix: str, definition: ExperimentDefinition, args: argparse.Namespace) -> int:
+    """Plans and sinks the generated events; returns how many."""
+    catalog = {definition.id: definition}
+    rules = sink_rules(catalog)
+    sink = BatchSink(redis, SinkSettings(prefix, 7 * 86400, 3_600_000, assignments_topic="a"))
+    pending: dict[int, list] = {}
+    offsets: dict[tuple[str, int], int] = {}
+    count = 0
+    started = time.perf_counter()
+    published = int(time.time() * 1000) - 3_600_000
+    for kind, key, value, _ in events(args.visitors, args.days, args.seed):
+        partition = partition_for(key.decode(), PARTITIONS)
+        offset = offsets.get((kind, partition), 0)
+        offsets[(kind, partition)] = offset + 1
+        record = SourceMessage(kind, partition, offset, key, value, timestamp_ms=published + count)
+        planner = plan_assignment if kind == "a" else plan_conversion
+        batch = pending.setdefault(partition, [])
+        batch.append(planner(record, catalog, PARTITIONS).command)
+        count += 1
+        if len(batch) == BATCH:
+            await sink.apply(partition, batch, [], rules=rules)
+            pending[partition] = []
+        if count % 200_000 == 0:
+            rate = count / (time.perf_counter() - started)
+            print(f"  filled {count:,} events ({rate:,.0f}/s)", flush=True)
+    for partition, batch in pending.items():
+        if batch:
+            await sink.apply(partition, batch, [], rules=rules)
+    return count
+
+
+def queries(days: int) -> dict[str, ResultQuery]:
+    """The reads measured, named as in BENCHMARKS.md."""
+    today = datetime.now(UTC).date()
+    week = today - timedelta(days=7)
+    return {
+        "default result (totals)": ResultQuery(),
+        "filter_by=mobile (cells x days)": ResultQuery(segment=preset_filter("mobile")),
+        "breakdown by device (cells)": ResultQuery(breakdown="device"),
+        "last 7 days (days x cells)": ResultQuery(start_date=week, end_date=today),
+        "last 7 days, tz=+2 (days + edge hours)": ResultQuery(start_date=week, end_date=today, tz=2),
+        "breakdown by city (scan)": ResultQuery(breakdown="city"),
+        "min_count=2 (scan)": ResultQuery(min_count=2),
+        "timeframe_days=3 (scan)": ResultQuery(timeframe_days=3),
+    }
+
+
+async def measure(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    prefix = f"bench-read-{os.getpid()}"
+    definition = ExperimentDefinition.model_validate(
+        two_arm_definition(EXPERIMENT)
+        | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
+    )
+    async with connect(settings) as redis:
+        before = int((await redis.info("memory"))["used_memory"])
+        started = time.perf_counter()
+        count = await fill(redis, prefix, definition, args)
+        seconds = time.perf_counter() - started
+        after = int((await redis.info("memory"))["used_memory"])
+        print(
+            f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
+            f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment"
+        )
+        try:
+            print(f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |")
+            print("|---|---|---|")
+            for name, query in queries(args.days).items():
+                times = []
+                for _ in range(args.runs):
+                    begun = time.perf_counter()
+                    document = await compute_result(redis, prefix, definition, query)
+                    times.append((time.perf_counter() - begun) * 1000)
+                visitors = sum(v.visitors for v in document.goals["purchase"].variants)
+                print(f"| {name} [{visitors:,} visitors] | {statistics.median(times):,.0f} | {min(times):,.0f} |")
+        finally:
+            if not args.keep:
+                keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=5000)]
+                for first in range(0, len(keys), 5000):
+                    await redis.unlink(*keys[first : first + 5000])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    asyncio.run(measure(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Schemathesis hooks of test_api_openapi.py: the rules across fields that JSON Schema
+cannot state, kept out of generated requests (or, for a sum, satisfied by them) so that
+every other rejection of a schema-valid request is a failure (ST202).
+
+Each rule is tested on its own elsewhere:
+- Mida's start_date after end_date (or, alone, after today) and goal_key naming another
+  goal than goal_profile_id: test_api_params.py;
+- Kameleoon's interval ending before it starts, ``sequentialTesting`` with
+  ``bayesian: true``, ``goalId`` and ``goalsIds`` naming different goals, and a
+  ``callbackUrl`` host off the allow-list: test_api_kameleoon.py (unit and integration);
+- the Experiments API's splitPercentage summing to 100 and its single control:
+  test_api_experiments_writes.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import schemathesis
+
+# schemathesis types its hook decorator as a plain callable; apply_to is set on it at
+# run time (schemathesis.hooks.to_filterable_hook).
+hook: Any = schemathesis.hook
+
+MIDA_RESULTS = r"^/v2/project/\{project_key\}/experiment/\{test_id\}/(result|metrics|timeseries)$"
+KAMELEOON_RESULTS = r"^/(experiments/\{experimentId\}|feature-flags/\{featureFlagId\})/results$"
+
+
+def _date(raw: object) -> date | None:
+    try:
+        return date.fromisoformat(raw) if isinstance(raw, str) and raw else None
+    except ValueError:
+        return None
+
+
+@hook("filter_query").apply_to(path_regex=MIDA_RESULTS)
+def mida_rules_across_fields(_: Any, query: dict[str, Any] | None) -> bool:
+    """No start_date after end_date, nor (alone) after the earliest "today" of any tz;
+    goal_key and goal_profile_id, when both given, alike."""
+    query = query or {}
+    goals = {query.get("goal_key") or None, query.get("goal_profile_id") or None} - {None}
+    start = _date(query.get("start_date"))
+    if start is None:
+        return len(goals) <= 1
+    end = _date(query.get("end_date"))
+    latest = end if end is not None else (datetime.now(UTC) - timedelta(hours=12)).date()
+    return start <= latest and len(goals) <= 1
+
+
+def _moment(raw: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+def _interval_in_order(body: dict[str, Any]) -> bool:
+    intervals = body.get("dateIntervals")
+    if not isinstance(intervals, list) or len(intervals) != 1 or not isinstance(intervals[0], dict):
+        return True
+    start, end = _moment(intervals[0].get("start")), _moment(intervals[0].get("end"))
+    if start is None or end is None:
+        return True
+    offset = start.utcoffset() or timedelta(0)
+    try:
+        end_date = (
+            (end if end.tzinfo else end.replace(tzinfo=UTC)).astimezone(UTC) + offset
+        ).date()
+    except OverflowError:
+        return True
+    return start.date() <= end_date
+
+
+@hook("filter_body").apply_to(path_regex=KAMELEOON_RESULTS)
+def kameleoon_rules_across_fields(_: Any, body: Any) -> bool:
+    """Only requests that no rule across fields refuses."""
+    if not isinstance(body, dict):
+        return True
+    sequential_bayesian = body.get("bayesian") is True and body.get("sequentialTesting") is True
+    return (
+        _interval_in_order(body)
+        and not sequential_bayesian
+        and not _goal_names_disagree(body.get("goalId"), body.get("goalsIds"))
+        and body.get("callbackUrl") is None
+    )
+
+
+def _goal_names_disagree(goal_id: object, goals_ids: object) -> bool:
+    """Both given, naming different goals (numbers name the goal of their text)."""
+
+    def texts(ids: object) -> object:
+        return [str(i) for i in ids] if isinstance(ids, list) else ids
+
+    return goal_id is not None and goals_ids is not None and texts(goal_id) != texts(goals_ids)
+
+
+@hook("map_body").apply_to(method="POST", path="/api/experiments")
+def one_control_and_splits_of_100(_: Any, body: Any) -> Any:
+    """The variants' splitPercentage made to sum to 100 (whole percents), and at most one
+    variant marked the control; only where each of them is schema-valid, so that a
+    negative case keeps the violation it was generated with."""
+    variants = body.get("variants") if isinstance(body, dict) else None
+    if (
+        isinstance(variants, list)
+        and variants
+        and all(isinstance(v, dict) and _valid_split(v.get("splitPercentage")) for v in variants)
+        and all(v.get("isControl") is None or isinstance(v["isControl"], bool) for v in variants)
+    ):
+        share = 100 // len(variants)
+        controls = 0
+        for number, variant in enumerate(variants):
+            variant["splitPercentage"] = share + (100 - share * len(variants) if number == 0 else 0)
+            controls += bool(variant.get("isControl"))
+            if controls > 1 and variant.get("isControl"):
+                variant["isControl"] = False
+    return body
+
+
+def _valid_split(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
