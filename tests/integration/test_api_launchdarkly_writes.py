@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from tests.integration.harness import Namespace, WorkerProcesses, produce, read_topic
 from tests.integration.harness import wait_until_applied as applied
 from tests.integration.test_api_experiments_writes import WORKER_ENV, api, auth, keys_for
+from worker.api.app import create_app
 from worker.ingestion.topics import ensure_topics
 from worker.store.definitions import load_definition
 
@@ -443,3 +445,24 @@ async def test_errors_are_in_launchdarklys_shape(
         # Nothing refused was published: the experiment is as the one start left it.
         shown = (await client.get(path, headers={"Authorization": f"Bearer {reader}"})).json()
         assert shown["currentIteration"]["status"] == "running" and shown["draftIteration"] is None
+
+
+async def test_a_write_no_worker_stores_is_answered_202_with_the_experiment_published(
+    namespace: Namespace,
+) -> None:
+    settings = replace(namespace.settings, api_write_wait_seconds=0.3)
+    await ensure_topics(settings)
+    writer, _ = await keys_for(settings)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        response = await client.post(EXPERIMENTS, json=experiment_post(), headers=bare(writer))
+    await app.state.context.publisher.close()
+    await app.state.context.redis.aclose()
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["key"], body["currentIteration"]["status"]) == ("checkout-colour", "not_started")
+    published = await read_topic(settings, settings.topic_experiments)
+    assert [(key, value["type"], value["tags"]) for key, value in published] == [
+        (b"checkout-colour", "experiment", ["checkout", "q4"])
+    ]
