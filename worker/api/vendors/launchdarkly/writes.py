@@ -147,7 +147,10 @@ async def create_iteration(
     record = launchdarkly_iteration(fields, _next_id(current))
     design = design.model_copy(update={"goals": _keep_goal_rules(design.goals, current.goals)})
     _check_design(current, design)
-    draft = Iteration.model_validate(record | {"created_at": now, "design": design})
+    try:
+        draft = Iteration.model_validate(record | {"created_at": now, "design": design})
+    except ValidationError as error:
+        raise _invalid("The iteration", error) from error
     updated = current.model_copy(update={"draft_iteration": draft, "updated_at": now})
     if not await context.publisher.publish(updated):
         return _json(iteration_rep(updated, draft, "not_started"), 202)
@@ -253,9 +256,10 @@ def _stopped(
     if winner is not None and current.variant(winner) is None:
         known = ", ".join(variant.id for variant in current.variants)
         raise ld_error(400, f"winningTreatmentId {winner!r} is not a treatment _id ({known}).")
-    iteration = current_iteration(current).model_copy(
+    record = current_iteration(current)
+    iteration = record.model_copy(
         update={
-            "started_at": current_iteration(current).started_at or current.started_at,
+            "started_at": record.started_at or current.started_at,
             "ended_at": now,
             "winning_variant_id": winner,
             "winning_reason": instruction.winningReason,
