@@ -405,6 +405,12 @@ async def test_errors_are_in_launchdarklys_shape(
             headers=bare(writer) | {"Content-Type": "application/json"},
         )
         assert response.status_code == 400 and response.json()["code"] == "invalid_request"
+        response = await client.patch(
+            f"{EXPERIMENTS}/checkout-colour",
+            content=b"\xff\xfe",
+            headers=bare(writer) | {"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400 and response.json()["code"] == "invalid_request"
 
         assert (
             await client.post(EXPERIMENTS, json=experiment_post(), headers=bare(writer))

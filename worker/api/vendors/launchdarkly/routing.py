@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.api.auth import api_key_header, bearer, granted_project
 from worker.api.context import ApiContext, api_context
@@ -85,6 +86,8 @@ class LaunchDarklyRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as error:
                 raise ld_error(400, validation_sentence(error)) from error
+            except StarletteHTTPException as error:  # e.g. a body that is not UTF-8
+                raise ld_error(error.status_code, f"{error.detail}.") from error
             except ApiError as error:
                 if error.body is not None:
                     raise
