@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace, WorkerProcesses, produce, read_topic
@@ -472,3 +474,62 @@ async def test_a_write_no_worker_stores_is_answered_202_with_the_experiment_publ
     assert [(key, value["type"], value["tags"]) for key, value in published] == [
         (b"checkout-colour", "experiment", ["checkout", "q4"])
     ]
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def mutated(draw: Any) -> Any:
+    """A valid body with one field, at any depth, replaced by arbitrary JSON."""
+    body: Any = experiment_post(f"fuzz-{draw(st.integers(0, 10**6))}")
+    node = body
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if not isinstance(child, dict | list) or not child or draw(st.booleans()):
+            node[key] = draw(JSON)
+            return body
+        node = child
+
+
+@st.composite
+def bodies(draw: Any) -> Any:
+    return draw(JSON) if draw(st.booleans()) else mutated(draw)
+
+
+@pytest.fixture
+async def fuzz_client(namespace: Namespace) -> Any:
+    settings = replace(namespace.settings, api_write_wait_seconds=0.05)
+    await ensure_topics(settings)
+    writer, _ = await keys_for(settings)
+    async with api(settings) as client:
+        yield client, writer
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(["", "/checkout-colour/iterations", "/checkout-colour"]),
+    body=bodies(),
+)
+async def test_arbitrary_write_bodies_get_a_launchdarkly_error_never_a_server_error(
+    fuzz_client: tuple[httpx.AsyncClient, str], path: str, body: Any
+) -> None:
+    client, writer = fuzz_client
+    method = "PATCH" if path == "/checkout-colour" else "POST"
+    response = await client.request(method, EXPERIMENTS + path, json=body, headers=bare(writer))
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert list(response.json()) == ["code", "message"], response.text
