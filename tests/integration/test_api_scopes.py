@@ -90,6 +90,9 @@ ROUTES: list[tuple[str, str, Any, str, Shape | None]] = [
     ("GET", "/api/projects/shop/experiments/stats", None, READ, posthog),
     ("POST", "/api/projects/shop/experiments/exp-a/recalculate_timeseries", {}, WRITE, posthog),
     ("GET", LD, None, READ, launchdarkly),
+    ("POST", LD.removesuffix("/exp-a"), {}, WRITE, launchdarkly),
+    ("POST", LD + "/iterations", {}, WRITE, launchdarkly),
+    ("PATCH", LD, {}, WRITE, launchdarkly),
     ("GET", "/ui/experiments", None, READ, None),
     ("GET", "/ui/experiments/exp-a", None, READ, None),
 ]

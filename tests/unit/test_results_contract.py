@@ -239,7 +239,7 @@ def test_the_decision_state_stores_as_it_did() -> None:
     # The fields of earlier versions first and as they were, then the evidence kept.
     before = b'{"winner":"b","srm_alarm":false,"weights":null,"sequence":{"winner_declared":1}'
     assert stored.startswith(before + b',"evidence":{"b":{"lift_type":"relative","p_value":')
-    assert stored.endswith(b',"fixed_horizon_passing":null}')
+    assert stored.endswith(b',"fixed_horizon_passing":null,"allocation_looked_at":null}')
     # A state stored by an earlier version loads, with no evidence yet.
     earlier = DecisionState.model_validate_json(before + b"}")
     assert (earlier.winner, earlier.evidence, earlier.fixed_horizon_passing) == ("b", {}, None)

@@ -118,31 +118,16 @@ def detect_shape(payload: dict[str, Any]) -> str:
     return "native"
 
 
+LAUNCHDARKLY_TYPES = ("experiment", "mab", "holdout")
+
+
 def from_launchdarkly(payload: dict[str, Any], project_key: str | None) -> dict[str, Any]:
-    """LaunchDarkly: treatments (baseline, allocationPercent) and metrics (primary)."""
+    """LaunchDarkly: treatments (baseline, allocationPercent) and metrics (primary), the
+    experiment's type, tags, holdout and maintainer, and its first iteration ("1")."""
     iteration = payload.get("iteration") or {}
-    treatments = iteration.get("treatments") or []
-    if not treatments:
-        raise DefinitionError("iteration.treatments must list at least one treatment")
-    if sum(bool(t.get("baseline")) for t in treatments) != 1:
-        raise DefinitionError("exactly one treatment must have baseline: true")
-    variants = []
-    for index, treatment in enumerate(treatments):
-        parameters = treatment.get("parameters") or [{}]
-        variant_id = parameters[0].get("variationId") or treatment.get("_id") or str(index)
-        variants.append(
-            {
-                "id": _slug(str(variant_id)),
-                "name": str(treatment.get("name") or variant_id),
-                "is_control": bool(treatment.get("baseline")),
-                "traffic_weight": _percent(treatment.get("allocationPercent", 0), f"treatment {index} allocationPercent") / 100,
-            }
-        )  # fmt: skip
-    primary_key = iteration.get("primarySingleMetricKey") or iteration.get("primaryFunnelKey")
-    metrics = iteration.get("metrics") or []
-    if not metrics:
-        raise DefinitionError("iteration.metrics must list at least one metric")
-    goals = _goals(metrics, primary_key)
+    kind = payload.get("type") or "experiment"
+    if kind not in LAUNCHDARKLY_TYPES:
+        raise DefinitionError(f"type must be one of {', '.join(LAUNCHDARKLY_TYPES)}, got {kind!r}")
     analysis = iteration.get("analysisConfig") or payload.get("analysisConfig") or {}
     engine = (iteration.get("methodology") or payload.get("methodology") or "bayesian").lower()
     stats: dict[str, Any] = {"engine": "frequentist" if engine == "frequentist" else "bayesian"}
@@ -164,15 +149,85 @@ def from_launchdarkly(payload: dict[str, Any], project_key: str | None) -> dict[
         stats["correction"] = {"benjamini-hochberg": "bh"}.get(correction, correction)
     if "sequentialTestingEnabled" in analysis:
         stats["sequential"] = bool(analysis["sequentialTestingEnabled"])
+    optional = {
+        native: payload[field]
+        for field, native in (
+            ("description", "description"),
+            ("maintainerId", "maintainer_id"),
+            ("tags", "tags"),
+            ("holdoutId", "holdout_id"),
+        )
+        if payload.get(field) is not None
+    }
     return {
         "id": _slug(str(payload.get("key") or payload.get("name") or "")),
         "project_key": project_key or payload.get("projectKey") or "default",
         "name": str(payload.get("name") or payload.get("key")),
         "status": "live" if payload.get("status") == "running" else payload.get("status", "draft"),
-        "variants": variants,
-        "goals": goals,
+        "type": kind,
+        **launchdarkly_design(iteration, kind),
         "stats": stats,
+        "iteration": launchdarkly_iteration(iteration, "1"),
+        **optional,
     }  # fmt: skip
+
+
+def launchdarkly_design(iteration: dict[str, Any], kind: str) -> dict[str, Any]:
+    """An ``IterationInput``'s variants, goals and (``mab`` only) reallocation period."""
+    treatments = iteration.get("treatments") or []
+    if not treatments:
+        raise DefinitionError("iteration.treatments must list at least one treatment")
+    if sum(bool(t.get("baseline")) for t in treatments) != 1:
+        raise DefinitionError("exactly one treatment must have baseline: true")
+    variants = []
+    for index, treatment in enumerate(treatments):
+        parameters = treatment.get("parameters") or [{}]
+        variant_id = parameters[0].get("variationId") or treatment.get("_id") or str(index)
+        flag_key = parameters[0].get("flagKey")
+        variants.append(
+            {
+                "id": _slug(str(variant_id)),
+                "name": str(treatment.get("name") or variant_id),
+                "is_control": bool(treatment.get("baseline")),
+                "traffic_weight": _percent(treatment.get("allocationPercent", 0), f"treatment {index} allocationPercent") / 100,
+                **({"flag_key": flag_key} if flag_key else {}),
+            }
+        )  # fmt: skip
+    primary_key = iteration.get("primarySingleMetricKey") or iteration.get("primaryFunnelKey")
+    metrics = iteration.get("metrics") or []
+    if not metrics:
+        raise DefinitionError("iteration.metrics must list at least one metric")
+    design: dict[str, Any] = {"variants": variants, "goals": _goals(metrics, primary_key)}
+    period = iteration.get("reallocationFrequencyMillis")
+    if period is not None:
+        if kind != "mab":
+            raise DefinitionError(
+                "iteration.reallocationFrequencyMillis applies to mab experiments only"
+            )
+        design["reallocation_seconds"] = _percent(period, "reallocationFrequencyMillis") / 1000
+    return design
+
+
+def launchdarkly_iteration(iteration: dict[str, Any], iteration_id: str) -> dict[str, Any]:
+    """An ``IterationInput``'s record beside its design: hypothesis, reshuffling, flags."""
+    flags = iteration.get("flags") or {}
+    return {
+        "id": iteration_id,
+        "hypothesis": iteration.get("hypothesis"),
+        "can_reshuffle_traffic": iteration.get("canReshuffleTraffic", True),
+        "flags": {
+            key: {
+                "rule_id": flag.get("ruleId"),
+                "flag_config_version": flag.get("flagConfigVersion"),
+                **(
+                    {"not_in_experiment_variation_id": flag["notInExperimentVariationId"]}
+                    if flag.get("notInExperimentVariationId") is not None
+                    else {}
+                ),
+            }
+            for key, flag in flags.items()
+        },
+    }
 
 
 def split_variants(raw_variants: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ class Reason(StrEnum):
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_DEFINITION = "invalid_definition"
     IMMUTABLE_WHILE_LIVE = "immutable_while_live"
+    HELD_OUT = "held_out"
 
 
 class SourceRecord(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -57,6 +58,11 @@ class Variant(BaseModel):
     traffic_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     flow_id: Identifier | None = Field(
         default=None, description='The "Experiments API" flowId the variant serves.'
+    )
+    flag_key: Identifier | None = Field(
+        default=None,
+        description="LaunchDarkly: the flag whose variation (the variant id) the treatment "
+        "serves (kept, not applied).",
     )
 
 
@@ -138,6 +144,60 @@ class StatsSettings(BaseModel):
         return self
 
 
+class IterationFlag(BaseModel):
+    """LaunchDarkly's flag configuration of an iteration (``FlagInput``), kept, not applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule_id: ShortText
+    flag_config_version: int
+    not_in_experiment_variation_id: ShortText | None = None
+
+
+class IterationDesign(BaseModel):
+    """What an iteration other than the current one runs with (the current iteration's
+    design is the definition's own variants, goals and reallocation period)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: Annotated[list[Variant], Field(min_length=1, max_length=50)]
+    goals: Annotated[list[Goal], Field(min_length=1, max_length=50)]
+    reallocation_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
+class Iteration(BaseModel):
+    """One run of the experiment in LaunchDarkly's terms: an iteration is started, stopped
+    (with the winner chosen, if any) and followed by the next one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    hypothesis: LongText | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    winning_variant_id: Identifier | None = None
+    winning_reason: LongText | None = None
+    change_justification: LongText | None = None
+    can_reshuffle_traffic: bool = True
+    flags: Annotated[dict[ShortText, IterationFlag], Field(max_length=20)] = Field(
+        default_factory=dict
+    )
+    design: IterationDesign | None = Field(
+        default=None,
+        description="Set on draft and previous iterations; null on the current one, whose "
+        "design is the definition's.",
+    )
+
+
+def holdout_bucket(holdout_id: str, visitor_id: str) -> float:
+    """The visitor's place in [0, 1) for the holdout ``holdout_id``: the first 15 hex digits
+    of SHA-1("{holdout_id}.{visitor_id}") over 0xFFFFFFFFFFFFFFF (LaunchDarkly's bucketing
+    rule, with the holdout id as the seed), so every producer can compute it."""
+    digest = hashlib.sha1(f"{holdout_id}.{visitor_id}".encode(), usedforsecurity=False)
+    return int(digest.hexdigest()[:15], 16) / 0xFFFFFFFFFFFFFFF
+
+
 class ExperimentDefinition(BaseModel):
     """The native definition; LaunchDarkly and "Experiments API" shapes are adapted to it."""
 
@@ -163,6 +223,29 @@ class ExperimentDefinition(BaseModel):
     updated_at: datetime | None = Field(
         default=None, description="Set by the HTTP API at each change it publishes."
     )
+    maintainer_id: ShortText | None = Field(
+        default=None, description="LaunchDarkly's maintainerId (kept, not applied)."
+    )
+    tags: Annotated[list[ShortText], Field(max_length=50)] = Field(default_factory=list)
+    holdout_id: Identifier | None = Field(
+        default=None,
+        description="The holdout experiment (type holdout) whose held-out visitors this "
+        "experiment does not enrol.",
+    )
+    reallocation_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="mab only: a bandit's weights are looked at, and reallocated when they "
+        "moved, at most once per this many seconds (unset: at every results interval).",
+    )
+    iteration: Iteration | None = Field(
+        default=None, description="The current iteration (LaunchDarkly); null for others."
+    )
+    draft_iteration: Iteration | None = Field(
+        default=None, description="An iteration created and not started yet."
+    )
+    previous_iterations: Annotated[list[Iteration], Field(max_length=200)] = Field(
+        default_factory=list, description="The iterations before the current one, oldest first."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentDefinition:
@@ -178,6 +261,14 @@ class ExperimentDefinition(BaseModel):
             raise ValueError("goal keys must be unique")
         if sum(goal.primary for goal in self.goals) != 1:
             raise ValueError("exactly one goal must have primary: true")
+        if self.reallocation_seconds is not None and self.type is not ExperimentType.MAB:
+            raise ValueError("reallocation_seconds applies to mab experiments only")
+        if self.holdout_id is not None and (
+            self.holdout_id == self.id or self.type is ExperimentType.HOLDOUT
+        ):
+            raise ValueError("a holdout is not held out itself: holdout_id must name another")
+        if self.iteration is not None and self.iteration.design is not None:
+            raise ValueError("the current iteration's design is the definition's own")
         return self
 
     @property
@@ -216,6 +307,12 @@ class ExperimentDefinition(BaseModel):
         if update.stats.cuped_days != self.stats.cuped_days:
             changes.append(f"stats.cuped_days {self.stats.cuped_days} -> {update.stats.cuped_days}")
         return changes
+
+    def holds_out(self, visitor_id: str) -> bool:
+        """A holdout's rule: the visitor is in the held-out share, the control's share of
+        the traffic, when its :func:`holdout_bucket` falls below that share."""
+        share = self.control.traffic_weight / sum(v.traffic_weight for v in self.variants)
+        return holdout_bucket(self.id, visitor_id) < share
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((variant for variant in self.variants if variant.id == variant_id), None)

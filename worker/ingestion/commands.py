@@ -23,7 +23,7 @@ from worker.events.dead_letter import (
     dead_letter_entry,
     source_message,
 )
-from worker.events.experiment import ExperimentDefinition, ExperimentStatus
+from worker.events.experiment import ExperimentDefinition, ExperimentStatus, ExperimentType
 from worker.events.segment_cell import SegmentCell
 from worker.ingestion.partitioning import partition_for
 from worker.store.sink_protocol import (
@@ -218,6 +218,9 @@ def plan_assignment(
             f"experiment {experiment.id!r} is {experiment.status.value}: it takes no new assignments",
             miss=event.experiment_id,
         )
+    held_out = holdout_refusal(experiment, event, catalog)
+    if held_out is not None:
+        return _dead(message, Reason.HELD_OUT, held_out)
     extended = event.context.model_dump(
         mode="json", include=set(EXTENDED_CONTEXT), exclude_none=True
     )
@@ -238,6 +241,44 @@ def plan_assignment(
     if extended:
         command["ctx"] = orjson.dumps(extended).decode()
     return Plan(command)
+
+
+def holdout_refusal(
+    experiment: ExperimentDefinition,
+    event: Assignment,
+    catalog: Mapping[str, ExperimentDefinition],
+) -> str | None:
+    """Why a holdout refuses this assignment, or None.
+
+    A holdout experiment's control is its held-out share: a visitor whose bucket
+    (``ExperimentDefinition.holds_out``) falls in it may only be assigned the control,
+    any other visitor only another variant. While the holdout runs (live or inactive),
+    an experiment naming it in ``holdout_id`` does not enrol its held-out visitors.
+    The bucket is a function of the two ids alone, so the answer does not depend on the
+    order the events arrive in, and a replay gives the same one.
+    """
+    visitor = event.visitor_id
+    if experiment.type is ExperimentType.HOLDOUT:
+        held = experiment.holds_out(visitor)
+        if held != (event.variant_id == experiment.control.id):
+            group = "held out" if held else "not held out"
+            return (
+                f"visitor {visitor!r} is {group} by holdout {experiment.id!r}: it is assigned "
+                f"{'only' if held else 'anything but'} its control {experiment.control.id!r}"
+            )
+        return None
+    holdout = catalog.get(experiment.holdout_id) if experiment.holdout_id else None
+    if (
+        holdout is not None
+        and holdout.type is ExperimentType.HOLDOUT
+        and holdout.accepts_conversions
+        and holdout.holds_out(visitor)
+    ):
+        return (
+            f"visitor {visitor!r} is held out by holdout {holdout.id!r}: experiment "
+            f"{experiment.id!r} does not enrol it"
+        )
+    return None
 
 
 def plan_conversion(

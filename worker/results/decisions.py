@@ -92,6 +92,8 @@ class DecisionState(BaseModel):
     """Variant → its sequential evidence so far."""
     fixed_horizon_passing: list[str] | None = None
     """The fixed-horizon test's passing variants, read once at the planned sample."""
+    allocation_looked_at: datetime | None = None
+    """When a bandit's weights were last looked at (``reallocation_seconds`` apart)."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,11 @@ def decide(definition: ExperimentDefinition, state: DecisionState, snapshot: Sna
     verdict = _verdict(definition, primary.variants, state)
     winner = _next_winner(definition, result, primary, state.winner, srm, verdict, ledger)
     weights = state.weights
-    if definition.type is ExperimentType.MAB:
+    looked_at = state.allocation_looked_at
+    if definition.type is ExperimentType.MAB and _allocation_due(definition, looked_at, snapshot):
         weights = _next_weights(primary, weights, ledger)
+        if primary.bandit_updated:
+            looked_at = snapshot.computed_at
     return Decisions(
         ledger.events,
         DecisionState(
@@ -138,8 +143,21 @@ def decide(definition: ExperimentDefinition, state: DecisionState, snapshot: Sna
             sequence=ledger.sequence,
             evidence=verdict.evidence,
             fixed_horizon_passing=verdict.fixed_horizon_passing,
+            allocation_looked_at=looked_at,
         ),
     )
+
+
+def _allocation_due(
+    definition: ExperimentDefinition, looked_at: datetime | None, snapshot: Snapshot
+) -> bool:
+    """Whether a bandit's weights are looked at in this snapshot: always without a
+    reallocation period, else once the period has passed since the last look (a look is
+    one where the bandit computed weights, whether or not they moved enough to publish)."""
+    period = definition.reallocation_seconds
+    if period is None or looked_at is None:
+        return True
+    return (snapshot.computed_at - looked_at).total_seconds() >= period
 
 
 def reset_srm(definition: ExperimentDefinition, state: DecisionState, at: datetime) -> Decisions:
