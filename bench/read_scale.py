@@ -10,7 +10,10 @@ them with ``BatchSink`` (apply_batch.lua) in batches of 500 per partition, as
 bench/plan_and_sink.py does. Then, for each query below, ``compute_result`` (the path
 of the CLI and the snapshot job; the API runs the same in its runners) is timed
 ``--runs`` times and the median printed: each run reads Redis afresh, so each is
-"cold" for the application (Redis itself holds everything in memory). Redis bytes per
+"cold" for the application (Redis itself holds everything in memory). Whole-run cell
+queries are timed twice: as the planner reads them (the running totals per cell) and
+from the day rollups, as the planner read them before those totals existed, on the same
+data in the same run. Redis bytes per
 visitor are INFO used_memory after the fill minus before, over the visitors. It prints
 figures and asserts nothing; the prefix's keys are deleted at the end (``--keep``
 keeps them).
@@ -27,8 +30,9 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -46,11 +50,14 @@ from worker.ingestion.commands import (  # noqa: E402
     sink_rules,
 )
 from worker.ingestion.partitioning import partition_for  # noqa: E402
+from worker.results.cell_aggregation import CellTable  # noqa: E402
+from worker.results.planning import counter_grain, plan_query  # noqa: E402
 from worker.results.presets import preset_filter  # noqa: E402
 from worker.results.query import ResultQuery  # noqa: E402
-from worker.results.service import compute_result  # noqa: E402
+from worker.results.service import compute_result, document  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.connection import Redis, connect  # noqa: E402
+from worker.store.counter_reader import Grain, read_counters  # noqa: E402
 
 PARTITIONS = 12
 BATCH = 500
@@ -95,10 +102,17 @@ def events(visitors: int, days: int, seed: int) -> Iterator[tuple[str, bytes, by
                     "value": round(rng.uniform(5, 100), 2),
                     "timestamp": moment.isoformat(),
                 }
-                yield "c", visitor.encode(), orjson.dumps(conversion), int(moment.timestamp() * 1000)
+                yield (
+                    "c",
+                    visitor.encode(),
+                    orjson.dumps(conversion),
+                    int(moment.timestamp() * 1000),
+                )
 
 
-async def fill(redis: Redis, prefix: str, definition: ExperimentDefinition, args: argparse.Namespace) -> int:
+async def fill(
+    redis: Redis, prefix: str, definition: ExperimentDefinition, args: argparse.Namespace
+) -> int:
     """Plans and sinks the generated events; returns how many."""
     catalog = {definition.id: definition}
     rules = sink_rules(catalog)
@@ -129,19 +143,31 @@ async def fill(redis: Redis, prefix: str, definition: ExperimentDefinition, args
     return count
 
 
+async def from_days(
+    redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
+) -> Any:
+    """The result read from the day rollups (the previous planner's grain for a cell query
+    without dates)."""
+    counters = await read_counters(redis, prefix, definition.id, Grain.DAYS, query.hour_range())
+    table = CellTable.from_counters(counters.cells, counters.data_hours)
+    return await asyncio.to_thread(
+        document, table, definition, query, [goal.key for goal in definition.goals]
+    )
+
+
 def queries(days: int) -> dict[str, ResultQuery]:
     """The reads measured, named as in BENCHMARKS.md."""
     today = datetime.now(UTC).date()
     week = today - timedelta(days=7)
     return {
-        "default result (totals)": ResultQuery(),
-        "filter_by=mobile (cells x days)": ResultQuery(segment=preset_filter("mobile")),
-        "breakdown by device (cells)": ResultQuery(breakdown="device"),
-        "last 7 days (days x cells)": ResultQuery(start_date=week, end_date=today),
-        "last 7 days, tz=+2 (days + edge hours)": ResultQuery(start_date=week, end_date=today, tz=2),
-        "breakdown by city (scan)": ResultQuery(breakdown="city"),
-        "min_count=2 (scan)": ResultQuery(min_count=2),
-        "timeframe_days=3 (scan)": ResultQuery(timeframe_days=3),
+        "default result": ResultQuery(),
+        "filter_by=mobile": ResultQuery(segment=preset_filter("mobile")),
+        "breakdown by device": ResultQuery(breakdown="device"),
+        "last 7 days": ResultQuery(start_date=week, end_date=today),
+        "last 7 days, tz=+2": ResultQuery(start_date=week, end_date=today, tz=2),
+        "breakdown by city": ResultQuery(breakdown="city"),
+        "min_count=2": ResultQuery(min_count=2),
+        "timeframe_days=3": ResultQuery(timeframe_days=3),
     }
 
 
@@ -163,16 +189,27 @@ async def measure(args: argparse.Namespace) -> None:
             f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment"
         )
         try:
-            print(f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |")
+            print(
+                f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |"
+            )
             print("|---|---|---|")
             for name, query in queries(args.days).items():
-                times = []
-                for _ in range(args.runs):
-                    begun = time.perf_counter()
-                    document = await compute_result(redis, prefix, definition, query)
-                    times.append((time.perf_counter() - begun) * 1000)
-                visitors = sum(v.visitors for v in document.goals["purchase"].variants)
-                print(f"| {name} [{visitors:,} visitors] | {statistics.median(times):,.0f} | {min(times):,.0f} |")
+                counters = plan_query(query).source == "counters"
+                grain = counter_grain(query) if counters else "visitor scan"
+                ways = {f"{name} ({grain})": compute_result}
+                if grain is Grain.CELL_TOTALS:
+                    ways[f"{name} (days, as before)"] = from_days
+                for label, way in ways.items():
+                    times = []
+                    for _ in range(args.runs):
+                        begun = time.perf_counter()
+                        result = await way(redis, prefix, definition, query)
+                        times.append((time.perf_counter() - begun) * 1000)
+                    visitors = sum(v.visitors for v in result.goals["purchase"].variants)
+                    print(
+                        f"| {label} [{visitors:,} visitors] | "
+                        f"{statistics.median(times):,.0f} | {min(times):,.0f} |"
+                    )
         finally:
             if not args.keep:
                 keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=5000)]

@@ -9,7 +9,11 @@ Each rule is tested on its own elsewhere:
   ``bayesian: true``, ``goalId`` and ``goalsIds`` naming different goals, and a
   ``callbackUrl`` host off the allow-list: test_api_kameleoon.py (unit and integration);
 - the Experiments API's splitPercentage summing to 100 and its single control:
-  test_api_experiments_writes.py.
+  test_api_experiments_writes.py;
+- LaunchDarkly's iteration: one baseline, allocationPercent summing to 100, a
+  variationId per treatment, the primary metric among the metrics, a reallocation
+  period for bandits only, no holdoutId on a holdout: test_launchdarkly_writes.py and
+  test_api_launchdarkly_writes.py.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import schemathesis
 # run time (schemathesis.hooks.to_filterable_hook).
 hook: Any = schemathesis.hook
 
+LD_EXPERIMENTS = r"^/api/v2/projects/\{projectKey\}/environments/\{environmentKey\}/experiments"
 MIDA_RESULTS = r"^/v2/project/\{project_key\}/experiment/\{test_id\}/(result|metrics|timeseries)$"
 KAMELEOON_RESULTS = r"^/(experiments/\{experimentId\}|feature-flags/\{featureFlagId\})/results$"
 
@@ -119,3 +124,66 @@ def one_control_and_splits_of_100(_: Any, body: Any) -> Any:
 
 def _valid_split(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+@hook("map_body").apply_to(method="POST", path_regex=LD_EXPERIMENTS + "$")
+def launchdarkly_experiment_across_fields(_: Any, body: Any) -> Any:
+    """A new experiment whose first iteration obeys the iteration's rules, with a
+    reallocation period only for a bandit and no holdoutId on a holdout."""
+    if isinstance(body, dict) and isinstance(body.get("iteration"), dict):
+        mab = body.get("type") == "mab"
+        _iteration_across_fields(body["iteration"], mab)
+        if body.get("type") == "holdout" and isinstance(body.get("holdoutId"), str):
+            del body["holdoutId"]
+    return body
+
+
+@hook("map_body").apply_to(
+    method="POST", path_regex=LD_EXPERIMENTS + r"/\{experimentKey\}/iterations$"
+)
+def launchdarkly_iteration_across_fields(_: Any, body: Any) -> Any:
+    """A new iteration of the pinned experiment (no bandit) that obeys its rules."""
+    if isinstance(body, dict):
+        _iteration_across_fields(body, mab=False)
+    return body
+
+
+def _iteration_across_fields(iteration: dict[str, Any], mab: bool) -> None:
+    """One baseline, allocationPercent of whole percents summing to 100, a variationId
+    per treatment and the primary metric among the metrics; only where those fields are
+    schema-valid, so that a negative case keeps its violation."""
+    treatments = iteration.get("treatments")
+    if not (isinstance(treatments, list) and treatments):
+        return
+    if not all(
+        isinstance(t, dict)
+        and isinstance(t.get("baseline"), bool)
+        and isinstance(t.get("allocationPercent"), str)
+        and isinstance(t.get("parameters"), list)
+        and len(t["parameters"]) == 1
+        and isinstance(t["parameters"][0], dict)
+        and isinstance(t["parameters"][0].get("variationId"), str)
+        for t in treatments
+    ):
+        return
+    share = 100 // len(treatments)
+    for number, treatment in enumerate(treatments):
+        treatment["baseline"] = number == 0
+        treatment["allocationPercent"] = str(
+            share + (100 - share * len(treatments) if number == 0 else 0)
+        )
+        treatment["parameters"][0]["variationId"] = f"v{number}"
+    metrics = iteration.get("metrics")
+    keys = (
+        [m.get("key") for m in metrics]
+        if isinstance(metrics, list) and all(isinstance(m, dict) for m in metrics)
+        else []
+    )
+    if (
+        isinstance(iteration.get("primarySingleMetricKey"), str)
+        and keys
+        and isinstance(keys[0], str)
+    ):
+        iteration["primarySingleMetricKey"] = keys[0]
+    if not mab and isinstance(iteration.get("reallocationFrequencyMillis"), int):
+        del iteration["reallocationFrequencyMillis"]

@@ -286,9 +286,9 @@ async def test_a_holdout_keeps_its_share_out_of_the_experiments_that_name_it(
             json=experiment_post("early", holdoutId="program-holdout"),
             headers=bare(writer),
         )
-        assert refused.status_code == 400
+        assert refused.status_code == 404
         assert refused.json() == {
-            "code": "invalid_request",
+            "code": "not_found",
             "message": "holdoutId 'program-holdout' names no experiment of this project.",
         }
         for body in (holdout, experiment):
@@ -426,16 +426,16 @@ async def test_errors_are_in_launchdarklys_shape(
         start = {"instructions": [{"kind": "startIteration"}]}
         assert (await client.patch(path, json=start, headers=bare(writer))).status_code == 200
         no_draft = {"instructions": [{"kind": "startIteration", "changeJustification": "again"}]}
-        assert "no draft iteration" in await error(400, "PATCH", path, writer, no_draft)
+        assert "no draft iteration" in await error(409, "PATCH", path, writer, no_draft)
         wrong_winner = {
             "instructions": [{"kind": "stopIteration", "winningTreatmentId": "var-red"}]
         }
-        assert "var-red" in await error(400, "PATCH", path, writer, wrong_winner)
+        assert "var-red" in await error(404, "PATCH", path, writer, wrong_winner)
         moved = iteration("Other split", "purchase")
         moved["treatments"][0]["allocationPercent"] = "70"
         moved["treatments"][1]["allocationPercent"] = "30"
         assert "keeps its treatments" in await error(
-            400, "POST", f"{path}/iterations", writer, moved
+            409, "POST", f"{path}/iterations", writer, moved
         )
 
         assert await error(401, "GET", path, None, None)

@@ -64,10 +64,13 @@ HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 """The rules across fields JSON Schema cannot state (see that module)."""
 
 MIDA_SERIES = "/v2/project/{project_key}/experiment/{test_id}"
+LD_EXPERIMENTS = "/api/v2/projects/{projectKey}/environments/{environmentKey}/experiments"
 CROSS_FIELD_OPERATIONS = {
     "POST /api/experiments": "splitPercentage summing to 100, one control",
     "POST /experiments/{experimentId}/results": "interval order, goalId vs goalsIds, engine",
     "POST /feature-flags/{featureFlagId}/results": "interval order, goalId vs goalsIds, engine",
+    f"POST {LD_EXPERIMENTS}": "the first iteration's rules, type vs its fields",
+    f"POST {LD_EXPERIMENTS}/{{experimentKey}}/iterations": "the iteration's rules",
     f"GET {MIDA_SERIES}/result": "date order, goal_key vs goal_profile_id",
     f"GET {MIDA_SERIES}/metrics": "date order, goal_key vs goal_profile_id",
     f"GET {MIDA_SERIES}/timeseries": "date order, goal_key vs goal_profile_id",

@@ -247,7 +247,8 @@ def test_iteration_inputs_are_checked_as_launchdarkly_documents_them() -> None:
     assert IterationInput.model_validate(body).reallocationFrequencyMillis == 90_000
     for change, message in (
         (lambda b: b["treatments"][0].update(allocationPercent="60"), "sum to 100, got 110"),
-        (lambda b: b["treatments"][0].update(allocationPercent="abc"), "decimal string"),
+        (lambda b: b["treatments"][0].update(allocationPercent="abc"), "should match pattern"),
+        (lambda b: b["treatments"][0].update(allocationPercent="100.5"), "should match pattern"),
         (lambda b: b["treatments"][1].update(baseline=True), "exactly one treatment"),
         (lambda b: b.update(primarySingleMetricKey="nope"), "'nope' is not a metric"),
         (lambda b: b["metrics"][0].update(isGroup=True), "isGroup"),

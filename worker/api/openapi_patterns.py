@@ -27,8 +27,9 @@ def case_insensitive_choice(words: Iterable[str]) -> str:
     return "^" + alternatives(case_insensitive_word(word) for word in words) + "$"
 
 
-def comma_list(item: str) -> str:
-    """A comma-separated list of ``item`` (empty items and spaces around them allowed,
-    the empty text too), as ``split(",")`` and ``strip()`` read it."""
-    part = f" *(?:{item})? *"
+def comma_list(item: str, spaces: bool = True) -> str:
+    """A comma-separated list of ``item``, empty items (and the empty text) allowed, as
+    ``split(",")`` reads it; ``spaces``: around items too, as ``strip(" ")`` reads them."""
+    pad = " *" if spaces else ""
+    part = f"{pad}(?:{item})?{pad}"
     return f"^{part}(?:,{part})*$"

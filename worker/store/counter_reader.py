@@ -240,6 +240,9 @@ class _FieldCodes:
         self.pairs: list[tuple[str, SegmentCell | None]] = []
         self._pair_ids: dict[tuple[str, bytes], int] = {}
         self._goal_first: dict[str, int] = {}
+        # (cell text, field without its cell id) -> code: every partition stores the same
+        # fields under its own cell ids, so each is parsed once, not once per partition.
+        self._codes: dict[tuple[bytes, bytes], int] = {}
 
     def for_partition(self, cells: dict[bytes, bytes] | None) -> dict[bytes, int]:
         """A mapping field name -> code for one partition, given its cells hash (None:
@@ -261,13 +264,22 @@ class _FieldCodes:
     def _code(self, field: bytes, cell_texts: dict[bytes, bytes] | None) -> int:
         """`{cell_id}:{variant}[:{goal}]` (without cell texts `{variant}[:{goal}]`) ->
         its code."""
-        parts = field.decode().split(":")
-        text = b"" if cell_texts is None else cell_texts[parts.pop(0).encode()]
-        variant, *goal = parts
+        if cell_texts is None:
+            text, rest = b"", field
+        else:
+            cell_id, _, rest = field.partition(b":")
+            text = cell_texts[cell_id]
+        code = self._codes.get((text, rest))
+        if code is None:
+            code = self._codes[(text, rest)] = self._new_code(text, rest, cell_texts is not None)
+        return code
+
+    def _new_code(self, text: bytes, rest: bytes, with_cell: bool) -> int:
+        variant, *goal = rest.decode().split(":")
         pair = self._pair_ids.get((variant, text))
         if pair is None:
             pair = self._pair_ids[(variant, text)] = len(self.pairs)
-            cell = None if cell_texts is None else SegmentCell.parse(text.decode())
+            cell = SegmentCell.parse(text.decode()) if with_cell else None
             self.pairs.append((variant, cell))
         return pair * _METRIC_SLOTS + (self._goal_metric(goal[0]) if goal else 0)
 

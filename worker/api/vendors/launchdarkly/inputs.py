@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worker.events.fields import Identifier, LongText, ShortText
 
@@ -35,6 +35,10 @@ class TreatmentParameterInput(BaseModel):
     variationId: Identifier
 
 
+PERCENT_PATTERN = r"^(?:100(?:\.0+)?|[0-9]{1,2}(?:\.[0-9]+)?)$"
+"""A percentage as a decimal string, 0 to 100 (``50``, ``33.3``, ``100.0``)."""
+
+
 class TreatmentInput(BaseModel):
     """One treatment: a variant, whether it is the baseline and its traffic share."""
 
@@ -42,21 +46,10 @@ class TreatmentInput(BaseModel):
 
     name: ShortText
     baseline: bool
-    allocationPercent: str = Field(description="A decimal string, 0 to 100.")
+    allocationPercent: str = Field(
+        description="A decimal string, 0 to 100.", pattern=PERCENT_PATTERN
+    )
     parameters: Annotated[list[TreatmentParameterInput], Field(min_length=1, max_length=1)]
-
-    @field_validator("allocationPercent")
-    @classmethod
-    def _a_percentage(cls, value: str) -> str:
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation as error:
-            raise ValueError(
-                f"allocationPercent must be a decimal string, got {value!r}"
-            ) from error
-        if not number.is_finite() or not 0 <= number <= 100:
-            raise ValueError(f"allocationPercent must be between 0 and 100, got {value!r}")
-        return value
 
 
 class FlagInput(BaseModel):

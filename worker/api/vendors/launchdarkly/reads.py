@@ -8,6 +8,7 @@ from fastapi import Depends, Query
 
 from worker.api.auth import experiment_in_project
 from worker.api.context import ApiContext, api_context
+from worker.api.openapi_patterns import alternatives, comma_list
 from worker.api.vendors.launchdarkly.routing import RESPONSES, ld_error, ld_project, router
 from worker.api.vendors.launchdarkly.shapes import Experiment, experiment_rep
 from worker.store.api_keys import EXPERIMENT_READ
@@ -38,6 +39,7 @@ async def get_experiment(
         str | None,
         Query(
             max_length=200,
+            json_schema_extra={"pattern": comma_list(alternatives(EXPANDABLE), spaces=False)},
             description="Accepted for compatibility: every expandable field "
             f"({', '.join(sorted(EXPANDABLE))}) is always included.",
         ),

@@ -196,13 +196,13 @@ async def _started(
         raise ld_error(409, f"Experiment {current.id!r} is archived: it runs no new iteration.")
     if status is not ExperimentStatus.DRAFT and draft is None:
         raise ld_error(
-            400,
+            409,
             f"Experiment {current.id!r} has no draft iteration to start: create one "
             "(POST .../iterations) first.",
         )
     if status is ExperimentStatus.LIVE and not instruction.changeJustification:
         raise ld_error(
-            400, "changeJustification is required to start an iteration while one is running."
+            409, "changeJustification is required to start an iteration while one is running."
         )
     previous = list(current.previous_iterations)
     if status is not ExperimentStatus.DRAFT:
@@ -255,7 +255,7 @@ def _stopped(
     winner = instruction.winningTreatmentId
     if winner is not None and current.variant(winner) is None:
         known = ", ".join(variant.id for variant in current.variants)
-        raise ld_error(400, f"winningTreatmentId {winner!r} is not a treatment _id ({known}).")
+        raise ld_error(404, f"winningTreatmentId {winner!r} is not a treatment _id ({known}).")
     record = current_iteration(current)
     iteration = record.model_copy(
         update={
@@ -279,14 +279,14 @@ def _check_design(current: ExperimentDefinition, design: IterationDesign) -> Non
     same = set(before) == set(after) if current.type is ExperimentType.MAB else before == after
     if not same:
         raise ld_error(
-            400,
+            409,
             f"Experiment {current.id!r} has run: a new iteration keeps its treatments and "
             "their allocationPercent (its results span every iteration); create a new experiment.",
         )
     primary = next(goal.key for goal in design.goals if goal.primary)
     if primary != current.primary_goal.key:
         raise ld_error(
-            400,
+            409,
             f"Experiment {current.id!r} has run: a new iteration keeps its primary metric "
             f"{current.primary_goal.key!r}; create a new experiment to change it.",
         )
@@ -328,10 +328,10 @@ async def _holdout(context: ApiContext, project_key: str, body: ExperimentPost) 
     """400 unless ``holdoutId`` names a holdout experiment of the project."""
     holdout = await load_definition(context.redis, context.prefix, body.holdoutId or "")
     if holdout is None or holdout.project_key != project_key:
-        raise ld_error(400, f"holdoutId {body.holdoutId!r} names no experiment of this project.")
+        raise ld_error(404, f"holdoutId {body.holdoutId!r} names no experiment of this project.")
     if holdout.type is not ExperimentType.HOLDOUT:
         raise ld_error(
-            400, f"holdoutId {body.holdoutId!r} is a {holdout.type.value}, not a holdout."
+            409, f"holdoutId {body.holdoutId!r} is a {holdout.type.value}, not a holdout."
         )
     if body.type == "holdout":
         raise ld_error(400, "A holdout is not held out itself: drop holdoutId.")
