@@ -4,27 +4,92 @@ authentication, parameters and errors, and in headless Chromium against a real
 
 from __future__ import annotations
 
+import json
+import random
 import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from tests.dataset import Dataset
+from tests.dataset import Dataset, generate
 from tests.integration import browser
 from tests.integration import test_api_mida as mida
+from tests.integration.harness import Namespace, WorkerProcesses, wait_until_applied
 from tests.integration.test_api_mida import BASE, get_json
+from tests.integration.test_ingestion import produce_dataset
 
 pytestmark = pytest.mark.integration
 
-# The module fixtures of the Mida API tests: one ingested data set, a key, an in-process
-# client and a real server, created afresh for this module.
+# The module fixtures of the Mida API tests (a key, an in-process client and a real
+# server, created afresh for this module) over this module's data set: the Mida one,
+# spread over DAYS entry days so that the charts have days to draw.
 api_namespace = mida.api_namespace
-ingested = mida.ingested
 api_key = mida.api_key
 writer_key = mida.writer_key
 client = mida.client
 live_server = mida.live_server
+
+DAYS = 10
+SPREAD_SEED = 19
+
+
+def spread_over_days(data: Dataset, days: int, seed: int) -> Dataset:
+    """``data`` with each visitor's events moved by a whole number of days (the same for
+    all of the visitor's events, so its entries, visits and conversions keep their
+    order); the first day gets few visitors, as a young experiment has. The late tail
+    (the visitors that advance the hold clock) moves by the most, to stay last."""
+    rng = random.Random(seed)
+    weights = [0.15, *([1.0] * (days - 1))]
+    shifts: dict[str, timedelta] = {}
+
+    def shift(visitor: str) -> timedelta:
+        if visitor not in shifts:
+            late = visitor.startswith("late-")
+            day = days - 1 if late else rng.choices(range(days), weights)[0]
+            shifts[visitor] = timedelta(days=day)
+        return shifts[visitor]
+
+    def moved(event: dict[str, Any]) -> dict[str, Any]:
+        at = datetime.fromisoformat(event["timestamp"]) + shift(event["visitor_id"])
+        return {**event, "timestamp": at.isoformat()}
+
+    messages = []
+    for kind, key, value in data.messages:
+        event = json.loads(value)
+        is_event = isinstance(event, dict) and "timestamp" in event and "visitor_id" in event
+        messages.append((kind, key, json.dumps(moved(event)).encode() if is_event else value))
+    return Dataset(
+        definitions=data.definitions,
+        messages=messages,
+        assignments=[moved(event) for event in data.assignments],
+        conversions=[moved(event) for event in data.conversions],
+        expected_dead=data.expected_dead,
+    )
+
+
+@pytest.fixture(scope="module")
+async def ingested(
+    api_namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Dataset]:
+    settings = api_namespace.settings
+    data = spread_over_days(
+        generate(seed=61, visitors=2000, partitions=settings.partitions), DAYS, SPREAD_SEED
+    )
+    await produce_dataset(api_namespace, data)
+    workers = WorkerProcesses(api_namespace, tmp_path_factory.mktemp("ui-worker"))
+    workers.start()
+    async with Redis.from_url(settings.redis_url) as redis:
+        try:
+            await wait_until_applied(settings, redis)
+        finally:
+            workers.stop_all()
+    yield data
+
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ROW = re.compile(
@@ -63,7 +128,7 @@ async def test_page_shows_the_api_numbers_with_charts_and_form(
             client, f"{BASE}/experiment/exp-b/result", api_key, goal_key=goal, filter_by="mobile"
         )
         assert shown_counts(page.text) == api_counts(body)
-        assert page.text.count("<svg") == 2 and "<script" not in page.text
+        assert page.text.count("<svg") == 3 and "<script" not in page.text
         assert f'<option value="{goal}" selected>' in page.text
         assert 'name="filter_by" value="mobile"' in page.text
         assert "chance to beat control" in page.text or "p = " in page.text
@@ -144,7 +209,7 @@ async def test_chromium_renders_the_api_numbers(
             headers={"x-api-key": api_key},
         )
     assert shown_counts(dom) == api_counts(response.json())
-    assert dom.count("<svg") == 2
+    assert dom.count("<svg") == 3
     shot = ARTIFACTS / "ui-experiment-exp-b.png"
     browser.screenshot(url, shot, tmp_path / "profile")
     assert shot.stat().st_size > 10_000

@@ -13,9 +13,15 @@ from datetime import date
 from html import escape
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
-from worker.api.mida.params import BREAKDOWNS, ResultParams
+from worker.api.mida.params import (
+    BREAKDOWNS,
+    CRITERIA,
+    EVENT_OPERATORS,
+    SEGMENT_OPERATORS,
+    ResultParams,
+)
 from worker.api.mida.shapes import goal_of, variant_rows
-from worker.api.ui.charts import Band, Line, line_chart
+from worker.api.ui.charts import Band, Line, fit_start, line_chart
 from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import AnalysisSettings, GoalBlock, ResultDocument
 from worker.results.verdict import (
@@ -34,30 +40,10 @@ AUTH_NOTE = (
     "so a browser can open the page (a key in an address stays in the browser history: "
     "to show results to someone else, send a share link instead)."
 )
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111827;
-background:#f9fafb}
-main{max-width:1040px;margin:0 auto;padding:24px}
-h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.1rem;margin:28px 0 8px}
-.meta{color:#6b7280;margin:0 0 16px}
-table{border-collapse:collapse;width:100%;background:#fff}
-th,td{padding:8px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
-th:first-child,td:first-child{text-align:left}
-th{background:#f3f4f6;font-weight:600}
-.good{color:#047857;font-weight:600}.bad{color:#b91c1c;font-weight:600}
-.neutral{color:#374151}
-form{display:flex;flex-wrap:wrap;gap:12px;align-items:end;background:#fff;padding:12px;
-border:1px solid #e5e7eb}
-label{display:flex;flex-direction:column;font-size:.85rem;color:#374151}
-input,select,button{font:inherit;padding:4px 6px}
-.chart{background:#fff;border:1px solid #e5e7eb;max-width:100%;height:auto}
-.chart-title{font-weight:600;font-size:14px}.tick{font-size:11px;fill:#6b7280}
-.legend{font-size:12px}
-.note{color:#6b7280;font-size:.85rem}
-footer{color:#6b7280;font-size:.8rem;margin-top:32px;border-top:1px solid #e5e7eb;
-padding-top:8px}
-.error{background:#fef2f2;border:1px solid #fecaca;padding:16px;color:#991b1b}
-"""
+MIN_SAMPLE = 100
+"""Visitors every arm needs before the lift chart's axis is fitted to its interval."""
+STATIC = "/ui/static"
+"""Where the stylesheet and the page script are served (routes.static)."""
 
 
 @dataclass(frozen=True)
@@ -82,13 +68,17 @@ class ExperimentPage:
     cumulative: Sequence[ResultDocument]
 
 
-def document_page(title: str, body: str) -> str:
-    """A complete HTML document with the shared style and the authentication footer."""
+def document_page(title: str, body: str, script: bool = False) -> str:
+    """A complete HTML document with the shared stylesheet, the authentication footer
+    and, with ``script``, the page script (both static files: the Content-Security-Policy
+    allows no inline style or script)."""
+    tag = f'<script src="{STATIC}/page.js" defer></script>' if script else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body><main>{body}<footer>{AUTH_NOTE}</footer></main></body></html>"
+        f'<title>{escape(title)}</title><link rel="stylesheet" href="{STATIC}/page.css">'
+        f'{tag}</head><body><a class="skip" href="#main">Skip to the results</a>'
+        f'<main id="main">{body}<footer>{AUTH_NOTE}</footer></main></body></html>'
     )
 
 
@@ -111,8 +101,9 @@ def list_page(project_key: str, experiments: Sequence[tuple[ExperimentDefinition
     body = (
         f"<h1>Experiments of {escape(project_key)}</h1>"
         f'<p class="meta">{len(experiments)} experiments</p>'
-        "<table><thead><tr><th>Name</th><th>Id</th><th>Status</th><th>Variants</th>"
-        f"<th>Engine</th></tr></thead><tbody>{rows}</tbody></table>"
+        '<div class="scroll"><table><thead><tr><th>Name</th><th>Id</th><th>Status</th>'
+        "<th>Variants</th><th>Engine</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )
     return document_page(f"Experiments of {project_key}", body)
 
@@ -143,23 +134,68 @@ def experiment_page(page: ExperimentPage) -> str:
             f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
             variant_table(segment.variants, threshold, goal_type),
         ]
-    labels = [day.isoformat() for day in page.days]
-    goal = result.goal.goal_key
-    body += [
-        "<h2>Cumulative conversion rate</h2>",
-        line_chart("Conversion rate per variant", labels, rate_lines(page.daily, goal)),
-        "<h2>Lift against the control</h2>",
-        line_chart(
-            "Relative lift of the conversion rate with its interval",
-            labels,
-            lift_lines(definition, page.cumulative, goal),
-            zero_line=True,
-        ),
-        '<p class="note">Both charts are cumulative: each day counts every visitor who '
-        "entered up to that day; the lift and its band are the engine's result for those "
-        "visitors, computed afresh for each day.</p>",
-    ]
+    body += charts(page)
     return document_page(f"{result.test_name} — results", "".join(body))
+
+
+def charts(page: ExperimentPage) -> list[str]:
+    """The cumulative charts: visitors, conversion rate and lift per variant by day
+    (a revenue or count goal's other lifts are in the table), the lift's axis fitted from the first day every arm has ``MIN_SAMPLE`` visitors."""
+    labels = [day.isoformat() for day in page.days]
+    goal = page.result.goal.goal_key
+    fitted = fit_start(visitor_counts(page.cumulative, goal), MIN_SAMPLE)
+    return [
+        "<h2>Over time</h2>",
+        line_chart(
+            "Visitors per variant (cumulative)",
+            labels,
+            visitor_lines(page.cumulative, goal),
+            unit="",
+            y_title="Visitors who entered up to the day",
+            x_title="Entry day",
+            chart_id="visitors-chart",
+        ),
+        line_chart(
+            "Conversion rate per variant (cumulative)",
+            labels,
+            rate_lines(page.daily, goal),
+            y_title="Converted visitors, % of visitors",
+            x_title="Entry day",
+            chart_id="rate-chart",
+        ),
+        line_chart(
+            "Lift against the control with its interval (cumulative)",
+            labels,
+            lift_lines(page.definition, page.cumulative, goal),
+            zero_line=True,
+            fit_from=fitted,
+            y_title="Relative lift of the conversion rate, % of the control's rate",
+            x_title="Entry day",
+            chart_id="lift-chart",
+        ),
+        '<p class="note">Every chart is cumulative: each day counts every visitor who '
+        "entered up to that day; the lift and its band are the engine's result for those "
+        "visitors, computed afresh for each day. The lift's axis is fitted to the days "
+        f"from which every variant has at least {MIN_SAMPLE} visitors; earlier days, "
+        "whose intervals are very wide, are drawn faded and cut at the axis. Hover over a "
+        "point for its values.</p>",
+    ]
+
+
+def visitor_counts(cumulative: Sequence[ResultDocument], goal: str) -> list[list[int]]:
+    """Per day, the cumulative visitors of each variant."""
+    return [[row.visitors for row in document.goals[goal].variants] for document in cumulative]
+
+
+def visitor_lines(cumulative: Sequence[ResultDocument], goal: str) -> list[Line]:
+    """Cumulative visitors per variant and day."""
+    if not cumulative:
+        return []
+    rows = cumulative[0].goals[goal].variants
+    return [
+        Line(row.name, [float(day.goals[goal].variants[index].visitors) for day in cumulative])
+        for index, row in enumerate(rows)
+    ]
 
 
 def settings_note(settings: AnalysisSettings) -> str:
@@ -187,8 +223,8 @@ def filter_form(
     action: str,
     key: str | None,
 ) -> str:
-    """The goal selector (``goal`` selected) and Mida's filters as GET fields (blank
-    fields mean no filter)."""
+    """Every Mida result parameter as a GET field (``goal`` selected; a blank field is
+    no filter), so the page's address always reproduces the view."""
     goals = "".join(
         _option(g.key, f"{g.name}{' (primary)' if g.primary else ''}", goal)
         for g in definition.goals
@@ -198,16 +234,39 @@ def filter_form(
     )
     hidden = "" if key is None else f'<input type="hidden" name="key" value="{escape(key)}">'
     return (
-        f'<form method="get" action="{escape(action)}">{hidden}'
-        f'<label>Goal<select name="goal_key">{goals}</select></label>'
-        f"{_input('filter_by', 'Filter (filter_by)', params.filter_by, 'text')}"
+        f'<form method="get" action="{escape(action)}" class="query" id="query">{hidden}'
+        f'<label>Goal (goal_key)<select name="goal_key">{goals}</select></label>'
         f"{_input('start_date', 'From (start_date)', params.start_date, 'date')}"
         f"{_input('end_date', 'To (end_date)', params.end_date, 'date')}"
-        f'<label>Breakdown<select name="breakdown_by">{breakdowns}</select></label>'
-        "<button type=submit>Apply</button></form>"
+        f"{_input('tz', 'Hours from UTC (tz)', params.tz, 'number', 'min=-12 max=14 step=1')}"
+        f"{_input('filter_by', 'Presets (filter_by)', params.filter_by, 'text')}"
+        f'<label>Breakdown (breakdown_by)<select name="breakdown_by">{breakdowns}</select>'
+        "</label>"
+        f"{_input('min_count', 'Goal events per visitor (min_count)', params.min_count, 'number', 'min=1')}"
+        f"{_input('timeframe_days', 'Days after entry (timeframe_days)', params.timeframe_days, 'number', 'min=1 max=3650')}"
+        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', params.custom_filter, CUSTOM_FILTER_HINT)}"
+        f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT)}"
+        '<div class="wide"><button type="submit">Apply</button></div></form>'
         '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
-        "returning, paid, country-US, europe…</p>"
+        "returning, paid, country-US, europe…; dates select visitors by their entry day in "
+        "the tz offset.</p>"
     )
+
+
+CUSTOM_FILTER_HINT = (
+    "An AND of OR groups: "
+    '[[{"criteria": "device", "operator": "==", "value": "mobile"}]]. Criteria: '
+    + ", ".join(sorted(CRITERIA))
+    + ". Operators: "
+    + ", ".join(SEGMENT_OPERATORS)
+    + "."
+)
+EVENT_ATTRIBUTE_HINT = (
+    "An OR of AND groups on the goal event's attributes: "
+    '[[{"key": "currency", "operand": "==", "value": "USD"}]]. Operands: '
+    + ", ".join(EVENT_OPERATORS)
+    + "."
+)
 
 
 def goal_notes(block: GoalBlock) -> list[str]:
@@ -244,8 +303,9 @@ def power_section(block: GoalBlock) -> list[str]:
         f"each test detects now, and the {unit} (all variants) and days it still needs at "
         "the pace so far. The sequential test may be read at any time; the fixed-horizon "
         "test only once, at its planned sample.</p>",
-        '<table class="power"><thead><tr><th>Variant</th><th>Fixed horizon</th>'
-        f"<th>Sequential</th></tr></thead><tbody>{cells}</tbody></table>",
+        '<div class="scroll"><table class="power"><thead><tr><th>Variant</th>'
+        "<th>Fixed horizon</th><th>Sequential</th></tr></thead>"
+        f"<tbody>{cells}</tbody></table></div>",
     ]
 
 
@@ -320,8 +380,8 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: Goa
         ]
         rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
     return (
-        f'<table class="variants"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<div class="scroll"><table class="variants"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -417,8 +477,18 @@ def _option(value: str, label: str, selected: str | None) -> str:
     return f'<option value="{escape(value)}"{chosen}>{escape(label)}</option>'
 
 
-def _input(name: str, label: str, value: str | None, kind: str) -> str:
+def _input(name: str, label: str, value: str | None, kind: str, extra: str = "") -> str:
+    """A labelled input; ``extra`` holds constant attributes (never user input)."""
     return (
-        f'<label>{escape(label)}<input type="{kind}" name="{name}" '
-        f'value="{escape(value or "")}"></label>'
+        f'<label>{escape(label)}<input type="{kind}" id="field-{name}" name="{name}" '
+        f'value="{escape(value or "")}" {extra}></label>'
+    )
+
+
+def _textarea(name: str, label: str, value: str | None, hint: str) -> str:
+    """A labelled multi-line field across the form, described by ``hint``."""
+    return (
+        f'<label class="wide">{escape(label)}<textarea name="{name}" id="field-{name}" '
+        f'rows="2" spellcheck="false" aria-describedby="hint-{name}">{escape(value or "")}'
+        f'</textarea><span class="note" id="hint-{name}">{escape(hint)}</span></label>'
     )

@@ -1,20 +1,23 @@
-"""The results pages: server-rendered HTML with inline SVG charts, no JavaScript.
+"""The results pages: server-rendered HTML with inline SVG charts.
 
 Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
 ``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
 Mida's result parameters, parsed by ``mida.params``. Every expected failure is a small
-HTML page with the API's sentence and status code.
+HTML page with the API's sentence and status code. Every response carries the security
+headers: the stylesheet and the one script are static files served here, so the
+Content-Security-Policy allows no inline script or style and no other origin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Security
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
@@ -30,6 +33,20 @@ from worker.store.definitions import load_definitions
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""On every /ui response. No referrer: a page address may carry ``?key=`` or a share
+token, which must not leak to another site through a link."""
+STATIC_FILES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+"""The files of worker/api/ui/static/ served at /ui/static/{name}, with their types."""
+
 Context = Annotated[ApiContext, Depends(api_context)]
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 HeaderKey = Annotated[str | None, Security(api_key_header)]
@@ -43,19 +60,48 @@ def form_params(
     start_date: Text = None,
     end_date: Text = None,
     breakdown_by: Text = None,
-) -> ResultParams:
-    """Dependency: the page's form fields as Mida's result parameters (parsed later, so
-    that a bad value becomes an error page rather than a validation error)."""
-    return ResultParams(
-        goal_key=goal_key,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        breakdown_by=breakdown_by,
-    )
+    tz: Text = None,
+    custom_filter: Text = None,
+    event_attribute: Text = None,
+    min_count: Text = None,
+    timeframe_days: Text = None,
+) -> dict[str, str | None]:
+    """Dependency: the page's form fields as text, blank ones as absent (parsed later,
+    by ``result_params``, so that a bad value becomes an error page rather than a
+    validation error)."""
+    fields = {
+        "goal_key": goal_key,
+        "filter_by": filter_by,
+        "start_date": start_date,
+        "end_date": end_date,
+        "breakdown_by": breakdown_by,
+        "tz": tz,
+        "custom_filter": custom_filter,
+        "event_attribute": event_attribute,
+        "min_count": min_count,
+        "timeframe_days": timeframe_days,
+    }
+    return {name: value if value and value.strip() else None for name, value in fields.items()}
 
 
-FormParams = Annotated[ResultParams, Depends(form_params)]
+WHOLE_NUMBERS = {"min_count": (1, 1_000_000), "timeframe_days": (1, 3650)}
+"""The form's whole-number fields and their bounds (those of the Mida API's query)."""
+
+
+def result_params(fields: dict[str, str | None]) -> ResultParams:
+    """Mida's result parameters from the form's fields; a 400 for a whole-number field
+    out of its bounds (the others are judged by ``result_query``, as in the API)."""
+    numbers: dict[str, int | None] = {}
+    for name, (low, high) in WHOLE_NUMBERS.items():
+        raw = fields[name]
+        if raw is not None and not (raw.isdigit() and low <= int(raw) <= high):
+            raise ApiError(400, f"{name} must be a whole number from {low} to {high}.")
+        numbers[name] = None if raw is None else int(raw)
+    text = {name: value for name, value in fields.items() if name not in WHOLE_NUMBERS}
+    return ResultParams(**text, **numbers)
+
+
+FormParams = Annotated[dict[str, str | None], Depends(form_params)]
 
 
 @router.get("/experiments", response_class=HTMLResponse)
@@ -113,30 +159,42 @@ async def shared(
     return await _html(build())
 
 
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """The stylesheet or the page script (404 for any other name)."""
+    media_type = STATIC_FILES.get(name)
+    if media_type is None:
+        return HTMLResponse(error_page(404, "Not Found"), 404, SECURITY_HEADERS)
+    text = resources.files("worker.api.ui").joinpath("static", name).read_text()
+    return Response(text, media_type=media_type, headers=SECURITY_HEADERS)
+
+
 async def _html(page: Awaitable[str]) -> HTMLResponse:
-    """The page, or the error page of an expected failure (never a 500 for those)."""
+    """The page, or the error page of an expected failure (never a 500 for those),
+    with the security headers."""
     try:
-        return HTMLResponse(await page)
+        return HTMLResponse(await page, headers=SECURITY_HEADERS)
     except ApiError as error:
         return HTMLResponse(
             error_page(error.status_code, error.message),
             error.status_code,
-            error_headers(error.status_code, error.headers),
+            {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS},
         )
     except REDIS_UNAVAILABLE:
-        return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
+        return HTMLResponse(error_page(503, STORAGE_DOWN), 503, SECURITY_HEADERS)
 
 
 async def _results(
     context: ApiContext,
     definition: ExperimentDefinition,
-    params: ResultParams,
+    fields: dict[str, str | None],
     action: str,
     key: str | None,
 ) -> str:
     """The experiment page for the parameters: the result as the API answers it, the
     daily cohorts (accumulated for the rate chart) and the cumulative results per day
     (the engine's lift and interval for every visitor up to that day)."""
+    params = result_params(fields)
     query = result_query(params, definition)
     goal = query.goal_key(definition)
     document = await context.results.document(definition, query)
