@@ -18,8 +18,10 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,1600",
+    "--hide-scrollbars",
 )
+WINDOW = (1280, 1600)
+"""Width and height of the window, in CSS pixels, unless a call sets its own."""
 
 
 def chromium() -> str:
@@ -38,9 +40,10 @@ def chromium() -> str:
     raise RuntimeError("chromium is not installed and `apt-get install -y chromium` failed.")
 
 
-def _run(profile: Path, *arguments: str) -> str:
+def _run(profile: Path, *arguments: str, window: tuple[int, int] = WINDOW) -> str:
+    size = f"--window-size={window[0]},{window[1]}"
     completed = subprocess.run(
-        [chromium(), *FLAGS, f"--user-data-dir={profile}", *arguments],
+        [chromium(), *FLAGS, size, f"--user-data-dir={profile}", *arguments],
         capture_output=True,
         text=True,
         timeout=RUN_SECONDS,
@@ -56,9 +59,10 @@ def dump_dom(url: str, profile: Path) -> str:
     return _run(profile, "--dump-dom", url)
 
 
-def screenshot(url: str, path: Path, profile: Path) -> None:
-    """Save a PNG of ``url`` as Chromium renders it."""
+def screenshot(url: str, path: Path, profile: Path, window: tuple[int, int] = WINDOW) -> None:
+    """Save a PNG of ``url`` as Chromium renders it in a window of ``window`` (width,
+    height) CSS pixels."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run(profile, f"--screenshot={path}", url)
+    _run(profile, f"--screenshot={path}", url, window=window)
     if not path.is_file() or path.stat().st_size == 0:
         raise RuntimeError(f"chromium wrote no screenshot to {path}.")

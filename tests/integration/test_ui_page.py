@@ -4,6 +4,7 @@ authentication, parameters and errors, and in headless Chromium against a real
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest
@@ -128,7 +130,7 @@ async def test_page_shows_the_api_numbers_with_charts_and_form(
             client, f"{BASE}/experiment/exp-b/result", api_key, goal_key=goal, filter_by="mobile"
         )
         assert shown_counts(page.text) == api_counts(body)
-        assert page.text.count("<svg") == 3 and "<script" not in page.text
+        assert page.text.count("<svg") == 4 and "<script" not in page.text
         assert f'<option value="{goal}" selected>' in page.text
         assert 'name="filter_by" value="mobile"' in page.text
         assert "chance to beat control" in page.text or "p = " in page.text
@@ -209,7 +211,128 @@ async def test_chromium_renders_the_api_numbers(
             headers={"x-api-key": api_key},
         )
     assert shown_counts(dom) == api_counts(response.json())
-    assert dom.count("<svg") == 3
+    assert dom.count("<svg") == 4
     shot = ARTIFACTS / "ui-experiment-exp-b.png"
     browser.screenshot(url, shot, tmp_path / "profile")
     assert shot.stat().st_size > 10_000
+
+
+async def test_every_ui_response_carries_the_security_headers(
+    client: httpx.AsyncClient, api_key: str
+) -> None:
+    responses = [
+        await client.get("/ui/experiments", params={"key": api_key}),
+        await client.get("/ui/experiments/exp-a", params={"key": api_key}),
+        await client.get("/ui/experiments/exp-a", params={"key": "wrong"}),
+        await client.get("/ui/static/page.css"),
+        await client.get("/ui/static/nothing.js"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 401, 200, 404]
+    for response in responses:
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert "<style" not in responses[1].text and " style=" not in responses[1].text
+    assert responses[3].headers["content-type"].startswith("text/css")
+
+
+EVERY_PARAMETER = {
+    "goal_key": "purchase",
+    "start_date": "2026-11-20",
+    "end_date": "2026-11-28",
+    "tz": "2",
+    "filter_by": "mobile,new",
+    "breakdown_by": "browser",
+    "min_count": "2",
+    "timeframe_days": "30",
+    "custom_filter": '[[{"criteria": "country", "operator": "==", "value": "US"}]]',
+    "event_attribute": '[[{"key": "currency", "operand": "==", "value": "USD"}]]',
+}
+
+
+def form_fields(dom: str) -> dict[str, str]:
+    """The name and value of every field of the page's query form, as a GET submit
+    would send them (a select's selected option, a textarea's text)."""
+    form = dom.split('<form method="get"', 1)[1].split("</form>", 1)[0]
+    fields = {
+        name: html.unescape(value)
+        for name, value in re.findall(r'<input[^>]* name="([^"]+)"[^>]* value="([^"]*)"', form)
+    }
+    for name, options in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        first = re.search(r'<option value="([^"]*)"', options)
+        fields[name] = html.unescape((chosen or first).group(1))  # type: ignore[union-attr]
+    for name, text in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
+        fields[name] = html.unescape(text)
+    return fields
+
+
+def test_chromium_form_round_trips_every_parameter(
+    live_server: str, api_key: str, tmp_path: Path
+) -> None:
+    url = f"{live_server}/ui/experiments/exp-a?" + urlencode({**EVERY_PARAMETER, "key": api_key})
+    dom = browser.dump_dom(url, tmp_path / "profile")
+    fields = form_fields(dom)
+    # The address a submit of the unchanged form goes to is the address of this view.
+    assert fields == {**EVERY_PARAMETER, "key": api_key}
+    submitted = parse_qs(urlencode(fields))
+    assert {name: values[0] for name, values in submitted.items()} == fields
+
+
+def lift_axis(dom: str) -> tuple[float, float, int, list[tuple[str, float, float]]]:
+    """The lift chart's axis (low, high), the day it is fitted from, and each point's
+    (day, interval low, interval high) from its hover title."""
+    svg = dom.split('id="lift-chart"', 1)[1].split("</svg>", 1)[0]
+    low = float(re.search(r'data-y-low="([^"]+)"', svg).group(1))  # type: ignore[union-attr]
+    high = float(re.search(r'data-y-high="([^"]+)"', svg).group(1))  # type: ignore[union-attr]
+    fit = int(re.search(r'data-fit-from="(\d+)"', svg).group(1))  # type: ignore[union-attr]
+    bands = [
+        (day, float(a.replace("−", "-")), float(b.replace("−", "-")))
+        for day, a, b in re.findall(
+            r"<title>[^<]* · (\d{4}-\d\d-\d\d): [^<]*\(interval ([^ ]+) % to ([^ ]+) %\)</title>",
+            svg,
+        )
+    ]
+    return low, high, fit, bands
+
+
+async def test_chromium_lift_axis_fits_the_band(
+    live_server: str, api_key: str, tmp_path: Path, ingested: Dataset
+) -> None:
+    url = f"{live_server}/ui/experiments/exp-a?key={api_key}&goal_key=signup"
+    dom = browser.dump_dom(url, tmp_path / "profile")
+    low, high, fit, bands = lift_axis(dom)
+    # The first day every arm has 100 visitors, counted from the data set itself.
+    first_days = sorted(
+        {
+            event["timestamp"][:10]
+            for event in ingested.assignments
+            if event["experiment_id"] == "exp-a"
+        }
+    )
+    per_day = [[0, 0] for _ in first_days]
+    seen: set[str] = set()
+    for event in ingested.assignments:
+        visitor = event["visitor_id"]
+        if event["experiment_id"] != "exp-a" or visitor in seen:
+            continue
+        seen.add(visitor)
+        per_day[first_days.index(event["timestamp"][:10])][int(event["variant_id"])] += 1
+    cumulative = [
+        sum(day[arm] for day in per_day[: index + 1])
+        for index in range(len(per_day))
+        for arm in (0, 1)
+    ]
+    expected_fit = next(i for i in range(len(per_day)) if min(cumulative[2 * i : 2 * i + 2]) >= 100)
+    assert fit == expected_fit > 0
+    fitted = [band for band in bands if band[0] >= first_days[fit]]
+    assert fitted, dom
+    band_low = min(b[1] for b in fitted)
+    band_high = max(b[2] for b in fitted)
+    # Every fitted interval is inside the axis, and the axis is no wider than those
+    # intervals (and zero) rounded out to one tick step on each side.
+    span = max(band_high, 0.0) - min(band_low, 0.0)
+    assert low <= band_low and band_high <= high
+    assert high - low <= span * 2.0 + 1e-9, (low, high, band_low, band_high)

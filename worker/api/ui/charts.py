@@ -356,3 +356,80 @@ def _legend(
                 f'class="legend">{escape(lines[index].label)}</text>'
             )
     return parts
+
+
+TONE_COLORS = {"good": "#047857", "bad": "#b91c1c", "neutral": "#4b5563"}
+"""A verdict's tone to the colour of its point and bar (each at least 4.5:1 on white)."""
+ROW_HEIGHT = 26
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    """One row of an interval chart: a label, a point with its interval, and the tone
+    of its verdict; a row without a value is a heading (a goal's name)."""
+
+    label: str
+    value: float | None = None
+    band: Band = None
+    tone: str = "neutral"
+    said: str = ""
+
+
+def interval_chart(title: str, rows: Sequence[IntervalRow], chart_id: str) -> str:
+    """Rows of a lift (percent) with its interval bar on one shared axis, zero marked;
+    each point's hover title is its row's ``said``."""
+    points = [side for row in rows if row.band for side in row.band]
+    points += [row.value for row in rows if row.value is not None]
+    if not points:
+        return f'<p class="empty">{escape(title)}: no data yet.</p>'
+    axis = y_axis([Line("", points)], zero_line=True)
+    ticks = [
+        axis.low + tick * axis.step for tick in range(round((axis.high - axis.low) / axis.step) + 1)
+    ]
+    left = 16 + CHAR_WIDTH * max(len(row.label) for row in rows)
+    width = WIDTH - left - MARGIN_RIGHT - 24
+    top = MARGIN_TOP
+    height = top + ROW_HEIGHT * len(rows) + 36
+
+    def x(value: float) -> float:
+        return left + width * (value - axis.low) / (axis.high - axis.low)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{escape(chart_id)}" '
+        f'width="100%" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
+        f'<text x="4" y="16" class="chart-title">{escape(title)}</text>',
+    ]
+    bottom = top + ROW_HEIGHT * len(rows)
+    for value in ticks:
+        parts.append(
+            f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="{top:.1f}" y2="{bottom:.1f}" '
+            f'stroke="{"#111827" if value == 0 else "#e5e7eb"}"/>'
+            f'<text x="{x(value):.1f}" y="{bottom + 16:.1f}" text-anchor="middle" '
+            f'class="tick">{escape(tick_text(value, axis.step, "%"))}</text>'
+        )
+    for index, row in enumerate(rows):
+        middle = top + ROW_HEIGHT * index + ROW_HEIGHT / 2
+        heading = row.value is None and row.band is None
+        parts.append(
+            f'<text x="4" y="{middle + 4:.1f}" class="{"legend heading" if heading else "tick"}"'
+            f">{escape(row.label)}</text>"
+        )
+        fill = TONE_COLORS.get(row.tone, TONE_COLORS["neutral"])
+        hover = f"<title>{escape(row.said)}</title>" if row.said else ""
+        if row.band is not None:
+            parts.append(
+                f'<line x1="{x(row.band[0]):.1f}" x2="{x(row.band[1]):.1f}" y1="{middle:.1f}" '
+                f'y2="{middle:.1f}" stroke="{fill}" stroke-width="6" stroke-opacity="0.45">'
+                f"{hover}</line>"
+            )
+        if row.value is not None:
+            parts.append(
+                f'<circle cx="{x(row.value):.1f}" cy="{middle:.1f}" r="6" fill="{fill}" '
+                f'data-tone="{escape(row.tone)}">{hover}</circle>'
+            )
+    parts.append(
+        f'<text x="{left + width / 2:.1f}" y="{height - 4:.0f}" text-anchor="middle" '
+        'class="axis-title">Relative lift against the control, % of its value</text></svg>'
+    )
+    return "".join(parts)

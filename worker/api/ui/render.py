@@ -21,9 +21,17 @@ from worker.api.mida.params import (
     ResultParams,
 )
 from worker.api.mida.shapes import goal_of, variant_rows
-from worker.api.ui.charts import Band, Line, fit_start, line_chart
+from worker.api.ui.charts import (
+    Band,
+    IntervalRow,
+    Line,
+    fit_start,
+    interval_chart,
+    line_chart,
+)
 from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import AnalysisSettings, GoalBlock, ResultDocument
+from worker.results.decisions import DecisionState
 from worker.results.verdict import (
     UNCLUSTERED_NOTE,
     Verdict,
@@ -54,7 +62,7 @@ class ExperimentPage:
     cap and notes have no Mida field). ``action`` is the form's address and ``key`` the
     API key to carry in it (when the page was opened with ``?key=``); ``days`` are the
     chart's days, ``daily`` the documents of each day's cohort and ``cumulative`` those
-    of all cohorts up to it.
+    of all cohorts up to it; ``decision`` is what the worker has decided so far.
     """
 
     definition: ExperimentDefinition
@@ -66,6 +74,7 @@ class ExperimentPage:
     days: Sequence[date]
     daily: Sequence[ResultDocument]
     cumulative: Sequence[ResultDocument]
+    decision: DecisionState
 
 
 def document_page(title: str, body: str, script: bool = False) -> str:
@@ -123,6 +132,8 @@ def experiment_page(page: ExperimentPage) -> str:
         f"<strong>{escape(result.goal.goal_name)}</strong> · "
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         settings_note(page.document.settings),
+        decision_banner(page),
+        goal_overview(page),
         filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
         *goal_notes(block),
         "<h2>Variants</h2>",
@@ -136,6 +147,102 @@ def experiment_page(page: ExperimentPage) -> str:
         ]
     body += charts(page)
     return document_page(f"{result.test_name} — results", "".join(body))
+
+
+def decision_banner(page: ExperimentPage) -> str:
+    """What the worker has decided on the primary goal (of the default query, whatever
+    the page's filters): an SRM alarm, a winner, a withdrawal, the bandit weights, and
+    how many decision events of each kind there were."""
+    state, definition = page.decision, page.definition
+    names = {variant.id: variant.name for variant in definition.variants}
+    primary = next(goal for goal in definition.goals if goal.primary)
+    lines: list[str] = []
+    if state.srm_alarm:
+        tone, heading = "alarm", "Sample ratio mismatch: no winner while the alarm stands"
+        srm = page.document.srm_sequential_p_value
+        lines.append(
+            "The split of visitors departs from the configured weights "
+            f"(sequential test p = {'—' if srm is None else p_value_text(srm)} on these "
+            "numbers). Some visitors were lost or moved by variant (a redirect, a crash, a "
+            "bot filter), so every comparison may be biased. Find the cause; an operator "
+            "then resets the alarm with `python -m worker experiments reset-srm`."
+        )
+    elif state.winner is not None:
+        tone = "winner"
+        heading = f"Winner declared: {names.get(state.winner, state.winner)}"
+        rule = "sequential" if definition.stats.sequential else "fixed-horizon"
+        lines.append(
+            f"By the {rule} rule of the {definition.stats.engine.value} engine at "
+            f"{definition.stats.confidence_threshold_percent:g} % on the primary goal "
+            f"{primary.name}: a better lift, significant after Holm's correction across "
+            "the variants, with no SRM alarm."
+        )
+    elif state.sequence.get("winner_withdrawn"):
+        tone, heading = "withdrawn", "Winner withdrawn"
+        lines.append(
+            "A declared winner stopped passing the rule; no variant passes it now on the "
+            f"primary goal {primary.name}."
+        )
+    else:
+        tone, heading = "running", "No decision yet"
+        lines.append(f"No variant passes the winner rule on the primary goal {primary.name} yet.")
+    if state.weights:
+        shares = ", ".join(
+            f"{names.get(variant, variant)} {100 * weight:.1f} %"
+            for variant, weight in state.weights.items()
+        )
+        lines.append(f"Bandit traffic weights: {shares}.")
+    if state.sequence:
+        events = ", ".join(
+            f"{kind.replace('_', ' ')} × {count}" for kind, count in sorted(state.sequence.items())
+        )
+        lines.append(f"Decision events so far: {events}.")
+    paragraphs = "".join(f"<p>{escape(line)}</p>" for line in lines)
+    return (
+        f'<section class="banner {tone}" id="decision" data-state="{tone}" role="status">'
+        f"<h2>{escape(heading)}</h2>{paragraphs}</section>"
+    )
+
+
+def goal_overview(page: ExperimentPage) -> str:
+    """Every goal's lift per treatment with its interval on one axis, coloured by
+    verdict at the threshold (the goal's own metric: the conversion rate, or a revenue
+    or count goal's value per visitor), the primary goal marked, CUPED beside raw."""
+    threshold = page.result.confidence_threshold_percent
+    rows: list[IntervalRow] = []
+    for goal in page.definition.goals:
+        block = page.document.goals[goal.key]
+        lift = (VALUE_LIFTS.get(block.type) or [CONVERSION_RATE])[0]
+        marker = " ★ primary" if goal.primary else ""
+        rows.append(IntervalRow(f"{goal.name}{marker} ({lift.title.lower()})"))
+        for variant in variant_rows(page.definition, block.variants, block.type)[1:]:
+            for shown, label in ((lift, variant.name), (CUPED_LIFT, f"{variant.name} CUPED")):
+                stats = shown.statistics(variant)
+                if stats is None:
+                    continue
+                improvement = shown.improvement(variant)
+                said = _verdict(False, improvement, stats, threshold)
+                interval = _interval(stats)
+                rows.append(
+                    IntervalRow(
+                        f"  {label}",
+                        improvement,
+                        interval,
+                        said.tone,
+                        f"{goal.name}, {label}: "
+                        f"{'—' if improvement is None else f'{improvement:+.2f} %'}"
+                        f"{'' if interval is None else ' (' + _band_text(interval) + ')'}"
+                        f" · {said.text}",
+                    )
+                )
+    return (
+        "<h2>All goals</h2>"
+        + interval_chart(f"Lift of every goal at {threshold:g} %", rows, "goal-overview")
+        + '<p class="note">Green: better than the control at the threshold; red: worse; '
+        "grey: not conclusive. The bar is the interval of the lift. CUPED rows, when the "
+        "experiment uses CUPED, are the same lift adjusted for each visitor's value before "
+        "entry; the raw row above it is what decisions read.</p>"
+    )
 
 
 def charts(page: ExperimentPage) -> list[str]:
@@ -477,11 +584,11 @@ def _option(value: str, label: str, selected: str | None) -> str:
     return f'<option value="{escape(value)}"{chosen}>{escape(label)}</option>'
 
 
-def _input(name: str, label: str, value: str | None, kind: str, extra: str = "") -> str:
+def _input(name: str, label: str, value: str | int | None, kind: str, extra: str = "") -> str:
     """A labelled input; ``extra`` holds constant attributes (never user input)."""
     return (
         f'<label>{escape(label)}<input type="{kind}" id="field-{name}" name="{name}" '
-        f'value="{escape(value or "")}" {extra}></label>'
+        f'value="{escape(str(value or ""))}" {extra}></label>'
     )
 
 

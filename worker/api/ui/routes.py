@@ -28,8 +28,10 @@ from worker.api.mida.routes import shared_experiment
 from worker.api.mida.shapes import result_response
 from worker.api.ui.render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
+from worker.results.decisions import DecisionState
 from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
+from worker.store.snapshots import load_decision_state
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -203,6 +205,7 @@ async def _results(
     daily = await context.results.daily(definition, series)
     days = [day for day, _ in daily]
     cumulative = await context.results.cumulative(definition, series, days)
+    state = await load_decision_state(context.redis, context.prefix, definition.id)
     return experiment_page(
         ExperimentPage(
             definition=definition,
@@ -214,5 +217,6 @@ async def _results(
             days=days,
             daily=[day_document for _, day_document in daily],
             cumulative=cumulative,
+            decision=DecisionState.model_validate(state),
         )
     )
