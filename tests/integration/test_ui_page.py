@@ -24,6 +24,7 @@ from tests.integration import test_api_mida as mida
 from tests.integration.harness import Namespace, WorkerProcesses, wait_until_applied
 from tests.integration.test_api_mida import BASE, get_json
 from tests.integration.test_ingestion import produce_dataset
+from worker.store.snapshots import record_decisions
 
 pytestmark = pytest.mark.integration
 
@@ -336,3 +337,48 @@ async def test_chromium_lift_axis_fits_the_band(
     span = max(band_high, 0.0) - min(band_low, 0.0)
     assert low <= band_low and band_high <= high
     assert high - low <= span * 2.0 + 1e-9, (low, high, band_low, band_high)
+
+
+async def test_chromium_shows_the_decision_banner_then_the_srm_alarm(
+    live_server: str, api_key: str, api_namespace: Namespace, tmp_path: Path
+) -> None:
+    """The banner follows the decision state the worker stores (written here with the
+    worker's own store function): nothing, then a winner, then an SRM alarm."""
+    settings = api_namespace.settings
+    url = f"{live_server}/ui/experiments/exp-c?key={api_key}"
+
+    def banner() -> tuple[str, str]:
+        dom = browser.dump_dom(url, tmp_path / "profile")
+        section = dom.split('id="decision"', 1)[1].split("</section>", 1)[0]
+        state = re.search(r'data-state="(\w+)"', section).group(1)  # type: ignore[union-attr]
+        return state, html.unescape(re.sub(r"<[^>]+>", " ", section))
+
+    async with Redis.from_url(settings.redis_url) as redis:
+        assert banner()[0] == "running"
+        won = {"winner": "2", "sequence": {"winner_declared": 1}}
+        await record_decisions(redis, settings.key_prefix, "exp-c", [], won)
+        state, text = banner()
+        assert state == "winner" and "Winner declared: V2" in text
+        assert "sequential rule" in text and "winner declared × 1" in text
+        alarm = {"srm_alarm": True, "sequence": {"winner_declared": 1, "srm_detected": 1}}
+        await record_decisions(redis, settings.key_prefix, "exp-c", [], alarm)
+        result = httpx.get(
+            f"{live_server}{BASE}/experiment/exp-c/result", headers={"x-api-key": api_key}
+        ).json()
+        state, text = banner()
+        assert state == "alarm" and "Sample ratio mismatch" in text
+        assert "srm detected × 1" in text
+        assert result["srm_p_value"] is None or "p = " in text
+
+
+def test_chromium_screenshots_at_desktop_and_phone_widths(
+    live_server: str, api_key: str, tmp_path: Path
+) -> None:
+    url = f"{live_server}/ui/experiments/exp-b?key={api_key}&goal_key=purchase"
+    for width, height in ((1400, 3400), (390, 5200)):
+        shot = ARTIFACTS / f"ui-experiment-{width}.png"
+        browser.screenshot(url, shot, tmp_path / "profile", window=(width, height))
+        assert shot.stat().st_size > 10_000
+    # At 390 px nothing but the wide tables scrolls sideways: the page itself fits.
+    dom = browser.dump_dom(url, tmp_path / "profile")
+    assert 'name="viewport" content="width=device-width' in dom

@@ -166,7 +166,8 @@ def line_chart(
         return frame.top + frame.height * (axis.high - value) / (axis.high - axis.low)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{escape(chart_id)}" '
+        f'<div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" class="chart" '
+        f'id="{escape(chart_id)}" '
         f'width="100%" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
         f'aria-label="{escape(title)}" data-y-low="{axis.low:g}" data-y-high="{axis.high:g}" '
         f'data-fit-from="{fit_from}"><title>{escape(title)}</title>',
@@ -197,7 +198,7 @@ def line_chart(
         parts += _series(line, color(index), frame, y, fit_from)
     parts.append("</g>")
     parts += _points(lines, x_labels, frame, y, axis, unit, fit_from, zero_line)
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
 
 
@@ -230,7 +231,9 @@ def _y_axis(
 
 def _x_axis(labels: Sequence[str], frame: Frame, height: float, title: str) -> list[str]:
     """Every n-th label (no two overlap), always the last; each kept inside."""
-    widest = CHAR_WIDTH * max(len(label) for label in labels) + MIN_X_LABEL_GAP
+    # The first and last labels are anchored at their ends, so a neighbour's label must
+    # clear one and a half label widths.
+    widest = 1.5 * CHAR_WIDTH * max(len(label) for label in labels) + MIN_X_LABEL_GAP
     spacing = frame.width / max(len(labels) - 1, 1)
     every = max(1, math.ceil(widest / spacing))
     shown = [i for i in range(len(labels)) if i % every == 0]
@@ -395,7 +398,8 @@ def interval_chart(title: str, rows: Sequence[IntervalRow], chart_id: str) -> st
         return left + width * (value - axis.low) / (axis.high - axis.low)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{escape(chart_id)}" '
+        f'<div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" class="chart" '
+        f'id="{escape(chart_id)}" '
         f'width="100%" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
         f'<text x="4" y="16" class="chart-title">{escape(title)}</text>',
@@ -430,6 +434,6 @@ def interval_chart(title: str, rows: Sequence[IntervalRow], chart_id: str) -> st
             )
     parts.append(
         f'<text x="{left + width / 2:.1f}" y="{height - 4:.0f}" text-anchor="middle" '
-        'class="axis-title">Relative lift against the control, % of its value</text></svg>'
+        'class="axis-title">Relative lift against the control, % of its value</text></svg></div>'
     )
     return "".join(parts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from html import escape
 
@@ -74,7 +74,7 @@ class ExperimentPage:
     days: Sequence[date]
     daily: Sequence[ResultDocument]
     cumulative: Sequence[ResultDocument]
-    decision: DecisionState
+    decision: DecisionState = field(default_factory=DecisionState)
 
 
 def document_page(title: str, body: str, script: bool = False) -> str:

@@ -99,8 +99,18 @@ def result_params(fields: dict[str, str | None]) -> ResultParams:
         if raw is not None and not (raw.isdigit() and low <= int(raw) <= high):
             raise ApiError(400, f"{name} must be a whole number from {low} to {high}.")
         numbers[name] = None if raw is None else int(raw)
-    text = {name: value for name, value in fields.items() if name not in WHOLE_NUMBERS}
-    return ResultParams(**text, **numbers)
+    return ResultParams(
+        start_date=fields["start_date"],
+        end_date=fields["end_date"],
+        tz=fields["tz"],
+        goal_key=fields["goal_key"],
+        filter_by=fields["filter_by"],
+        custom_filter=fields["custom_filter"],
+        breakdown_by=fields["breakdown_by"],
+        event_attribute=fields["event_attribute"],
+        min_count=numbers["min_count"],
+        timeframe_days=numbers["timeframe_days"],
+    )
 
 
 FormParams = Annotated[dict[str, str | None], Depends(form_params)]
