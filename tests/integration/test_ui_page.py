@@ -21,9 +21,18 @@ from redis.asyncio import Redis
 from tests.dataset import Dataset, generate
 from tests.integration import browser
 from tests.integration import test_api_mida as mida
-from tests.integration.harness import Namespace, WorkerProcesses, wait_until_applied
+from tests.integration.harness import (
+    Namespace,
+    WorkerProcesses,
+    store_as_snapshot,
+    wait_until_applied,
+)
 from tests.integration.test_api_mida import BASE, get_json
 from tests.integration.test_ingestion import produce_dataset
+from worker.events.experiment import ExperimentDefinition
+from worker.results.experiment_result import result_document
+from worker.results.query_totals import QueryTotals
+from worker.results.variant_totals import VariantTotals
 from worker.store.snapshots import record_decisions
 
 pytestmark = pytest.mark.integration
@@ -382,3 +391,67 @@ def test_chromium_screenshots_at_desktop_and_phone_widths(
     # At 390 px nothing but the wide tables scrolls sideways: the page itself fits.
     dom = browser.dump_dom(url, tmp_path / "profile")
     assert 'name="viewport" content="width=device-width' in dom
+
+
+async def test_chromium_page_refreshes_when_a_new_snapshot_lands(
+    live_server: str, api_key: str, api_namespace: Namespace, ingested: Dataset, tmp_path: Path
+) -> None:
+    """exp-draft has no traffic: visitors on its page can only come from the snapshot
+    stored while the page is open, which the page script must notice and load."""
+    definition = ExperimentDefinition.model_validate(
+        next(d for d in ingested.definitions if d["id"] == "exp-draft")
+    )
+    rows = [
+        VariantTotals("0", visitors=40, conversions=4),
+        VariantTotals("1", visitors=60, conversions=9),
+    ]
+    document = result_document(definition, {g.key: QueryTotals(rows) for g in definition.goals})
+    async with browser.Page(tmp_path / "profile") as page:
+        await page.goto(f"{live_server}/ui/experiments/exp-draft?key={api_key}")
+        assert await page.evaluate("document.getElementById('total-visitors').textContent") == "0"
+        form_text = "document.getElementById('field-filter_by')"
+        await page.evaluate(f"{form_text}.value = 'typed, not submitted'")
+        async with Redis.from_url(api_namespace.settings.redis_url) as redis:
+            await store_as_snapshot(redis, api_namespace.settings.key_prefix, document)
+        shown = "document.getElementById('total-visitors').textContent === '100'"
+        await page.wait_for(shown, timeout=40)
+        assert "Updated at" in await page.evaluate(
+            "document.getElementById('live-status').textContent"
+        )
+        # Only the results were swapped: what the reader typed in the form stays.
+        assert await page.evaluate(f"{form_text}.value") == "typed, not submitted"
+
+
+async def test_chromium_shows_busy_retrying_on_a_503(
+    live_server: str, api_key: str, tmp_path: Path
+) -> None:
+    async with browser.Page(tmp_path / "profile") as page:
+        await page.goto(f"{live_server}/ui/experiments/exp-a?key={api_key}")
+        page.answers["/stamp"] = (503, {"Retry-After": "4", "Content-Type": "application/json"})
+        await page.send("Fetch.enable", patterns=[{"urlPattern": "*/stamp*"}])
+        status = "document.getElementById('live-status').textContent"
+        said = await page.wait_for(f"{status}.startsWith('Busy, retrying in') && {status}")
+        assert re.fullmatch(r"Busy, retrying in [1-4] s", said)
+        del page.answers["/stamp"]
+        await page.wait_for(f"!{status}.startsWith('Busy')", timeout=30)
+
+
+async def test_chromium_share_button_creates_and_revokes_a_link(
+    live_server: str, writer_key: str, api_key: str, tmp_path: Path
+) -> None:
+    async with browser.Page(tmp_path / "profile") as page:
+        await page.goto(f"{live_server}/ui/experiments/exp-a?key={api_key}")
+        # A read-only key is refused with the API's sentence.
+        await page.evaluate("document.getElementById('share-create').click()")
+        output = "document.getElementById('share-output').textContent"
+        refused = await page.wait_for(f"!{output}.endsWith('…') && {output}")
+        assert "scope" in refused.lower() or "write" in refused.lower(), refused
+        await page.evaluate(f"document.getElementById('share-key').value = '{writer_key}'")
+        await page.evaluate("document.getElementById('share-create').click()")
+        link = await page.wait_for("document.getElementById('share-link')?.href")
+        async with httpx.AsyncClient() as http:
+            shared = await http.get(link)
+            assert shared.status_code == 200 and "Experiment exp-a" in shared.text
+            await page.evaluate("document.getElementById('share-revoke').click()")
+            await page.wait_for(f"{output} === 'The share link is revoked.'")
+            assert (await http.get(link)).status_code == 404

@@ -50,6 +50,8 @@ AUTH_NOTE = (
 )
 MIN_SAMPLE = 100
 """Visitors every arm needs before the lift chart's axis is fitted to its interval."""
+POLL_SECONDS = 10
+"""How often the page script asks whether a new snapshot landed."""
 STATIC = "/ui/static"
 """Where the stylesheet and the page script are served (routes.static)."""
 
@@ -63,6 +65,9 @@ class ExperimentPage:
     API key to carry in it (when the page was opened with ``?key=``); ``days`` are the
     chart's days, ``daily`` the documents of each day's cohort and ``cumulative`` those
     of all cohorts up to it; ``decision`` is what the worker has decided so far.
+    ``stamp`` tells the stored snapshot the page shows apart from a newer one, which
+    ``stamp_url`` answers; ``share_api`` is the address of the experiment's share link
+    (None on a page opened with a share link).
     """
 
     definition: ExperimentDefinition
@@ -75,19 +80,23 @@ class ExperimentPage:
     daily: Sequence[ResultDocument]
     cumulative: Sequence[ResultDocument]
     decision: DecisionState = field(default_factory=DecisionState)
+    stamp: str = ""
+    stamp_url: str = ""
+    share_api: str | None = None
 
 
-def document_page(title: str, body: str, script: bool = False) -> str:
+def document_page(title: str, body: str, script: bool = False, main: str = "") -> str:
     """A complete HTML document with the shared stylesheet, the authentication footer
     and, with ``script``, the page script (both static files: the Content-Security-Policy
-    allows no inline style or script)."""
+    allows no inline style or script); ``main`` holds attributes of ``<main>`` (constant
+    or escaped by the caller)."""
     tag = f'<script src="{STATIC}/page.js" defer></script>' if script else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{escape(title)}</title><link rel="stylesheet" href="{STATIC}/page.css">'
         f'{tag}</head><body><a class="skip" href="#main">Skip to the results</a>'
-        f'<main id="main">{body}<footer>{AUTH_NOTE}</footer></main></body></html>'
+        f'<main id="main" {main}>{body}<footer>{AUTH_NOTE}</footer></main></body></html>'
     )
 
 
@@ -125,7 +134,7 @@ def experiment_page(page: ExperimentPage) -> str:
     srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
     goal_type = GoalType(result.goal.goal_type)
     block = page.document.goals[result.goal.goal_key]
-    body = [
+    top = [
         f"<h1>{escape(result.test_name)}</h1>",
         f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
         f"{escape(result.stats_engine)} engine at {threshold:g} % · goal "
@@ -134,19 +143,48 @@ def experiment_page(page: ExperimentPage) -> str:
         settings_note(page.document.settings),
         decision_banner(page),
         goal_overview(page),
-        filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
+    ]
+    results = [
         *goal_notes(block),
         "<h2>Variants</h2>",
         variant_table(result.variants, threshold, goal_type),
         *power_section(block),
     ]
     for segment in result.breakdowns or []:
-        body += [
+        results += [
             f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
             variant_table(segment.variants, threshold, goal_type),
         ]
-    body += charts(page)
-    return document_page(f"{result.test_name} — results", "".join(body))
+    results += charts(page)
+    body = (
+        f'<div id="live-top" data-live>{"".join(top)}</div>'
+        + filter_form(definition, page.params, result.goal.goal_key, page.action, page.key)
+        + '<p id="live-status" class="status" role="status" aria-live="polite"></p>'
+        + share_section(page)
+        + f'<div id="live-results" data-live>{"".join(results)}</div>'
+    )
+    live = (
+        f'data-stamp="{escape(page.stamp)}" data-stamp-url="{escape(page.stamp_url)}" '
+        f'data-poll-seconds="{POLL_SECONDS}"'
+    )
+    return document_page(f"{result.test_name} — results", body, script=True, main=live)
+
+
+def share_section(page: ExperimentPage) -> str:
+    """Create or revoke the experiment's share link (with a key that may write); shown
+    by the page script, and only on a page opened with a key."""
+    if page.share_api is None:
+        return ""
+    return (
+        f'<section id="share" hidden data-api="{escape(page.share_api)}"><h2>Share</h2>'
+        '<p class="note">A share link shows these results to anyone who has it, without '
+        "a key. Creating or revoking it needs a key that may write.</p>"
+        '<div class="share-row"><label>Key that may write<input type="password" '
+        f'id="share-key" autocomplete="off" value="{escape(page.key or "")}"></label>'
+        '<button type="button" id="share-create">Create share link</button>'
+        '<button type="button" class="secondary" id="share-revoke">Revoke</button></div>'
+        '<p id="share-output" role="status" aria-live="polite"></p></section>'
+    )
 
 
 def decision_banner(page: ExperimentPage) -> str:

@@ -10,6 +10,7 @@ Content-Security-Policy allows no inline script or style and no other origin.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,7 +18,7 @@ from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Security
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
@@ -31,7 +32,7 @@ from worker.events.experiment import ExperimentDefinition
 from worker.results.decisions import DecisionState
 from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
-from worker.store.snapshots import load_decision_state
+from worker.store.snapshots import load_decision_state, stored_snapshot
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -151,9 +152,42 @@ async def experiment(
         project = await key_project(context, credentials, header_key or key)
         definition = await experiment_in_project(context, project, test_id)
         action = f"/ui/experiments/{quote(test_id, safe='')}"
-        return await _results(context, definition, params, action, key)
+        share_api = (
+            f"/v2/project/{quote(project, safe='')}/experiment/{quote(test_id, safe='')}/share-link"
+        )
+        return await _results(context, definition, params, action, key, share_api)
 
     return await _html(build())
+
+
+@router.get("/experiments/{test_id}/stamp")
+async def experiment_stamp(
+    test_id: str,
+    context: Context,
+    credentials: Bearer,
+    header_key: HeaderKey,
+    key: QueryKey = None,
+) -> JSONResponse:
+    """``{"stamp"}``: tells the stored snapshot apart from the next one (the page script
+    polls it and fetches the page again when it changes)."""
+
+    async def build() -> str:
+        project = await key_project(context, credentials, header_key or key)
+        definition = await experiment_in_project(context, project, test_id)
+        return await snapshot_stamp(context, definition.id)
+
+    return await _json(build())
+
+
+@router.get("/share/{token}/stamp")
+async def shared_stamp(token: str, context: Context) -> JSONResponse:
+    """The stamp of the experiment a share link serves."""
+
+    async def build() -> str:
+        definition = await shared_experiment(context, token)
+        return await snapshot_stamp(context, definition.id)
+
+    return await _json(build())
 
 
 @router.get("/share/{token}", response_class=HTMLResponse)
@@ -166,7 +200,7 @@ async def shared(
 
     async def build() -> str:
         definition = await shared_experiment(context, token)
-        return await _results(context, definition, params, f"/ui/share/{token}", None)
+        return await _results(context, definition, params, f"/ui/share/{token}", None, None)
 
     return await _html(build())
 
@@ -179,6 +213,24 @@ async def static(name: str) -> Response:
         return HTMLResponse(error_page(404, "Not Found"), 404, SECURITY_HEADERS)
     text = resources.files("worker.api.ui").joinpath("static", name).read_text()
     return Response(text, media_type=media_type, headers=SECURITY_HEADERS)
+
+
+async def snapshot_stamp(context: ApiContext, experiment_id: str) -> str:
+    """A digest of the experiment's stored snapshot ("" before the first): it changes
+    exactly when a new snapshot lands."""
+    raw = await stored_snapshot(context.redis, context.prefix, experiment_id)
+    return "" if raw is None else hashlib.sha256(raw).hexdigest()[:16]
+
+
+async def _json(stamp: Awaitable[str]) -> JSONResponse:
+    """``{"stamp"}``, or the API's ``{"error"}`` with its status and headers."""
+    try:
+        return JSONResponse({"stamp": await stamp}, headers=SECURITY_HEADERS)
+    except ApiError as error:
+        headers = {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS}
+        return JSONResponse({"error": error.message}, error.status_code, headers)
+    except REDIS_UNAVAILABLE:
+        return JSONResponse({"error": STORAGE_DOWN}, 503, SECURITY_HEADERS)
 
 
 async def _html(page: Awaitable[str]) -> HTMLResponse:
@@ -202,12 +254,16 @@ async def _results(
     fields: dict[str, str | None],
     action: str,
     key: str | None,
+    share_api: str | None,
 ) -> str:
     """The experiment page for the parameters: the result as the API answers it, the
     daily cohorts (accumulated for the rate chart) and the cumulative results per day
     (the engine's lift and interval for every visitor up to that day)."""
     params = result_params(fields)
     query = result_query(params, definition)
+    # Read before the numbers: a snapshot landing in between then costs one refresh
+    # more, never a missed one.
+    stamp = await snapshot_stamp(context, definition.id)
     goal = query.goal_key(definition)
     document = await context.results.document(definition, query)
     result = result_response(definition, document, goal, definition.ended_at, datetime.now(UTC))
@@ -228,5 +284,8 @@ async def _results(
             daily=[day_document for _, day_document in daily],
             cumulative=cumulative,
             decision=DecisionState.model_validate(state),
+            stamp=stamp,
+            stamp_url=f"{action}/stamp" + ("" if key is None else "?" + urlencode({"key": key})),
+            share_api=share_api,
         )
     )
