@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -140,7 +140,11 @@ async def test_page_shows_the_api_numbers_with_charts_and_form(
             client, f"{BASE}/experiment/exp-b/result", api_key, goal_key=goal, filter_by="mobile"
         )
         assert shown_counts(page.text) == api_counts(body)
-        assert page.text.count("<svg") == 4 and "<script" not in page.text
+        assert page.text.count("<svg") == 4
+        # The only script is the static page script: nothing inline.
+        assert re.findall(r"<script[^>]*>", page.text) == [
+            '<script src="/ui/static/page.js" defer>'
+        ]
         assert f'<option value="{goal}" selected>' in page.text
         assert 'name="filter_by" value="mobile"' in page.text
         assert "chance to beat control" in page.text or "p = " in page.text
@@ -455,3 +459,62 @@ async def test_chromium_share_button_creates_and_revokes_a_link(
             await page.evaluate("document.getElementById('share-revoke').click()")
             await page.wait_for(f"{output} === 'The share link is revoked.'")
             assert (await http.get(link)).status_code == 404
+
+
+async def test_chromium_filter_builder_writes_the_custom_filter(
+    live_server: str, api_key: str, tmp_path: Path
+) -> None:
+    """The builder is drawn from the address's custom_filter, writes every change back
+    as JSON, and the submitted address carries it (and the page applies it)."""
+    start = [[{"criteria": "device", "operator": "==", "value": "mobile", "key": ""}]]
+    query = urlencode({"key": api_key, "custom_filter": json.dumps(start)})
+    async with browser.Page(tmp_path / "profile") as page:
+        await page.goto(f"{live_server}/ui/experiments/exp-a?{query}")
+        rows = "document.querySelectorAll('#query .builder-row')"
+        assert await page.evaluate(f"{rows}.length") == 1
+        value = "[data-field=value]"
+        assert await page.evaluate(f"{rows}[0].querySelector('{value}').value") == "mobile"
+        # A second AND group: country == US.
+        await page.evaluate(
+            "[...document.querySelectorAll('#query .builder > button')]"
+            ".find(b => b.textContent === 'Add and group').click()"
+        )
+        await page.evaluate(
+            f"""(() => {{
+                const row = {rows}[1];
+                const set = (field, value) => {{
+                    const input = row.querySelector(`[data-field=${{field}}]`);
+                    input.value = value;
+                    input.dispatchEvent(new Event('change'));
+                }};
+                set('criteria', 'country'); set('operator', '=='); set('value', 'US');
+            }})()"""
+        )
+        written = json.loads(
+            await page.evaluate("document.getElementById('field-custom_filter').value")
+        )
+        assert written == [
+            *start,
+            [{"criteria": "country", "operator": "==", "value": "US", "key": ""}],
+        ]
+        # The submitted page is a new document: the marker set on this one is gone.
+        await page.evaluate("window.beforeSubmit = true")
+        await page.evaluate("document.querySelector('#query button[type=submit]').click()")
+        await page.wait_for(
+            "!window.beforeSubmit && document.readyState === 'complete'"
+            " && !!document.getElementById('total-visitors')"
+        )
+        address = parse_qs(urlsplit(await page.evaluate("location.href")).query)
+        assert json.loads(address["custom_filter"][0]) == written
+        shown = int(
+            (await page.evaluate("document.getElementById('total-visitors').textContent")).replace(
+                ",", ""
+            )
+        )
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        response = await http.get(
+            f"{BASE}/experiment/exp-a/result",
+            params={"custom_filter": json.dumps(written)},
+            headers={"x-api-key": api_key},
+        )
+    assert shown == response.json()["total_visitors"]

@@ -6,6 +6,7 @@ API always agree. Every user-controlled text (names, ids, form values) is escape
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from worker.api.mida.params import (
     BREAKDOWNS,
     CRITERIA,
     EVENT_OPERATORS,
+    ORDER_OPERATORS,
     SEGMENT_OPERATORS,
     ResultParams,
 )
@@ -389,8 +391,8 @@ def filter_form(
         "</label>"
         f"{_input('min_count', 'Goal events per visitor (min_count)', params.min_count, 'number', 'min=1')}"
         f"{_input('timeframe_days', 'Days after entry (timeframe_days)', params.timeframe_days, 'number', 'min=1 max=3650')}"
-        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', params.custom_filter, CUSTOM_FILTER_HINT)}"
-        f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT)}"
+        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', params.custom_filter, CUSTOM_FILTER_HINT, CUSTOM_FILTER_BUILDER)}"
+        f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT, EVENT_ATTRIBUTE_BUILDER)}"
         '<div class="wide"><button type="submit">Apply</button></div></form>'
         '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
         "returning, paid, country-US, europe…; dates select visitors by their entry day in "
@@ -406,6 +408,28 @@ CUSTOM_FILTER_HINT = (
     + ", ".join(SEGMENT_OPERATORS)
     + "."
 )
+CUSTOM_FILTER_BUILDER = json.dumps(
+    {
+        "outer": "and",
+        "inner": "or",
+        "fields": ["criteria", "operator", "value", "key"],
+        "options": {
+            "criteria": sorted([*CRITERIA, "utm"]),
+            "operator": [*SEGMENT_OPERATORS, *ORDER_OPERATORS],
+        },
+    }
+)
+"""custom_filter's builder: an AND of OR groups; ``key`` names an attribute, a query
+parameter or a utm field."""
+EVENT_ATTRIBUTE_BUILDER = json.dumps(
+    {
+        "outer": "or",
+        "inner": "and",
+        "fields": ["key", "operand", "value"],
+        "options": {"operand": list(EVENT_OPERATORS)},
+    }
+)
+"""event_attribute's builder: an OR of AND groups on the goal event's attributes."""
 EVENT_ATTRIBUTE_HINT = (
     "An OR of AND groups on the goal event's attributes: "
     '[[{"key": "currency", "operand": "==", "value": "USD"}]]. Operands: '
@@ -630,10 +654,12 @@ def _input(name: str, label: str, value: str | int | None, kind: str, extra: str
     )
 
 
-def _textarea(name: str, label: str, value: str | None, hint: str) -> str:
-    """A labelled multi-line field across the form, described by ``hint``."""
+def _textarea(name: str, label: str, value: str | None, hint: str, builder: str) -> str:
+    """A labelled multi-line field across the form, described by ``hint``, with the
+    page script's condition builder configured by ``builder`` (JSON)."""
     return (
         f'<label class="wide">{escape(label)}<textarea name="{name}" id="field-{name}" '
-        f'rows="2" spellcheck="false" aria-describedby="hint-{name}">{escape(value or "")}'
+        f'rows="2" spellcheck="false" aria-describedby="hint-{name}" '
+        f'data-builder="{escape(builder)}">{escape(value or "")}'
         f'</textarea><span class="note" id="hint-{name}">{escape(hint)}</span></label>'
     )

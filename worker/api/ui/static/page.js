@@ -143,3 +143,115 @@
     share.hidden = false;
   }
 })();
+
+// The condition builders of the JSON fields (custom_filter: an AND of OR groups of
+// {criteria, operator, value, key}; event_attribute: an OR of AND groups of {key,
+// operand, value}). The textarea stays the form field and the source of truth: the
+// builder is drawn from its JSON and writes its JSON back on every change.
+(function () {
+  for (const area of document.querySelectorAll("textarea[data-builder]")) {
+    const spec = JSON.parse(area.dataset.builder);
+    const box = document.createElement("div");
+    box.className = "builder";
+    area.before(box);
+
+    function parse() {
+      try {
+        const groups = JSON.parse(area.value || "[]");
+        return Array.isArray(groups) ? groups.map(function (g) {
+          return Array.isArray(g) ? g : [g];
+        }) : [];
+      } catch (error) {
+        return null;
+      }
+    }
+
+    function write(groups) {
+      const kept = groups.filter(function (g) {
+        return g.length > 0;
+      });
+      area.value = kept.length ? JSON.stringify(kept) : "";
+    }
+
+    function control(field, value, onChange, label) {
+      const options = spec.options[field];
+      const input = document.createElement(options ? "select" : "input");
+      if (options) {
+        for (const option of options) {
+          input.append(new Option(option, option, false, option === value));
+        }
+      } else {
+        input.value = value === undefined ? "" : String(value);
+      }
+      input.setAttribute("aria-label", label + " " + field);
+      input.dataset.field = field;
+      input.addEventListener("change", function () {
+        onChange(input.value);
+      });
+      return input;
+    }
+
+    function button(text, onClick) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "secondary";
+      b.textContent = text;
+      b.addEventListener("click", onClick);
+      return b;
+    }
+
+    function draw() {
+      const groups = parse();
+      box.replaceChildren();
+      if (groups === null) {
+        box.textContent = "The JSON below is not valid; fix it by hand, or clear it.";
+        return;
+      }
+      groups.forEach(function (group, g) {
+        const fieldset = document.createElement("fieldset");
+        const legend = document.createElement("legend");
+        legend.textContent = (g ? spec.outer + " " : "") + "group " + (g + 1) +
+          " (any " + spec.inner + " condition)";
+        fieldset.append(legend);
+        group.forEach(function (rule, r) {
+          const row = document.createElement("div");
+          row.className = "builder-row";
+          const where = "group " + (g + 1) + " condition " + (r + 1);
+          for (const field of spec.fields) {
+            row.append(control(field, rule[field], function (value) {
+              rule[field] = value;
+              write(groups);
+            }, where));
+          }
+          row.append(button("Remove", function () {
+            group.splice(r, 1);
+            write(groups);
+            draw();
+          }));
+          fieldset.append(row);
+        });
+        fieldset.append(button("Add " + spec.inner + " condition", function () {
+          group.push(spec.blank());
+          write(groups);
+          draw();
+        }));
+        box.append(fieldset);
+      });
+      box.append(button("Add " + spec.outer + " group", function () {
+        groups.push([spec.blank()]);
+        write(groups);
+        draw();
+      }));
+    }
+
+    spec.blank = function () {
+      const rule = {};
+      for (const field of spec.fields) {
+        rule[field] = spec.options[field] ? spec.options[field][0] : "";
+      }
+      return rule;
+    };
+    area.addEventListener("change", draw);
+    draw();
+  }
+})();
