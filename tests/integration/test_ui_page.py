@@ -388,13 +388,55 @@ def test_chromium_screenshots_at_desktop_and_phone_widths(
     live_server: str, api_key: str, tmp_path: Path
 ) -> None:
     url = f"{live_server}/ui/experiments/exp-b?key={api_key}&goal_key=purchase"
-    for width, height in ((1400, 3400), (390, 5200)):
+    for width, height in ((1400, 4400), (390, 6400)):
         shot = ARTIFACTS / f"ui-experiment-{width}.png"
         browser.screenshot(url, shot, tmp_path / "profile", window=(width, height))
         assert shot.stat().st_size > 10_000
-    # At 390 px nothing but the wide tables scrolls sideways: the page itself fits.
-    dom = browser.dump_dom(url, tmp_path / "profile")
-    assert 'name="viewport" content="width=device-width' in dom
+
+
+async def test_chromium_page_fits_390_px_and_the_form_is_reachable_by_keyboard(
+    live_server: str, api_key: str, tmp_path: Path
+) -> None:
+    """At 390 px only the wide tables and charts scroll sideways (inside their boxes),
+    never the page; Tab reaches every field of the form and its button in order."""
+    async with browser.Page(tmp_path / "profile", window=(390, 900)) as page:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=390,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        await page.goto(f"{live_server}/ui/experiments/exp-b?key={api_key}")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        fields = await page.evaluate(
+            "[...document.querySelectorAll('#query select, #query input:not([type=hidden]),"
+            " #query textarea, #query button[type=submit]')].map(e => e.name || e.type)"
+        )
+        reached = []
+        for _ in range(60):
+            await page.send(
+                "Input.dispatchKeyEvent",
+                type="keyDown",
+                key="Tab",
+                code="Tab",
+                windowsVirtualKeyCode=9,
+            )
+            await page.send(
+                "Input.dispatchKeyEvent",
+                type="keyUp",
+                key="Tab",
+                code="Tab",
+                windowsVirtualKeyCode=9,
+            )
+            # The builders' own controls (tested apart) are skipped here.
+            focused = await page.evaluate(
+                "(e => e.closest('#query') && !e.closest('.builder') ? (e.name || e.type)"
+                " : null)(document.activeElement)"
+            )
+            if focused and focused not in reached:
+                reached.append(focused)
+        assert reached == fields
 
 
 async def test_chromium_page_refreshes_when_a_new_snapshot_lands(
