@@ -59,6 +59,12 @@ def test_early_points_are_faded_and_clipped_to_the_plot() -> None:
     svg = line_chart("lift", ["d1", "d2", "d3"], [Line("A", [None] * 3), line], fit_from=1)
     assert 'data-fit-from="1"' in svg and 'clip-path="url(#chart-plot)"' in svg
     assert 'stroke-opacity="0.35"' in svg  # the faded early segment
+    # The band: a faint part over days 1-2 and a full one from day 2 on.
+    bands = re.findall(r'<polygon class="band" points="([^"]+)"[^>]*fill-opacity="([\d.]+)"', svg)
+    assert [(len(points.split()), opacity) for points, opacity in bands] == [
+        (4, "0.052"),
+        (4, "0.150"),
+    ]
 
 
 def _luminance(hex_color: str) -> float:

@@ -263,7 +263,7 @@ def _band(band: Sequence[Band], fill: str, frame: Frame, y: _Scale, fit_from: in
     start, the earlier part fainter); a lone interval as an error bar."""
     parts = []
     for run in _runs(band, fit_from):
-        opacity = 0.15 if run[-1][0] >= fit_from else 0.15 * FADED
+        opacity = 0.15 if run[0][0] >= fit_from else 0.15 * FADED
         if len(run) == 1:
             index, (low, high) = run[0]
             parts.append(
@@ -283,15 +283,15 @@ def _band(band: Sequence[Band], fill: str, frame: Frame, y: _Scale, fit_from: in
 
 def _runs(band: Sequence[Band], fit_from: int) -> list[list[tuple[int, tuple[float, float]]]]:
     """Runs of consecutive bounded intervals; the run crossing ``fit_from`` is split
-    there, the later part starting one day earlier so the two parts join."""
+    there, both parts holding that day so that they join."""
     runs: list[list[tuple[int, tuple[float, float]]]] = [[]]
     for index, interval in enumerate(band):
         if interval is None:
             runs.append([])
             continue
-        if index == fit_from and runs[-1]:
-            runs.append([runs[-1][-1]])
         runs[-1].append((index, interval))
+        if index == fit_from and len(runs[-1]) > 1:
+            runs.append([(index, interval)])
     return [run for run in runs if run]
 
 
