@@ -6,18 +6,34 @@ API always agree. Every user-controlled text (names, ids, form values) is escape
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from html import escape
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
-from worker.api.mida.params import BREAKDOWNS, ResultParams
+from worker.api.mida.params import (
+    BREAKDOWNS,
+    CRITERIA,
+    EVENT_OPERATORS,
+    ORDER_OPERATORS,
+    SEGMENT_OPERATORS,
+    ResultParams,
+)
 from worker.api.mida.shapes import goal_of, variant_rows
-from worker.api.ui.charts import Band, Line, line_chart
+from worker.api.ui.charts import (
+    Band,
+    IntervalRow,
+    Line,
+    fit_start,
+    interval_chart,
+    line_chart,
+)
 from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import AnalysisSettings, GoalBlock, ResultDocument
+from worker.results.decisions import DecisionState
 from worker.results.verdict import (
     UNCLUSTERED_NOTE,
     Verdict,
@@ -34,30 +50,12 @@ AUTH_NOTE = (
     "so a browser can open the page (a key in an address stays in the browser history: "
     "to show results to someone else, send a share link instead)."
 )
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#111827;
-background:#f9fafb}
-main{max-width:1040px;margin:0 auto;padding:24px}
-h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.1rem;margin:28px 0 8px}
-.meta{color:#6b7280;margin:0 0 16px}
-table{border-collapse:collapse;width:100%;background:#fff}
-th,td{padding:8px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
-th:first-child,td:first-child{text-align:left}
-th{background:#f3f4f6;font-weight:600}
-.good{color:#047857;font-weight:600}.bad{color:#b91c1c;font-weight:600}
-.neutral{color:#374151}
-form{display:flex;flex-wrap:wrap;gap:12px;align-items:end;background:#fff;padding:12px;
-border:1px solid #e5e7eb}
-label{display:flex;flex-direction:column;font-size:.85rem;color:#374151}
-input,select,button{font:inherit;padding:4px 6px}
-.chart{background:#fff;border:1px solid #e5e7eb;max-width:100%;height:auto}
-.chart-title{font-weight:600;font-size:14px}.tick{font-size:11px;fill:#6b7280}
-.legend{font-size:12px}
-.note{color:#6b7280;font-size:.85rem}
-footer{color:#6b7280;font-size:.8rem;margin-top:32px;border-top:1px solid #e5e7eb;
-padding-top:8px}
-.error{background:#fef2f2;border:1px solid #fecaca;padding:16px;color:#991b1b}
-"""
+MIN_SAMPLE = 100
+"""Visitors every arm needs before the lift chart's axis is fitted to its interval."""
+POLL_SECONDS = 10
+"""How often the page script asks whether a new snapshot landed."""
+STATIC = "/ui/static"
+"""Where the stylesheet and the page script are served (routes.static)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,10 @@ class ExperimentPage:
     cap and notes have no Mida field). ``action`` is the form's address and ``key`` the
     API key to carry in it (when the page was opened with ``?key=``); ``days`` are the
     chart's days, ``daily`` the documents of each day's cohort and ``cumulative`` those
-    of all cohorts up to it.
+    of all cohorts up to it; ``decision`` is what the worker has decided so far.
+    ``stamp`` tells the stored snapshot the page shows apart from a newer one, which
+    ``stamp_url`` answers; ``share_api`` is the address of the experiment's share link
+    (None on a page opened with a share link).
     """
 
     definition: ExperimentDefinition
@@ -80,15 +81,24 @@ class ExperimentPage:
     days: Sequence[date]
     daily: Sequence[ResultDocument]
     cumulative: Sequence[ResultDocument]
+    decision: DecisionState = field(default_factory=DecisionState)
+    stamp: str = ""
+    stamp_url: str = ""
+    share_api: str | None = None
 
 
-def document_page(title: str, body: str) -> str:
-    """A complete HTML document with the shared style and the authentication footer."""
+def document_page(title: str, body: str, script: bool = False, main: str = "") -> str:
+    """A complete HTML document with the shared stylesheet, the authentication footer
+    and, with ``script``, the page script (both static files: the Content-Security-Policy
+    allows no inline style or script); ``main`` holds attributes of ``<main>`` (constant
+    or escaped by the caller)."""
+    tag = f'<script src="{STATIC}/page.js" defer></script>' if script else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body><main>{body}<footer>{AUTH_NOTE}</footer></main></body></html>"
+        f'<title>{escape(title)}</title><link rel="stylesheet" href="{STATIC}/page.css">'
+        f'{tag}</head><body><a class="skip" href="#main">Skip to the results</a>'
+        f'<main id="main" {main}>{body}<footer>{AUTH_NOTE}</footer></main></body></html>'
     )
 
 
@@ -111,8 +121,9 @@ def list_page(project_key: str, experiments: Sequence[tuple[ExperimentDefinition
     body = (
         f"<h1>Experiments of {escape(project_key)}</h1>"
         f'<p class="meta">{len(experiments)} experiments</p>'
-        "<table><thead><tr><th>Name</th><th>Id</th><th>Status</th><th>Variants</th>"
-        f"<th>Engine</th></tr></thead><tbody>{rows}</tbody></table>"
+        '<div class="scroll"><table><thead><tr><th>Name</th><th>Id</th><th>Status</th>'
+        "<th>Variants</th><th>Engine</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )
     return document_page(f"Experiments of {project_key}", body)
 
@@ -125,41 +136,213 @@ def experiment_page(page: ExperimentPage) -> str:
     srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
     goal_type = GoalType(result.goal.goal_type)
     block = page.document.goals[result.goal.goal_key]
-    body = [
+    top = [
         f"<h1>{escape(result.test_name)}</h1>",
         f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
         f"{escape(result.stats_engine)} engine at {threshold:g} % · goal "
         f"<strong>{escape(result.goal.goal_name)}</strong> · "
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         settings_note(page.document.settings),
-        filter_form(definition, page.params, result.goal.goal_key, page.action, page.key),
+        decision_banner(page),
+        goal_overview(page),
+    ]
+    results = [
         *goal_notes(block),
         "<h2>Variants</h2>",
         variant_table(result.variants, threshold, goal_type),
         *power_section(block),
     ]
     for segment in result.breakdowns or []:
-        body += [
+        results += [
             f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
             variant_table(segment.variants, threshold, goal_type),
         ]
+    results += charts(page)
+    body = (
+        f'<div id="live-top" data-live>{"".join(top)}</div>'
+        + filter_form(definition, page.params, result.goal.goal_key, page.action, page.key)
+        + '<p id="live-status" class="status" role="status" aria-live="polite"></p>'
+        + share_section(page)
+        + f'<div id="live-results" data-live>{"".join(results)}</div>'
+    )
+    live = (
+        f'data-stamp="{escape(page.stamp)}" data-stamp-url="{escape(page.stamp_url)}" '
+        f'data-poll-seconds="{POLL_SECONDS}"'
+    )
+    return document_page(f"{result.test_name} — results", body, script=True, main=live)
+
+
+def share_section(page: ExperimentPage) -> str:
+    """Create or revoke the experiment's share link (with a key that may write); shown
+    by the page script, and only on a page opened with a key."""
+    if page.share_api is None:
+        return ""
+    return (
+        f'<section id="share" hidden data-api="{escape(page.share_api)}"><h2>Share</h2>'
+        '<p class="note">A share link shows these results to anyone who has it, without '
+        "a key. Creating or revoking it needs a key that may write.</p>"
+        '<div class="share-row"><label>Key that may write<input type="password" '
+        f'id="share-key" autocomplete="off" value="{escape(page.key or "")}"></label>'
+        '<button type="button" id="share-create">Create share link</button>'
+        '<button type="button" class="secondary" id="share-revoke">Revoke</button></div>'
+        '<p id="share-output" role="status" aria-live="polite"></p></section>'
+    )
+
+
+def decision_banner(page: ExperimentPage) -> str:
+    """What the worker has decided on the primary goal (of the default query, whatever
+    the page's filters): an SRM alarm, a winner, a withdrawal, the bandit weights, and
+    how many decision events of each kind there were."""
+    state, definition = page.decision, page.definition
+    names = {variant.id: variant.name for variant in definition.variants}
+    primary = next(goal for goal in definition.goals if goal.primary)
+    lines: list[str] = []
+    if state.srm_alarm:
+        tone, heading = "alarm", "Sample ratio mismatch: no winner while the alarm stands"
+        srm = page.document.srm_sequential_p_value
+        lines.append(
+            "The split of visitors departs from the configured weights "
+            f"(sequential test p = {'—' if srm is None else p_value_text(srm)} on these "
+            "numbers). Some visitors were lost or moved by variant (a redirect, a crash, a "
+            "bot filter), so every comparison may be biased. Find the cause; an operator "
+            "then resets the alarm with `python -m worker experiments reset-srm`."
+        )
+    elif state.winner is not None:
+        tone = "winner"
+        heading = f"Winner declared: {names.get(state.winner, state.winner)}"
+        rule = "sequential" if definition.stats.sequential else "fixed-horizon"
+        lines.append(
+            f"By the {rule} rule of the {definition.stats.engine.value} engine at "
+            f"{definition.stats.confidence_threshold_percent:g} % on the primary goal "
+            f"{primary.name}: a better lift, significant after Holm's correction across "
+            "the variants, with no SRM alarm."
+        )
+    elif state.sequence.get("winner_withdrawn"):
+        tone, heading = "withdrawn", "Winner withdrawn"
+        lines.append(
+            "A declared winner stopped passing the rule; no variant passes it now on the "
+            f"primary goal {primary.name}."
+        )
+    else:
+        tone, heading = "running", "No decision yet"
+        lines.append(f"No variant passes the winner rule on the primary goal {primary.name} yet.")
+    if state.weights:
+        shares = ", ".join(
+            f"{names.get(variant, variant)} {100 * weight:.1f} %"
+            for variant, weight in state.weights.items()
+        )
+        lines.append(f"Bandit traffic weights: {shares}.")
+    if state.sequence:
+        events = ", ".join(
+            f"{kind.replace('_', ' ')} × {count}" for kind, count in sorted(state.sequence.items())
+        )
+        lines.append(f"Decision events so far: {events}.")
+    paragraphs = "".join(f"<p>{escape(line)}</p>" for line in lines)
+    return (
+        f'<section class="banner {tone}" id="decision" data-state="{tone}" role="status">'
+        f"<h2>{escape(heading)}</h2>{paragraphs}</section>"
+    )
+
+
+def goal_overview(page: ExperimentPage) -> str:
+    """Every goal's lift per treatment with its interval on one axis, coloured by
+    verdict at the threshold (the goal's own metric: the conversion rate, or a revenue
+    or count goal's value per visitor), the primary goal marked, CUPED beside raw."""
+    threshold = page.result.confidence_threshold_percent
+    rows: list[IntervalRow] = []
+    for goal in page.definition.goals:
+        block = page.document.goals[goal.key]
+        lift = (VALUE_LIFTS.get(block.type) or [CONVERSION_RATE])[0]
+        marker = " ★ primary" if goal.primary else ""
+        rows.append(IntervalRow(f"{goal.name}{marker} ({lift.title.lower()})"))
+        for variant in variant_rows(page.definition, block.variants, block.type)[1:]:
+            for shown, label in ((lift, variant.name), (CUPED_LIFT, f"{variant.name} CUPED")):
+                stats = shown.statistics(variant)
+                if stats is None:
+                    continue
+                improvement = shown.improvement(variant)
+                said = _verdict(False, improvement, stats, threshold)
+                interval = _interval(stats)
+                rows.append(
+                    IntervalRow(
+                        f"  {label}",
+                        improvement,
+                        interval,
+                        said.tone,
+                        f"{goal.name}, {label}: "
+                        f"{'—' if improvement is None else f'{improvement:+.2f} %'}"
+                        f"{'' if interval is None else ' (' + _band_text(interval) + ')'}"
+                        f" · {said.text}",
+                    )
+                )
+    return (
+        "<h2>All goals</h2>"
+        + interval_chart(f"Lift of every goal at {threshold:g} %", rows, "goal-overview")
+        + '<p class="note">Green: better than the control at the threshold; red: worse; '
+        "grey: not conclusive. The bar is the interval of the lift. CUPED rows, when the "
+        "experiment uses CUPED, are the same lift adjusted for each visitor's value before "
+        "entry; the raw row above it is what decisions read.</p>"
+    )
+
+
+def charts(page: ExperimentPage) -> list[str]:
+    """The cumulative charts: visitors, conversion rate and lift per variant by day
+    (a revenue or count goal's other lifts are in the table), the lift's axis fitted from the first day every arm has ``MIN_SAMPLE`` visitors."""
     labels = [day.isoformat() for day in page.days]
-    goal = result.goal.goal_key
-    body += [
-        "<h2>Cumulative conversion rate</h2>",
-        line_chart("Conversion rate per variant", labels, rate_lines(page.daily, goal)),
-        "<h2>Lift against the control</h2>",
+    goal = page.result.goal.goal_key
+    fitted = fit_start(visitor_counts(page.cumulative, goal), MIN_SAMPLE)
+    return [
+        "<h2>Over time</h2>",
         line_chart(
-            "Relative lift of the conversion rate with its interval",
+            "Visitors per variant (cumulative)",
             labels,
-            lift_lines(definition, page.cumulative, goal),
-            zero_line=True,
+            visitor_lines(page.cumulative, goal),
+            unit="",
+            y_title="Visitors who entered up to the day",
+            x_title="Entry day",
+            chart_id="visitors-chart",
         ),
-        '<p class="note">Both charts are cumulative: each day counts every visitor who '
+        line_chart(
+            "Conversion rate per variant (cumulative)",
+            labels,
+            rate_lines(page.daily, goal),
+            y_title="Converted visitors, % of visitors",
+            x_title="Entry day",
+            chart_id="rate-chart",
+        ),
+        line_chart(
+            "Lift against the control with its interval (cumulative)",
+            labels,
+            lift_lines(page.definition, page.cumulative, goal),
+            zero_line=True,
+            fit_from=fitted,
+            y_title="Relative lift of the conversion rate, % of the control's rate",
+            x_title="Entry day",
+            chart_id="lift-chart",
+        ),
+        '<p class="note">Every chart is cumulative: each day counts every visitor who '
         "entered up to that day; the lift and its band are the engine's result for those "
-        "visitors, computed afresh for each day.</p>",
+        "visitors, computed afresh for each day. The lift's axis is fitted to the days "
+        f"from which every variant has at least {MIN_SAMPLE} visitors; earlier days, "
+        "whose intervals are very wide, are drawn faded and cut at the axis. Hover over a "
+        "point for its values.</p>",
     ]
-    return document_page(f"{result.test_name} — results", "".join(body))
+
+
+def visitor_counts(cumulative: Sequence[ResultDocument], goal: str) -> list[list[int]]:
+    """Per day, the cumulative visitors of each variant."""
+    return [[row.visitors for row in document.goals[goal].variants] for document in cumulative]
+
+
+def visitor_lines(cumulative: Sequence[ResultDocument], goal: str) -> list[Line]:
+    """Cumulative visitors per variant and day."""
+    if not cumulative:
+        return []
+    rows = cumulative[0].goals[goal].variants
+    return [
+        Line(row.name, [float(day.goals[goal].variants[index].visitors) for day in cumulative])
+        for index, row in enumerate(rows)
+    ]
 
 
 def settings_note(settings: AnalysisSettings) -> str:
@@ -187,8 +370,8 @@ def filter_form(
     action: str,
     key: str | None,
 ) -> str:
-    """The goal selector (``goal`` selected) and Mida's filters as GET fields (blank
-    fields mean no filter)."""
+    """Every Mida result parameter as a GET field (``goal`` selected; a blank field is
+    no filter), so the page's address always reproduces the view."""
     goals = "".join(
         _option(g.key, f"{g.name}{' (primary)' if g.primary else ''}", goal)
         for g in definition.goals
@@ -198,16 +381,61 @@ def filter_form(
     )
     hidden = "" if key is None else f'<input type="hidden" name="key" value="{escape(key)}">'
     return (
-        f'<form method="get" action="{escape(action)}">{hidden}'
-        f'<label>Goal<select name="goal_key">{goals}</select></label>'
-        f"{_input('filter_by', 'Filter (filter_by)', params.filter_by, 'text')}"
+        f'<form method="get" action="{escape(action)}" class="query" id="query">{hidden}'
+        f'<label>Goal (goal_key)<select name="goal_key">{goals}</select></label>'
         f"{_input('start_date', 'From (start_date)', params.start_date, 'date')}"
         f"{_input('end_date', 'To (end_date)', params.end_date, 'date')}"
-        f'<label>Breakdown<select name="breakdown_by">{breakdowns}</select></label>'
-        "<button type=submit>Apply</button></form>"
+        f"{_input('tz', 'Hours from UTC (tz)', params.tz, 'number', 'min=-12 max=14 step=1')}"
+        f"{_input('filter_by', 'Presets (filter_by)', params.filter_by, 'text')}"
+        f'<label>Breakdown (breakdown_by)<select name="breakdown_by">{breakdowns}</select>'
+        "</label>"
+        f"{_input('min_count', 'Goal events per visitor (min_count)', params.min_count, 'number', 'min=1')}"
+        f"{_input('timeframe_days', 'Days after entry (timeframe_days)', params.timeframe_days, 'number', 'min=1 max=3650')}"
+        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', params.custom_filter, CUSTOM_FILTER_HINT, CUSTOM_FILTER_BUILDER)}"
+        f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT, EVENT_ATTRIBUTE_BUILDER)}"
+        '<div class="wide"><button type="submit">Apply</button></div></form>'
         '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
-        "returning, paid, country-US, europe…</p>"
+        "returning, paid, country-US, europe…; dates select visitors by their entry day in "
+        "the tz offset.</p>"
     )
+
+
+CUSTOM_FILTER_HINT = (
+    "An AND of OR groups: "
+    '[[{"criteria": "device", "operator": "==", "value": "mobile"}]]. Criteria: '
+    + ", ".join(sorted(CRITERIA))
+    + ". Operators: "
+    + ", ".join(SEGMENT_OPERATORS)
+    + "."
+)
+CUSTOM_FILTER_BUILDER = json.dumps(
+    {
+        "outer": "and",
+        "inner": "or",
+        "fields": ["criteria", "operator", "value", "key"],
+        "options": {
+            "criteria": sorted([*CRITERIA, "utm"]),
+            "operator": [*SEGMENT_OPERATORS, *ORDER_OPERATORS],
+        },
+    }
+)
+"""custom_filter's builder: an AND of OR groups; ``key`` names an attribute, a query
+parameter or a utm field."""
+EVENT_ATTRIBUTE_BUILDER = json.dumps(
+    {
+        "outer": "or",
+        "inner": "and",
+        "fields": ["key", "operand", "value"],
+        "options": {"operand": list(EVENT_OPERATORS)},
+    }
+)
+"""event_attribute's builder: an OR of AND groups on the goal event's attributes."""
+EVENT_ATTRIBUTE_HINT = (
+    "An OR of AND groups on the goal event's attributes: "
+    '[[{"key": "currency", "operand": "==", "value": "USD"}]]. Operands: '
+    + ", ".join(EVENT_OPERATORS)
+    + "."
+)
 
 
 def goal_notes(block: GoalBlock) -> list[str]:
@@ -244,8 +472,9 @@ def power_section(block: GoalBlock) -> list[str]:
         f"each test detects now, and the {unit} (all variants) and days it still needs at "
         "the pace so far. The sequential test may be read at any time; the fixed-horizon "
         "test only once, at its planned sample.</p>",
-        '<table class="power"><thead><tr><th>Variant</th><th>Fixed horizon</th>'
-        f"<th>Sequential</th></tr></thead><tbody>{cells}</tbody></table>",
+        '<div class="scroll"><table class="power"><thead><tr><th>Variant</th>'
+        "<th>Fixed horizon</th><th>Sequential</th></tr></thead>"
+        f"<tbody>{cells}</tbody></table></div>",
     ]
 
 
@@ -320,8 +549,8 @@ def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: Goa
         ]
         rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
     return (
-        f'<table class="variants"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<div class="scroll"><table class="variants"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -417,8 +646,20 @@ def _option(value: str, label: str, selected: str | None) -> str:
     return f'<option value="{escape(value)}"{chosen}>{escape(label)}</option>'
 
 
-def _input(name: str, label: str, value: str | None, kind: str) -> str:
+def _input(name: str, label: str, value: str | int | None, kind: str, extra: str = "") -> str:
+    """A labelled input; ``extra`` holds constant attributes (never user input)."""
     return (
-        f'<label>{escape(label)}<input type="{kind}" name="{name}" '
-        f'value="{escape(value or "")}"></label>'
+        f'<label>{escape(label)}<input type="{kind}" id="field-{name}" name="{name}" '
+        f'value="{escape(str(value or ""))}" {extra}></label>'
+    )
+
+
+def _textarea(name: str, label: str, value: str | None, hint: str, builder: str) -> str:
+    """A labelled multi-line field across the form, described by ``hint``, with the
+    page script's condition builder configured by ``builder`` (JSON)."""
+    return (
+        f'<label class="wide">{escape(label)}<textarea name="{name}" id="field-{name}" '
+        f'rows="2" spellcheck="false" aria-describedby="hint-{name}" '
+        f'data-builder="{escape(builder)}">{escape(value or "")}'
+        f'</textarea><span class="note" id="hint-{name}">{escape(hint)}</span></label>'
     )

@@ -1,20 +1,24 @@
-"""The results pages: server-rendered HTML with inline SVG charts, no JavaScript.
+"""The results pages: server-rendered HTML with inline SVG charts.
 
 Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
 ``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
 Mida's result parameters, parsed by ``mida.params``. Every expected failure is a small
-HTML page with the API's sentence and status code.
+HTML page with the API's sentence and status code. Every response carries the security
+headers: the stylesheet and the one script are static files served here, so the
+Content-Security-Policy allows no inline script or style and no other origin.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Security
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
@@ -25,10 +29,26 @@ from worker.api.mida.routes import shared_experiment
 from worker.api.mida.shapes import result_response
 from worker.api.ui.render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
+from worker.results.decisions import DecisionState
 from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
+from worker.store.snapshots import load_decision_state, stored_snapshot
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""On every /ui response. No referrer: a page address may carry ``?key=`` or a share
+token, which must not leak to another site through a link."""
+STATIC_FILES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+"""The files of worker/api/ui/static/ served at /ui/static/{name}, with their types."""
 
 Context = Annotated[ApiContext, Depends(api_context)]
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
@@ -43,19 +63,58 @@ def form_params(
     start_date: Text = None,
     end_date: Text = None,
     breakdown_by: Text = None,
-) -> ResultParams:
-    """Dependency: the page's form fields as Mida's result parameters (parsed later, so
-    that a bad value becomes an error page rather than a validation error)."""
+    tz: Text = None,
+    custom_filter: Text = None,
+    event_attribute: Text = None,
+    min_count: Text = None,
+    timeframe_days: Text = None,
+) -> dict[str, str | None]:
+    """Dependency: the page's form fields as text, blank ones as absent (parsed later,
+    by ``result_params``, so that a bad value becomes an error page rather than a
+    validation error)."""
+    fields = {
+        "goal_key": goal_key,
+        "filter_by": filter_by,
+        "start_date": start_date,
+        "end_date": end_date,
+        "breakdown_by": breakdown_by,
+        "tz": tz,
+        "custom_filter": custom_filter,
+        "event_attribute": event_attribute,
+        "min_count": min_count,
+        "timeframe_days": timeframe_days,
+    }
+    return {name: value if value and value.strip() else None for name, value in fields.items()}
+
+
+WHOLE_NUMBERS = {"min_count": (1, 1_000_000), "timeframe_days": (1, 3650)}
+"""The form's whole-number fields and their bounds (those of the Mida API's query)."""
+
+
+def result_params(fields: dict[str, str | None]) -> ResultParams:
+    """Mida's result parameters from the form's fields; a 400 for a whole-number field
+    out of its bounds (the others are judged by ``result_query``, as in the API)."""
+    numbers: dict[str, int | None] = {}
+    for name, (low, high) in WHOLE_NUMBERS.items():
+        raw = fields[name]
+        if raw is not None and not (raw.isdigit() and low <= int(raw) <= high):
+            raise ApiError(400, f"{name} must be a whole number from {low} to {high}.")
+        numbers[name] = None if raw is None else int(raw)
     return ResultParams(
-        goal_key=goal_key,
-        filter_by=filter_by,
-        start_date=start_date,
-        end_date=end_date,
-        breakdown_by=breakdown_by,
+        start_date=fields["start_date"],
+        end_date=fields["end_date"],
+        tz=fields["tz"],
+        goal_key=fields["goal_key"],
+        filter_by=fields["filter_by"],
+        custom_filter=fields["custom_filter"],
+        breakdown_by=fields["breakdown_by"],
+        event_attribute=fields["event_attribute"],
+        min_count=numbers["min_count"],
+        timeframe_days=numbers["timeframe_days"],
     )
 
 
-FormParams = Annotated[ResultParams, Depends(form_params)]
+FormParams = Annotated[dict[str, str | None], Depends(form_params)]
 
 
 @router.get("/experiments", response_class=HTMLResponse)
@@ -93,9 +152,42 @@ async def experiment(
         project = await key_project(context, credentials, header_key or key)
         definition = await experiment_in_project(context, project, test_id)
         action = f"/ui/experiments/{quote(test_id, safe='')}"
-        return await _results(context, definition, params, action, key)
+        share_api = (
+            f"/v2/project/{quote(project, safe='')}/experiment/{quote(test_id, safe='')}/share-link"
+        )
+        return await _results(context, definition, params, action, key, share_api)
 
     return await _html(build())
+
+
+@router.get("/experiments/{test_id}/stamp")
+async def experiment_stamp(
+    test_id: str,
+    context: Context,
+    credentials: Bearer,
+    header_key: HeaderKey,
+    key: QueryKey = None,
+) -> JSONResponse:
+    """``{"stamp"}``: tells the stored snapshot apart from the next one (the page script
+    polls it and fetches the page again when it changes)."""
+
+    async def build() -> str:
+        project = await key_project(context, credentials, header_key or key)
+        definition = await experiment_in_project(context, project, test_id)
+        return await snapshot_stamp(context, definition.id)
+
+    return await _json(build())
+
+
+@router.get("/share/{token}/stamp")
+async def shared_stamp(token: str, context: Context) -> JSONResponse:
+    """The stamp of the experiment a share link serves."""
+
+    async def build() -> str:
+        definition = await shared_experiment(context, token)
+        return await snapshot_stamp(context, definition.id)
+
+    return await _json(build())
 
 
 @router.get("/share/{token}", response_class=HTMLResponse)
@@ -108,36 +200,70 @@ async def shared(
 
     async def build() -> str:
         definition = await shared_experiment(context, token)
-        return await _results(context, definition, params, f"/ui/share/{token}", None)
+        return await _results(context, definition, params, f"/ui/share/{token}", None, None)
 
     return await _html(build())
 
 
-async def _html(page: Awaitable[str]) -> HTMLResponse:
-    """The page, or the error page of an expected failure (never a 500 for those)."""
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """The stylesheet or the page script (404 for any other name)."""
+    media_type = STATIC_FILES.get(name)
+    if media_type is None:
+        return HTMLResponse(error_page(404, "Not Found"), 404, SECURITY_HEADERS)
+    text = resources.files("worker.api.ui").joinpath("static", name).read_text()
+    return Response(text, media_type=media_type, headers=SECURITY_HEADERS)
+
+
+async def snapshot_stamp(context: ApiContext, experiment_id: str) -> str:
+    """A digest of the experiment's stored snapshot ("" before the first): it changes
+    exactly when a new snapshot lands."""
+    raw = await stored_snapshot(context.redis, context.prefix, experiment_id)
+    return "" if raw is None else hashlib.sha256(raw).hexdigest()[:16]
+
+
+async def _json(stamp: Awaitable[str]) -> JSONResponse:
+    """``{"stamp"}``, or the API's ``{"error"}`` with its status and headers."""
     try:
-        return HTMLResponse(await page)
+        return JSONResponse({"stamp": await stamp}, headers=SECURITY_HEADERS)
+    except ApiError as error:
+        headers = {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS}
+        return JSONResponse({"error": error.message}, error.status_code, headers)
+    except REDIS_UNAVAILABLE:
+        return JSONResponse({"error": STORAGE_DOWN}, 503, SECURITY_HEADERS)
+
+
+async def _html(page: Awaitable[str]) -> HTMLResponse:
+    """The page, or the error page of an expected failure (never a 500 for those),
+    with the security headers."""
+    try:
+        return HTMLResponse(await page, headers=SECURITY_HEADERS)
     except ApiError as error:
         return HTMLResponse(
             error_page(error.status_code, error.message),
             error.status_code,
-            error_headers(error.status_code, error.headers),
+            {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS},
         )
     except REDIS_UNAVAILABLE:
-        return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
+        return HTMLResponse(error_page(503, STORAGE_DOWN), 503, SECURITY_HEADERS)
 
 
 async def _results(
     context: ApiContext,
     definition: ExperimentDefinition,
-    params: ResultParams,
+    fields: dict[str, str | None],
     action: str,
     key: str | None,
+    share_api: str | None,
 ) -> str:
     """The experiment page for the parameters: the result as the API answers it, the
     daily cohorts (accumulated for the rate chart) and the cumulative results per day
     (the engine's lift and interval for every visitor up to that day)."""
+    params = result_params(fields)
     query = result_query(params, definition)
+    # Read before the numbers: a snapshot landing in between then costs one refresh
+    # more, never a missed one.
+    stamp = await snapshot_stamp(context, definition.id)
     goal = query.goal_key(definition)
     document = await context.results.document(definition, query)
     result = result_response(definition, document, goal, definition.ended_at, datetime.now(UTC))
@@ -145,6 +271,7 @@ async def _results(
     daily = await context.results.daily(definition, series)
     days = [day for day, _ in daily]
     cumulative = await context.results.cumulative(definition, series, days)
+    state = await load_decision_state(context.redis, context.prefix, definition.id)
     return experiment_page(
         ExperimentPage(
             definition=definition,
@@ -156,5 +283,9 @@ async def _results(
             days=days,
             daily=[day_document for _, day_document in daily],
             cumulative=cumulative,
+            decision=DecisionState.model_validate(state),
+            stamp=stamp,
+            stamp_url=f"{action}/stamp" + ("" if key is None else "?" + urlencode({"key": key})),
+            share_api=share_api,
         )
     )
