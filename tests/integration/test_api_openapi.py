@@ -125,6 +125,8 @@ def schemathesis_config(seed: int) -> str:
         "request-timeout = 60",
         f"generation.max-examples = {MAX_EXAMPLES}",
         "checks.enabled = true",
+        # No state in the checkout between runs (the cache would go to ./.schemathesis).
+        "cache.enabled = false",
         "[parameters]",
         *(f'"path.{name}" = "{value}"' for name, value in PINNED.items()),
         *(f"\"query.{name}\" = '{value}'" for name, value in JSON_TEXT_PINNED.items()),

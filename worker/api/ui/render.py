@@ -391,7 +391,7 @@ def filter_form(
         "</label>"
         f"{_input('min_count', 'Goal events per visitor (min_count)', params.min_count, 'number', 'min=1')}"
         f"{_input('timeframe_days', 'Days after entry (timeframe_days)', params.timeframe_days, 'number', 'min=1 max=3650')}"
-        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', params.custom_filter, CUSTOM_FILTER_HINT, CUSTOM_FILTER_BUILDER)}"
+        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', one_custom_filter(params.custom_filter), CUSTOM_FILTER_HINT, CUSTOM_FILTER_BUILDER)}"
         f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT, EVENT_ATTRIBUTE_BUILDER)}"
         '<div class="wide"><button type="submit">Apply</button></div></form>'
         '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
@@ -652,6 +652,19 @@ def _input(name: str, label: str, value: str | int | None, kind: str, extra: str
         f'<label>{escape(label)}<input type="{kind}" id="field-{name}" name="{name}" '
         f'value="{escape(str(value or ""))}" {extra}></label>'
     )
+
+
+def one_custom_filter(value: str | list[str] | None) -> str | None:
+    """The form's one custom_filter field for the parameter given once or repeated: the
+    repeated parts (an AND, each a group or a list of groups, already validated by the
+    query) as one JSON list of their groups."""
+    if value is None or isinstance(value, str):
+        return value
+    groups: list[object] = []
+    for part in value:
+        parsed = json.loads(part)
+        groups.extend(parsed if isinstance(parsed, list) else [parsed])
+    return json.dumps(groups)
 
 
 def _textarea(name: str, label: str, value: str | None, hint: str, builder: str) -> str:
