@@ -465,7 +465,6 @@ async def test_keys_are_required_and_scoped_to_their_project(
         {"start_date": "2026-11-20", "end_date": "2026-11-19"},
         {"tz": "5.5"},
         {"tz": "abc"},
-        {"goal_key": "nope"},
         {"filter_by": "moon"},
         {"filters": '{"device": "mobile"}'},
         {"breakdown_by": "planet"},
@@ -485,6 +484,13 @@ async def test_parameter_errors_are_400_with_one_sentence(
 ) -> None:
     body = await get_json(client, f"{BASE}/experiment/exp-a/result", api_key, 400, **params)
     assert list(body) == ["error"] and body["error"].endswith(".") and "\n" not in body["error"]
+
+
+async def test_an_unknown_goal_is_404(client: httpx.AsyncClient, api_key: str) -> None:
+    """A well-formed name of a goal the experiment lacks names nothing, as an unknown
+    experiment id does."""
+    body = await get_json(client, f"{BASE}/experiment/exp-a/result", api_key, 404, goal_key="nope")
+    assert body == {"error": "The experiment has no goal 'nope' (it has: purchase, signup, click)."}
 
 
 # --- share links -----------------------------------------------------------------------

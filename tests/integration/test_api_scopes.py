@@ -95,12 +95,15 @@ ROUTES: list[tuple[str, str, Any, str, Shape | None]] = [
     ("PATCH", LD, {}, WRITE, launchdarkly),
     ("GET", "/ui/experiments", None, READ, None),
     ("GET", "/ui/experiments/exp-a", None, READ, None),
+    ("GET", "/ui/experiments/exp-a/stamp", None, READ, None),
 ]
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/v2/share/{token}"),
     ("GET", "/ui/share/{token}"),
+    ("GET", "/ui/share/{token}/stamp"),
+    ("GET", "/ui/static/{name}"),
 }
 
 
