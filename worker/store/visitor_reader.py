@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, Required, TypedDict
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 from worker.store.meta import partition_count
 
 CHUNK = 2000
