@@ -117,6 +117,8 @@ def is_cluster(url: str, timeout_seconds: float = 2.0) -> bool:
 
     Blocking (one round trip): a client is made before, or beside, an event loop.
     """
+    if _is_sentinel(url):
+        return False  # Sentinel manages a primary and its replicas, never a Cluster
     found = _found_clusters.get(url)
     if found is None:
         try:
