@@ -233,7 +233,7 @@ async def test_redis_primary_killed_mid_stream_stays_exact(
 ) -> None:
     settings = on_cluster.settings
     layout = cluster_topology.layout
-    data = generate(seed=21, visitors=8000, partitions=settings.partitions, poison=50)
+    data = generate(seed=21, visitors=5000, partitions=settings.partitions, poison=50)
     await produce_dataset(on_cluster, data)
     worker = workers_on_cluster.start(AB_BATCH_SIZE="100")
     async with connect(settings) as redis:
