@@ -51,9 +51,12 @@ __all__ = [
 Redis: TypeAlias = redis.asyncio.Redis | RedisCluster
 """A client of a Redis server alone (or a Sentinel-managed primary), or of a Cluster."""
 
-RedisError = redis.exceptions.RedisError
-"""Every error a Redis call raises (the cluster client's ``RedisClusterException``
-aside: see REDIS_UNAVAILABLE)."""
+RedisError: tuple[type[Exception], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+)
+"""Every error a Redis call raises: redis-py's, and its cluster client's own (which is
+not one of them), for ``except`` and ``isinstance``."""
 
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
@@ -63,9 +66,9 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterError,
-    # The cluster client raises this (no RedisError) when no node answers or the
-    # slots are not all covered. It also names commands it cannot route, such as keys
-    # of several slots in one command; the store sends none (tests/integration/cluster).
+    # The cluster client raises this when no node answers or the slots are not all
+    # covered. It also names commands it cannot route, such as keys
+    # of several slots in one command; the store sends none (tests/integration/test_redis_cluster.py).
     redis.exceptions.RedisClusterException,
 )
 """What a Redis call raises when Redis does not answer (in time): transient."""
@@ -131,7 +134,7 @@ def is_cluster(url: str, timeout_seconds: float = 2.0) -> bool:
 
 
 async def ping(client: Redis) -> None:
-    """Return when Redis answers a PING; raise a ``RedisError`` otherwise."""
+    """Return when Redis answers a PING; raise one of ``RedisError`` otherwise."""
     await client.ping()
 
 
