@@ -106,8 +106,17 @@ def write_config(layout: RedisLayout) -> None:
     )
 
 
+TIME_WAIT_SECONDS = 60.0
+"""How long Linux keeps the local port of a closed connection (TIME_WAIT)."""
+
+
 def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
-    """Start Redis unless ours already runs; return once it answers PING."""
+    """Start Redis unless ours already runs; return once it answers PING.
+
+    A cluster node's bus port (its port + 10000) lies in Linux's ephemeral port range,
+    so a client connection that closed a moment ago may still hold it (TIME_WAIT): the
+    node is then started again, until that has passed.
+    """
     if processes.read_pid(layout.pid_file) is not None and connection.answers(layout.url):
         return "already running"
     binary = ensure_binary()
@@ -119,14 +128,18 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
             )
-        process = processes.start_background(
-            [binary, str(layout.config_file)], layout.pid_file, layout.state_dir / "redis.stdout"
-        )
+        process = _launch(binary, layout)
     deadline = time.monotonic() + timeout_seconds
+    port_wait_ends = deadline + TIME_WAIT_SECONDS
     while time.monotonic() < deadline:
         if connection.answers(layout.url):
             return "started"
         if process is not None and process.poll() is not None:
+            if layout.cluster and _port_was_taken(layout) and time.monotonic() < port_wait_ends:
+                time.sleep(1.0)
+                process = _launch(binary, layout)
+                deadline = time.monotonic() + timeout_seconds
+                continue
             raise ProvisioningError(
                 f"redis-server exited during start-up; its log is {layout.log_file}."
             )
@@ -134,3 +147,19 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
     raise ProvisioningError(
         f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
     )
+
+
+def _launch(binary: str, layout: RedisLayout) -> subprocess.Popen[bytes]:
+    return processes.start_background(
+        [binary, str(layout.config_file)], layout.pid_file, layout.state_dir / "redis.stdout"
+    )
+
+
+def _port_was_taken(layout: RedisLayout) -> bool:
+    """The last start ended because a port was in use (its log's last lines say so)."""
+    try:
+        with layout.log_file.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 400))
+            return b"Address already in use" in log.read()
+    except FileNotFoundError:
+        return False
