@@ -87,6 +87,19 @@ def timestamp_type(raw: str | None) -> str:
     )
 
 
+def optional_flag(name: str, raw: str | None) -> bool | None:
+    """A yes/no setting: True for 1/true/yes, False for 0/false/no, None when empty
+    (the setting is then found out, as AB_REDIS_CLUSTER is by asking Redis)."""
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (or empty: found out), got {raw!r}")
+
+
 def host_names(raw: str | None) -> frozenset[str]:
     """Host names of a comma-separated list, lower case (none when empty)."""
     return frozenset(host.strip().lower() for host in (raw or "").split(",") if host.strip())
@@ -143,6 +156,9 @@ class Settings:
     input_timestamp_type: str = TIMESTAMP_TYPES[0]
     redis_timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
     redis_health_check_seconds: int = DEFAULT_REDIS_HEALTH_CHECK_SECONDS
+    redis_cluster: bool | None = None
+    """AB_REDIS_CLUSTER: REDIS_URL names a Redis Cluster node (True) or a server alone
+    (False); None: asked of the server (INFO cluster) when a client is made."""
     callback_allowed_hosts: frozenset[str] = frozenset()
     kafka_from_environment: bool = False
     """KAFKA_BOOTSTRAP_SERVERS was set: those brokers are used, none is provisioned."""
@@ -186,6 +202,7 @@ class Settings:
             redis_health_check_seconds=_int(
                 "AB_REDIS_HEALTH_CHECK_SECONDS", DEFAULT_REDIS_HEALTH_CHECK_SECONDS
             ),
+            redis_cluster=optional_flag("AB_REDIS_CLUSTER", env("AB_REDIS_CLUSTER")),
             callback_allowed_hosts=host_names(env("AB_CALLBACK_ALLOWED_HOSTS")),
             kafka_from_environment=bool(env("KAFKA_BOOTSTRAP_SERVERS")),
             redis_from_environment=bool(env("REDIS_URL")),

@@ -10,8 +10,17 @@ from contextlib import ExitStack
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.harness import Namespace, WorkerProcesses, delete_keys, delete_topics
+from tests.integration.harness import (
+    Namespace,
+    RunningCluster,
+    WorkerProcesses,
+    cluster_services,
+    delete_keys,
+    delete_topics,
+)
 from tests.integration.services import Endpoints, resolve
+from worker.config import Settings
+from worker.services import cluster
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +62,35 @@ def workers(
     processes = WorkerProcesses(namespace, tmp_path_factory.mktemp("worker-logs"), engine)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def cluster_topology() -> Iterator[RunningCluster]:
+    """The cluster topology, started once per session for every test marked `cluster`
+    (in the project's services directory, so that a topology a developer started is
+    used as it is). `up --cluster` is idempotent: it starts only the nodes that are not
+    running. What this session started it stops at the end."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
+    }
+    settings = Settings.from_env()
+    layout = cluster.layout(settings.services_dir, settings.cache_dir)
+    up = cluster_services(env, "up")
+    if up.returncode != 0:  # a missing cluster is a failure, never a skip
+        pytest.fail(f"services up --cluster failed: {up.stdout}{up.stderr}", pytrace=False)
+    try:
+        yield RunningCluster(env, layout, up.stdout)
+    finally:
+        if ": started" in up.stdout:
+            cluster_services(env, "down")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `stops_cluster` run after every other test: the cluster topology is
+    started once per session, and they stop it."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_cluster") is not None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,15 +19,17 @@ from typing import Any
 import httpx
 import orjson
 import redis
+import redis.cluster
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio import Redis
 
 from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
 from worker.producer import new_producer
 from worker.results.contract import ResultDocument, Snapshot
-from worker.store import keys
+from worker.services import cluster
+from worker.store import connection, keys
+from worker.store.connection import Redis
 from worker.store.snapshots import save_snapshot
 
 
@@ -284,8 +286,13 @@ def delete_topics(bootstrap: str, name: str) -> None:
 
 
 def delete_keys(redis_url: str, prefix: str) -> None:
-    """Every key of the namespace `prefix` (they all start with `prefix:`)."""
-    client = redis.Redis.from_url(redis_url)
+    """Every key of the namespace `prefix` (they all start with `prefix:`); on a Redis
+    Cluster, those of every primary (the cluster client splits UNLINK by slot)."""
+    client = (
+        redis.cluster.RedisCluster.from_url(redis_url)
+        if connection.is_cluster(redis_url)
+        else redis.Redis.from_url(redis_url)
+    )
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=f"{prefix}:*", count=5000):
@@ -340,3 +347,24 @@ def api_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
             process.kill()
             process.wait(timeout=10)
         assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    """The cluster topology of this test session (`services up --cluster`)."""
+
+    env: dict[str, str]
+    """The test process's environment, less any Kafka or Redis it names."""
+    layout: cluster.ClusterLayout
+    up_output: str
+
+
+def cluster_services(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m worker services ... --cluster`."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "services", *args, "--cluster"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -1,19 +1,14 @@
 """The cluster topology (`services up --cluster`): three brokers and a Redis Cluster.
 
-Marked `cluster`, not run by default (pyproject's addopts): it starts three JVMs and six
-Redis servers on ports of their own, in a state directory of its own, and stops them at
-the end. Run it with `pytest -m cluster tests/integration/test_cluster_services.py`.
+Marked `cluster`: it uses the session's cluster topology (conftest.py's
+`cluster_topology`: three JVMs and six Redis servers on ports of their own), and its
+last test stops it (marked `stops_cluster`, so it runs after every other test).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +17,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis import Redis
 
+from tests.integration.harness import RunningCluster
+from tests.integration.harness import cluster_services as services
 from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
-from worker.services import cluster, kafka_server, processes
+from worker.services import kafka_server, processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 
-@dataclass(frozen=True)
-class RunningCluster:
-    env: dict[str, str]
-    layout: cluster.ClusterLayout
-    up_output: str
-
-
-def services(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "services", *args, "--cluster"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    services_dir = tmp_path_factory.mktemp("cluster-services")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
-    }
-    env["AB_SERVICES_DIR"] = str(services_dir)
-    layout = cluster.layout(services_dir, Path(env.get("AB_CACHE_DIR") or Path.cwd() / ".cache"))
-    try:
-        up = services(env, "up")
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield RunningCluster(env, layout, up.stdout)
-    finally:
-        services(env, "down")  # a no-op when the last test already stopped it
+@pytest.fixture
+def running(cluster_topology: RunningCluster) -> RunningCluster:
+    return cluster_topology
 
 
 def exported(output: str) -> dict[str, str]:
@@ -161,6 +128,7 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+@pytest.mark.stops_cluster
 def test_down_stops_exactly_what_up_started(running: RunningCluster) -> None:
     layout = running.layout
     pid_files = [n.pid_file for n in layout.kafka] + [n.pid_file for n in layout.redis]

@@ -576,3 +576,17 @@ async def test_stored_offset_behind_the_consumer_applies_nothing_and_says_where(
     reply = await sink.apply(partition, [(0, later)], expected={ASSIGNMENTS: 2})
     assert reply["applied"] == 1
     assert (await sink.results())["x1"][0]["conversions"] == 1
+
+
+async def test_no_stored_offset_is_behind_a_consumer_that_applied_some(sink: Sink) -> None:
+    # A replica promoted in the first seconds of a partition lost every offset of it:
+    # the consumer applied up to offset 3, Redis holds none.
+    visitor = "all-lost"
+    partition = partition_for(visitor, PARTITIONS)
+    reply = await sink.apply(
+        partition,
+        [(4, assignment(visitor, "x1", "0", DAY, PUBLISHED + 4))],
+        expected={ASSIGNMENTS: 3},
+    )
+    assert reply == {"rollback": {ASSIGNMENTS: -1}}
+    assert await sink.redis.hgetall(keys.offsets_key(sink.prefix, partition)) == {}

@@ -84,7 +84,7 @@ class Monitor:
                 read_partition_states(self._redis, self._settings.key_prefix, self._partitions),
                 PROBE_TIMEOUT_SECONDS,
             )
-        except (RedisError, OSError) as error:  # TimeoutError is an OSError
+        except RedisError + (OSError,) as error:  # TimeoutError is an OSError
             outage.REDIS.failed(
                 _no_answer(error), "no answer to the worker's probe (applied offsets)"
             )

@@ -158,8 +158,9 @@ class Pipeline:
         stored = await self.applied_offsets(sorted(known))
         rewinds = []
         for (topic, partition), applied in sorted(known.items()):
-            offset = stored.get((topic, partition))
-            if offset is not None and offset < applied:
+            # None stored is behind too: Redis lost every offset of the partition.
+            offset = stored.get((topic, partition), -1)
+            if offset < applied:
                 rewinds.append(Rewind(topic, partition, offset + 1, offset, applied - offset))
         warn_lost(rewinds)
         return rewinds

@@ -25,7 +25,7 @@ KAFKA_PORTS = (29092, 29094, 29096)
 KAFKA_HEAP = "-Xmx512m"
 """Three JVMs on a small machine: each broker's heap is capped at 512 MB."""
 REDIS_PORTS = (26379, 26380, 26381, 26382, 26383, 26384)
-"""Redis nodes; each one's cluster bus listens 10000 ports above (Redis's rule)."""
+"""Redis nodes; each one's cluster bus listens CLUSTER_BUS_OFFSET ports above."""
 REDIS_REPLICAS_PER_PRIMARY = 1
 
 

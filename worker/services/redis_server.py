@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,12 @@ CLUSTER_SETTINGS = (
 )
 """A cluster node's own lines; nodes.conf (in the node's dir) is Redis's to write."""
 
+CLUSTER_BUS_OFFSET = 1000
+"""A cluster node's bus port is its port + this, not Redis's default + 10000: that put
+the buses of 26379-26384 inside Linux's ephemeral port range (32768-60999), where a
+client connection that closed a moment ago (TIME_WAIT) could hold one and stop the
+node from starting."""
+
 
 def write_config(layout: RedisLayout) -> None:
     """AOF with fsync every second: at most one second of writes is lost on a power cut.
@@ -83,6 +90,7 @@ def write_config(layout: RedisLayout) -> None:
                 'save ""',
                 *(f"{name} {value}" for name, value in ENCODING_LIMITS.items()),
                 *(CLUSTER_SETTINGS if layout.cluster else ()),
+                *([f"cluster-port {layout.port + CLUSTER_BUS_OFFSET}"] if layout.cluster else []),
                 "",
             ]
         )
@@ -102,9 +110,7 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
                 f"Something else already listens on {layout.host}:{layout.port}: stop it, "
                 "or point the project at it with the environment variable."
             )
-        process = processes.start_background(
-            [binary, str(layout.config_file)], layout.pid_file, layout.state_dir / "redis.stdout"
-        )
+        process = _launch(binary, layout)
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if connection.answers(layout.url):
@@ -116,4 +122,10 @@ def start(layout: RedisLayout, timeout_seconds: float = 30.0) -> str:
         time.sleep(0.2)
     raise ProvisioningError(
         f"Redis did not answer within {timeout_seconds:.0f} s; its log is {layout.log_file}."
+    )
+
+
+def _launch(binary: str, layout: RedisLayout) -> subprocess.Popen[bytes]:
+    return processes.start_background(
+        [binary, str(layout.config_file)], layout.pid_file, layout.state_dir / "redis.stdout"
     )

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 
 EXPERIMENT_READ = "experiment:read"
 EXPERIMENT_WRITE = "experiment:write"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from redis.asyncio import Redis
-
 from worker.store import keys
+from worker.store.connection import Redis
 from worker.store.meta import partition_count
 
 

@@ -44,9 +44,11 @@ local behind = nil
 for topic, offset in pairs(expected) do
   local stored = redis.call('HGET', offsets_key, topic)
   applied_offsets[topic] = tonumber(stored or '-1')
-  if stored and tonumber(stored) < offset then
+  -- No stored offset at all is behind too (-1): a replica promoted in the first
+  -- seconds of a partition lost every offset of it.
+  if applied_offsets[topic] < offset then
     behind = behind or {}
-    behind[topic] = tonumber(stored)
+    behind[topic] = applied_offsets[topic]
   end
 end
 if behind then return cjson.encode({rollback = behind}) end

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 from worker.store.sink_protocol import ExperimentRules, SinkCommand, SinkReply
 
 SCRIPT = resources.files("worker.store").joinpath("apply_batch.lua").read_text()

@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from redis.asyncio import Redis
 
 from worker.events.segment_cell import SegmentCell
 from worker.store import keys
+from worker.store.connection import Redis
 from worker.store.meta import partition_count
 
 VISITOR_METRICS = ("n", "visits", "me", "vc", "vc2")

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 
 CODE_BYTES = 32
 CODE_PATTERN = r"^[A-Za-z0-9_\-]{43}$"

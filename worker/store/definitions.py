@@ -6,10 +6,9 @@ the CLI and the read API read them.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from worker.events.experiment import ExperimentDefinition
 from worker.store import keys
+from worker.store.connection import Redis
 
 
 async def stored_definition(redis: Redis, prefix: str, experiment_id: str) -> bytes | None:

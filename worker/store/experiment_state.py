@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from worker.store import keys
+from worker.store.connection import Redis
 
 
 @dataclass(frozen=True)

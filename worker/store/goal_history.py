@@ -6,12 +6,12 @@ it walks every visitor hash of the namespace, so it costs a full pass over them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis, scan_batches
 from worker.store.meta import partition_count
 
 SCAN_COUNT = 2000
@@ -36,7 +36,7 @@ async def visitor_goal_values(
     values: list[float] = []
     for partition in range(partitions):
         pattern = _glob_escape(keys.visitor_key(prefix, partition, "")) + "*"
-        async for batch in _scan_batches(redis, pattern):
+        async for batch in scan_batches(redis, pattern, SCAN_COUNT):
             async with redis.pipeline(transaction=False) as pipe:
                 for key in batch:
                     pipe.hgetall(key)
@@ -48,16 +48,6 @@ async def visitor_goal_values(
         if progress is not None:
             progress(partition + 1, partitions)
     return values
-
-
-async def _scan_batches(redis: Redis, pattern: str) -> AsyncIterator[list[bytes | str]]:
-    cursor = 0
-    while True:
-        cursor, found = await redis.scan(cursor, match=pattern, count=SCAN_COUNT)
-        if found:
-            yield found
-        if cursor == 0:
-            return
 
 
 def _goal_value(

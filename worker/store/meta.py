@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from worker.store import keys
+from worker.store.connection import Redis
 
 DEFAULT_PARTITIONS = 12
 """Assumed by readers of a namespace no worker has started in yet."""

@@ -7,7 +7,7 @@ oldest entries, publishes them, and only then drops them.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from worker.store.connection import Redis
 
 
 async def oldest_entries(redis: Redis, outbox: str, count: int) -> list[bytes | str]:

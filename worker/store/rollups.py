@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
@@ -64,9 +65,10 @@ async def _rebuild(redis: Redis, prefix: str, partition: int, experiment_id: str
 
 
 async def _rebuild_watched(
-    pipe: Pipeline, prefix: str, partition: int, experiment_id: str
+    pipe: Pipeline | ClusterPipeline, prefix: str, partition: int, experiment_id: str
 ) -> Rebuilt:
-    """One rebuild: reads run at once while WATCHed, the writes in MULTI/EXEC."""
+    """One rebuild: reads run at once while WATCHed, the writes in MULTI/EXEC. Every
+    key is the partition's (one hash tag): on a Cluster, one slot, one node."""
     hour_set = keys.counter_hours_key(prefix, partition, experiment_id)
     await pipe.watch(hour_set)
     hours = sorted(int(hour) for hour in await pipe.smembers(hour_set))

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 
 TOKEN_BYTES = 32
 TOKEN_PATTERN = r"^[A-Za-z0-9_\-]{43}$"

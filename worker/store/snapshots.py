@@ -6,9 +6,9 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 
 RECORD_DECISIONS = resources.files("worker.store").joinpath("record_decisions.lua").read_text()
 

@@ -3,9 +3,8 @@ served until the next request; the API owns their JSON shape."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from worker.store import keys
+from worker.store.connection import Redis
 
 
 async def save_timeseries(

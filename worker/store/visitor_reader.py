@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, Required, TypedDict
 
 import orjson
-from redis.asyncio import Redis
 
 from worker.store import keys
+from worker.store.connection import Redis
 from worker.store.meta import partition_count
 
 CHUNK = 2000
@@ -49,26 +49,42 @@ class VisitorState(TypedDict):
 
 
 async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> list[VisitorState]:
-    """Every entered visitor of the experiment, parsed from its visitor hash."""
+    """Every entered visitor of the experiment, parsed from its visitor hash, partition
+    by partition in entry order.
+
+    Each round trip reads up to CHUNK visitors of every partition: on a Redis Cluster
+    the client sends each node its partitions' share at once.
+    """
     partitions = await partition_count(redis, prefix)
-    states: list[VisitorState] = []
-    for partition in range(partitions):
-        visitors = await redis.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
-        for start in range(0, len(visitors), CHUNK):
-            chunk = [_text(raw) for raw in visitors[start : start + CHUNK]]
-            async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(partitions):
+            pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
+        entrants = [[_text(raw) for raw in listed] for listed in await pipe.execute()]
+    states: list[list[VisitorState]] = [[] for _ in range(partitions)]
+    for start in range(0, max(map(len, entrants), default=0), CHUNK):
+        chunks = [
+            (partition, visitors[start : start + CHUNK])
+            for partition, visitors in enumerate(entrants)
+            if len(visitors) > start
+        ]
+        async with redis.pipeline(transaction=False) as pipe:
+            for partition, chunk in chunks:
                 for visitor in chunk:
                     pipe.hgetall(keys.visitor_key(prefix, partition, visitor))
-                # After the visitors: the sink may intern a cell while we read, and ids
-                # are only ever added, so this names every id the chunk refers to.
+                # After the visitors (one slot: one node, in this order): the sink may
+                # intern a cell while we read, and ids are only ever added, so this
+                # names every id the chunk refers to.
                 pipe.hgetall(keys.cells_key(prefix, partition))
-                *replies, cells = await pipe.execute()
+            replies = iter(await pipe.execute())
+        for partition, chunk in chunks:
+            hashes = [next(replies) for _ in chunk]
+            cells = next(replies)
             cell_texts = {_bytes(cell_id): _text(text) for text, cell_id in cells.items()}
-            for visitor, fields in zip(chunk, replies, strict=True):
+            for visitor, fields in zip(chunk, hashes, strict=True):
                 state = parse_visitor(visitor, experiment_id, fields, cell_texts)
                 if state is not None:
-                    states.append(state)
-    return states
+                    states[partition].append(state)
+    return [state for partition_states in states for state in partition_states]
 
 
 def parse_visitor(

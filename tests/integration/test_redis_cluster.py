@@ -1,0 +1,318 @@
+"""Exact counts on the cluster topology: a Redis Cluster of three primaries and three
+replicas, three Kafka brokers with topics of three replicas (conftest.py's
+`cluster_topology`, started once per session).
+
+The worker is told it runs on a Cluster (AB_REDIS_CLUSTER=1, as `services up --cluster`
+prints); the readers of these tests (the CLI's `collect`, the API app) are not, and find
+it out from the server. Numbers are compared with the plain-Python oracle of
+tests/dataset.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from tests.dataset import GOALS, LIVE, Dataset, generate
+from tests.integration.harness import (
+    Namespace,
+    RunningCluster,
+    WorkerProcesses,
+    applied_fraction,
+    cluster_services,
+    delete_keys,
+    delete_topics,
+    wait_until_applied,
+)
+from tests.integration.services import Endpoints
+from tests.integration.test_api_mida import assert_variants_match, get_json
+from tests.integration.test_ingestion import (
+    assert_results_exact,
+    dead_letter_reasons,
+    produce_dataset,
+)
+from worker.api.app import create_app
+from worker.config import Settings
+from worker.services import cluster, processes
+from worker.services.redis_server import RedisLayout
+from worker.store import keys
+from worker.store.api_keys import create_key
+from worker.store.connection import Redis, connect, scan_batches
+from worker.store.rollups import rebuild_rollups
+from worker.store.snapshots import record_decisions
+
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
+PROJECT = "shop"
+
+
+def cluster_namespace(topology: RunningCluster) -> Namespace:
+    """A namespace on the cluster topology; its workers know they run on a Cluster."""
+    layout = topology.layout
+    namespace = Namespace.create(
+        Endpoints(layout.bootstrap, layout.redis_url, "cluster topology"),
+        f"t{uuid.uuid4().hex[:10]}",
+    )
+    replicas = str(len(layout.kafka))
+    return replace(
+        namespace,
+        settings=replace(namespace.settings, replication_factor=len(layout.kafka)),
+        env={**namespace.env, "AB_REPLICATION_FACTOR": replicas, "AB_REDIS_CLUSTER": "1"},
+    )
+
+
+def forget(namespace: Namespace) -> None:
+    delete_keys(namespace.settings.redis_url, namespace.settings.key_prefix)
+    delete_topics(namespace.settings.kafka_bootstrap_servers, namespace.name)
+
+
+@pytest.fixture
+def on_cluster(cluster_topology: RunningCluster) -> Iterator[Namespace]:
+    namespace = cluster_namespace(cluster_topology)
+    yield namespace
+    forget(namespace)
+
+
+@pytest.fixture
+async def cluster_redis(on_cluster: Namespace) -> AsyncIterator[Redis]:
+    async with connect(on_cluster.settings) as client:
+        yield client
+
+
+# --- one clean run, read by the CLI and by the API ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_namespace(cluster_topology: RunningCluster) -> Iterator[Namespace]:
+    namespace = cluster_namespace(cluster_topology)
+    yield namespace
+    forget(namespace)
+
+
+@pytest.fixture(scope="module")
+async def clean_run(
+    clean_namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Dataset]:
+    """A generated data set with duplicates and poison, produced to the three brokers
+    and applied by one worker to the Redis Cluster."""
+    settings = clean_namespace.settings
+    data = generate(seed=11, visitors=1500, partitions=settings.partitions, poison=40)
+    await produce_dataset(clean_namespace, data)
+    workers = WorkerProcesses(clean_namespace, tmp_path_factory.mktemp("cluster-worker"))
+    workers.start()
+    try:
+        async with connect(settings) as redis:
+            await wait_until_applied(settings, redis)
+    finally:
+        workers.stop_all()
+    yield data
+
+
+async def test_readers_find_out_that_redis_url_names_a_cluster_node(
+    clean_namespace: Namespace, endpoints: Endpoints
+) -> None:
+    assert clean_namespace.settings.redis_cluster is None  # not told: asked
+    async with connect(clean_namespace.settings) as on_cluster:
+        assert isinstance(on_cluster, RedisCluster)
+    alone = replace(Settings.from_env(), redis_url=endpoints.redis, redis_cluster=None)
+    async with connect(alone) as single:
+        assert not isinstance(single, RedisCluster)
+
+
+async def test_clean_run_on_the_cluster_is_exact(
+    clean_namespace: Namespace, clean_run: Dataset
+) -> None:
+    await assert_results_exact(clean_namespace, clean_run)
+    assert await dead_letter_reasons(clean_namespace) == clean_run.expected_dead
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "results", "exp-b", "--goal", "signup", "--json",
+        env={**os.environ, **clean_namespace.env},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    expected = clean_run.expected("exp-b", "signup")
+    assert [(v["visitors"], v["conversions"]) for v in json.loads(stdout)["variants"]] == [
+        (e["visitors"], e["conversions"]) for e in expected
+    ]
+
+
+async def test_rollups_rebuilt_on_the_cluster_keep_the_counts(
+    clean_namespace: Namespace, clean_run: Dataset
+) -> None:
+    # WATCH/MULTI on the keys of one partition: one slot, one node.
+    async with connect(clean_namespace.settings) as redis:
+        rebuilt = await rebuild_rollups(redis, clean_namespace.settings.key_prefix)
+    assert {(r.partition, r.experiment_id) for r in rebuilt} >= {
+        (partition, "exp-a") for partition in range(clean_namespace.settings.partitions)
+    }
+    await assert_results_exact(clean_namespace, clean_run)
+
+
+async def test_api_results_on_the_cluster_match_the_oracle(
+    clean_namespace: Namespace, clean_run: Dataset
+) -> None:
+    settings = clean_namespace.settings
+    async with connect(settings) as redis:
+        api_key, _ = await create_key(redis, settings.key_prefix, PROJECT)
+    app = create_app(settings)
+    base = f"/v2/project/{PROJECT}"
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            for experiment in LIVE:
+                for goal in GOALS:
+                    body = await get_json(
+                        http, f"{base}/experiment/{experiment}/result", api_key, goal_key=goal
+                    )
+                    assert_variants_match(body["variants"], clean_run.expected(experiment, goal))
+            results = await get_json(http, "/api/experiments/exp-c/results", api_key)
+            visitors = [v["participants"] for v in results["data"]["variants"]]
+            assert visitors == [e["visitors"] for e in clean_run.expected("exp-c", "purchase")]
+            page = await http.get("/ui/experiments/exp-b", params={"key": api_key})
+            assert page.status_code == 200 and '<table class="variants">' in page.text
+    finally:
+        await app.state.context.redis.aclose()
+
+
+# --- scripts, scans ------------------------------------------------------------------
+
+
+async def test_decisions_script_keys_share_one_slot(
+    on_cluster: Namespace, cluster_redis: Redis
+) -> None:
+    prefix = on_cluster.settings.key_prefix
+    decisions = [("stop:1", b'{"n": 1}'), ("ship:1", b'{"n": 2}')]
+    assert await record_decisions(cluster_redis, prefix, "exp-a", decisions, {"at": 1}) == 2
+    assert await record_decisions(cluster_redis, prefix, "exp-a", decisions, {"at": 2}) == 0
+    outbox = await cluster_redis.lrange(keys.winners_outbox_key(prefix, "exp-a"), 0, -1)
+    assert outbox == [b'{"n": 1}', b'{"n": 2}']
+
+
+async def test_key_scans_cover_every_primary(on_cluster: Namespace, cluster_redis: Redis) -> None:
+    assert isinstance(cluster_redis, RedisCluster)
+    prefix = on_cluster.settings.key_prefix
+    written = {f"{prefix}:scan:{index}".encode() for index in range(300)}
+    async with cluster_redis.pipeline(transaction=False) as pipe:
+        for key in written:
+            pipe.set(key, 1)
+        await pipe.execute()
+    slots = cluster_redis.nodes_manager
+    owners = {slots.get_node_from_slot(cluster_redis.keyslot(key)).name for key in written}
+    assert owners == {node.name for node in cluster_redis.get_primaries()} and len(owners) == 3
+    found = [
+        key async for batch in scan_batches(cluster_redis, f"{prefix}:scan:*", 50) for key in batch
+    ]
+    assert sorted(found) == sorted(written)
+
+
+# --- a Redis primary killed mid-stream, its replica missing its last writes ----------------
+
+
+def redis_node(layout: cluster.ClusterLayout, port: int) -> RedisLayout:
+    return next(node for node in layout.redis if node.port == port)
+
+
+def redis_pid(layout: cluster.ClusterLayout, port: int) -> int:
+    pid = processes.read_pid(redis_node(layout, port).pid_file)
+    assert pid is not None, f"no pid file of the Redis node on port {port}"
+    return pid
+
+
+def replica_port(layout: cluster.ClusterLayout, primary_port: int) -> int:
+    """The port of the node that replicates the primary on ``primary_port``."""
+    reply = cluster.redis_cli(redis_node(layout, primary_port), "cluster", "nodes")
+    listed = cluster.parse_cluster_nodes(reply or "")
+    primary = next(n for n in listed if n.address.endswith(f":{primary_port}"))
+    replica = next(n for n in listed if n.primary_id == primary.node_id)
+    return int(replica.address.rpartition(":")[2])
+
+
+def cut_off_replica(layout: cluster.ClusterLayout, primary: int, replica: int) -> None:
+    """Stop the replica (SIGSTOP) and make the primary drop its link: writes the primary
+    acknowledges from then on are not on the replica, which cannot connect again (a
+    replica that drops the link itself is back within milliseconds)."""
+    os.kill(redis_pid(layout, replica), signal.SIGSTOP)
+    primary_node = redis_node(layout, primary)
+    cluster.redis_cli(primary_node, "client", "kill", "type", "replica")
+    info = cluster.parse_info(cluster.redis_cli(primary_node, "info", "replication") or "")
+    assert info.get("connected_slaves") == "0", info
+
+
+def failed_over(layout: cluster.ClusterLayout, killed: int) -> bool:
+    """A surviving node sees the killed node failed and the cluster whole again (its
+    replica promoted)."""
+    survivor = next(node for node in layout.redis if node.port != killed)
+    listed = cluster.parse_cluster_nodes(cluster.redis_cli(survivor, "cluster", "nodes") or "")
+    failed = any(n.address.endswith(f":{killed}") and "fail" in n.flags for n in listed)
+    return failed and cluster.cluster_info(survivor).get("cluster_state") == "ok"
+
+
+async def test_redis_primary_killed_mid_stream_stays_exact(
+    cluster_topology: RunningCluster, on_cluster: Namespace, workers_on_cluster: WorkerProcesses
+) -> None:
+    """Issue 17.4: the replica promoted in place of a SIGKILLed primary lacks the
+    primary's last 1.5 s of writes; the worker, running throughout, finds the
+    roll-back and reads the lost offsets again."""
+    settings = on_cluster.settings
+    layout = cluster_topology.layout
+    data = generate(seed=21, visitors=3000, partitions=settings.partitions, poison=50)
+    await produce_dataset(on_cluster, data)
+    worker = workers_on_cluster.start(AB_BATCH_SIZE="100")
+    async with connect(settings) as redis:
+        assert isinstance(redis, RedisCluster)
+        await redis.initialize()
+        # the primary of partition 0's slot: the worker writes there from the start
+        primary = redis.get_node_from_key(keys.offsets_key(settings.key_prefix, 0))
+        assert primary is not None
+        port = int(primary.port)
+        replica = replica_port(layout, port)
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            fraction = await applied_fraction(settings, redis)
+            if fraction > 0.2:
+                break
+        assert fraction < 1, "the primary was not killed mid-stream"
+        try:
+            cut_off_replica(layout, port, replica)
+            await asyncio.sleep(1.5)  # batches applied now are lost with the primary
+            os.kill(redis_pid(layout, port), signal.SIGKILL)
+        finally:
+            os.kill(redis_pid(layout, replica), signal.SIGCONT)
+        killed_at = time.monotonic()
+        try:
+            while not failed_over(layout, port):
+                assert time.monotonic() - killed_at < 60, "no replica was promoted in 60 s"
+                await asyncio.sleep(0.2)
+            await wait_until_applied(settings, redis, timeout=240)
+            assert worker.poll() is None, workers_on_cluster.log_of(worker)
+            assert "Redis rolled back" in workers_on_cluster.log_of(worker)
+            await assert_results_exact(on_cluster, data)
+            reasons = await dead_letter_reasons(on_cluster)
+            # Dead letters are at-least-once: repeated, never lost.
+            assert all(reasons[reason] >= count for reason, count in data.expected_dead.items())
+        finally:
+            # The killed node rejoins as a replica of the one that replaced it.
+            up = cluster_services(cluster_topology.env, "up")
+            assert up.returncode == 0, up.stdout + up.stderr
+    assert f"redis {primary.host}:{port}: started" in up.stdout
+
+
+@pytest.fixture
+def workers_on_cluster(
+    on_cluster: Namespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcesses]:
+    processes_ = WorkerProcesses(on_cluster, tmp_path_factory.mktemp("cluster-worker"))
+    yield processes_
+    processes_.stop_all()
