@@ -185,5 +185,7 @@ def _iteration_across_fields(iteration: dict[str, Any], mab: bool) -> None:
         and isinstance(keys[0], str)
     ):
         iteration["primarySingleMetricKey"] = keys[0]
-    if not mab and isinstance(iteration.get("reallocationFrequencyMillis"), int):
+    period = iteration.get("reallocationFrequencyMillis")
+    # JSON Schema's integers include 891.0, and pydantic reads it as 891.
+    if not mab and isinstance(period, int | float) and not isinstance(period, bool):
         del iteration["reallocationFrequencyMillis"]
