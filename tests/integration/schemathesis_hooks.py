@@ -44,13 +44,15 @@ def mida_rules_across_fields(_: Any, query: dict[str, Any] | None) -> bool:
     """No start_date after end_date, nor (alone) after the earliest "today" of any tz;
     goal_key and goal_profile_id, when both given, alike."""
     query = query or {}
-    goals = {query.get("goal_key") or None, query.get("goal_profile_id") or None} - {None}
+    key, profile = query.get("goal_key"), query.get("goal_profile_id")
+    # Values of any type arrive here: negative cases break the schema on purpose.
+    disagree = isinstance(key, str) and isinstance(profile, str) and "" != key != profile != ""
     start = _date(query.get("start_date"))
     if start is None:
-        return len(goals) <= 1
+        return not disagree
     end = _date(query.get("end_date"))
     latest = end if end is not None else (datetime.now(UTC) - timedelta(hours=12)).date()
-    return start <= latest and len(goals) <= 1
+    return start <= latest and not disagree
 
 
 def _moment(raw: object) -> datetime | None:
