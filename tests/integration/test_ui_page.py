@@ -378,7 +378,9 @@ async def test_chromium_shows_the_decision_banner_then_the_srm_alarm(
         """The timeline's (kind, text) items, in page order, and its whole text."""
         page = httpx.get(url)
         assert page.status_code == 200
-        section = page.text.split('id="decision-history"', 1)[1].split("</section>", 1)[0]
+        found = re.search(r'id="decision-history"[^>]*>(.*?)</section>', page.text, re.S)
+        assert found is not None, page.text
+        section = found.group(1)
         items = re.findall(r'<li data-kind="(\w+)">(.*?)</li>', section)
         return [(kind, text_of(item)) for kind, item in items], text_of(section)
 
