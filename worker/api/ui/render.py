@@ -155,7 +155,7 @@ def experiment_page(page: ExperimentPage) -> str:
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         settings_note(page.document.settings),
         decision_banner(page),
-        decision_timeline(page),
+        decision_timeline(page.definition, page.history),
         goal_overview(page),
     ]
     results = [
@@ -256,10 +256,10 @@ def decision_banner(page: ExperimentPage) -> str:
     )
 
 
-def decision_timeline(page: ExperimentPage) -> str:
+def decision_timeline(definition: ExperimentDefinition, history: Sequence[AnyDecisionEvent]) -> str:
     """The experiment's decision events, newest first: when (UTC) and what happened."""
-    names = {variant.id: variant.name for variant in page.definition.variants}
-    items = "".join(_timeline_item(event, names) for event in page.history)
+    names = {variant.id: variant.name for variant in definition.variants}
+    items = "".join(_timeline_item(event, names) for event in history)
     listing = f"<ol>{items}</ol>" if items else '<p class="note">No decisions yet.</p>'
     return (
         '<section class="timeline" id="decision-history" aria-labelledby="history-title">'
