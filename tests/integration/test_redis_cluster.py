@@ -193,11 +193,13 @@ async def test_decisions_script_keys_share_one_slot(
     on_cluster: Namespace, cluster_redis: Redis
 ) -> None:
     prefix = on_cluster.settings.key_prefix
-    decisions = [("stop:1", b'{"n": 1}'), ("ship:1", b'{"n": 2}')]
+    decisions = [("stop:1", b'{"n": 1}', b'{"e": 1}'), ("ship:1", b'{"n": 2}', b'{"e": 2}')]
     assert await record_decisions(cluster_redis, prefix, "exp-a", decisions, {"at": 1}) == 2
     assert await record_decisions(cluster_redis, prefix, "exp-a", decisions, {"at": 2}) == 0
     outbox = await cluster_redis.lrange(keys.winners_outbox_key(prefix, "exp-a"), 0, -1)
     assert outbox == [b'{"n": 1}', b'{"n": 2}']
+    history = await cluster_redis.lrange(keys.decision_history_key(prefix, "exp-a"), 0, -1)
+    assert history == [b'{"e": 2}', b'{"e": 1}']
 
 
 async def test_key_scans_cover_every_primary(on_cluster: Namespace, cluster_redis: Redis) -> None:

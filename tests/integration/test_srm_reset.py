@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from tests.integration.harness import Namespace
 from worker.store import keys
+from worker.store.snapshots import decision_history
 
 pytestmark = pytest.mark.integration
 
@@ -57,10 +58,13 @@ async def test_reset_srm_clears_the_alarm_once_and_queues_srm_cleared(
     (entry,) = await redis.lrange(keys.winners_outbox_key(prefix, "srm-exp"), 0, -1)
     event = orjson.loads(entry)["value"]
     assert (event["kind"], event["idempotency_key"]) == ("srm_cleared", "srm-exp:srm_cleared:-:1")
+    # The history holds it too, and keeps it: the relay trims only the outbox.
+    assert await decision_history(redis, prefix, "srm-exp") == [event]
 
     again = reset(namespace, "srm-exp")
     assert again.returncode == 0 and "nothing to reset" in again.stdout
     assert await redis.llen(keys.winners_outbox_key(prefix, "srm-exp")) == 1
+    assert await decision_history(redis, prefix, "srm-exp") == [event]
 
     unknown = reset(namespace, "no-such-experiment")
     assert unknown.returncode != 0

@@ -9,7 +9,7 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -30,10 +30,13 @@ from tests.integration.harness import (
 from tests.integration.test_api_mida import BASE, get_json
 from tests.integration.test_ingestion import produce_dataset
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import Snapshot, SrmDetected
+from worker.results.decisions import decide
 from worker.results.experiment_result import result_document
 from worker.results.query_totals import QueryTotals
+from worker.results.snapshot_job import load_decision_state, record_decisions
 from worker.results.variant_totals import VariantTotals
-from worker.store.snapshots import record_decisions
+from worker.results.verdict import p_value_text
 
 pytestmark = pytest.mark.integration
 
@@ -353,12 +356,17 @@ async def test_chromium_lift_axis_fits_the_band(
 
 
 async def test_chromium_shows_the_decision_banner_then_the_srm_alarm(
-    live_server: str, api_key: str, api_namespace: Namespace, tmp_path: Path
+    live_server: str, api_key: str, api_namespace: Namespace, ingested: Dataset, tmp_path: Path
 ) -> None:
-    """The banner follows the decision state the worker stores (written here with the
-    worker's own store function): nothing, then a winner, then an SRM alarm."""
+    """The banner follows the decision state the worker stores, and the timeline under it
+    the decision events, newest first (both written here by the worker's own decide and
+    store functions): nothing, then a winner, then an SRM alarm that withdraws it."""
     settings = api_namespace.settings
     url = f"{live_server}/ui/experiments/exp-c?key={api_key}"
+    definition = ExperimentDefinition.model_validate(
+        next(d for d in ingested.definitions if d["id"] == "exp-c")
+    )
+    start = datetime(2026, 11, 20, 8, tzinfo=UTC)
 
     def banner() -> tuple[str, str]:
         dom = browser.dump_dom(url, tmp_path / "profile")
@@ -366,15 +374,55 @@ async def test_chromium_shows_the_decision_banner_then_the_srm_alarm(
         state = re.search(r'data-state="(\w+)"', section).group(1)  # type: ignore[union-attr]
         return state, html.unescape(re.sub(r"<[^>]+>", " ", section))
 
+    def timeline() -> tuple[list[tuple[str, str]], str]:
+        """The timeline's (kind, text) items, in page order, and its whole text."""
+        page = httpx.get(url)
+        assert page.status_code == 200
+        found = re.search(r'id="decision-history"[^>]*>(.*?)</section>', page.text, re.S)
+        assert found is not None, page.text
+        section = found.group(1)
+        items = re.findall(r'<li data-kind="(\w+)">(.*?)</li>', section)
+        return [(kind, text_of(item)) for kind, item in items], text_of(section)
+
+    def snapshot(hour: int, visitors: tuple[int, ...], conversions: tuple[int, ...]) -> Snapshot:
+        """A snapshot of exp-c computed ``hour`` hours after ``start``: each order 20.5."""
+        rows = [
+            VariantTotals(
+                str(i), visitors=v, conversions=c, orders=c, revenue=20.5 * c,
+                revenue_sum_squares=600.25 * c,
+            )
+            for i, (v, c) in enumerate(zip(visitors, conversions, strict=True))
+        ]  # fmt: skip
+        totals = {goal.key: QueryTotals(rows) for goal in definition.goals}
+        return Snapshot(
+            document=result_document(definition, totals),
+            applied_offsets={},
+            computed_at=start + timedelta(hours=hour),
+            interval_index=0,
+            computed_by="test",
+        )
+
     async with Redis.from_url(settings.redis_url) as redis:
         assert banner()[0] == "running"
-        won = {"winner": "2", "sequence": {"winner_declared": 1}}
-        await record_decisions(redis, settings.key_prefix, "exp-c", [], won)
+        assert timeline() == ([], "Decision history No decisions yet.")
+        stored = await load_decision_state(redis, settings.key_prefix, "exp-c")
+        # V2 converts 30 % more, on 20,000 visitors an arm: a winner by any rule.
+        won = decide(definition, stored, snapshot(0, (20_000,) * 3, (2_000, 2_000, 2_600)))
+        assert [(e.kind, e.variant_id) for e in won.events] == [("winner_declared", "2")]
+        await record_decisions(redis, settings, "exp-c", won)
         state, text = banner()
         assert state == "winner" and "Winner declared: V2" in text
         assert "sequential rule" in text and "winner declared × 1" in text
-        alarm = {"srm_alarm": True, "sequence": {"winner_declared": 1, "srm_detected": 1}}
-        await record_decisions(redis, settings.key_prefix, "exp-c", [], alarm)
+        assert timeline()[0] == [
+            ("winner_declared", "2026-11-20 08:00:00 UTC Winner declared: V2, by the "
+             "sequential rule of the bayesian engine at 95 %"),
+        ]  # fmt: skip
+        # 3,000 visitors too many in V2: the alarm is raised and withdraws the winner.
+        alarm = decide(definition, won.state, snapshot(1, (20_000, 20_000, 23_000), (2_000,) * 3))
+        srm = alarm.events[0]
+        assert isinstance(srm, SrmDetected) and srm.srm_sequential_p_value is not None
+        await record_decisions(redis, settings, "exp-c", alarm)
+        await record_decisions(redis, settings, "exp-c", alarm)  # a repeat adds nothing
         result = httpx.get(
             f"{live_server}{BASE}/experiment/exp-c/result", headers={"x-api-key": api_key}
         ).json()
@@ -382,6 +430,20 @@ async def test_chromium_shows_the_decision_banner_then_the_srm_alarm(
         assert state == "alarm" and "Sample ratio mismatch" in text
         assert "srm detected × 1" in text
         assert result["srm_p_value"] is None or "p = " in text
+        p = p_value_text(srm.srm_sequential_p_value)
+        assert timeline()[0] == [
+            ("winner_withdrawn", "2026-11-20 09:00:00 UTC Winner withdrawn: V2, by the SRM "
+             "alarm"),
+            ("srm_detected", f"2026-11-20 09:00:00 UTC Sample ratio mismatch alarm raised "
+             f"(sequential test p = {p})"),
+            ("winner_declared", "2026-11-20 08:00:00 UTC Winner declared: V2, by the "
+             "sequential rule of the bayesian engine at 95 %"),
+        ]  # fmt: skip
+
+
+def text_of(markup: str) -> str:
+    """The text a reader sees in ``markup``: tags out, entities decoded, spaces joined."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
 
 
 def test_chromium_screenshots_at_desktop_and_phone_widths(

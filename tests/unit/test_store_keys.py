@@ -56,11 +56,12 @@ def test_the_decisions_script_gets_every_key_in_keys_and_one_slot() -> None:
     text = script("record_decisions.lua")
     key_arguments = re.findall(r"redis\.call\('\w+',\s*([^,)]+)", text)
     assert key_arguments and all(re.fullmatch(r"KEYS\[\d\]", arg) for arg in key_arguments)
-    assert set(re.findall(r"KEYS\[(\d+)\]", text)) == {"1", "2", "3"}
+    assert set(re.findall(r"KEYS\[(\d+)\]", text)) == {"1", "2", "3", "4"}
     decision_keys = (
         keys.decided_key("ab", "checkout.v2"),
         keys.winners_outbox_key("ab", "checkout.v2"),
         keys.decision_state_key("ab", "checkout.v2"),
+        keys.decision_history_key("ab", "checkout.v2"),
     )
     assert {hash_tag(key) for key in decision_keys} == {"x:checkout.v2"}
     assert hash_tag(keys.decided_key("ab", "other")) != "x:checkout.v2"

@@ -132,17 +132,14 @@ async def load_decision_state(redis: Redis, prefix: str, experiment_id: str) -> 
 async def record_decisions(
     redis: Redis, settings: Settings, experiment_id: str, decisions: Decisions
 ) -> int:
-    """Queue the events for `ab.winners` (each once, by its idempotency key) and store the
-    state, in one atomic step; the worker's relay publishes them. Returns how many were new."""
-    entries = [
-        (
-            event.idempotency_key,
-            relay.publish_entry(
-                settings.topic_winners, experiment_id, event.model_dump(mode="json")
-            ),
-        )
-        for event in decisions.events
-    ]
+    """Queue the events for `ab.winners` (each once, by its idempotency key), add them to
+    the decision history and store the state, in one atomic step; the worker's relay
+    publishes them. Returns how many were new."""
+    entries = []
+    for event in decisions.events:
+        value = event.model_dump(mode="json")
+        published = relay.publish_entry(settings.topic_winners, experiment_id, value)
+        entries.append((event.idempotency_key, published, orjson.dumps(value)))
     return await snapshots.record_decisions(
         redis, settings.key_prefix, experiment_id, entries, decisions.state.model_dump(mode="json")
     )

@@ -10,9 +10,10 @@ Keys come in three families, by what must be written atomically with what:
   ``partition_base`` of the same tag, from which it builds the others with the
   suffixes below (tests/unit/test_store_keys.py holds the script to them).
 * **Experiment keys**, ``{prefix}:{x:<experiment>}:…``. The decisions of one
-  experiment (the idempotency keys taken, the winners outbox, the decision state)
-  change together in record_decisions.lua, which gets all three as KEYS: the hash tag
-  ``{x:<experiment>}`` puts them in one slot (experiment ids hold no braces).
+  experiment (the idempotency keys taken, the winners outbox, the decision state, the
+  decision history) change together in record_decisions.lua, which gets all four as
+  KEYS: the hash tag ``{x:<experiment>}`` puts them in one slot (experiment ids hold no
+  braces).
 * **Single keys**, ``{prefix}:…``, each read or written on its own (a pipeline may read
   several, never a script): definitions, meta, API keys, share links, data codes,
   snapshots and their claims, end dates, stored timeseries, invalid-definition markers.
@@ -167,6 +168,13 @@ def winners_outbox_key(prefix: str, experiment_id: str) -> str:
 def decision_state_key(prefix: str, experiment_id: str) -> str:
     """String: the decision state (JSON) the next decisions start from."""
     return f"{experiment_base(prefix, experiment_id)}:decision-state"
+
+
+def decision_history_key(prefix: str, experiment_id: str) -> str:
+    """List of the experiment's decision events (JSON), newest first, capped at the newest
+    ``snapshots.HISTORY_LIMIT``: what the results page shows once the relay has trimmed
+    the outbox."""
+    return f"{experiment_base(prefix, experiment_id)}:decision-history"
 
 
 def experiments_key(prefix: str) -> str:

@@ -11,6 +11,9 @@ from worker.store import keys
 from worker.store.connection import Redis
 
 RECORD_DECISIONS = resources.files("worker.store").joinpath("record_decisions.lua").read_text()
+HISTORY_LIMIT = 200
+"""How many decision events an experiment's history keeps, the newest: a page's worth,
+and a bound on the list whatever a bandit's reallocation period."""
 
 
 async def claim_interval(
@@ -44,25 +47,34 @@ async def record_decisions(
     redis: Redis,
     prefix: str,
     experiment_id: str,
-    decisions: list[tuple[str, bytes]],
+    decisions: list[tuple[str, bytes, bytes]],
     state: dict[str, Any],
 ) -> int:
-    """Queue each (idempotency key, outbox entry) not taken before; save the state. Atomic
-    (record_decisions.lua), in the experiment's one Cluster slot."""
-    args: list[str | bytes] = []
-    for key, entry in decisions:
-        args += [key, entry]
-    args.append(orjson.dumps(state))
+    """Queue each (idempotency key, outbox entry, event JSON) not taken before, adding its
+    event to the decision history; save the state. Atomic (record_decisions.lua), in the
+    experiment's one Cluster slot. Returns how many were new."""
+    args: list[str | bytes | int] = [orjson.dumps(state), HISTORY_LIMIT]
+    for key, entry, event in decisions:
+        args += [key, entry, event]
     script = redis.register_script(RECORD_DECISIONS)
     taken = await script(
         keys=[
             keys.decided_key(prefix, experiment_id),
             keys.winners_outbox_key(prefix, experiment_id),
             keys.decision_state_key(prefix, experiment_id),
+            keys.decision_history_key(prefix, experiment_id),
         ],
         args=args,
     )
     return int(taken)
+
+
+async def decision_history(redis: Redis, prefix: str, experiment_id: str) -> list[dict[str, Any]]:
+    """The experiment's recorded decision events (their published JSON, parsed), newest
+    first; the caller validates them as the decision event models, which live above the
+    store."""
+    raw = await redis.lrange(keys.decision_history_key(prefix, experiment_id), 0, -1)
+    return [dict(orjson.loads(event)) for event in raw]
 
 
 async def mark_ended(redis: Redis, prefix: str, experiment_id: str, ended_at: str) -> str:

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date
 from html import escape
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
@@ -32,7 +32,16 @@ from worker.api.ui.charts import (
     line_chart,
 )
 from worker.events.experiment import ExperimentDefinition, GoalType
-from worker.results.contract import AnalysisSettings, GoalBlock, ResultDocument
+from worker.results.contract import (
+    AnalysisSettings,
+    AnyDecisionEvent,
+    GoalBlock,
+    ResultDocument,
+    SrmCleared,
+    SrmDetected,
+    WinnerDeclared,
+    WinnerWithdrawn,
+)
 from worker.results.decisions import DecisionState
 from worker.results.verdict import (
     UNCLUSTERED_NOTE,
@@ -66,7 +75,8 @@ class ExperimentPage:
     cap and notes have no Mida field). ``action`` is the form's address and ``key`` the
     API key to carry in it (when the page was opened with ``?key=``); ``days`` are the
     chart's days, ``daily`` the documents of each day's cohort and ``cumulative`` those
-    of all cohorts up to it; ``decision`` is what the worker has decided so far.
+    of all cohorts up to it; ``decision`` is what the worker has decided so far and
+    ``history`` its recorded decision events, newest first.
     ``stamp`` tells the stored snapshot the page shows apart from a newer one, which
     ``stamp_url`` answers; ``share_api`` is the address of the experiment's share link
     (None on a page opened with a share link).
@@ -82,6 +92,7 @@ class ExperimentPage:
     daily: Sequence[ResultDocument]
     cumulative: Sequence[ResultDocument]
     decision: DecisionState = field(default_factory=DecisionState)
+    history: Sequence[AnyDecisionEvent] = ()
     stamp: str = ""
     stamp_url: str = ""
     share_api: str | None = None
@@ -144,6 +155,7 @@ def experiment_page(page: ExperimentPage) -> str:
         f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
         settings_note(page.document.settings),
         decision_banner(page),
+        decision_timeline(page.definition, page.history),
         goal_overview(page),
     ]
     results = [
@@ -242,6 +254,53 @@ def decision_banner(page: ExperimentPage) -> str:
         f'<section class="banner {tone}" id="decision" data-state="{tone}" role="status">'
         f"<h2>{escape(heading)}</h2>{paragraphs}</section>"
     )
+
+
+def decision_timeline(definition: ExperimentDefinition, history: Sequence[AnyDecisionEvent]) -> str:
+    """The experiment's decision events, newest first: when (UTC) and what happened."""
+    names = {variant.id: variant.name for variant in definition.variants}
+    items = "".join(_timeline_item(event, names) for event in history)
+    listing = f"<ol>{items}</ol>" if items else '<p class="note">No decisions yet.</p>'
+    return (
+        '<section class="timeline" id="decision-history" aria-labelledby="history-title">'
+        f'<h2 id="history-title">Decision history</h2>{listing}</section>'
+    )
+
+
+def _timeline_item(event: AnyDecisionEvent, names: dict[str, str]) -> str:
+    at = event.computed_at.astimezone(UTC)
+    return (
+        f'<li data-kind="{escape(event.kind)}"><time datetime="{escape(at.isoformat())}">'
+        f"{at:%Y-%m-%d %H:%M:%S} UTC</time> {escape(decision_text(event, names))}</li>"
+    )
+
+
+def decision_text(event: AnyDecisionEvent, names: dict[str, str]) -> str:
+    """What one decision event says, in a line (unescaped)."""
+    name = names.get(event.variant_id or "", event.variant_id or "")
+    if isinstance(event, WinnerDeclared):
+        rule = event.rule
+        return (
+            f"Winner declared: {name}, by the {rule.name.replace('_', '-')} rule of the "
+            f"{rule.engine.value} engine at {rule.threshold_percent:g} %"
+        )
+    if isinstance(event, WinnerWithdrawn):
+        why = "by the SRM alarm" if event.reason == "srm_alarm" else "no longer passing the rule"
+        return f"Winner withdrawn: {name}, {why}"
+    if isinstance(event, SrmDetected):
+        p = event.srm_sequential_p_value
+        return (
+            "Sample ratio mismatch alarm raised "
+            f"(sequential test p = {'—' if p is None else p_value_text(p)})"
+        )
+    if isinstance(event, SrmCleared):
+        return "Sample ratio mismatch alarm reset by an operator"
+    shares = ", ".join(
+        f"{names.get(variant, variant)} {100 * event.previous_weights.get(variant, 0.0):.1f} % "
+        f"→ {100 * weight:.1f} %"
+        for variant, weight in event.weights.items()
+    )
+    return f"Bandit weights moved: {shares}"
 
 
 def goal_overview(page: ExperimentPage) -> str:

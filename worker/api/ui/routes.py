@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Query, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import TypeAdapter
 
 from worker.api.auth import api_key_header, bearer, experiment_in_project, key_project
 from worker.api.context import ApiContext, api_context
@@ -29,10 +30,11 @@ from worker.api.mida.routes import shared_experiment
 from worker.api.mida.shapes import result_response
 from worker.api.ui.render import ExperimentPage, error_page, experiment_page, list_page
 from worker.events.experiment import ExperimentDefinition
+from worker.results.contract import AnyDecisionEvent
 from worker.results.decisions import DecisionState
 from worker.store.connection import REDIS_UNAVAILABLE
 from worker.store.definitions import load_definitions
-from worker.store.snapshots import load_decision_state, stored_snapshot
+from worker.store.snapshots import decision_history, load_decision_state, stored_snapshot
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -47,6 +49,8 @@ SECURITY_HEADERS = {
 }
 """On every /ui response. No referrer: a page address may carry ``?key=`` or a share
 token, which must not leak to another site through a link."""
+DECISION_EVENTS = TypeAdapter(list[AnyDecisionEvent])
+"""The stored decision history as the event models (the store keeps their JSON)."""
 STATIC_FILES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
 """The files of worker/api/ui/static/ served at /ui/static/{name}, with their types."""
 
@@ -272,6 +276,7 @@ async def _results(
     days = [day for day, _ in daily]
     cumulative = await context.results.cumulative(definition, series, days)
     state = await load_decision_state(context.redis, context.prefix, definition.id)
+    history = await decision_history(context.redis, context.prefix, definition.id)
     return experiment_page(
         ExperimentPage(
             definition=definition,
@@ -284,6 +289,7 @@ async def _results(
             daily=[day_document for _, day_document in daily],
             cumulative=cumulative,
             decision=DecisionState.model_validate(state),
+            history=DECISION_EVENTS.validate_python(history),
             stamp=stamp,
             stamp_url=f"{action}/stamp" + ("" if key is None else "?" + urlencode({"key": key})),
             share_api=share_api,
