@@ -232,6 +232,17 @@ async def wait_until_applied(settings: Settings, redis: Redis, timeout: float = 
     )
 
 
+async def apply_with_one_worker(namespace: Namespace, log_dir: Path) -> None:
+    """One worker on the namespace until it applied everything produced so far."""
+    workers = WorkerProcesses(namespace, log_dir)
+    workers.start()
+    async with connection.connect(namespace.settings) as redis:
+        try:
+            await wait_until_applied(namespace.settings, redis)
+        finally:
+            workers.stop_all()
+
+
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
     """Every message of a topic, from the beginning to its current end, JSON-decoded."""
     ends = await end_offsets(settings, [topic])

@@ -194,8 +194,8 @@ async def test_query_strings_projects_and_keys_never_share_an_entry(
         assert (await api.get(PATH + "?goal_key=click", headers=auth)).content == click.content
     assert renders == ["signup", "click"]
     # Another spelling of a question is another entry, answered (and checked) afresh.
-    bad = await api.get(PATH + "?goal_key=nope", headers=auth)
-    assert bad.status_code == 400 and "error" in bad.json()
+    unknown = await api.get(PATH + "?goal_key=nope", headers=auth)
+    assert unknown.status_code == 404 and "error" in unknown.json()
     # Keys of another project, unknown keys and no key never reach the shop's entries.
     assert (await api.get(PATH, headers={"x-api-key": rival})).status_code == 404
     assert (await api.get(PATH, headers={"Authorization": "Bearer abk_nope"})).status_code == 401

@@ -25,11 +25,10 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, LIVE, Dataset, entries, expected_totals, generate
 from tests.integration.harness import (
     Namespace,
-    WorkerProcesses,
     api_server,
+    apply_with_one_worker,
     delete_keys,
     store_as_snapshot,
-    wait_until_applied,
 )
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import produce_dataset
@@ -69,13 +68,8 @@ async def ingested(
     settings_ = api_namespace.settings
     data = generate(seed=61, visitors=2000, partitions=settings_.partitions)
     await produce_dataset(api_namespace, data)
-    workers = WorkerProcesses(api_namespace, tmp_path_factory.mktemp("api-worker"))
-    workers.start()
+    await apply_with_one_worker(api_namespace, tmp_path_factory.mktemp("api-worker"))
     async with Redis.from_url(settings_.redis_url) as redis:
-        try:
-            await wait_until_applied(settings_, redis)
-        finally:
-            workers.stop_all()
         # Another project's experiment, in the read model the worker keeps.
         rival = dict(data.definitions[0], id=RIVAL_EXPERIMENT, project_key=RIVAL)
         await redis.hset(

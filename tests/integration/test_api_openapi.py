@@ -24,10 +24,9 @@ from redis.asyncio import Redis
 from tests.dataset import Dataset, generate
 from tests.integration.harness import (
     Namespace,
-    WorkerProcesses,
     api_server,
+    apply_with_one_worker,
     delete_keys,
-    wait_until_applied,
 )
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import produce_dataset
@@ -79,7 +78,7 @@ CROSS_FIELD_OPERATIONS = {
 coverage phase (boundary values of each field) runs no hooks, so there alone these
 operations may answer a schema-valid request with 400; fuzzing holds them to ST202."""
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 15
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +92,9 @@ def fuzz_namespace(endpoints: Endpoints) -> Iterator[Namespace]:
 async def ingested(
     fuzz_namespace: Namespace, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Dataset]:
-    settings = fuzz_namespace.settings
-    data = generate(seed=67, visitors=600, partitions=settings.partitions)
+    data = generate(seed=67, visitors=600, partitions=fuzz_namespace.settings.partitions)
     await produce_dataset(fuzz_namespace, data)
-    workers = WorkerProcesses(fuzz_namespace, tmp_path_factory.mktemp("fuzz-worker"))
-    workers.start()
-    async with Redis.from_url(settings.redis_url) as redis:
-        try:
-            await wait_until_applied(settings, redis)
-        finally:
-            workers.stop_all()
+    await apply_with_one_worker(fuzz_namespace, tmp_path_factory.mktemp("fuzz-worker"))
     yield data
 
 
