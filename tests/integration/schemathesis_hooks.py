@@ -19,9 +19,13 @@ Each rule is tested on its own elsewhere:
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import schemathesis
+from pydantic import Field, TypeAdapter, ValidationError
+
+from worker.api.vendors.launchdarkly.inputs import PERCENT_PATTERN
+from worker.events.fields import Identifier
 
 # schemathesis types its hook decorator as a plain callable; apply_to is set on it at
 # run time (schemathesis.hooks.to_filterable_hook).
@@ -124,6 +128,20 @@ def one_control_and_splits_of_100(_: Any, body: Any) -> Any:
     return body
 
 
+IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+PERCENT: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(pattern=PERCENT_PATTERN)])
+
+
+def _valid(adapter: TypeAdapter[str], value: object) -> bool:
+    """Whether ``value`` is schema-valid for the field the hook would rewrite: a
+    negative case's violation must stay (rewriting it would make it valid)."""
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
 def _valid_split(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
 
@@ -135,7 +153,7 @@ def launchdarkly_experiment_across_fields(_: Any, body: Any) -> Any:
     if isinstance(body, dict) and isinstance(body.get("iteration"), dict):
         mab = body.get("type") == "mab"
         _iteration_across_fields(body["iteration"], mab)
-        if body.get("type") == "holdout" and isinstance(body.get("holdoutId"), str):
+        if body.get("type") == "holdout" and _valid(IDENTIFIER, body.get("holdoutId")):
             del body["holdoutId"]
     return body
 
@@ -160,11 +178,11 @@ def _iteration_across_fields(iteration: dict[str, Any], mab: bool) -> None:
     if not all(
         isinstance(t, dict)
         and isinstance(t.get("baseline"), bool)
-        and isinstance(t.get("allocationPercent"), str)
+        and _valid(PERCENT, t.get("allocationPercent"))
         and isinstance(t.get("parameters"), list)
         and len(t["parameters"]) == 1
         and isinstance(t["parameters"][0], dict)
-        and isinstance(t["parameters"][0].get("variationId"), str)
+        and _valid(IDENTIFIER, t["parameters"][0].get("variationId"))
         for t in treatments
     ):
         return
@@ -181,13 +199,16 @@ def _iteration_across_fields(iteration: dict[str, Any], mab: bool) -> None:
         if isinstance(metrics, list) and all(isinstance(m, dict) for m in metrics)
         else []
     )
-    if (
-        isinstance(iteration.get("primarySingleMetricKey"), str)
-        and keys
-        and isinstance(keys[0], str)
-    ):
+    primary = iteration.get("primarySingleMetricKey")
+    if _valid(IDENTIFIER, primary) and keys and _valid(IDENTIFIER, keys[0]):
         iteration["primarySingleMetricKey"] = keys[0]
     period = iteration.get("reallocationFrequencyMillis")
     # JSON Schema's integers include 891.0, and pydantic reads it as 891.
-    if not mab and isinstance(period, int | float) and not isinstance(period, bool):
+    valid_period = (
+        isinstance(period, int | float)
+        and not isinstance(period, bool)
+        and period >= 1
+        and float(period).is_integer()
+    )
+    if not mab and valid_period:
         del iteration["reallocationFrequencyMillis"]

@@ -144,8 +144,13 @@ def test_schemathesis_every_check_finds_nothing(
     config = tmp_path / "schemathesis.toml"
     config.write_text(schemathesis_config(seed))
     # Writes publish to Kafka and wait for the registry, which no worker runs here: a
-    # short wait keeps each write at its 202 instead of 10 s.
-    env = fuzz_namespace.env | {"AB_API_WRITE_WAIT_SECONDS": "0.2"}
+    # short wait keeps each write at its 202 instead of 10 s. Scans wait their turn
+    # rather than get back-pressure's 503 on a loaded machine (a 5xx fails the fuzz;
+    # test_api_scans tests the 503).
+    env = fuzz_namespace.env | {
+        "AB_API_WRITE_WAIT_SECONDS": "0.2",
+        "AB_API_SCAN_WAIT_SECONDS": "50",
+    }
     with api_server(env, tmp_path / "api.log") as base:
         outcome = subprocess.run(
             [
