@@ -118,10 +118,9 @@ def one_control_and_splits_of_100(_: Any, body: Any) -> Any:
         and all(isinstance(v, dict) and _valid_split(v.get("splitPercentage")) for v in variants)
         and all(v.get("isControl") is None or isinstance(v["isControl"], bool) for v in variants)
     ):
-        share = 100 // len(variants)
         controls = 0
-        for number, variant in enumerate(variants):
-            variant["splitPercentage"] = share + (100 - share * len(variants) if number == 0 else 0)
+        for variant, percent in zip(variants, _whole_percents(len(variants)), strict=True):
+            variant["splitPercentage"] = percent
             controls += bool(variant.get("isControl"))
             if controls > 1 and variant.get("isControl"):
                 variant["isControl"] = False
@@ -140,6 +139,12 @@ def _valid(adapter: TypeAdapter[str], value: object) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def _whole_percents(count: int) -> list[int]:
+    """``count`` whole percents summing to 100, the remainder on the first."""
+    share = 100 // count
+    return [share + 100 - share * count] + [share] * (count - 1)
 
 
 def _valid_split(value: object) -> bool:
@@ -186,12 +191,10 @@ def _iteration_across_fields(iteration: dict[str, Any], mab: bool) -> None:
         for t in treatments
     ):
         return
-    share = 100 // len(treatments)
-    for number, treatment in enumerate(treatments):
+    percents = _whole_percents(len(treatments))
+    for number, (treatment, percent) in enumerate(zip(treatments, percents, strict=True)):
         treatment["baseline"] = number == 0
-        treatment["allocationPercent"] = str(
-            share + (100 - share * len(treatments) if number == 0 else 0)
-        )
+        treatment["allocationPercent"] = str(percent)
         treatment["parameters"][0]["variationId"] = f"v{number}"
     metrics = iteration.get("metrics")
     keys = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -17,7 +16,13 @@ import pytest
 import redis
 
 from tests.dataset import generate
-from tests.integration.harness import Namespace, WorkerProcesses, delete_topics, wait_until_applied
+from tests.integration.harness import (
+    Namespace,
+    WorkerProcesses,
+    delete_topics,
+    free_port,
+    wait_until_applied,
+)
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import assert_results_exact, produce_dataset
 from worker.config import Settings
@@ -27,12 +32,6 @@ from worker.store import connection
 pytestmark = pytest.mark.integration
 
 SERVICE = "results"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
