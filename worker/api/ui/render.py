@@ -458,12 +458,14 @@ def goal_overview(page: ExperimentPage) -> Markup:
 
 
 def charts(page: ExperimentPage) -> list[Markup]:
-    """The cumulative charts: visitors, conversion rate and lift per variant by day
-    (a revenue or count goal's other lifts are in the table), the lift's axis fitted
-    from the first day every arm has ``MIN_SAMPLE`` visitors."""
+    """The cumulative charts: visitors, conversion rate and the lift of the goal's own
+    metric per variant by day (a revenue or count goal's other lifts are in the
+    table), the lift's axis fitted from the first day every arm has ``MIN_SAMPLE``
+    visitors."""
     labels = [day.isoformat() for day in page.days]
     goal = page.result.goal.goal_key
     fitted = fit_start(visitor_counts(page.cumulative, goal), MIN_SAMPLE)
+    metric = own_lift(GoalType(page.result.goal.goal_type)).title.lower()
     drawn = [
         line_chart(
             "Visitors per variant (cumulative)",
@@ -483,12 +485,12 @@ def charts(page: ExperimentPage) -> list[Markup]:
             chart_id="rate-chart",
         ),
         line_chart(
-            "Lift against the control with its interval (cumulative)",
+            f"Lift of the {metric} against the control with its interval (cumulative)",
             labels,
             lift_lines(page.definition, page.cumulative, goal),
             zero_line=True,
             fit_from=fitted,
-            y_title="Relative lift of the conversion rate, % of the control's rate",
+            y_title=f"Relative lift of the {metric}, % of the control's {metric}",
             x_title="Entry day",
             chart_id="lift-chart",
         ),
@@ -787,8 +789,11 @@ def rate_lines(daily: Sequence[ResultDocument], goal: str) -> list[Line]:
 def lift_lines(
     definition: ExperimentDefinition, cumulative: Sequence[ResultDocument], goal: str
 ) -> list[Line]:
-    """Per treatment: its lift over the control (percent) and the engine's interval."""
+    """Per treatment: the lift of the goal's own metric over the control (percent) and
+    the engine's interval of that same lift (``own_lift``: the pair the table and the
+    API show, and decisions read)."""
     goal_type = goal_of(definition, goal).type
+    lift = own_lift(goal_type)
     days = [
         variant_rows(definition, document.goals[goal].variants, goal_type)
         for document in cumulative
@@ -802,8 +807,8 @@ def lift_lines(
         lines.append(
             Line(
                 treatment.name,
-                [row.improvement for row in rows],
-                [_interval(row.statistics) for row in rows],
+                [lift.improvement(row) for row in rows],
+                [_interval(lift.statistics(row)) for row in rows],
             )
         )
     return lines
