@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import os
 import random
 import re
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -523,6 +525,11 @@ def text_of(markup: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
 
 
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui-results-page.png"
+"""The README's picture of the page: the 1400 px screenshot, copied there when the
+environment sets AB_UI_SCREENSHOT_DOCS=1."""
+
+
 def test_chromium_screenshots_at_desktop_and_phone_widths(
     live_server: str, api_key: str, tmp_path: Path
 ) -> None:
@@ -531,6 +538,8 @@ def test_chromium_screenshots_at_desktop_and_phone_widths(
         shot = ARTIFACTS / f"ui-experiment-{width}.png"
         browser.screenshot(url, shot, tmp_path / "profile", window=(width, height))
         assert shot.stat().st_size > 10_000
+    if os.environ.get("AB_UI_SCREENSHOT_DOCS") == "1":
+        shutil.copyfile(ARTIFACTS / "ui-experiment-1400.png", DOCS_SCREENSHOT)
 
 
 async def test_chromium_page_fits_390_px_and_the_form_is_reachable_by_keyboard(
@@ -655,6 +664,8 @@ async def test_chromium_filter_builder_writes_the_custom_filter(
         assert await page.evaluate(f"{rows}.length") == 1
         value = "[data-field=value]"
         assert await page.evaluate(f"{rows}[0].querySelector('{value}').value") == "mobile"
+        # A blank text field of a condition says which field it is.
+        assert await page.evaluate(f"{rows}[0].querySelector('{value}').placeholder") == "value"
         # A second AND group: country == US.
         await page.evaluate(
             "[...document.querySelectorAll('#query .builder > button')]"
