@@ -3,8 +3,8 @@
 Numbers come from the same Mida shapes the JSON API answers with, so the page and the
 API always agree. Each page is a view (plain data: text already formatted) rendered by
 a Jinja2 template of ``templates/`` with autoescaping on, so every user-controlled text
-(names, ids, form values) is escaped; only the charts' SVG, which escapes its own
-labels (``charts``), is passed through as markup.
+(names, ids, form values) is escaped; the charts' SVG, rendered (and escaped) by their
+own templates (``charts``), is passed through as markup.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
@@ -37,6 +36,7 @@ from worker.api.ui.charts import (
     interval_chart,
     line_chart,
 )
+from worker.api.ui.templating import render_template
 from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import (
     AnalysisSettings,
@@ -65,24 +65,13 @@ POLL_SECONDS = 10
 """How often the page script asks whether a new snapshot landed."""
 STATIC = "/ui/static"
 """Where the stylesheet and the page script are served (routes.static)."""
-TEMPLATES = Environment(
-    loader=PackageLoader("worker.api.ui", "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-"""The page templates (package data, found in an installed package too); a name
-missing from a view is an error, never an empty string."""
-
-
 PAGE_DEFAULTS = {"static": STATIC, "script": False, "main_attributes": {}}
 """What base.html needs of a page that does not say: no page script, a bare <main>."""
 
 
 def render(template: str, **view: Any) -> str:
     """``template`` rendered with ``view`` (plain data; strings are escaped)."""
-    return TEMPLATES.get_template(template).render({**PAGE_DEFAULTS, **view})
+    return render_template(template, {**PAGE_DEFAULTS, **view})
 
 
 @dataclass(frozen=True)
@@ -453,7 +442,7 @@ def goal_overview(page: ExperimentPage) -> Markup:
                         f" · {said.text}",
                     )
                 )
-    # The chart escapes its own labels.
+    # Rendered, and escaped, by the chart's own template.
     return Markup(interval_chart(f"Lift of every goal at {threshold:g} %", rows, "goal-overview"))
 
 
@@ -495,7 +484,7 @@ def charts(page: ExperimentPage) -> list[Markup]:
             chart_id="lift-chart",
         ),
     ]
-    # Each chart escapes its own labels.
+    # Rendered, and escaped, by the charts' own template.
     return [Markup(chart) for chart in drawn]
 
 
