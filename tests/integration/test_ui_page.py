@@ -4,10 +4,13 @@ authentication, parameters and errors, and in headless Chromium against a real
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+import os
 import random
 import re
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,11 +27,13 @@ from tests.integration import test_api_mida as mida
 from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
+    free_port,
     store_as_snapshot,
     wait_until_applied,
 )
 from tests.integration.test_api_mida import BASE, get_json
 from tests.integration.test_ingestion import produce_dataset
+from worker.api.app import create_app
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import Snapshot, SrmDetected
 from worker.results.decisions import decide
@@ -180,7 +185,7 @@ async def test_list_links_every_experiment_of_the_project(
         ("/ui/experiments/exp-a", {"key": "wrong"}, 401, "Invalid or missing API key."),
         ("/ui/experiments/rival-exp", {}, 404, "Experiment not found"),
         ("/ui/experiments/exp-a", {"start_date": "<b>x"}, 400, "start_date must be a date"),
-        ("/ui/experiments/exp-a", {"goal_key": "<i>"}, 404, "has no goal &#x27;&lt;i&gt;&#x27;"),
+        ("/ui/experiments/exp-a", {"goal_key": "<i>"}, 404, "has no goal '<i>'"),
         ("/ui/share/" + "x" * 43, {}, 404, "This share link is unknown"),
     ],
 )
@@ -196,7 +201,9 @@ async def test_errors_are_small_html_pages(
     page = await client.get(path, params=params, headers=headers)
     assert page.status_code == status
     assert page.headers["content-type"].startswith("text/html")
-    assert sentence in page.text and "<i>" not in page.text and "<b>x" not in page.text
+    # The sentence is escaped (read back unchanged): no markup of the request gets in.
+    assert sentence in html.unescape(page.text)
+    assert "<i>" not in page.text and "<b>x" not in page.text
 
 
 async def test_share_link_opens_the_page_without_a_key(
@@ -234,25 +241,63 @@ async def test_chromium_renders_the_api_numbers(
     assert shot.stat().st_size > 10_000
 
 
+def assert_security_headers(response: httpx.Response) -> None:
+    """The /ui security headers: no inline script, no framing, no referrer."""
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy, response.url
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers.get("x-frame-options") == "DENY", response.url
+    assert response.headers.get("referrer-policy") == "no-referrer", response.url
+
+
 async def test_every_ui_response_carries_the_security_headers(
     client: httpx.AsyncClient, api_key: str
 ) -> None:
+    """Pages, static files, JSON stamps and every error under /ui, the router's own
+    404 and 405 included; other paths are left alone."""
     responses = [
         await client.get("/ui/experiments", params={"key": api_key}),
         await client.get("/ui/experiments/exp-a", params={"key": api_key}),
         await client.get("/ui/experiments/exp-a", params={"key": "wrong"}),
         await client.get("/ui/static/page.css"),
         await client.get("/ui/static/nothing.js"),
+        await client.get("/ui/experiments/exp-a/stamp", params={"key": api_key}),
+        await client.get("/ui/experiments/exp-a", params={"key": api_key, "tz": "99"}),
+        await client.get("/ui/no/such/page"),
+        await client.get("/ui"),
+        await client.post("/ui/experiments", params={"key": api_key}),
     ]
-    assert [r.status_code for r in responses] == [200, 200, 401, 200, 404]
+    # /ui redirects to /ui/ (the router adds the slash), an unknown page.
+    assert [r.status_code for r in responses] == [200, 200, 401, 200, 404, 200, 400, 404, 307, 405]
     for response in responses:
-        policy = response.headers["content-security-policy"]
-        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-        assert "frame-ancestors 'none'" in policy
-        assert response.headers["x-frame-options"] == "DENY"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert_security_headers(response)
     assert "<style" not in responses[1].text and " style=" not in responses[1].text
     assert responses[3].headers["content-type"].startswith("text/css")
+    # An unknown page is the small HTML error page, like every expected failure here.
+    assert responses[7].headers["content-type"].startswith("text/html")
+    assert "Error 404" in responses[7].text
+    outside = await client.get(f"{BASE}/experiments", headers={"x-api-key": api_key})
+    assert outside.status_code == 200 and "x-frame-options" not in outside.headers
+
+
+async def test_a_ui_page_without_its_store_is_a_503_with_the_security_headers(
+    api_namespace: Namespace,
+) -> None:
+    """Redis unreachable (nothing listens on the port): the page says so, with a 503
+    and the security headers."""
+    settings = dataclasses.replace(
+        api_namespace.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            for path in ("/ui/experiments", "/ui/experiments/exp-a/stamp"):
+                response = await http.get(path, params={"key": "any"})
+                assert response.status_code == 503, (path, response.text)
+                assert_security_headers(response)
+    finally:
+        await app.state.context.redis.aclose()
 
 
 EVERY_PARAMETER = {
@@ -298,29 +343,63 @@ def test_chromium_form_round_trips_every_parameter(
     assert {name: values[0] for name, values in submitted.items()} == fields
 
 
-def lift_axis(dom: str) -> tuple[float, float, int, list[tuple[str, float, float]]]:
+def lift_axis(dom: str) -> tuple[float, float, int, list[tuple[str, str, str, str]]]:
     """The lift chart's axis (low, high), the day it is fitted from, and each point's
-    (day, interval low, interval high) from its hover title."""
+    (day, lift, interval low, interval high) as its hover title says them."""
     svg = dom.split('id="lift-chart"', 1)[1].split("</svg>", 1)[0]
     low = float(re.search(r'data-y-low="([^"]+)"', svg).group(1))  # type: ignore[union-attr]
     high = float(re.search(r'data-y-high="([^"]+)"', svg).group(1))  # type: ignore[union-attr]
     fit = int(re.search(r'data-fit-from="(\d+)"', svg).group(1))  # type: ignore[union-attr]
-    bands = [
-        (day, float(a.replace("−", "-")), float(b.replace("−", "-")))
-        for day, a, b in re.findall(
-            r"<title>[^<]* · (\d{4}-\d\d-\d\d): [^<]*\(interval ([^ ]+) % to ([^ ]+) %\)</title>",
-            svg,
-        )
-    ]
-    return low, high, fit, bands
+    points = re.findall(
+        r"<title>[^<]* · (\d{4}-\d\d-\d\d): ([^ ]+) % \(interval ([^ ]+) % to ([^ ]+) %\)</title>",
+        svg,
+    )
+    return low, high, fit, points
 
 
+OWN_LIFT = {
+    "signup": ("improvement", "statistics", "conversion rate"),
+    "purchase": (
+        "revenue_per_visitor_improvement",
+        "revenue_per_visitor_statistics",
+        "revenue per visitor",
+    ),
+    "click": (
+        "events_per_visitor_improvement",
+        "events_per_visitor_statistics",
+        "events per visitor",
+    ),
+}
+"""Per goal of the data set (conversion, revenue, count): the Mida fields of the lift
+and the interval of its own metric, and that metric's name."""
+
+
+@pytest.mark.parametrize("goal", ["signup", "purchase", "click"])
 async def test_chromium_lift_axis_fits_the_band(
-    live_server: str, api_key: str, tmp_path: Path, ingested: Dataset
+    live_server: str, api_key: str, tmp_path: Path, ingested: Dataset, goal: str
 ) -> None:
-    url = f"{live_server}/ui/experiments/exp-a?key={api_key}&goal_key=signup"
+    """The lift chart draws the goal's own metric (the conversion rate, revenue or
+    events per visitor): its last day is the API's lift and interval of that metric,
+    and its axis fits the band from the first day every arm has 100 visitors."""
+    url = f"{live_server}/ui/experiments/exp-a?key={api_key}&goal_key={goal}"
     dom = browser.dump_dom(url, tmp_path / "profile")
-    low, high, fit, bands = lift_axis(dom)
+    low, high, fit, points = lift_axis(dom)
+    improvement, statistics, metric = OWN_LIFT[goal]
+    assert f"Lift of the {metric} against the control" in dom
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        response = await http.get(
+            f"{BASE}/experiment/exp-a/result",
+            params={"goal_key": goal},
+            headers={"x-api-key": api_key},
+        )
+    treatment = response.json()["variants"][1]
+    stats = treatment[statistics]
+    interval = stats["credible_interval"] or stats["confidence_interval"]
+    # The last day counts every visitor: the chart's point is the API's pair.
+    assert points[-1][1:] == tuple(
+        f"{value:+,.2f}" for value in (treatment[improvement], *interval)
+    ), (points[-1], treatment)
+    bands = [(day, float(a.replace(",", "")), float(b.replace(",", ""))) for day, _, a, b in points]
     # The first day every arm has 100 visitors, counted from the data set itself.
     first_days = sorted(
         {
@@ -446,6 +525,11 @@ def text_of(markup: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
 
 
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "ui-results-page.png"
+"""The README's picture of the page: the 1400 px screenshot, copied there when the
+environment sets AB_UI_SCREENSHOT_DOCS=1."""
+
+
 def test_chromium_screenshots_at_desktop_and_phone_widths(
     live_server: str, api_key: str, tmp_path: Path
 ) -> None:
@@ -454,6 +538,8 @@ def test_chromium_screenshots_at_desktop_and_phone_widths(
         shot = ARTIFACTS / f"ui-experiment-{width}.png"
         browser.screenshot(url, shot, tmp_path / "profile", window=(width, height))
         assert shot.stat().st_size > 10_000
+    if os.environ.get("AB_UI_SCREENSHOT_DOCS") == "1":
+        shutil.copyfile(ARTIFACTS / "ui-experiment-1400.png", DOCS_SCREENSHOT)
 
 
 async def test_chromium_page_fits_390_px_and_the_form_is_reachable_by_keyboard(
@@ -578,6 +664,8 @@ async def test_chromium_filter_builder_writes_the_custom_filter(
         assert await page.evaluate(f"{rows}.length") == 1
         value = "[data-field=value]"
         assert await page.evaluate(f"{rows}[0].querySelector('{value}').value") == "mobile"
+        # A blank text field of a condition says which field it is.
+        assert await page.evaluate(f"{rows}[0].querySelector('{value}').placeholder") == "value"
         # A second AND group: country == US.
         await page.evaluate(
             "[...document.querySelectorAll('#query .builder > button')]"

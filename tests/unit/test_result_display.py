@@ -5,12 +5,12 @@ per-visit numbers were analysed (item 6)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from tests.unit.result_rows import buyer_totals
 from worker.api.mida.params import ResultParams
 from worker.api.mida.shapes import result_response
-from worker.api.ui.render import ExperimentPage, experiment_page
+from worker.api.ui.render import ExperimentPage, experiment_page, lift_lines
 from worker.cli.results_command import GoalResult, _verdict_text, goal_result, notes, power_lines
 from worker.events.experiment import ExperimentDefinition
 from worker.results.contract import HorizonPower, ResultDocument
@@ -160,3 +160,43 @@ def test_clustered_power_counts_visitors_even_with_the_visit_unit() -> None:
     shown = result(document(ResultQuery(count_unit="visits")))
     line = power_lines(shown)[0]
     assert " more visitors" in line and " more visits" not in line
+
+
+def test_the_lift_chart_draws_the_goal_metric_the_table_pairs_with_its_interval() -> None:
+    """A revenue goal's lift chart is revenue per visitor with its own interval (the
+    metric decisions read), as the table's and the API's pair; a conversion goal's
+    is the conversion rate."""
+    doc = document()
+    experiment = definition()
+    for goal, improvement, statistics, title in (
+        (
+            "buy",
+            "revenue_per_visitor_improvement",
+            "revenue_per_visitor_statistics",
+            "revenue per visitor",
+        ),
+        ("signup", "improvement", "statistics", "conversion rate"),
+    ):
+        treatment = result_response(experiment, doc, goal, None, NOW).variants[1]
+        stats = getattr(treatment, statistics)
+        assert stats is not None and stats.confidence_interval is not None
+        control, line = lift_lines(experiment, [doc, doc], goal)
+        assert control.values == [None, None]
+        assert line.values == [getattr(treatment, improvement)] * 2
+        assert line.band == [tuple(stats.confidence_interval)] * 2
+        shown = experiment_page(
+            ExperimentPage(
+                definition=experiment,
+                result=result_response(experiment, doc, goal, None, NOW),
+                document=doc,
+                params=ResultParams(goal_key=goal),
+                action="/ui/experiments/cart",
+                key=None,
+                days=[date(2024, 1, 15), date(2024, 1, 16)],
+                daily=[doc, doc],
+                cumulative=[doc, doc],
+            )
+        )
+        chart = shown.split('id="lift-chart"', 1)[1].split("</svg>", 1)[0]
+        assert f"Lift of the {title} against the control" in chart
+        assert f"Relative lift of the {title}, % of the control" in chart

@@ -79,8 +79,19 @@ def contrast(a: str, b: str) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
+def test_the_contrast_formula_gives_the_known_ratios() -> None:
+    # WCAG 2's extremes, and #767676, the lightest grey that passes 4.5:1 on white.
+    assert contrast("#000000", "#ffffff") == 21.0
+    assert contrast("#ffffff", "#ffffff") == 1.0
+    assert 4.54 < contrast("#767676", "#ffffff") < 4.55
+    assert contrast("#777777", "#ffffff") < 4.5
+
+
 def test_every_text_colour_has_4_5_to_1_on_every_background() -> None:
     css = resources.files("worker.api.ui").joinpath("static", "page.css").read_text()
+    # Every colour is a six-digit hex code, so that none escapes the check below.
+    declared = re.findall(r"(?<![-\w])(?:color|fill|background):([^;}]+)", css)
+    assert declared and all(re.fullmatch(r"#[0-9a-f]{6}", value) for value in declared), declared
     texts = set(re.findall(r"(?<![-\w])(?:color|fill):(#[0-9a-f]{6})", css))
     backgrounds = set(re.findall(r"background:(#[0-9a-f]{6})", css))
     # White text appears only on the blue buttons; chart text and lines sit on white.

@@ -29,6 +29,7 @@ from worker.api.mida import routes as mida_routes
 from worker.api.publishing import DefinitionPublisher
 from worker.api.scans import ScanLimiter
 from worker.api.ui import routes as ui_routes
+from worker.api.ui.headers import SecurityHeadersMiddleware
 from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
@@ -90,6 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Around the routes and the error handlers: an error under /ui carries them too.
+    app.add_middleware(SecurityHeadersMiddleware)
     # Added last is outermost: metrics also count the answers of the cached layer.
     app.add_middleware(
         CachedResultsMiddleware,

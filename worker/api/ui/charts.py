@@ -1,11 +1,13 @@
-"""Line charts as inline SVG text (pure: numbers in, markup out, no JavaScript).
+"""Line charts as inline SVG (pure: numbers in, markup out, no JavaScript).
 
 One chart shape serves the results page: a value per day for each line, optionally
 with a band (an interval per day) drawn behind the line, a horizontal zero rule, a
 legend, and labelled axes. The SVG scales to the width of its container (its
 ``viewBox`` keeps the proportions), every label is placed so that it stays inside
 the drawing, every point carries its values as a ``<title>`` (shown on hover), and
-every label is escaped, so user-controlled names are safe.
+every label is escaped, so user-controlled names are safe: this module computes
+where everything goes (a view of plain data, coordinates as text) and the templates
+``line_chart.svg`` and ``interval_chart.svg`` draw it, autoescaped.
 
 Early days of an experiment have few visitors and intervals hundreds of percent wide;
 an axis fitted to them flattens every later day into a line. A chart may therefore
@@ -18,7 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html import escape
+from typing import Any
+
+from worker.api.ui.templating import render_template
 
 WIDTH = 1000
 PLOT_HEIGHT = 240
@@ -136,6 +140,54 @@ class Frame:
         return self.left + self.width * index / (self.count - 1)
 
 
+@dataclass(frozen=True)
+class Label:
+    """A text at (x, y), anchored at its start, middle or end."""
+
+    x: str
+    y: str
+    text: str
+    anchor: str | None = None
+    """None: the SVG default, the start."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A straight line from (x1, y1) to (x2, y2)."""
+
+    x1: str
+    x2: str
+    y1: str
+    y2: str
+
+
+@dataclass(frozen=True)
+class BandShape:
+    """One run of a line's intervals: a polygon through ``points``, or for a lone
+    interval a thick bar (``bar``); ``opacity`` is the fill's (the bar's stroke's)."""
+
+    color: str
+    opacity: str
+    points: str = ""
+    bar: Rule | None = None
+
+
+@dataclass(frozen=True)
+class Dot:
+    """One value: its centre, colour, opacity and hover text."""
+
+    x: str
+    y: str
+    color: str
+    opacity: str
+    said: str
+
+
+def _px(value: float) -> str:
+    """A coordinate as the SVG text says it: to a tenth of a pixel."""
+    return f"{value:.1f}"
+
+
 def line_chart(
     title: str,
     x_labels: Sequence[str],
@@ -149,8 +201,26 @@ def line_chart(
 ) -> str:
     """An SVG line chart of ``lines`` over ``x_labels`` (one value per label each),
     its y axis fitted from x index ``fit_from`` (earlier points faded)."""
-    if not x_labels or not lines:
-        return f'<p class="empty">{escape(title)}: no data yet.</p>'
+    chart = (
+        line_chart_view(x_labels, lines, unit, zero_line, fit_from, y_title, x_title, chart_id)
+        if x_labels and lines
+        else None
+    )
+    return render_template("line_chart.svg", {"title": title, "chart": chart})
+
+
+def line_chart_view(
+    x_labels: Sequence[str],
+    lines: Sequence[Line],
+    unit: str,
+    zero_line: bool,
+    fit_from: int,
+    y_title: str,
+    x_title: str,
+    chart_id: str,
+) -> dict[str, Any]:
+    """Where each part of a line chart goes (``line_chart`` has the arguments; at least
+    one label and one line)."""
     axis = y_axis(lines, zero_line, fit_from)
     ticks = [
         axis.low + tick * axis.step for tick in range(round((axis.high - axis.low) / axis.step) + 1)
@@ -165,41 +235,66 @@ def line_chart(
     def y(value: float) -> float:
         return frame.top + frame.height * (axis.high - value) / (axis.high - axis.low)
 
-    parts = [
-        f'<div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" class="chart" '
-        f'id="{escape(chart_id)}" '
-        f'width="100%" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
-        f'aria-label="{escape(title)}" data-y-low="{axis.low:g}" data-y-high="{axis.high:g}" '
-        f'data-fit-from="{fit_from}"><title>{escape(title)}</title>',
-        f'<clipPath id="{escape(chart_id)}-plot"><rect x="{frame.left:.1f}" '
-        f'y="{frame.top:.1f}" width="{frame.width:.1f}" height="{frame.height:.1f}"/></clipPath>',
-        f'<text x="4" y="16" class="chart-title">{escape(title)}</text>',
-    ]
-    parts += _legend(lines, legend, frame.left)
-    parts += _y_axis(ticks, tick_labels, frame, y, y_title)
-    parts += _x_axis(x_labels, frame, height, x_title)
-    if zero_line and axis.low < 0 < axis.high:
-        parts.append(
-            f'<line x1="{frame.left:.1f}" x2="{frame.left + frame.width:.1f}" y1="{y(0):.1f}" '
-            f'y2="{y(0):.1f}" stroke="#111827" stroke-width="1.2"/>'
-        )
+    right = _px(frame.left + frame.width)
+    zero = (
+        Rule(_px(frame.left), right, _px(y(0)), _px(y(0)))
+        if zero_line and axis.low < 0 < axis.high
+        else None
+    )
+    fitted = None
     if fit_from > 0:
         at = frame.x(fit_from)
-        parts.append(
-            f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{frame.top:.1f}" '
-            f'y2="{frame.top + frame.height:.1f}" stroke="#4b5563" stroke-dasharray="4 4"/>'
-            f'<text x="{at + 4:.1f}" y="{frame.top + 14:.1f}" class="tick" '
-            f'text-anchor="{"end" if at + 160 > WIDTH else "start"}">axis fitted from here</text>'
-        )
-    parts.append(f'<g clip-path="url(#{escape(chart_id)}-plot)">')
-    for index, line in enumerate(lines):
-        parts += _band(line.band, color(index), frame, y, fit_from)
-    for index, line in enumerate(lines):
-        parts += _series(line, color(index), frame, y, fit_from)
-    parts.append("</g>")
-    parts += _points(lines, x_labels, frame, y, axis, unit, fit_from, zero_line)
-    parts.append("</svg></div>")
-    return "".join(parts)
+        fitted = {
+            "rule": Rule(_px(at), _px(at), _px(frame.top), _px(frame.top + frame.height)),
+            "label": Label(
+                _px(at + 4),
+                _px(frame.top + 14),
+                "axis fitted from here",
+                "end" if at + 160 > WIDTH else "start",
+            ),
+        }
+    return {
+        "id": chart_id,
+        "width": WIDTH,
+        "height": f"{height:.0f}",
+        "low": f"{axis.low:g}",
+        "high": f"{axis.high:g}",
+        "fit_from": fit_from,
+        "plot": {
+            "x": _px(frame.left),
+            "y": _px(frame.top),
+            "width": _px(frame.width),
+            "height": _px(frame.height),
+        },
+        "legend": _legend(lines, legend, frame.left),
+        "y_title": Label("4", _px(frame.top - 10), y_title) if y_title else None,
+        "y_ticks": [
+            {
+                "grid": Rule(_px(frame.left), right, _px(y(value)), _px(y(value))),
+                "label": Label(_px(frame.left - 6), _px(y(value) + 4), label, "end"),
+            }
+            for value, label in zip(ticks, tick_labels, strict=True)
+        ],
+        "x_ticks": _x_axis(x_labels, frame),
+        "x_title": (
+            Label(_px(frame.left + frame.width / 2), _px(height - 8), x_title, "middle")
+            if x_title
+            else None
+        ),
+        "zero": zero,
+        "fitted": fitted,
+        "bands": [
+            shape
+            for index, line in enumerate(lines)
+            for shape in _band(line.band, color(index), frame, y, fit_from)
+        ],
+        "series": [
+            series
+            for index, line in enumerate(lines)
+            for series in _series(line, color(index), frame, y, fit_from)
+        ],
+        "dots": _points(lines, x_labels, frame, y, axis, unit, fit_from, zero_line),
+    }
 
 
 def _anchor(at: float, half_width: float) -> str:
@@ -211,25 +306,7 @@ def _anchor(at: float, half_width: float) -> str:
     return "middle"
 
 
-def _y_axis(
-    ticks: Sequence[float], labels: Sequence[str], frame: Frame, y: _Scale, title: str
-) -> list[str]:
-    parts = [
-        f'<text x="4" y="{frame.top - 10:.1f}" class="axis-title">{escape(title)}</text>'
-        if title
-        else ""
-    ]
-    for value, label in zip(ticks, labels, strict=True):
-        at = y(value)
-        parts.append(
-            f'<line x1="{frame.left:.1f}" x2="{frame.left + frame.width:.1f}" y1="{at:.1f}" '
-            f'y2="{at:.1f}" stroke="#e5e7eb"/><text x="{frame.left - 6:.1f}" y="{at + 4:.1f}" '
-            f'text-anchor="end" class="tick">{escape(label)}</text>'
-        )
-    return parts
-
-
-def _x_axis(labels: Sequence[str], frame: Frame, height: float, title: str) -> list[str]:
+def _x_axis(labels: Sequence[str], frame: Frame) -> list[Label]:
     """Every n-th label (no two overlap), always the last; each kept inside."""
     # The first and last labels are anchored at their ends, so a neighbour's label must
     # clear one and a half label widths.
@@ -244,41 +321,35 @@ def _x_axis(labels: Sequence[str], frame: Frame, height: float, title: str) -> l
             shown.pop()
         shown.append(last)
     baseline = frame.top + frame.height
-    parts = [
-        f'<text x="{frame.x(i):.1f}" y="{baseline + 18:.1f}" class="tick" '
-        f'text-anchor="{_anchor(frame.x(i), CHAR_WIDTH * len(labels[i]) / 2)}">'
-        f"{escape(labels[i])}</text>"
+    return [
+        Label(
+            _px(frame.x(i)),
+            _px(baseline + 18),
+            labels[i],
+            _anchor(frame.x(i), CHAR_WIDTH * len(labels[i]) / 2),
+        )
         for i in shown
     ]
-    if title:
-        parts.append(
-            f'<text x="{frame.left + frame.width / 2:.1f}" y="{height - 8:.1f}" '
-            f'text-anchor="middle" class="axis-title">{escape(title)}</text>'
-        )
-    return parts
 
 
-def _band(band: Sequence[Band], fill: str, frame: Frame, y: _Scale, fit_from: int) -> list[str]:
+def _band(
+    band: Sequence[Band], fill: str, frame: Frame, y: _Scale, fit_from: int
+) -> list[BandShape]:
     """Each run of consecutive intervals as a polygon (split where the fitted days
     start, the earlier part fainter); a lone interval as an error bar."""
-    parts = []
+    shapes = []
     for run in _runs(band, fit_from):
         opacity = 0.15 if run[0][0] >= fit_from else 0.15 * FADED
         if len(run) == 1:
             index, (low, high) = run[0]
-            parts.append(
-                f'<line x1="{frame.x(index):.1f}" x2="{frame.x(index):.1f}" y1="{y(low):.1f}" '
-                f'y2="{y(high):.1f}" stroke="{fill}" stroke-width="8" '
-                f'stroke-opacity="{opacity * 5 / 3:.2f}"/>'
-            )
+            at = _px(frame.x(index))
+            bar = Rule(at, at, _px(y(low)), _px(y(high)))
+            shapes.append(BandShape(fill, f"{opacity * 5 / 3:.2f}", bar=bar))
             continue
         upper = [f"{frame.x(i):.1f},{y(high):.1f}" for i, (_, high) in run]
         lower = [f"{frame.x(i):.1f},{y(low):.1f}" for i, (low, _) in reversed(run)]
-        parts.append(
-            f'<polygon class="band" points="{" ".join(upper + lower)}" fill="{fill}" '
-            f'fill-opacity="{opacity:.3f}"/>'
-        )
-    return parts
+        shapes.append(BandShape(fill, f"{opacity:.3f}", " ".join(upper + lower)))
+    return shapes
 
 
 def _runs(band: Sequence[Band], fit_from: int) -> list[list[tuple[int, tuple[float, float]]]]:
@@ -295,20 +366,22 @@ def _runs(band: Sequence[Band], fit_from: int) -> list[list[tuple[int, tuple[flo
     return [run for run in runs if run]
 
 
-def _series(line: Line, stroke: str, frame: Frame, y: _Scale, fit_from: int) -> list[str]:
-    """The line, fainter before ``fit_from``."""
+def _series(
+    line: Line, stroke: str, frame: Frame, y: _Scale, fit_from: int
+) -> list[dict[str, str]]:
+    """The line as polylines (points, colour, opacity), fainter before ``fit_from``."""
     points = [(i, frame.x(i), y(v)) for i, v in enumerate(line.values) if v is not None]
     early = [(px, py) for i, px, py in points if i <= fit_from]
     late = [(px, py) for i, px, py in points if i >= fit_from]
-    parts = []
-    for part, opacity in ((early, FADED), (late, 1.0)):
-        if len(part) > 1 and (opacity == 1.0 or fit_from > 0):
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in part)
-            parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{stroke}" stroke-width="2" '
-                f'stroke-opacity="{opacity:g}"/>'
-            )
-    return parts
+    return [
+        {
+            "points": " ".join(f"{px:.1f},{py:.1f}" for px, py in part),
+            "color": stroke,
+            "opacity": f"{opacity:g}",
+        }
+        for part, opacity in ((early, FADED), (late, 1.0))
+        if len(part) > 1 and (opacity == 1.0 or fit_from > 0)
+    ]
 
 
 def _points(
@@ -320,10 +393,10 @@ def _points(
     unit: str,
     fit_from: int,
     signed: bool,
-) -> list[str]:
+) -> list[Dot]:
     """A dot per value inside the axis, with its values as a hover title (signed
     for a lift)."""
-    parts = []
+    dots = []
     for index, line in enumerate(lines):
         for at, value in enumerate(line.values):
             if value is None or not axis.low <= value <= axis.high:
@@ -333,12 +406,9 @@ def _points(
             if band is not None:
                 low, high = (_value_text(side, unit, signed) for side in band)
                 said += f" (interval {low} to {high})"
-            parts.append(
-                f'<circle cx="{frame.x(at):.1f}" cy="{y(value):.1f}" r="4" '
-                f'fill="{color(index)}" fill-opacity="{1.0 if at >= fit_from else FADED:g}">'
-                f"<title>{escape(said)}</title></circle>"
-            )
-    return parts
+            opacity = f"{1.0 if at >= fit_from else FADED:g}"
+            dots.append(Dot(_px(frame.x(at)), _px(y(value)), color(index), opacity, said))
+    return dots
 
 
 def _value_text(value: float, unit: str, signed: bool) -> str:
@@ -346,19 +416,34 @@ def _value_text(value: float, unit: str, signed: bool) -> str:
     return f"{shown} {unit}" if unit else shown
 
 
+@dataclass(frozen=True)
+class LegendEntry:
+    """One line's swatch at (x, y) in its colour, and its label."""
+
+    x: str
+    y: str
+    color: str
+    label: Label
+
+
 def _legend(
     lines: Sequence[Line], rows: Sequence[Sequence[tuple[int, float]]], left: float
-) -> list[str]:
-    parts = []
-    for row_index, row in enumerate(rows):
-        top = MARGIN_TOP + LEGEND_ROW * row_index
-        for index, x in row:
-            parts.append(
-                f'<rect x="{left + x:.0f}" y="{top:.0f}" width="14" height="4" '
-                f'fill="{color(index)}"/><text x="{left + x + 18:.0f}" y="{top + 6:.0f}" '
-                f'class="legend">{escape(lines[index].label)}</text>'
-            )
-    return parts
+) -> list[LegendEntry]:
+    """Each line's swatch and label, row by row."""
+    return [
+        LegendEntry(
+            f"{left + x:.0f}",
+            f"{MARGIN_TOP + LEGEND_ROW * row_index:.0f}",
+            color(index),
+            Label(
+                f"{left + x + 18:.0f}",
+                f"{MARGIN_TOP + LEGEND_ROW * row_index + 6:.0f}",
+                lines[index].label,
+            ),
+        )
+        for row_index, row in enumerate(rows)
+        for index, x in row
+    ]
 
 
 TONE_COLORS = {"good": "#047857", "bad": "#b91c1c", "neutral": "#4b5563"}
@@ -384,7 +469,7 @@ def interval_chart(title: str, rows: Sequence[IntervalRow], chart_id: str) -> st
     points = [side for row in rows if row.band for side in row.band]
     points += [row.value for row in rows if row.value is not None]
     if not points:
-        return f'<p class="empty">{escape(title)}: no data yet.</p>'
+        return render_template("interval_chart.svg", {"title": title, "chart": None})
     axis = y_axis([Line("", points)], zero_line=True)
     ticks = [
         axis.low + tick * axis.step for tick in range(round((axis.high - axis.low) / axis.step) + 1)
@@ -393,47 +478,50 @@ def interval_chart(title: str, rows: Sequence[IntervalRow], chart_id: str) -> st
     width = WIDTH - left - MARGIN_RIGHT - 24
     top = MARGIN_TOP
     height = top + ROW_HEIGHT * len(rows) + 36
+    bottom = top + ROW_HEIGHT * len(rows)
 
     def x(value: float) -> float:
         return left + width * (value - axis.low) / (axis.high - axis.low)
 
-    parts = [
-        f'<div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" class="chart" '
-        f'id="{escape(chart_id)}" '
-        f'width="100%" viewBox="0 0 {WIDTH} {height:.0f}" role="img" '
-        f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
-        f'<text x="4" y="16" class="chart-title">{escape(title)}</text>',
-    ]
-    bottom = top + ROW_HEIGHT * len(rows)
-    for value in ticks:
-        parts.append(
-            f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="{top:.1f}" y2="{bottom:.1f}" '
-            f'stroke="{"#111827" if value == 0 else "#e5e7eb"}"/>'
-            f'<text x="{x(value):.1f}" y="{bottom + 16:.1f}" text-anchor="middle" '
-            f'class="tick">{escape(tick_text(value, axis.step, "%"))}</text>'
-        )
+    drawn = []
     for index, row in enumerate(rows):
         middle = top + ROW_HEIGHT * index + ROW_HEIGHT / 2
-        heading = row.value is None and row.band is None
-        parts.append(
-            f'<text x="4" y="{middle + 4:.1f}" class="{"legend heading" if heading else "tick"}"'
-            f">{escape(row.label)}</text>"
-        )
         fill = TONE_COLORS.get(row.tone, TONE_COLORS["neutral"])
-        hover = f"<title>{escape(row.said)}</title>" if row.said else ""
-        if row.band is not None:
-            parts.append(
-                f'<line x1="{x(row.band[0]):.1f}" x2="{x(row.band[1]):.1f}" y1="{middle:.1f}" '
-                f'y2="{middle:.1f}" stroke="{fill}" stroke-width="6" stroke-opacity="0.45">'
-                f"{hover}</line>"
-            )
-        if row.value is not None:
-            parts.append(
-                f'<circle cx="{x(row.value):.1f}" cy="{middle:.1f}" r="6" fill="{fill}" '
-                f'data-tone="{escape(row.tone)}">{hover}</circle>'
-            )
-    parts.append(
-        f'<text x="{left + width / 2:.1f}" y="{height - 4:.0f}" text-anchor="middle" '
-        'class="axis-title">Relative lift against the control, % of its value</text></svg></div>'
-    )
-    return "".join(parts)
+        drawn.append(
+            {
+                "label": Label("4", _px(middle + 4), row.label),
+                "heading": row.value is None and row.band is None,
+                "color": fill,
+                "tone": row.tone,
+                "said": row.said,
+                "bar": (
+                    None
+                    if row.band is None
+                    else Rule(_px(x(row.band[0])), _px(x(row.band[1])), _px(middle), _px(middle))
+                ),
+                "dot": None if row.value is None else {"x": _px(x(row.value)), "y": _px(middle)},
+            }
+        )
+    chart = {
+        "id": chart_id,
+        "width": WIDTH,
+        "height": f"{height:.0f}",
+        "ticks": [
+            {
+                "rule": Rule(_px(x(value)), _px(x(value)), _px(top), _px(bottom)),
+                "zero": value == 0,
+                "label": Label(
+                    _px(x(value)), _px(bottom + 16), tick_text(value, axis.step, "%"), "middle"
+                ),
+            }
+            for value in ticks
+        ],
+        "rows": drawn,
+        "axis_title": Label(
+            _px(left + width / 2),
+            f"{height - 4:.0f}",
+            "Relative lift against the control, % of its value",
+            "middle",
+        ),
+    }
+    return render_template("interval_chart.svg", {"title": title, "chart": chart})

@@ -1,7 +1,10 @@
 """The results pages as HTML text (pure: results in, markup out).
 
 Numbers come from the same Mida shapes the JSON API answers with, so the page and the
-API always agree. Every user-controlled text (names, ids, form values) is escaped.
+API always agree. Each page is a view (plain data: text already formatted) rendered by
+a Jinja2 template of ``templates/`` with autoescaping on, so every user-controlled text
+(names, ids, form values) is escaped; the charts' SVG, rendered (and escaped) by their
+own templates (``charts``), is passed through as markup.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
-from html import escape
+from typing import Any
+
+from markupsafe import Markup
 
 from worker.api.mida.models import ResultResponse, ResultVariant, Statistics
 from worker.api.mida.params import (
@@ -31,6 +36,7 @@ from worker.api.ui.charts import (
     interval_chart,
     line_chart,
 )
+from worker.api.ui.templating import render_template
 from worker.events.experiment import ExperimentDefinition, GoalType
 from worker.results.contract import (
     AnalysisSettings,
@@ -53,18 +59,19 @@ from worker.results.verdict import (
     verdict,
 )
 
-AUTH_NOTE = (
-    "Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>, "
-    "<code>x-api-key: &lt;key&gt;</code>, or <code>?key=&lt;key&gt;</code> in the address "
-    "so a browser can open the page (a key in an address stays in the browser history: "
-    "to show results to someone else, send a share link instead)."
-)
 MIN_SAMPLE = 100
 """Visitors every arm needs before the lift chart's axis is fitted to its interval."""
 POLL_SECONDS = 10
 """How often the page script asks whether a new snapshot landed."""
 STATIC = "/ui/static"
 """Where the stylesheet and the page script are served (routes.static)."""
+PAGE_DEFAULTS = {"static": STATIC, "script": False, "main_attributes": {}}
+"""What base.html needs of a page that does not say: no page script, a bare <main>."""
+
+
+def render(template: str, **view: Any) -> str:
+    """``template`` rendered with ``view`` (plain data; strings are escaped)."""
+    return render_template(template, {**PAGE_DEFAULTS, **view})
 
 
 @dataclass(frozen=True)
@@ -98,110 +105,210 @@ class ExperimentPage:
     share_api: str | None = None
 
 
-def document_page(title: str, body: str, script: bool = False, main: str = "") -> str:
-    """A complete HTML document with the shared stylesheet, the authentication footer
-    and, with ``script``, the page script (both static files: the Content-Security-Policy
-    allows no inline style or script); ``main`` holds attributes of ``<main>`` (constant
-    or escaped by the caller)."""
-    tag = f'<script src="{STATIC}/page.js" defer></script>' if script else ""
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{escape(title)}</title><link rel="stylesheet" href="{STATIC}/page.css">'
-        f'{tag}</head><body><a class="skip" href="#main">Skip to the results</a>'
-        f'<main id="main" {main}>{body}<footer>{AUTH_NOTE}</footer></main></body></html>'
-    )
+@dataclass(frozen=True)
+class ListRow:
+    """One experiment of the list page and the address of its page."""
+
+    href: str
+    name: str
+    id: str
+    status: str
+    variants: int
+    engine: str
+
+
+@dataclass(frozen=True)
+class Banner:
+    """The decision banner: its tone (a CSS class and ``data-state``), heading and lines."""
+
+    tone: str
+    heading: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One decision event: its kind, its UTC time (ISO and as shown) and what it says."""
+
+    kind: str
+    datetime: str
+    shown: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its text, CSS class and a note in brackets after the text."""
+
+    text: str
+    css: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One variant's row."""
+
+    variant_id: str
+    cells: list[Cell]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A variants table under its heading."""
+
+    heading: str
+    head: list[str]
+    rows: list[TableRow]
+
+
+@dataclass(frozen=True)
+class PowerRow:
+    """What one treatment's tests detect now and still need."""
+
+    name: str
+    fixed_horizon: str
+    sequential: str
+
+
+@dataclass(frozen=True)
+class Power:
+    """The power section: the planned lift and power, the unit counted, a row per
+    treatment."""
+
+    target: str
+    unit: str
+    rows: list[PowerRow]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a select field."""
+
+    value: str
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
+class Form:
+    """The query form: its address, the key to carry, the options of its selects and,
+    per field name, its value, hint and condition-builder configuration (JSON)."""
+
+    action: str
+    key: str | None
+    goals: list[Option]
+    breakdowns: list[Option]
+    values: dict[str, str]
+    hints: dict[str, str]
+    builders: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Share:
+    """The share section: the share-link API's address and the key the page has."""
+
+    api: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note on the goal's numbers, with its element id."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    """The experiment page as the template shows it (text formatted, charts as SVG)."""
+
+    test_name: str
+    test_id: str
+    status: str
+    engine: str
+    threshold: str
+    goal_name: str
+    total_visitors: str
+    srm_p_value: str | None
+    settings: list[str]
+    banner: Banner
+    history: list[TimelineItem]
+    overview: Markup
+    form: Form
+    share: Share | None
+    notes: list[Note]
+    tables: list[Table]
+    power: Power | None
+    charts: list[Markup]
+    min_sample: int
+    live: dict[str, str]
 
 
 def error_page(status_code: int, message: str) -> str:
     """The page of a failed request: the status and the API's one-sentence message."""
-    return document_page(
-        f"Error {status_code}",
-        f'<h1>Error {status_code}</h1><p class="error" id="error">{escape(message)}</p>',
-    )
+    return render("error.html", status_code=status_code, message=message)
 
 
 def list_page(project_key: str, experiments: Sequence[tuple[ExperimentDefinition, str]]) -> str:
     """The project's experiments, each (definition, address of its page) as a link."""
-    rows = "".join(
-        f'<tr><td><a href="{escape(href)}">{escape(d.name)}</a></td>'
-        f"<td>{escape(d.id)}</td><td>{escape(d.status.value)}</td>"
-        f"<td>{len(d.variants)}</td><td>{escape(d.stats.engine.value)}</td></tr>"
+    rows = [
+        ListRow(href, d.name, d.id, d.status.value, len(d.variants), d.stats.engine.value)
         for d, href in experiments
-    )
-    body = (
-        f"<h1>Experiments of {escape(project_key)}</h1>"
-        f'<p class="meta">{len(experiments)} experiments</p>'
-        '<div class="scroll"><table><thead><tr><th>Name</th><th>Id</th><th>Status</th>'
-        "<th>Variants</th><th>Engine</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></div>"
-    )
-    return document_page(f"Experiments of {project_key}", body)
+    ]
+    return render("list.html", project_key=project_key, rows=rows)
 
 
 def experiment_page(page: ExperimentPage) -> str:
     """The results page of one experiment and goal."""
-    result, definition = page.result, page.definition
+    view = experiment_view(page)
+    return render("experiment.html", page=view, script=True, main_attributes=view.live)
+
+
+def experiment_view(page: ExperimentPage) -> ExperimentView:
+    """What the experiment page shows, from the results it is given."""
+    result = page.result
     threshold = result.confidence_threshold_percent
-    srm = result.srm_p_value
-    srm_text = "" if srm is None else f" · sample ratio check p = {p_value_text(srm)}"
     goal_type = GoalType(result.goal.goal_type)
     block = page.document.goals[result.goal.goal_key]
-    top = [
-        f"<h1>{escape(result.test_name)}</h1>",
-        f'<p class="meta">{escape(result.test_id)} · {escape(result.status)} · '
-        f"{escape(result.stats_engine)} engine at {threshold:g} % · goal "
-        f"<strong>{escape(result.goal.goal_name)}</strong> · "
-        f'<span id="total-visitors">{result.total_visitors:,}</span> visitors{srm_text}</p>',
-        settings_note(page.document.settings),
-        decision_banner(page),
-        decision_timeline(page.definition, page.history),
-        goal_overview(page),
+    tables = [Table("Variants", *_variant_rows(result.variants, threshold, goal_type))]
+    tables += [
+        Table(
+            f"{result.breakdown_by or ''} = {segment.criteria}",
+            *_variant_rows(segment.variants, threshold, goal_type),
+        )
+        for segment in result.breakdowns or []
     ]
-    results = [
-        *goal_notes(block),
-        "<h2>Variants</h2>",
-        variant_table(result.variants, threshold, goal_type),
-        *power_section(block),
-    ]
-    for segment in result.breakdowns or []:
-        results += [
-            f"<h2>{escape(result.breakdown_by or '')} = {escape(segment.criteria)}</h2>",
-            variant_table(segment.variants, threshold, goal_type),
-        ]
-    results += charts(page)
-    body = (
-        f'<div id="live-top" data-live>{"".join(top)}</div>'
-        + filter_form(definition, page.params, result.goal.goal_key, page.action, page.key)
-        + '<p id="live-status" class="status" role="status" aria-live="polite"></p>'
-        + share_section(page)
-        + f'<div id="live-results" data-live>{"".join(results)}</div>'
-    )
-    live = (
-        f'data-stamp="{escape(page.stamp)}" data-stamp-url="{escape(page.stamp_url)}" '
-        f'data-poll-seconds="{POLL_SECONDS}"'
-    )
-    return document_page(f"{result.test_name} — results", body, script=True, main=live)
-
-
-def share_section(page: ExperimentPage) -> str:
-    """Create or revoke the experiment's share link (with a key that may write); shown
-    by the page script, and only on a page opened with a key."""
-    if page.share_api is None:
-        return ""
-    return (
-        f'<section id="share" hidden data-api="{escape(page.share_api)}"><h2>Share</h2>'
-        '<p class="note">A share link shows these results to anyone who has it, without '
-        "a key. Creating or revoking it needs a key that may write.</p>"
-        '<div class="share-row"><label>Key that may write<input type="password" '
-        f'id="share-key" autocomplete="off" value="{escape(page.key or "")}"></label>'
-        '<button type="button" id="share-create">Create share link</button>'
-        '<button type="button" class="secondary" id="share-revoke">Revoke</button></div>'
-        '<p id="share-output" role="status" aria-live="polite"></p></section>'
+    return ExperimentView(
+        test_name=result.test_name,
+        test_id=result.test_id,
+        status=result.status,
+        engine=result.stats_engine,
+        threshold=f"{threshold:g}",
+        goal_name=result.goal.goal_name,
+        total_visitors=f"{result.total_visitors:,}",
+        srm_p_value=None if result.srm_p_value is None else p_value_text(result.srm_p_value),
+        settings=settings_parts(page.document.settings),
+        banner=decision_banner(page),
+        history=timeline_items(page.definition, page.history),
+        overview=goal_overview(page),
+        form=filter_form(page.definition, page.params, result.goal.goal_key, page.action, page.key),
+        share=None if page.share_api is None else Share(page.share_api, page.key or ""),
+        notes=goal_notes(block),
+        tables=tables,
+        power=power_section(block),
+        charts=charts(page),
+        min_sample=MIN_SAMPLE,
+        live={
+            "data-stamp": page.stamp,
+            "data-stamp-url": page.stamp_url,
+            "data-poll-seconds": str(POLL_SECONDS),
+        },
     )
 
 
-def decision_banner(page: ExperimentPage) -> str:
+def decision_banner(page: ExperimentPage) -> Banner:
     """What the worker has decided on the primary goal (of the default query, whatever
     the page's filters): an SRM alarm, a winner, a withdrawal, the bandit weights, and
     how many decision events of each kind there were."""
@@ -249,30 +356,31 @@ def decision_banner(page: ExperimentPage) -> str:
             f"{kind.replace('_', ' ')} × {count}" for kind, count in sorted(state.sequence.items())
         )
         lines.append(f"Decision events so far: {events}.")
-    paragraphs = "".join(f"<p>{escape(line)}</p>" for line in lines)
-    return (
-        f'<section class="banner {tone}" id="decision" data-state="{tone}" role="status">'
-        f"<h2>{escape(heading)}</h2>{paragraphs}</section>"
-    )
+    return Banner(tone, heading, lines)
 
 
 def decision_timeline(definition: ExperimentDefinition, history: Sequence[AnyDecisionEvent]) -> str:
     """The experiment's decision events, newest first: when (UTC) and what happened."""
+    return render("timeline.html", items=timeline_items(definition, history))
+
+
+def timeline_items(
+    definition: ExperimentDefinition, history: Sequence[AnyDecisionEvent]
+) -> list[TimelineItem]:
+    """The timeline's items, one per decision event, in the order given."""
     names = {variant.id: variant.name for variant in definition.variants}
-    items = "".join(_timeline_item(event, names) for event in history)
-    listing = f"<ol>{items}</ol>" if items else '<p class="note">No decisions yet.</p>'
-    return (
-        '<section class="timeline" id="decision-history" aria-labelledby="history-title">'
-        f'<h2 id="history-title">Decision history</h2>{listing}</section>'
-    )
-
-
-def _timeline_item(event: AnyDecisionEvent, names: dict[str, str]) -> str:
-    at = event.computed_at.astimezone(UTC)
-    return (
-        f'<li data-kind="{escape(event.kind)}"><time datetime="{escape(at.isoformat())}">'
-        f"{at:%Y-%m-%d %H:%M:%S} UTC</time> {escape(decision_text(event, names))}</li>"
-    )
+    items = []
+    for event in history:
+        at = event.computed_at.astimezone(UTC)
+        items.append(
+            TimelineItem(
+                event.kind,
+                at.isoformat(),
+                f"{at:%Y-%m-%d %H:%M:%S} UTC",
+                decision_text(event, names),
+            )
+        )
+    return items
 
 
 def decision_text(event: AnyDecisionEvent, names: dict[str, str]) -> str:
@@ -303,7 +411,7 @@ def decision_text(event: AnyDecisionEvent, names: dict[str, str]) -> str:
     return f"Bandit weights moved: {shares}"
 
 
-def goal_overview(page: ExperimentPage) -> str:
+def goal_overview(page: ExperimentPage) -> Markup:
     """Every goal's lift per treatment with its interval on one axis, coloured by
     verdict at the threshold (the goal's own metric: the conversion rate, or a revenue
     or count goal's value per visitor), the primary goal marked, CUPED beside raw."""
@@ -311,7 +419,7 @@ def goal_overview(page: ExperimentPage) -> str:
     rows: list[IntervalRow] = []
     for goal in page.definition.goals:
         block = page.document.goals[goal.key]
-        lift = (VALUE_LIFTS.get(block.type) or [CONVERSION_RATE])[0]
+        lift = own_lift(block.type)
         marker = " ★ primary" if goal.primary else ""
         rows.append(IntervalRow(f"{goal.name}{marker} ({lift.title.lower()})"))
         for variant in variant_rows(page.definition, block.variants, block.type)[1:]:
@@ -334,24 +442,20 @@ def goal_overview(page: ExperimentPage) -> str:
                         f" · {said.text}",
                     )
                 )
-    return (
-        "<h2>All goals</h2>"
-        + interval_chart(f"Lift of every goal at {threshold:g} %", rows, "goal-overview")
-        + '<p class="note">Green: better than the control at the threshold; red: worse; '
-        "grey: not conclusive. The bar is the interval of the lift. CUPED rows, when the "
-        "experiment uses CUPED, are the same lift adjusted for each visitor's value before "
-        "entry; the raw row above it is what decisions read.</p>"
-    )
+    # Rendered, and escaped, by the chart's own template.
+    return Markup(interval_chart(f"Lift of every goal at {threshold:g} %", rows, "goal-overview"))
 
 
-def charts(page: ExperimentPage) -> list[str]:
-    """The cumulative charts: visitors, conversion rate and lift per variant by day
-    (a revenue or count goal's other lifts are in the table), the lift's axis fitted from the first day every arm has ``MIN_SAMPLE`` visitors."""
+def charts(page: ExperimentPage) -> list[Markup]:
+    """The cumulative charts: visitors, conversion rate and the lift of the goal's own
+    metric per variant by day (a revenue or count goal's other lifts are in the
+    table), the lift's axis fitted from the first day every arm has ``MIN_SAMPLE``
+    visitors."""
     labels = [day.isoformat() for day in page.days]
     goal = page.result.goal.goal_key
     fitted = fit_start(visitor_counts(page.cumulative, goal), MIN_SAMPLE)
-    return [
-        "<h2>Over time</h2>",
+    metric = own_lift(GoalType(page.result.goal.goal_type)).title.lower()
+    drawn = [
         line_chart(
             "Visitors per variant (cumulative)",
             labels,
@@ -370,22 +474,18 @@ def charts(page: ExperimentPage) -> list[str]:
             chart_id="rate-chart",
         ),
         line_chart(
-            "Lift against the control with its interval (cumulative)",
+            f"Lift of the {metric} against the control with its interval (cumulative)",
             labels,
             lift_lines(page.definition, page.cumulative, goal),
             zero_line=True,
             fit_from=fitted,
-            y_title="Relative lift of the conversion rate, % of the control's rate",
+            y_title=f"Relative lift of the {metric}, % of the control's {metric}",
             x_title="Entry day",
             chart_id="lift-chart",
         ),
-        '<p class="note">Every chart is cumulative: each day counts every visitor who '
-        "entered up to that day; the lift and its band are the engine's result for those "
-        "visitors, computed afresh for each day. The lift's axis is fitted to the days "
-        f"from which every variant has at least {MIN_SAMPLE} visitors; earlier days, "
-        "whose intervals are very wide, are drawn faded and cut at the axis. Hover over a "
-        "point for its values.</p>",
     ]
+    # Rendered, and escaped, by the charts' own template.
+    return [Markup(chart) for chart in drawn]
 
 
 def visitor_counts(cumulative: Sequence[ResultDocument], goal: str) -> list[list[int]]:
@@ -405,6 +505,11 @@ def visitor_lines(cumulative: Sequence[ResultDocument], goal: str) -> list[Line]
 
 
 def settings_note(settings: AnalysisSettings) -> str:
+    """How the numbers were analysed, as the page's line of text."""
+    return render("settings.html", parts=settings_parts(settings))
+
+
+def settings_parts(settings: AnalysisSettings) -> list[str]:
     """How the numbers were analysed: the test, its direction, the prior and CUPED."""
     parts = [
         "sequential (always valid) test" if settings.sequential else "fixed-horizon test",
@@ -419,7 +524,7 @@ def settings_note(settings: AnalysisSettings) -> str:
         )
     if settings.cuped_days:
         parts.append(f"CUPED on the {settings.cuped_days} days before entry")
-    return f'<p class="meta settings">{escape(" · ".join(parts))}</p>'
+    return parts
 
 
 def filter_form(
@@ -428,34 +533,38 @@ def filter_form(
     goal: str,
     action: str,
     key: str | None,
-) -> str:
+) -> Form:
     """Every Mida result parameter as a GET field (``goal`` selected; a blank field is
     no filter), so the page's address always reproduces the view."""
-    goals = "".join(
-        _option(g.key, f"{g.name}{' (primary)' if g.primary else ''}", goal)
+    goals = [
+        Option(g.key, f"{g.name}{' (primary)' if g.primary else ''}", g.key == goal)
         for g in definition.goals
-    )
-    breakdowns = _option("", "none", params.breakdown_by) + "".join(
-        _option(name, name, params.breakdown_by) for name in BREAKDOWNS
-    )
-    hidden = "" if key is None else f'<input type="hidden" name="key" value="{escape(key)}">'
-    return (
-        f'<form method="get" action="{escape(action)}" class="query" id="query">{hidden}'
-        f'<label>Goal (goal_key)<select name="goal_key">{goals}</select></label>'
-        f"{_input('start_date', 'From (start_date)', params.start_date, 'date')}"
-        f"{_input('end_date', 'To (end_date)', params.end_date, 'date')}"
-        f"{_input('tz', 'Hours from UTC (tz)', params.tz, 'number', 'min=-12 max=14 step=1')}"
-        f"{_input('filter_by', 'Presets (filter_by)', params.filter_by, 'text')}"
-        f'<label>Breakdown (breakdown_by)<select name="breakdown_by">{breakdowns}</select>'
-        "</label>"
-        f"{_input('min_count', 'Goal events per visitor (min_count)', params.min_count, 'number', 'min=1')}"
-        f"{_input('timeframe_days', 'Days after entry (timeframe_days)', params.timeframe_days, 'number', 'min=1 max=3650')}"
-        f"{_textarea('custom_filter', 'Custom filter (custom_filter, JSON)', one_custom_filter(params.custom_filter), CUSTOM_FILTER_HINT, CUSTOM_FILTER_BUILDER)}"
-        f"{_textarea('event_attribute', 'Goal event attributes (event_attribute, JSON)', params.event_attribute, EVENT_ATTRIBUTE_HINT, EVENT_ATTRIBUTE_BUILDER)}"
-        '<div class="wide"><button type="submit">Apply</button></div></form>'
-        '<p class="note">filter_by takes presets, comma-separated: mobile, desktop, new, '
-        "returning, paid, country-US, europe…; dates select visitors by their entry day in "
-        "the tz offset.</p>"
+    ]
+    chosen = params.breakdown_by or ""
+    breakdowns = [Option("", "none", chosen == "")] + [
+        Option(name, name, name == chosen) for name in BREAKDOWNS
+    ]
+    values = {
+        "start_date": params.start_date,
+        "end_date": params.end_date,
+        "tz": params.tz,
+        "filter_by": params.filter_by,
+        "min_count": params.min_count,
+        "timeframe_days": params.timeframe_days,
+        "custom_filter": one_custom_filter(params.custom_filter),
+        "event_attribute": params.event_attribute,
+    }
+    return Form(
+        action=action,
+        key=key,
+        goals=goals,
+        breakdowns=breakdowns,
+        values={name: str(value or "") for name, value in values.items()},
+        hints={"custom_filter": CUSTOM_FILTER_HINT, "event_attribute": EVENT_ATTRIBUTE_HINT},
+        builders={
+            "custom_filter": CUSTOM_FILTER_BUILDER,
+            "event_attribute": EVENT_ATTRIBUTE_BUILDER,
+        },
     )
 
 
@@ -497,44 +606,39 @@ EVENT_ATTRIBUTE_HINT = (
 )
 
 
-def goal_notes(block: GoalBlock) -> list[str]:
+def goal_notes(block: GoalBlock) -> list[Note]:
     """What the reader must know before reading the goal's numbers: its cap, and
     per-visit numbers analysed as independent visits."""
     notes = []
     if block.cap is not None:
         value = "Revenue" if block.type is GoalType.REVENUE else "Goal events"
-        notes.append(f'<p class="note" id="cap">{value} capped at {block.cap:g} per visitor.</p>')
+        notes.append(Note("cap", f"{value} capped at {block.cap:g} per visitor."))
     if block.visit_analysis == "unclustered":
-        notes.append(f'<p class="note" id="unclustered">{escape(UNCLUSTERED_NOTE)}</p>')
+        notes.append(Note("unclustered", UNCLUSTERED_NOTE))
     return notes
 
 
-def power_section(block: GoalBlock) -> list[str]:
+def power_section(block: GoalBlock) -> Power | None:
     """Per treatment, the lift each test detects now and what it still needs for the
-    planned lift (nothing where power is undefined)."""
+    planned lift (None where power is undefined)."""
     rows = [
         (row.name, row.statistics.power)
         for row in block.variants
         if row.statistics is not None and row.statistics.power is not None
     ]
     if not rows:
-        return []
+        return None
     unit = power_unit(block.unit, block.visit_analysis)
-    cells = "".join(
-        f"<tr><td>{escape(name)}</td><td>{escape(horizon_text(power.fixed_horizon, unit))}</td>"
-        f"<td>{escape(horizon_text(power.sequential, unit))}</td></tr>"
-        for name, power in rows
+    return Power(
+        power_target(rows[0][1]),
+        unit,
+        [
+            PowerRow(
+                name, horizon_text(power.fixed_horizon, unit), horizon_text(power.sequential, unit)
+            )
+            for name, power in rows
+        ],
     )
-    return [
-        "<h2>Power</h2>",
-        f'<p class="note">For a lift of {escape(power_target(rows[0][1]))} power: the lift '
-        f"each test detects now, and the {unit} (all variants) and days it still needs at "
-        "the pace so far. The sequential test may be read at any time; the fixed-horizon "
-        "test only once, at its planned sample.</p>",
-        '<div class="scroll"><table class="power"><thead><tr><th>Variant</th>'
-        "<th>Fixed horizon</th><th>Sequential</th></tr></thead>"
-        f"<tbody>{cells}</tbody></table></div>",
-    ]
 
 
 @dataclass(frozen=True)
@@ -573,59 +677,69 @@ CUPED_LIFT = Lift("CUPED-adjusted", lambda v: v.cuped_improvement, lambda v: v.c
 """The goal's own metric adjusted by CUPED (pre-entry values): when a variant has it."""
 
 
+def own_lift(goal: GoalType) -> Lift:
+    """The metric a goal's decisions read: a revenue or count goal's value per visitor,
+    a conversion goal's conversion rate."""
+    return (VALUE_LIFTS.get(goal) or [CONVERSION_RATE])[0]
+
+
 def variant_table(variants: Sequence[ResultVariant], threshold: float, goal: GoalType) -> str:
     """Per-variant numbers and, per metric, its lift with its own interval and verdict:
     the conversion rate, then a revenue or count goal's value per visitor (and a
     revenue goal's revenue per order)."""
+    head, rows = _variant_rows(variants, threshold, goal)
+    return render("variants.html", table=Table("", head, rows))
+
+
+def _variant_rows(
+    variants: Sequence[ResultVariant], threshold: float, goal: GoalType
+) -> tuple[list[str], list[TableRow]]:
+    """A variants table's column names and rows."""
     lifts = [CONVERSION_RATE, *VALUE_LIFTS.get(goal, [])]
     if any(v.cuped_statistics is not None for v in variants):
         lifts.append(CUPED_LIFT)
     revenue = goal is GoalType.REVENUE
-    head = "".join(
-        f"<th>{escape(name)}</th>"
-        for name in (
-            "Variant",
-            "Visitors",
-            "Conversions",
-            "Conversion rate",
-            *(("Revenue",) if revenue else ()),
-            *(
-                f"{lift.title} {column}"
-                for lift in lifts
-                for column in ("improvement", "interval", "verdict")
-            ),
+    head = [
+        "Variant",
+        "Visitors",
+        "Conversions",
+        "Conversion rate",
+        *(("Revenue",) if revenue else ()),
+        *(
+            f"{lift.title} {column}"
+            for lift in lifts
+            for column in ("improvement", "interval", "verdict")
+        ),
+    ]
+    rows = [
+        TableRow(
+            v.variant_id,
+            [
+                Cell(f"{v.name}{' (control)' if v.is_control else ''}"),
+                Cell(f"{v.visitors:,}", "visitors"),
+                Cell(f"{v.conversions:,}", "conversions"),
+                Cell(f"{v.conversion_rate:.2f} %", "rate"),
+                *((Cell(f"{v.revenue:,.2f}", "revenue"),) if revenue else ()),
+                *(cell for lift in lifts for cell in _lift_cells(v, lift, threshold)),
+            ],
         )
-    )
-    rows = []
-    for v in variants:
-        cells = [
-            f"<td>{escape(v.name)}{' (control)' if v.is_control else ''}</td>",
-            f'<td class="visitors">{v.visitors:,}</td>',
-            f'<td class="conversions">{v.conversions:,}</td>',
-            f'<td class="rate">{v.conversion_rate:.2f} %</td>',
-            *((f'<td class="revenue">{v.revenue:,.2f}</td>',) if revenue else ()),
-            *(cell for lift in lifts for cell in _lift_cells(v, lift, threshold)),
-        ]
-        rows.append(f'<tr data-variant="{escape(v.variant_id)}">{"".join(cells)}</tr>')
-    return (
-        f'<div class="scroll"><table class="variants"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
+        for v in variants
+    ]
+    return head, rows
 
 
-def _lift_cells(variant: ResultVariant, lift: Lift, threshold: float) -> list[str]:
+def _lift_cells(variant: ResultVariant, lift: Lift, threshold: float) -> list[Cell]:
     """One metric's lift, its interval (with the clipping note) and its verdict."""
     improvement, stats = lift.improvement(variant), lift.statistics(variant)
     interval = _interval(stats)
-    note = None if stats is None else stats.interval_note
     said = _verdict(variant.is_control, improvement, stats, threshold)
-    band = "—" if interval is None else _band_text(interval)
     return [
-        f"<td>{'—' if improvement is None else f'{improvement:+.2f} %'}</td>",
-        f"<td>{band}"
-        + ("" if note is None else f' <span class="note">({escape(note)})</span>')
-        + "</td>",
-        f'<td class="{said.tone}">{escape(said.text)}</td>',
+        Cell("—" if improvement is None else f"{improvement:+.2f} %"),
+        Cell(
+            "—" if interval is None else _band_text(interval),
+            note=None if stats is None else stats.interval_note,
+        ),
+        Cell(said.text, said.tone),
     ]
 
 
@@ -664,8 +778,11 @@ def rate_lines(daily: Sequence[ResultDocument], goal: str) -> list[Line]:
 def lift_lines(
     definition: ExperimentDefinition, cumulative: Sequence[ResultDocument], goal: str
 ) -> list[Line]:
-    """Per treatment: its lift over the control (percent) and the engine's interval."""
+    """Per treatment: the lift of the goal's own metric over the control (percent) and
+    the engine's interval of that same lift (``own_lift``: the pair the table and the
+    API show, and decisions read)."""
     goal_type = goal_of(definition, goal).type
+    lift = own_lift(goal_type)
     days = [
         variant_rows(definition, document.goals[goal].variants, goal_type)
         for document in cumulative
@@ -679,8 +796,8 @@ def lift_lines(
         lines.append(
             Line(
                 treatment.name,
-                [row.improvement for row in rows],
-                [_interval(row.statistics) for row in rows],
+                [lift.improvement(row) for row in rows],
+                [_interval(lift.statistics(row)) for row in rows],
             )
         )
     return lines
@@ -700,19 +817,6 @@ def _band_text(interval: tuple[float, float]) -> str:
     return f"{interval[0]:+.1f} % to {interval[1]:+.1f} %"
 
 
-def _option(value: str, label: str, selected: str | None) -> str:
-    chosen = " selected" if value == (selected or "") else ""
-    return f'<option value="{escape(value)}"{chosen}>{escape(label)}</option>'
-
-
-def _input(name: str, label: str, value: str | int | None, kind: str, extra: str = "") -> str:
-    """A labelled input; ``extra`` holds constant attributes (never user input)."""
-    return (
-        f'<label>{escape(label)}<input type="{kind}" id="field-{name}" name="{name}" '
-        f'value="{escape(str(value or ""))}" {extra}></label>'
-    )
-
-
 def one_custom_filter(value: str | list[str] | None) -> str | None:
     """The form's one custom_filter field for the parameter given once or repeated: the
     repeated parts (an AND, each a group or a list of groups, already validated by the
@@ -724,14 +828,3 @@ def one_custom_filter(value: str | list[str] | None) -> str | None:
         parsed = json.loads(part)
         groups.extend(parsed if isinstance(parsed, list) else [parsed])
     return json.dumps(groups)
-
-
-def _textarea(name: str, label: str, value: str | None, hint: str, builder: str) -> str:
-    """A labelled multi-line field across the form, described by ``hint``, with the
-    page script's condition builder configured by ``builder`` (JSON)."""
-    return (
-        f'<label class="wide">{escape(label)}<textarea name="{name}" id="field-{name}" '
-        f'rows="2" spellcheck="false" aria-describedby="hint-{name}" '
-        f'data-builder="{escape(builder)}">{escape(value or "")}'
-        f'</textarea><span class="note" id="hint-{name}">{escape(hint)}</span></label>'
-    )

@@ -2,9 +2,10 @@
 
 Same authentication as the API (``Authorization: Bearer``, ``x-api-key``) plus
 ``?key=`` so a browser can open a page, or a Mida share-link token. Form fields are
-Mida's result parameters, parsed by ``mida.params``. Every expected failure is a small
-HTML page with the API's sentence and status code. Every response carries the security
-headers: the stylesheet and the one script are static files served here, so the
+Mida's result parameters, parsed by ``mida.params``. Every expected failure, an unknown
+page included, is a small HTML page with the API's sentence and status code. Every
+response carries the security headers (``headers``, set by its middleware): the
+stylesheet and the one script are static files served here, so the
 Content-Security-Policy allows no inline script or style and no other origin.
 """
 
@@ -38,17 +39,6 @@ from worker.store.snapshots import decision_history, load_decision_state, stored
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
-"""On every /ui response. No referrer: a page address may carry ``?key=`` or a share
-token, which must not leak to another site through a link."""
 DECISION_EVENTS = TypeAdapter(list[AnyDecisionEvent])
 """The stored decision history as the event models (the store keeps their JSON)."""
 STATIC_FILES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
@@ -214,9 +204,21 @@ async def static(name: str) -> Response:
     """The stylesheet or the page script (404 for any other name)."""
     media_type = STATIC_FILES.get(name)
     if media_type is None:
-        return HTMLResponse(error_page(404, "Not Found"), 404, SECURITY_HEADERS)
+        return not_found()
     text = resources.files("worker.api.ui").joinpath("static", name).read_text()
-    return Response(text, media_type=media_type, headers=SECURITY_HEADERS)
+    return Response(text, media_type=media_type)
+
+
+@router.get("/{path:path}", response_class=HTMLResponse)
+async def unknown(path: str) -> HTMLResponse:
+    """Any other address under /ui (matched last): the 404 error page, not the API's
+    JSON error."""
+    return not_found()
+
+
+def not_found() -> HTMLResponse:
+    """The error page of an address that serves nothing."""
+    return HTMLResponse(error_page(404, "Not Found"), 404)
 
 
 async def snapshot_stamp(context: ApiContext, experiment_id: str) -> str:
@@ -229,27 +231,26 @@ async def snapshot_stamp(context: ApiContext, experiment_id: str) -> str:
 async def _json(stamp: Awaitable[str]) -> JSONResponse:
     """``{"stamp"}``, or the API's ``{"error"}`` with its status and headers."""
     try:
-        return JSONResponse({"stamp": await stamp}, headers=SECURITY_HEADERS)
+        return JSONResponse({"stamp": await stamp})
     except ApiError as error:
-        headers = {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS}
+        headers = error_headers(error.status_code, error.headers)
         return JSONResponse({"error": error.message}, error.status_code, headers)
     except REDIS_UNAVAILABLE:
-        return JSONResponse({"error": STORAGE_DOWN}, 503, SECURITY_HEADERS)
+        return JSONResponse({"error": STORAGE_DOWN}, 503)
 
 
 async def _html(page: Awaitable[str]) -> HTMLResponse:
-    """The page, or the error page of an expected failure (never a 500 for those),
-    with the security headers."""
+    """The page, or the error page of an expected failure (never a 500 for those)."""
     try:
-        return HTMLResponse(await page, headers=SECURITY_HEADERS)
+        return HTMLResponse(await page)
     except ApiError as error:
         return HTMLResponse(
             error_page(error.status_code, error.message),
             error.status_code,
-            {**error_headers(error.status_code, error.headers), **SECURITY_HEADERS},
+            error_headers(error.status_code, error.headers),
         )
     except REDIS_UNAVAILABLE:
-        return HTMLResponse(error_page(503, STORAGE_DOWN), 503, SECURITY_HEADERS)
+        return HTMLResponse(error_page(503, STORAGE_DOWN), 503)
 
 
 async def _results(

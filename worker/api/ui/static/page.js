@@ -182,6 +182,8 @@
         }
       } else {
         input.value = value === undefined ? "" : String(value);
+        // A select shows its choice; a blank text field needs its name on view.
+        input.placeholder = field;
       }
       input.setAttribute("aria-label", label + " " + field);
       input.dataset.field = field;
