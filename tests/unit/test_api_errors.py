@@ -47,3 +47,19 @@ def test_404_keeps_its_shape_and_has_no_allow_header() -> None:
     assert response.status_code == 404
     assert response.json() == {"error": "Not Found"}
     assert "allow" not in response.headers
+
+
+def test_an_unexpected_error_carries_the_headers_its_path_calls_for() -> None:
+    # The 500 handler answers outside every middleware (Starlette's outermost layer), so
+    # a page's security headers reach it only through install_error_handlers.
+    app = FastAPI()
+    install_error_handlers(app, headers_for_path=lambda path: {"X-Page": path})
+
+    @app.get("/boom")
+    async def boom() -> dict[str, str]:
+        raise RuntimeError("a bug")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal error; the server log has the details."}
+    assert response.headers["x-page"] == "/boom"

@@ -29,7 +29,7 @@ from worker.api.mida import routes as mida_routes
 from worker.api.publishing import DefinitionPublisher
 from worker.api.scans import ScanLimiter
 from worker.api.ui import routes as ui_routes
-from worker.api.ui.headers import SecurityHeadersMiddleware
+from worker.api.ui.headers import SecurityHeadersMiddleware, headers_for
 from worker.api.vendors import experiments_api, launchdarkly, posthog
 from worker.config import Settings
 from worker.store.connection import connect
@@ -88,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    install_error_handlers(app)
+    install_error_handlers(app, headers_for_path=headers_for)
     for router in ROUTERS:
         app.include_router(router)
     # Around the routes and the error handlers: an error under /ui carries them too.

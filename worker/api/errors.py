@@ -4,7 +4,7 @@ for anything a client sent."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -111,8 +111,14 @@ def allowed_methods(app: FastAPI, request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every error the ``{"error": ...}`` shape."""
+def install_error_handlers(
+    app: FastAPI, headers_for_path: Callable[[str], Mapping[str, str]] | None = None
+) -> None:
+    """Register the handlers that give every error the ``{"error": ...}`` shape.
+
+    ``headers_for_path`` gives the headers a 500 on that path carries: Starlette answers
+    a 500 outside every middleware, so a middleware's headers never reach it.
+    """
 
     async def api_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)
@@ -135,7 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return error_response(500, "Internal error; the server log has the details.")
+        headers = dict(headers_for_path(request.url.path)) if headers_for_path else None
+        return error_response(500, "Internal error; the server log has the details.", headers)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

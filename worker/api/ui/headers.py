@@ -2,7 +2,8 @@
 
 Set by a middleware rather than by each route, so that the responses the routes do
 not make carry them too: the router's 404 and 405, and the global error handlers'
-answers (the outermost 500 handler excepted: it answers outside every middleware).
+answers. The outermost 500 handler answers outside every middleware: it takes its
+headers from ``headers_for``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ token, which must not leak to another site through a link."""
 def under_ui(path: str) -> bool:
     """Whether ``path`` is /ui or below it (not /uix)."""
     return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def headers_for(path: str) -> dict[str, str]:
+    """The security headers a response on ``path`` carries (none outside /ui)."""
+    return dict(SECURITY_HEADERS) if under_ui(path) else {}
 
 
 class SecurityHeadersMiddleware:
