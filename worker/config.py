@@ -60,6 +60,20 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from error
 
 
+MIN_SESSION_TIMEOUT_SECONDS = 6.0
+"""Kafka's group.min.session.timeout.ms: a broker refuses to join a shorter session."""
+
+
+def _session_timeout(name: str, default: float) -> float:
+    seconds = _float(name, default)
+    if seconds < MIN_SESSION_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"{name} must be at least {MIN_SESSION_TIMEOUT_SECONDS:g} (the brokers' "
+            f"group.min.session.timeout.ms), got {seconds:g}"
+        )
+    return seconds
+
+
 def namespace_env(name: str) -> dict[str, str]:
     """Environment of an isolated namespace on shared Kafka and Redis: every topic, the
     consumer group and the key prefix named after ``name`` (tests, benchmarks, or two
@@ -146,6 +160,9 @@ class Settings:
     services_dir: Path
     cache_dir: Path
     ingestion_engine: str
+    kafka_session_timeout_seconds: float = 10.0
+    """How long the group waits for a silent worker before giving its partitions to
+    another: a SIGKILLed worker's partitions stall this long (both engines)."""
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
     api_max_scans: int = DEFAULT_API_MAX_SCANS
@@ -190,6 +207,9 @@ class Settings:
             services_dir=Path(env("AB_SERVICES_DIR") or Path.cwd() / ".services"),
             cache_dir=Path(env("AB_CACHE_DIR") or Path.cwd() / ".cache"),
             ingestion_engine=engine_name(env("AB_INGESTION_ENGINE")),
+            kafka_session_timeout_seconds=_session_timeout(
+                "AB_KAFKA_SESSION_TIMEOUT_SECONDS", 10.0
+            ),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
             api_max_scans=_int("AB_API_MAX_SCANS", DEFAULT_API_MAX_SCANS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +11,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from worker.config import Settings, engine_name
+from worker.ingestion.app import create_app
 from worker.ingestion.commands import SourceMessage
-from worker.ingestion.consumer_loop import ConsumerLoop, next_offsets, to_messages
+from worker.ingestion.consumer_loop import ConsumerLoop, group_options, next_offsets, to_messages
 from worker.ingestion.pipeline import raise_first_failure
 from worker.ingestion.runtime import every
 
@@ -100,3 +102,27 @@ async def test_a_failed_batch_fails_every_later_settle() -> None:
     for _ in range(2):
         with pytest.raises(KeyError):
             await loop.settle(commit=False)
+
+
+def test_both_engines_take_the_group_session_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A SIGKILLed worker keeps its partitions until its session times out: faust's own
+    # default (60 s) stalled a restarted faust worker for a minute, aiokafka's 10 s.
+    monkeypatch.setenv("AB_SERVICES_DIR", str(tmp_path))
+    assert Settings.from_env().kafka_session_timeout_seconds == 10.0
+    monkeypatch.setenv("AB_KAFKA_SESSION_TIMEOUT_SECONDS", "6")
+    settings = Settings.from_env()
+    options = group_options(settings)
+    assert options == {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
+    app, _ = create_app(settings)
+    assert app.conf.broker_session_timeout == 6.0
+    assert app.conf.broker_heartbeat_interval == 2.0
+
+
+def test_a_session_timeout_below_kafkas_floor_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AB_KAFKA_SESSION_TIMEOUT_SECONDS", "2")
+    with pytest.raises(ValueError, match="AB_KAFKA_SESSION_TIMEOUT_SECONDS must be at least 6"):
+        Settings.from_env()

@@ -115,6 +115,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
+        # faust's own default (60 s) kept a SIGKILLed worker's partitions for a minute.
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 3,
         autodiscover=False,
     )
     runtime = Runtime(settings)

@@ -93,6 +93,13 @@ def next_offsets(messages: Iterable[SourceMessage]) -> dict[TopicPartition, int]
     return out
 
 
+def group_options(settings: Settings) -> dict[str, int]:
+    """The consumer group's session timeout and heartbeat (a third of it, Kafka's rule of
+    thumb), as aiokafka takes them."""
+    session_ms = round(settings.kafka_session_timeout_seconds * 1000)
+    return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": session_ms // 3}
+
+
 class ConsumerLoop:
     """Reads batches, applies them through the runtime's pipeline, commits after each.
 
@@ -130,6 +137,7 @@ class ConsumerLoop:
             # (co-partitioned) input topics, so one process owns each visitor, as with
             # faust; aiokafka's default round-robin would split them.
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **group_options(settings),
         )
         self._consumer = consumer
         consumer.subscribe(list(settings.input_topics), listener=_Listener(self))
