@@ -20,7 +20,7 @@ run: $(STAMP)
 ## test: provision Kafka and Redis, then run the whole test suite against them
 test: $(STAMP)
 	$(VENV)/bin/python -m worker services up
-	$(VENV)/bin/python -m pytest -ra
+	$(VENV)/bin/python -m pytest -ra --durations=25
 
 ## bench: provision Kafka and Redis, run every benchmark, print one table (about 11 min)
 bench: $(STAMP)
