@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, LIVE, Dataset, generate
 from tests.integration.harness import (
     ENGINES,
+    Message,
     Namespace,
     WorkerProcesses,
     applied_fraction,
@@ -45,13 +46,31 @@ def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes |
     return definitions + [(topics[kind], key, value) for kind, key, value in data.messages]
 
 
-async def produce_dataset(namespace: Namespace, data: Dataset) -> None:
+TimedMessage = tuple[Message, int]
+"""A message and its record timestamp (ms)."""
+
+
+def timed_messages(namespace: Namespace, data: Dataset) -> list[TimedMessage]:
     """The definitions, then the data set's messages with its publish clock (from now)."""
     messages = messages_for(namespace, data)
     now_ms = int(time.time() * 1000)
     definitions = len(messages) - len(data.messages)
     stamps = [now_ms] * definitions + data.publish_times(now_ms)
-    await produce(namespace.settings, messages, timestamps=stamps)
+    return list(zip(messages, stamps, strict=True))
+
+
+async def produce_timed(
+    namespace: Namespace, timed: list[TimedMessage], create_topics: bool = True
+) -> None:
+    """Send the messages in order, each with its timestamp (harness.produce)."""
+    messages = [message for message, _ in timed]
+    stamps = [stamp for _, stamp in timed]
+    await produce(namespace.settings, messages, timestamps=stamps, create_topics=create_topics)
+
+
+async def produce_dataset(namespace: Namespace, data: Dataset) -> None:
+    """The definitions, then the data set's messages with its publish clock (from now)."""
+    await produce_timed(namespace, timed_messages(namespace, data))
 
 
 async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
