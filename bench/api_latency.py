@@ -48,8 +48,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.config import DEFAULT_API_WORKERS, Settings  # noqa: E402
@@ -62,6 +60,7 @@ from worker.results.service import compute_result  # noqa: E402
 from worker.store import keys  # noqa: E402
 from worker.store.api_keys import create_key  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
+from worker.store.connection import Redis, connect  # noqa: E402
 from worker.store.snapshots import save_snapshot  # noqa: E402
 
 PARTITIONS = 12
@@ -410,7 +409,7 @@ async def run(args: argparse.Namespace) -> None:
     prefix = args.prefix or f"apibench{uuid.uuid4().hex[:6]}"
     os.environ["AB_KEY_PREFIX"] = prefix
     settings = Settings.from_env()
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings)
     notes: list[str] = []
     try:
         key = await prepare(redis, prefix, args.visitors)

@@ -29,6 +29,17 @@ other clients of a shared Redis cannot move); its keys are deleted afterwards.
 Finally one engine (--concurrent, default: the default engine) is measured end
 to end with concurrent publishing: first publish to last applied in Redis.
 Figures move with the machine's load: compare ratios measured in the same run.
+
+With --cluster it runs on the cluster topology instead (`python -m worker services up
+--cluster`: three brokers, topics of three replicas, a Redis Cluster of three primaries
+and three replicas; started if needed and stopped afterwards unless it ran before):
+the default engine with 1, 2 and 3 workers, each run --repeat times (medians). From
+the first applied event to the last it also measures CPU seconds: the workers' and
+the brokers' (/proc), each Redis node's (INFO cpu; a primary's also as time inside
+the sink's scripts, INFO commandstats, which is wall-clock time and grows when the
+node waits for a core) and the whole machine's (/proc/stat), per event applied (per
+shard: per event applied on that primary): the README's sizing section is built
+from them.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,11 +63,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,7 +76,10 @@ from bench_experiments import two_arm_definition  # noqa: E402
 
 from worker.config import ENGINES, Settings, engine_name, namespace_env  # noqa: E402
 from worker.ingestion.topics import ensure_topics  # noqa: E402
+from worker.services import cluster  # noqa: E402
+from worker.services import processes as services  # noqa: E402
 from worker.store import keys  # noqa: E402
+from worker.store.connection import Redis, connect  # noqa: E402
 from worker.store.counter_reader import read_counters  # noqa: E402
 
 EXPERIMENTS = ("bench-a", "bench-b", "bench-c")
@@ -73,6 +89,8 @@ QUIX = "quixstreams"
 CONTENDERS = (*ENGINES, QUIX)
 QUIX_VENV = ROOT / ".venv-quix"
 Counts = dict[str, list[float]]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SCRIPT_COMMANDS = ("evalsha", "eval")
 """`visitors:{experiment}:{variant}` -> [visitors] and `goal:{experiment}:{variant}:{goal}`
 -> [converted visitors, goal events, revenue]: the names bench/quix_contender.py uses."""
 
@@ -228,6 +246,8 @@ class Bench:
     expected: Counts = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-ingestion-")))
     notes: list[str] = field(default_factory=list)
+    topology: cluster.ClusterLayout | None = None
+    """The cluster topology's nodes (--cluster), whose CPU is measured."""
 
 
 def topic_env(name: str) -> dict[str, str]:
@@ -245,19 +265,148 @@ def settings_for(env: dict[str, str]) -> Settings:
         os.environ.update(saved)
 
 
-async def applied(redis: Redis, prefix: str, partitions: int) -> int:
-    """Events applied under `prefix`, by the offsets the Lua script stored."""
+async def applied_per_partition(redis: Redis, prefix: str, partitions: int) -> list[int]:
+    """Events applied under `prefix` in each partition, by the offsets the Lua script stored."""
     pipe = redis.pipeline(transaction=False)
     for partition in range(partitions):
         pipe.hgetall(keys.offsets_key(prefix, partition))
-    total = 0
-    for offsets in await pipe.execute():
-        total += sum(int(value) + 1 for value in offsets.values())
-    return total
+    return [sum(int(value) + 1 for value in offsets.values()) for offsets in await pipe.execute()]
+
+
+async def applied(redis: Redis, prefix: str, partitions: int) -> int:
+    """Events applied under `prefix`, by the offsets the Lua script stored."""
+    return sum(await applied_per_partition(redis, prefix, partitions))
+
+
+async def node_info(redis: Redis, section: str) -> dict[str, dict[str, Any]]:
+    """INFO `section` of each node (on a Cluster, primaries and replicas), by node name."""
+    if isinstance(redis, RedisCluster):
+        return {
+            node.name: await redis.info(section, target_nodes=node) for node in redis.get_nodes()
+        }
+    return {"redis": await redis.info(section)}
+
+
+def primaries(redis: Redis) -> list[str]:
+    """The names of the nodes that hold slots (the one server of a Redis alone)."""
+    if isinstance(redis, RedisCluster):
+        return [node.name for node in redis.get_primaries()]
+    return ["redis"]
+
+
+def shard_of(redis: Redis, prefix: str, partition: int) -> str:
+    """The node that holds a partition's keys (they share one hash tag)."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(keys.offsets_key(prefix, partition))
+        assert node is not None
+        return str(node.name)
+    return "redis"
 
 
 async def used_memory(redis: Redis) -> int:
-    return int((await redis.info("memory"))["used_memory"])
+    """INFO used_memory, summed over the primaries of a Cluster."""
+    memory = await node_info(redis, "memory")
+    return sum(int(memory[name]["used_memory"]) for name in primaries(redis))
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    # utime and stime are the stat line's 14th and 15th fields, 12th and 13th after the name.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has spent not idle (/proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What was applied and how much CPU had been used at one moment of a run."""
+
+    at: float
+    applied: list[int]
+    """Events applied per partition."""
+    workers: float
+    brokers: float
+    machine: float
+    redis: dict[str, float]
+    """Node name -> used_cpu_user + used_cpu_sys."""
+    scripts: dict[str, float]
+    """Primary name -> seconds inside scripts (commandstats' usec of EVALSHA and EVAL)."""
+
+
+async def usage(bench: Bench, prefix: str, workers: Running) -> Usage:
+    """A sample of the run under `prefix`: what is applied, and the CPU used so far."""
+    redis = bench.redis
+    cpu = await node_info(redis, "cpu")
+    stats = await node_info(redis, "commandstats")
+    brokers = [
+        services.read_pid(node.pid_file)
+        for node in (bench.topology.kafka if bench.topology else ())
+    ]
+    return Usage(
+        at=time.perf_counter(),
+        applied=await applied_per_partition(redis, prefix, bench.settings.partitions),
+        workers=workers.cpu_seconds(),
+        brokers=sum(process_cpu(pid) for pid in brokers if pid is not None),
+        machine=machine_busy(),
+        redis={
+            name: float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+            for name, info in cpu.items()
+        },
+        # The sink is one script call per partition of a batch; the commands a script
+        # calls are counted again under their own names, so only the scripts are summed.
+        scripts={
+            name: sum(
+                stats[name].get(f"cmdstat_{command}", {}).get("usec", 0)
+                for command in SCRIPT_COMMANDS
+            )
+            / 1e6
+            for name in primaries(redis)
+        },
+    )
+
+
+def cpu_figures(bench: Bench, prefix: str, first: Usage, last: Usage) -> dict[str, Any]:
+    """CPU per event applied between two samples: microseconds per event of the workers,
+    the brokers, the Redis primaries (all, and each per event applied on it) and
+    replicas; the machine's busy cores."""
+    redis = bench.redis
+    events = sum(last.applied) - sum(first.applied)
+    per_shard_events: dict[str, int] = defaultdict(int)
+    for partition, (before, after) in enumerate(zip(first.applied, last.applied, strict=True)):
+        per_shard_events[shard_of(redis, prefix, partition)] += after - before
+    shards = primaries(redis)
+    spent = {name: last.redis[name] - first.redis.get(name, 0.0) for name in last.redis}
+
+    def micros(seconds: float, count: int) -> float:
+        return seconds / count * 1e6 if count else math.nan
+
+    return {
+        "events": float(events),
+        "worker_us_per_event": micros(last.workers - first.workers, events),
+        "broker_us_per_event": micros(last.brokers - first.brokers, events),
+        "redis_primaries_us_per_event": micros(sum(spent[n] for n in shards), events),
+        "redis_replicas_us_per_event": micros(
+            sum(value for name, value in spent.items() if name not in shards), events
+        ),
+        "redis_shard_us_per_event": {
+            name: micros(spent[name], per_shard_events[name]) for name in shards
+        },
+        "redis_shard_script_us_per_event": {
+            name: micros(last.scripts[name] - first.scripts[name], per_shard_events[name])
+            for name in shards
+        },
+        "shard_events": {name: float(per_shard_events[name]) for name in shards},
+        "busy_cores": (last.machine - first.machine) / (last.at - first.at),
+    }
 
 
 async def measure_and_delete(redis: Redis, prefix: str) -> tuple[int, int]:
@@ -349,8 +498,30 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Running:
+    """A contender's processes."""
+
+    bench: Bench
+    label: str
+    started: list[subprocess.Popen[bytes]]
+
+    def alive(self) -> str | None:
+        """None while every process runs; else what became of the one that exited."""
+        for index, process in enumerate(self.started):
+            if process.poll() is not None:
+                return (
+                    f"exited with {process.returncode}; "
+                    f"log {self.bench.log_dir}/{self.label}-{index}.log"
+                )
+        return None
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu(process.pid) for process in self.started)
+
+
 @contextmanager
-def processes(bench: Bench, label: str, commands: list[list[str]], env: dict[str, str]) -> Iterator[Callable[[], str | None]]:  # fmt: skip
+def processes(bench: Bench, label: str, commands: list[list[str]], env: dict[str, str]) -> Iterator[Running]:  # fmt: skip
     """Start the commands with their logs in the run's log directory; stop them after."""
     started = []
     for index, command in enumerate(commands):
@@ -365,14 +536,8 @@ def processes(bench: Bench, label: str, commands: list[list[str]], env: dict[str
             )
         )
 
-    def alive() -> str | None:
-        for index, process in enumerate(started):
-            if process.poll() is not None:
-                return f"exited with {process.returncode}; log {bench.log_dir}/{label}-{index}.log"
-        return None
-
     try:
-        yield alive
+        yield Running(bench, label, started)
     finally:
         for process in started:
             process.terminate()
@@ -429,28 +594,39 @@ async def baseline_rate(bench: Bench) -> float:
     async def progress() -> int:
         return sum(int(value) for value in await bench.redis.hvals(counter))
 
-    with processes(bench, "baseline", [command], bench.env) as alive:
-        started, finished, first = await wait_for("baseline", target, progress, alive)
+    with processes(bench, "baseline", [command], bench.env) as running:
+        started, finished, first = await wait_for("baseline", target, progress, running.alive)
     rate = (target - first) / (finished - started)
     await bench.redis.delete(counter)
     return rate
 
 
-async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, float]:
-    """One engine with `workers` processes over all events: events/s and Redis bytes."""
-    label = f"{engine}x{workers}"
+async def engine_rate(bench: Bench, engine: str, workers: int, run: int = 0) -> dict[str, Any]:
+    """One engine with `workers` processes over all events: events/s and Redis bytes;
+    on the cluster topology, also CPU per event (`cpu_figures`). `run` numbers the
+    repetitions, each with its own consumer group and keys."""
+    label = f"{engine}x{workers}" + (f"-{run + 1}" if run else "")
     prefix = f"{bench.name}-{label}"
     env = {**bench.env, "AB_CONSUMER_GROUP": prefix, "AB_KEY_PREFIX": prefix}
     command = [sys.executable, "-m", "worker", "run", "--loglevel", "warning", "--engine", engine]
     partitions = bench.settings.partitions
     memory_before = await used_memory(bench.redis)
 
+    first_usage: Usage | None = None
+
     async def progress() -> int:
-        return await applied(bench.redis, prefix, partitions)
+        nonlocal first_usage
+        done = await applied(bench.redis, prefix, partitions)
+        if done and first_usage is None and bench.topology is not None:
+            first_usage = await usage(bench, prefix, running)
+        return done
 
     print(f"{label}: {workers} worker process(es) from the start of the topics...", flush=True)
-    with processes(bench, label, [command] * workers, env) as alive:
-        started, finished, first = await wait_for(label, bench.total, progress, alive)
+    with processes(bench, label, [command] * workers, env) as running:
+        started, finished, first = await wait_for(label, bench.total, progress, running.alive)
+        cpu = None
+        if first_usage is not None:
+            cpu = cpu_figures(bench, prefix, first_usage, await usage(bench, prefix, running))
     memory_after = await used_memory(bench.redis)
     eps = (bench.total - first) / (finished - started)
     matched = check(bench, label, await engine_counts(bench.redis, prefix))
@@ -467,12 +643,45 @@ async def engine_rate(bench: Bench, engine: str, workers: int) -> dict[str, floa
             f"its keys hold {per_entry_keys:,.0f}: other clients of the shared Redis changed "
             "its memory meanwhile; key_bytes_per_visitor_experiment is the figure to trust"
         )
+    if cpu is not None:
+        print(f"{label}: {describe_cpu(cpu)}", flush=True)
     return {
         "eps": eps,
         "bytes_per_visitor_experiment": per_entry,
         "key_bytes_per_visitor_experiment": per_entry_keys,
         "matched": float(matched),
+        **({"cpu": cpu} if cpu is not None else {}),
     }
+
+
+def describe_cpu(cpu: dict[str, Any]) -> str:
+    """One line of CPU per event (microseconds) and the machine's busy cores."""
+    shards = ", ".join(
+        f"{name.rpartition(':')[2]} {cpu['redis_shard_us_per_event'][name]:.0f}"
+        f" ({cpu['redis_shard_script_us_per_event'][name]:.0f} in scripts)"
+        for name in cpu["redis_shard_us_per_event"]
+    )
+    return (
+        f"CPU per event: workers {cpu['worker_us_per_event']:.0f} us, brokers "
+        f"{cpu['broker_us_per_event']:.0f} us, Redis primaries {cpu['redis_primaries_us_per_event']:.0f} us "
+        f"+ replicas {cpu['redis_replicas_us_per_event']:.0f} us; per event on each shard: {shards} us; "
+        f"machine busy {cpu['busy_cores']:.2f} of {os.cpu_count()} cores"
+    )
+
+
+def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over repeated runs (of each shard's figure, shard by
+    shard); counts match only if they matched in every run."""
+    merged: dict[str, Any] = {}
+    for name, value in results[0].items():
+        values = [result[name] for result in results]
+        if name == "matched":
+            merged[name] = min(values)
+        elif isinstance(value, dict):
+            merged[name] = median_result(values)
+        else:
+            merged[name] = statistics.median(values)
+    return merged
 
 
 def quix_python(bench: Bench) -> str:
@@ -537,10 +746,10 @@ async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) ->
     partitions = await ensure_topics(settings)
     command = [sys.executable, "-m", "worker", "run", "--loglevel", "warning", "--engine", engine]
     print(f"end to end: {engine}, 1 worker, publishing concurrently...", flush=True)
-    with processes(bench, f"live-{engine}", [command], env) as alive:
+    with processes(bench, f"live-{engine}", [command], env) as running:
         # Ready once it wrote the meta key; then give the consumer time to join the group.
         while not await bench.redis.exists(keys.meta_key(live)):
-            if (problem := alive()) is not None:
+            if (problem := running.alive()) is not None:
                 raise RuntimeError(f"end to end: {problem}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(5)
@@ -550,7 +759,9 @@ async def concurrent_rate(bench: Bench, engine: str, messages: list[Message]) ->
         async def progress() -> int:
             return await applied(bench.redis, live, partitions)
 
-        _, finished, _ = await wait_for(f"end to end {engine}", len(messages), progress, alive)
+        _, finished, _ = await wait_for(
+            f"end to end {engine}", len(messages), progress, running.alive
+        )
     await measure_and_delete(bench.redis, live)
     eps = len(messages) / (finished - started)
     print(f"end to end ({engine}, 1 worker): {eps:,.0f} events/s; publishing {publish_eps:,.0f}/s")
@@ -569,6 +780,21 @@ async def delete_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
+def cluster_services(command: str) -> str:
+    """`python -m worker services COMMAND --cluster`; its output. The topology has
+    addresses of its own: any KAFKA_BOOTSTRAP_SERVERS or REDIS_URL is left out."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "services", command, "--cluster"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"services {command} --cluster failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     name = f"bench{uuid.uuid4().hex[:8]}"
     env = {
@@ -576,8 +802,31 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "AB_PARTITIONS": str(args.partitions),
         "AB_BATCH_SIZE": str(args.batch_size),
     }
+    topology = None
+    started_cluster = False
+    if args.cluster:
+        print("cluster topology: services up --cluster...", flush=True)
+        started_cluster = ": started" in cluster_services("up")
+        defaults = Settings.from_env()
+        topology = cluster.layout(defaults.services_dir, defaults.cache_dir)
+        env = {**topology.environment(), **env}
+    try:
+        return await run_on(args, name, env, topology)
+    finally:
+        if started_cluster:
+            print("cluster topology: services down --cluster (this run started it)", flush=True)
+            cluster_services("down")
+
+
+async def run_on(
+    args: argparse.Namespace,
+    name: str,
+    env: dict[str, str],
+    topology: cluster.ClusterLayout | None,
+) -> dict[str, object]:
+    """Every contender on the services `env` names (`topology`: the cluster's nodes)."""
     settings = settings_for(env)
-    bench = Bench(args, name, env, settings, Redis.from_url(settings.redis_url))
+    bench = Bench(args, name, env, settings, connect(settings), topology=topology)
     print(f"generating {args.events:,} events over {args.visitors:,} visitors...", flush=True)
     messages, bench.entries = generate(
         args.events, args.visitors, seed=1, unknown_rate=args.unknown_rate
@@ -605,8 +854,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     bench.notes.append(f"{QUIX} ran with one process only")
                 continue
             for workers in args.workers:
-                result = await engine_rate(bench, engine, workers)
-                engines.setdefault(engine, {})[str(workers)] = result
+                runs = [
+                    await engine_rate(bench, engine, workers, run) for run in range(args.repeat)
+                ]
+                engines.setdefault(engine, {})[str(workers)] = median_result(runs)
         concurrent = None
         if args.concurrent != "none":
             concurrent = await concurrent_rate(bench, args.concurrent, messages)
@@ -621,6 +872,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "baseline_eps": baseline,
             "engines": engines,
             "concurrent": concurrent,
+            "cluster": topology is not None,
+            "runs": float(args.repeat),
             "notes": bench.notes,
         }
     finally:
@@ -652,6 +905,8 @@ def report(figures: dict[str, object], bench: Bench) -> None:
     print(
         f"events: {bench.total:,} ({bench.entries:,} visitor-experiment entries), "
         f"batch {bench.args.batch_size}, partitions {bench.args.partitions}"
+        + (", on the cluster topology" if bench.topology else "")
+        + (f"; medians of {bench.args.repeat} runs" if bench.args.repeat > 1 else "")
     )
     print(f"ceiling (bare aiokafka consumer, read + JSON decode): {ceiling:>10,.0f} events/s")
     print(f"naive baseline (faust, one Redis round trip an event): {baseline:>9,.0f} events/s")
@@ -668,6 +923,10 @@ def report(figures: dict[str, object], bench: Bench) -> None:
                 f"{eps / baseline:>9.1f}x {redis_bytes:>10,.0f} {key_bytes:>14,.0f} "
                 f"{'match' if result['matched'] else 'DIFFER':>7}"
             )
+    for engine, by_workers in engines.items():
+        for workers, result in by_workers.items():
+            if "cpu" in result:
+                print(f"{engine} x{workers}: {describe_cpu(result['cpu'])}")
     peer = engines.get(QUIX, {}).get("1")
     if peer is not None:
         for engine, by_workers in engines.items():
@@ -716,7 +975,7 @@ def main() -> None:
         help=f"python with bench/requirements-quix.lock installed (default: {QUIX_VENV.name}, "
         "created on first use)",
     )  # fmt: skip
-    parser.add_argument("--workers", type=_csv_ints, default=[1, 2], help="comma-separated worker counts (default: 1,2)")  # fmt: skip
+    parser.add_argument("--workers", type=_csv_ints, help="comma-separated worker counts (default: 1,2; 1,2,3 with --cluster)")  # fmt: skip
     parser.add_argument(
         "--baseline-events", type=int, default=200_000,
         help="events over which the naive baseline is timed (0: all of them)",
@@ -730,8 +989,25 @@ def main() -> None:
         "--concurrent", default=engine_name(None), choices=[*ENGINES, "none"],
         help="engine measured end to end with concurrent publishing (default: the default engine)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="run on the cluster topology (services up --cluster) and measure CPU per event: "
+        "the default engine, 1, 2 and 3 workers, no baseline, no end-to-end run, unless named",
+    )  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each engine and worker count; the figures are their medians")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    given = {arg.partition("=")[0] for arg in sys.argv[1:]}
+    if args.workers is None:
+        args.workers = [1, 2, 3] if args.cluster else [1, 2]
+    if args.cluster:
+        # One engine is enough on the cluster: the figures wanted are its scaling and costs.
+        if "--engines" not in given:
+            args.engines = [engine_name(None)]
+        if "--concurrent" not in given:
+            args.concurrent = "none"
+        if "--baseline-events" not in given:
+            args.no_baseline = True
     figures = asyncio.run(run(args))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

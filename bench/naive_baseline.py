@@ -13,10 +13,10 @@ import sys
 
 import faust
 import orjson
-from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.ingestion.app import faust_broker_url, faust_data_dir
+from worker.store.connection import connect
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings)
 
     @app.agent(app.topic(*topics, key_type=bytes, value_type=bytes))
     async def count(stream: faust.StreamT) -> None:

@@ -22,6 +22,7 @@ import redis
 import redis.cluster
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 
 from worker.config import Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
@@ -140,16 +141,20 @@ async def produce(
     messages: Iterable[Message],
     partitions: dict[int, int] | None = None,
     timestamps: Sequence[int] | None = None,
+    create_topics: bool = True,
 ) -> None:
     """Send messages in order with Kafka's default partitioner (murmur2 of the key).
 
     `timestamps` (ms, one per message) are the records' timestamps: their publish time
-    on CreateTime topics (the broker replaces them on LogAppendTime topics).
+    on CreateTime topics (the broker replaces them on LogAppendTime topics). Without
+    `create_topics` the topics must exist: creating them asks one broker picked at
+    random, which fails while that broker is down and not yet fenced.
     """
     messages = list(messages)
     stamps = list(timestamps) if timestamps is not None else [None] * len(messages)
     assert len(stamps) == len(messages)
-    await ensure_topics(settings)
+    if create_topics:
+        await ensure_topics(settings)
     producer = new_producer(settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
     try:
@@ -177,16 +182,22 @@ async def produce_to_partition(
 
 
 async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    """The end offset of every partition of `topics`.
+
+    The partitions come from a client's metadata request, which tries the brokers one
+    after another; an admin client's goes to one broker picked at random and fails when
+    that one is down. A partition whose leader died waits for its new leader.
+    """
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await client.bootstrap()
     try:
-        described = await admin.describe_topics(list(topics))
+        metadata = await client.fetch_all_metadata()
     finally:
-        await admin.close()
+        await client.close()
     partitions = [
-        TopicPartition(item["topic"], part["partition"])
-        for item in described
-        for part in item["partitions"]
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in sorted(metadata.partitions_for_topic(topic) or ())
     ]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await consumer.start()
@@ -196,9 +207,13 @@ async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPa
         await consumer.stop()
 
 
-async def applied_fraction(settings: Settings, redis: Redis) -> float:
-    """Share of the input messages the sink has applied (by Redis offsets)."""
-    ends = await end_offsets(settings, settings.input_topics)
+async def applied_fraction(
+    settings: Settings, redis: Redis, ends: Mapping[TopicPartition, int] | None = None
+) -> float:
+    """Share of the input messages the sink has applied (by Redis offsets), of `ends`
+    when given (end offsets read before), else of the input topics' end offsets now."""
+    if ends is None:
+        ends = await end_offsets(settings, settings.input_topics)
     total = sum(ends.values())
     done = 0
     for tp, end in ends.items():

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, LIVE, Dataset, generate
 from tests.integration.harness import (
     ENGINES,
+    Message,
     Namespace,
     WorkerProcesses,
     applied_fraction,
@@ -25,6 +27,7 @@ from tests.integration.harness import (
     read_topic,
     wait_until_applied,
 )
+from worker import relay
 from worker.cli.results_command import collect
 from worker.ingestion.partitioning import partition_for
 from worker.results.query import ResultQuery
@@ -45,13 +48,31 @@ def messages_for(namespace: Namespace, data: Dataset) -> list[tuple[str, bytes |
     return definitions + [(topics[kind], key, value) for kind, key, value in data.messages]
 
 
-async def produce_dataset(namespace: Namespace, data: Dataset) -> None:
+TimedMessage = tuple[Message, int]
+"""A message and its record timestamp (ms)."""
+
+
+def timed_messages(namespace: Namespace, data: Dataset) -> list[TimedMessage]:
     """The definitions, then the data set's messages with its publish clock (from now)."""
     messages = messages_for(namespace, data)
     now_ms = int(time.time() * 1000)
     definitions = len(messages) - len(data.messages)
     stamps = [now_ms] * definitions + data.publish_times(now_ms)
-    await produce(namespace.settings, messages, timestamps=stamps)
+    return list(zip(messages, stamps, strict=True))
+
+
+async def produce_timed(
+    namespace: Namespace, timed: list[TimedMessage], create_topics: bool = True
+) -> None:
+    """Send the messages in order, each with its timestamp (harness.produce)."""
+    messages = [message for message, _ in timed]
+    stamps = [stamp for _, stamp in timed]
+    await produce(namespace.settings, messages, timestamps=stamps, create_topics=create_topics)
+
+
+async def produce_dataset(namespace: Namespace, data: Dataset) -> None:
+    """The definitions, then the data set's messages with its publish clock (from now)."""
+    await produce_timed(namespace, timed_messages(namespace, data))
 
 
 async def assert_results_exact(namespace: Namespace, data: Dataset) -> None:
@@ -91,6 +112,30 @@ async def test_generated_traffic_is_counted_exactly(
     await wait_until_applied(namespace.settings, redis)
     await assert_results_exact(namespace, data)
     assert await dead_letter_reasons(namespace) == data.expected_dead
+
+
+async def test_outbox_entries_a_roll_back_left_are_published_when_idle(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    # A replica promoted without the primary's last writes may hold a batch's outbox
+    # entries and offsets but not the trim of the flush that published them: only the
+    # partition's next batch would flush them again, and none may come. Here the traffic
+    # (assignments only) dead-letters nothing, and once it is applied every partition's
+    # outbox gets such an entry.
+    settings = namespace.settings
+    data = generate(seed=14, visitors=300, partitions=settings.partitions)
+    await produce_dataset(
+        namespace, replace(data, messages=[m for m in data.messages if m[0] == "assignments"])
+    )
+    workers.start()
+    await wait_until_applied(settings, redis)
+    for partition in range(settings.partitions):
+        entry = relay.publish_entry(
+            settings.topic_dead_letter, f"left-{partition}", {"reason": "left in the outbox"}
+        )
+        await redis.rpush(keys.outbox_key(settings.key_prefix, partition), entry)
+    await wait_until_applied(settings, redis, timeout=30)
+    assert await dead_letter_reasons(namespace) == {"left in the outbox": settings.partitions}
 
 
 async def test_results_cli_prints_the_counts(

@@ -1,6 +1,7 @@
 """Exact counts on the cluster topology: a Redis Cluster of three primaries and three
 replicas, three Kafka brokers with topics of three replicas (conftest.py's
-`cluster_topology`, started once per session).
+`cluster_topology`, started once per session), also when a Redis primary or a Kafka
+broker is SIGKILLed mid-stream.
 
 The worker is told it runs on a Cluster (AB_REDIS_CLUSTER=1, as `services up --cluster`
 prints); the readers of these tests (the CLI's `collect`, the API app) are not, and find
@@ -14,14 +15,19 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio.cluster import RedisCluster
 
 from tests.dataset import GOALS, LIVE, Dataset, generate
@@ -33,14 +39,18 @@ from tests.integration.harness import (
     cluster_services,
     delete_keys,
     delete_topics,
+    end_offsets,
     wait_until_applied,
 )
 from tests.integration.services import Endpoints
 from tests.integration.test_api_mida import assert_variants_match, get_json
 from tests.integration.test_ingestion import (
+    TimedMessage,
     assert_results_exact,
     dead_letter_reasons,
     produce_dataset,
+    produce_timed,
+    timed_messages,
 )
 from worker.api.app import create_app
 from worker.config import Settings
@@ -273,9 +283,9 @@ async def test_redis_primary_killed_mid_stream_stays_exact(
     roll-back and reads the lost offsets again."""
     settings = on_cluster.settings
     layout = cluster_topology.layout
-    data = generate(seed=21, visitors=3000, partitions=settings.partitions, poison=50)
-    await produce_dataset(on_cluster, data)
-    worker = workers_on_cluster.start(AB_BATCH_SIZE="100")
+    data, _ = await produce_stream(on_cluster, seed=21)
+    produced = await end_offsets(settings, settings.input_topics)
+    run = start_stream(on_cluster, data, workers_on_cluster)
     async with connect(settings) as redis:
         assert isinstance(redis, RedisCluster)
         await redis.initialize()
@@ -284,12 +294,7 @@ async def test_redis_primary_killed_mid_stream_stays_exact(
         assert primary is not None
         port = int(primary.port)
         replica = replica_port(layout, port)
-        for _ in range(600):
-            await asyncio.sleep(0.1)
-            fraction = await applied_fraction(settings, redis)
-            if fraction > 0.2:
-                break
-        assert fraction < 1, "the primary was not killed mid-stream"
+        await wait_mid_stream(settings, redis, produced)
         offsets = keys.offsets_key(settings.key_prefix, 0)
         try:
             cut_off_replica(layout, port, replica)
@@ -305,22 +310,178 @@ async def test_redis_primary_killed_mid_stream_stays_exact(
         finally:
             os.kill(redis_pid(layout, replica), signal.SIGCONT)
         killed_at = time.monotonic()
-        try:
+        async with rejoined(cluster_topology, f"redis {primary.host}:{port}"):
             while not failed_over(layout, port):
                 assert time.monotonic() - killed_at < 60, "no replica was promoted in 60 s"
                 await asyncio.sleep(0.2)
-            await wait_until_applied(settings, redis, timeout=240)
-            assert worker.poll() is None, workers_on_cluster.log_of(worker)
-            assert "Redis rolled back" in workers_on_cluster.log_of(worker)
-            await assert_results_exact(on_cluster, data)
-            reasons = await dead_letter_reasons(on_cluster)
-            # Dead letters are at-least-once: repeated, never lost.
-            assert all(reasons[reason] >= count for reason, count in data.expected_dead.items())
-        finally:
-            # The killed node rejoins as a replica of the one that replaced it.
-            up = cluster_services(cluster_topology.env, "up")
-            assert up.returncode == 0, up.stdout + up.stderr
-    assert f"redis {primary.host}:{port}: started" in up.stdout
+            await assert_exact_after_recovery(run, redis)
+            assert "Redis rolled back" in workers_on_cluster.log_of(run.worker)
+
+
+# --- a Kafka broker killed mid-stream, topics of three replicas -------------------------
+
+ELECTION_BOUND_SECONDS = 30.0
+"""How soon after a broker's SIGKILL the worker applies again on the partitions that
+broker led: the controller fences a broker that stops heartbeating after
+broker.session.timeout.ms (9 s by default) and elects new leaders from the in-sync
+replicas at once; the rest is the clients' metadata refresh and retries."""
+
+
+async def input_leaders(settings: Settings) -> dict[tuple[str, int], int]:
+    """The broker id that leads each input partition, by (topic, partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(settings.input_topics))
+    finally:
+        await admin.close()
+    return {
+        (item["topic"], part["partition"]): part["leader"]
+        for item in described
+        for part in item["partitions"]
+    }
+
+
+async def applied_offsets(
+    settings: Settings, redis: Redis, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The last applied offset of each (topic, partition), -1 before the first."""
+    applied = {}
+    for topic, partition in partitions:
+        raw = await redis.hget(keys.offsets_key(settings.key_prefix, partition), topic)
+        applied[topic, partition] = int(raw) if raw is not None else -1
+    return applied
+
+
+async def test_kafka_broker_killed_mid_stream_stays_exact(
+    cluster_topology: RunningCluster, on_cluster: Namespace, workers_on_cluster: WorkerProcesses
+) -> None:
+    """Issue 17.4: the broker that leads the most input partitions is SIGKILLed while
+    the worker reads them; the last fifth of the data set is produced after the kill,
+    so it reaches those partitions through their new leaders only. With three replicas
+    and min.insync.replicas 2 nothing acknowledged is lost, the worker applies those
+    records within the election time, and the counts are exact."""
+    settings = on_cluster.settings
+    data, held_back = await produce_stream(on_cluster, seed=22, held_back=0.2)
+    leaders = await input_leaders(settings)
+    victim_id, _ = Counter(leaders.values()).most_common(1)[0]
+    victim = next(node for node in cluster_topology.layout.kafka if node.node_id == victim_id)
+    led = [tp for tp, leader in leaders.items() if leader == victim_id]
+    produced = await end_offsets(settings, settings.input_topics)
+    ends = {(tp.topic, tp.partition): end for tp, end in produced.items()}
+    run = start_stream(on_cluster, data, workers_on_cluster)
+    async with connect(settings) as redis:
+        await wait_mid_stream(settings, redis, produced)
+        before = await applied_offsets(settings, redis, led)
+        assert any(before[tp] < ends[tp] - 1 for tp in led), (
+            f"broker {victim_id} was killed after its partitions were applied"
+        )
+        pid = processes.read_pid(victim.pid_file)
+        assert pid is not None, f"no pid file of broker {victim_id}"
+        async with rejoined(cluster_topology, f"kafka {victim.bootstrap} (node {victim_id})") as (
+            restart
+        ):
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            tail = asyncio.create_task(produce_timed(on_cluster, held_back, create_topics=False))
+            # The first record written after the kill, applied on a partition the broker led.
+            while not any(
+                applied >= ends[tp]
+                for tp, applied in (await applied_offsets(settings, redis, led)).items()
+            ):
+                elapsed = time.monotonic() - killed_at
+                assert elapsed < ELECTION_BOUND_SECONDS, (
+                    f"nothing written after the SIGKILL of broker {victim_id} was applied on its "
+                    f"partitions in {elapsed:.0f} s\n{workers_on_cluster.log_of(run.worker)[-3000:]}"
+                )
+                await asyncio.sleep(0.1)
+            resumed = time.monotonic() - killed_at
+            print(
+                f"\nbroker {victim_id} (led {len(led)} of {len(leaders)} input partitions) "
+                f"SIGKILLed: a record written after it applied on its partitions {resumed:.1f} s later"
+            )
+            restart()  # while the worker catches up: it must not disturb it
+            await tail
+            await assert_exact_after_recovery(run, redis)
+
+
+# --- shared by the failure tests ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A data set produced to the cluster and the worker applying it."""
+
+    namespace: Namespace
+    data: Dataset
+    workers: WorkerProcesses
+    worker: subprocess.Popen[bytes]
+
+
+async def produce_stream(
+    namespace: Namespace, seed: int, held_back: float = 0.0
+) -> tuple[Dataset, list[TimedMessage]]:
+    """A generated data set with duplicates and poison, produced but for its last
+    `held_back` share, which is returned for the test to produce when it wants."""
+    data = generate(seed=seed, visitors=3000, partitions=namespace.settings.partitions, poison=50)
+    timed = timed_messages(namespace, data)
+    cut = len(timed) - int(len(timed) * held_back)
+    await produce_timed(namespace, timed[:cut])
+    return data, timed[cut:]
+
+
+def start_stream(namespace: Namespace, data: Dataset, workers: WorkerProcesses) -> Stream:
+    """One worker on the produced data set; small batches, so that a node can be killed
+    while the worker applies them."""
+    return Stream(namespace, data, workers, workers.start(AB_BATCH_SIZE="100"))
+
+
+async def wait_mid_stream(
+    settings: Settings, redis: Redis, produced: dict[TopicPartition, int]
+) -> None:
+    """Until a fifth of what was `produced` (end offsets) is applied; fails if the worker
+    applied it all first. Polled every 20 ms, on Redis alone: the worker applies a fifth
+    of a data set in well under a second."""
+    fraction = 0.0
+    for _ in range(3000):
+        fraction = await applied_fraction(settings, redis, produced)
+        if fraction > 0.2:
+            break
+        await asyncio.sleep(0.02)
+    assert fraction < 1, "the node was not killed mid-stream"
+
+
+async def assert_exact_after_recovery(run: Stream, redis: Redis) -> None:
+    """The worker, never restarted, applies everything, and the counts are the oracle's."""
+    await wait_until_applied(run.namespace.settings, redis, timeout=240)
+    assert run.worker.poll() is None, run.workers.log_of(run.worker)
+    await assert_results_exact(run.namespace, run.data)
+    reasons = await dead_letter_reasons(run.namespace)
+    # Dead letters are at-least-once: repeated, never lost.
+    assert all(reasons[reason] >= count for reason, count in run.data.expected_dead.items())
+
+
+@asynccontextmanager
+async def rejoined(topology: RunningCluster, node: str) -> AsyncIterator[Callable[[], None]]:
+    """`services up --cluster` starts the node killed inside again (a Redis node rejoins
+    as a replica of the one that replaced it, a broker as a follower), so that later
+    tests have the whole cluster. It runs on the way out, or from when the test calls
+    the function yielded: a broker's JVM takes seconds to start, which can overlap the
+    test's last checks."""
+    restarts: list[asyncio.Task[subprocess.CompletedProcess[str]]] = []
+
+    def restart() -> None:
+        if not restarts:
+            up = asyncio.to_thread(cluster_services, topology.env, "up")
+            restarts.append(asyncio.create_task(up))
+
+    try:
+        yield restart
+    finally:
+        restart()
+        up = await restarts[0]
+        assert up.returncode == 0, up.stdout + up.stderr
+    assert f"{node}: started" in up.stdout, up.stdout
 
 
 @pytest.fixture

@@ -141,13 +141,15 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.timer(interval=ROLLBACK_CHECK_SECONDS)
     async def rollback_timer() -> None:
         # Partitions that receive records find a roll-back with their next batch; this
-        # finds it in the others.
+        # finds it in the others, and publishes what a lost trim left in an outbox.
         if runtime.pipeline is None:
             return
         rewinds = await runtime.pipeline.find_rollbacks()
         if rewinds:
             RESTART.append(True)
             await app.crash(RedisRolledBack(_describe(rewinds)))
+            return
+        await runtime.pipeline.flush_outboxes()
 
     @app.timer(interval=PROGRESS_INTERVAL_SECONDS)
     async def progress_timer() -> None:

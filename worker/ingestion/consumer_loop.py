@@ -201,7 +201,8 @@ class ConsumerLoop:
             await self._commit()
 
     async def _look_for_rollbacks(self) -> None:
-        """While idle, at most every ROLLBACK_CHECK_SECONDS: has Redis lost what was applied?"""
+        """While idle, at most every ROLLBACK_CHECK_SECONDS: has Redis lost what was
+        applied, or the trim of a flushed outbox?"""
         pipeline = self._runtime.pipeline
         assert pipeline is not None
         now = asyncio.get_running_loop().time()
@@ -209,6 +210,7 @@ class ConsumerLoop:
             return
         self._rollbacks_checked = now
         self._rewinds.extend(await pipeline.find_rollbacks())
+        await pipeline.flush_outboxes()
 
     def _seek_back(self, set_aside: list[Rewind]) -> None:
         """Seek to what must be read again: a batch set aside, then rolled-back partitions."""

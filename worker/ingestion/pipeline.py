@@ -108,6 +108,9 @@ class Pipeline:
         }
         # experiment id -> when the registry was last synced because of it
         self._synced_for: dict[str, float] = {}
+        # One flush of a partition's outbox at a time: two would both publish the same
+        # head entries, and the second trim would drop entries queued in between unsent.
+        self._outbox_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.positions = ReadPositions()
         self.totals: Counter[str] = Counter()
 
@@ -273,13 +276,35 @@ class Pipeline:
     ) -> SinkReply:
         result = await self._sink.apply(partition, commands, frozen, expected, rules)
         if result.get("outbox"):
-            await relay.flush(
+            await self._flush_outbox(partition)
+        return result
+
+    async def _flush_outbox(self, partition: int) -> int:
+        async with self._outbox_locks[partition]:
+            return await relay.flush(
                 self._redis,
                 self._producer,
                 keys.outbox_key(self._settings.key_prefix, partition),
                 self._settings.topic_dead_letter,
             )
-        return result
+
+    async def flush_outboxes(self) -> int:
+        """Publish what is left in the outboxes of the partitions this consumer applied;
+        returns how many entries.
+
+        A batch flushes its partition's outbox, but a roll-back can lose the flush's
+        trim while keeping the batch (a replica promoted without the primary's last
+        writes): the entries, published already, would wait for the partition's next
+        batch, which may never come. Engines call this when idle. At-least-once, as
+        every flush: they are published again.
+        """
+        partitions = sorted({partition for _, partition in self.positions.known_applied()})
+
+        async def flush_all() -> int:
+            counts = await asyncio.gather(*(self._flush_outbox(p) for p in partitions))
+            return sum(counts)
+
+        return await _retrying("outboxes not flushed yet", flush_all)
 
     def _plan(self, messages: Sequence[SourceMessage]) -> list[Plan]:
         catalog = self._registry.definitions
