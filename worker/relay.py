@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.events.dead_letter import dead_letter_payload, unb64
 from worker.store.connection import Redis
-from worker.store.outbox import drop_oldest, oldest_entries
+from worker.store.outbox import drop_published, oldest_entries
 from worker.store.sink_protocol import PublishEntry
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,11 @@ async def flush(
             return published
         sends = [_send(producer, orjson.loads(raw), dead_letter_topic) for raw in raw_entries]
         await asyncio.gather(*[await send for send in sends])
-        await drop_oldest(redis, outbox, len(raw_entries))
         published += len(raw_entries)
+        if not await drop_published(redis, outbox, raw_entries):
+            # Another flusher published and dropped them first; what it left is its
+            # to send, or the next flush's.
+            return published
 
 
 async def _send(producer: AIOKafkaProducer, entry: dict[str, Any], dead_letter_topic: str) -> Any:
