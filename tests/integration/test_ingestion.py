@@ -32,6 +32,7 @@ from worker.cli.results_command import collect
 from worker.ingestion.partitioning import partition_for
 from worker.results.query import ResultQuery
 from worker.store import keys
+from worker.store.connection import Redis as AnyRedis
 
 pytestmark = pytest.mark.integration
 
@@ -159,11 +160,11 @@ async def test_results_cli_prints_the_counts(
     ]
 
 
-@pytest.mark.parametrize("workers", ENGINES, indirect=True)
-async def test_sigkill_mid_stream_and_restart_stays_exact(
-    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+async def sigkill_mid_stream_and_restart(
+    namespace: Namespace, workers: WorkerProcesses, redis: AnyRedis, visitors: int
 ) -> None:
-    data = generate(seed=21, visitors=8000, partitions=namespace.settings.partitions, poison=50)
+    """A worker SIGKILLed with a fifth or more applied, a new one started: exact."""
+    data = generate(seed=21, visitors=visitors, partitions=namespace.settings.partitions, poison=50)
     await produce_dataset(namespace, data)
     first = workers.start(AB_BATCH_SIZE="100")
     for _ in range(600):
@@ -184,11 +185,11 @@ async def test_sigkill_mid_stream_and_restart_stays_exact(
     assert set(reasons) == set(data.expected_dead)
 
 
-@pytest.mark.parametrize("workers", ENGINES, indirect=True)
-async def test_two_workers_and_a_rebalance_stay_exact(
-    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+async def two_workers_and_a_rebalance(
+    namespace: Namespace, workers: WorkerProcesses, redis: AnyRedis, visitors: int
 ) -> None:
-    data = generate(seed=31, visitors=6000, partitions=namespace.settings.partitions, poison=30)
+    """A second worker joins at a tenth applied, the first leaves at half: exact."""
+    data = generate(seed=31, visitors=visitors, partitions=namespace.settings.partitions, poison=30)
     await produce_dataset(namespace, data)
     first = workers.start(AB_BATCH_SIZE="100")
     for _ in range(600):
@@ -207,6 +208,20 @@ async def test_two_workers_and_a_rebalance_stay_exact(
     await assert_results_exact(namespace, data)
     reasons = await dead_letter_reasons(namespace)
     assert all(reasons[reason] >= count for reason, count in data.expected_dead.items())
+
+
+@pytest.mark.parametrize("workers", ENGINES, indirect=True)
+async def test_sigkill_mid_stream_and_restart_stays_exact(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    await sigkill_mid_stream_and_restart(namespace, workers, redis, visitors=4000)
+
+
+@pytest.mark.parametrize("workers", ENGINES, indirect=True)
+async def test_two_workers_and_a_rebalance_stay_exact(
+    namespace: Namespace, workers: WorkerProcesses, redis: Redis
+) -> None:
+    await two_workers_and_a_rebalance(namespace, workers, redis, visitors=3000)
 
 
 async def test_poison_messages_are_dead_lettered_and_never_stall(

@@ -50,7 +50,9 @@ from tests.integration.test_ingestion import (
     dead_letter_reasons,
     produce_dataset,
     produce_timed,
+    sigkill_mid_stream_and_restart,
     timed_messages,
+    two_workers_and_a_rebalance,
 )
 from worker.api.app import create_app
 from worker.config import Settings
@@ -231,6 +233,21 @@ async def test_key_scans_cover_every_primary(on_cluster: Namespace, cluster_redi
         key async for batch in scan_batches(cluster_redis, f"{prefix}:scan:*", 50) for key in batch
     ]
     assert sorted(found) == sorted(written)
+
+
+# --- a worker killed, a worker added: the single-broker exactness tests, on the cluster ----
+
+
+async def test_worker_sigkilled_mid_stream_on_the_cluster_stays_exact(
+    on_cluster: Namespace, workers_on_cluster: WorkerProcesses, cluster_redis: Redis
+) -> None:
+    await sigkill_mid_stream_and_restart(on_cluster, workers_on_cluster, cluster_redis, 3000)
+
+
+async def test_two_workers_and_a_rebalance_on_the_cluster_stay_exact(
+    on_cluster: Namespace, workers_on_cluster: WorkerProcesses, cluster_redis: Redis
+) -> None:
+    await two_workers_and_a_rebalance(on_cluster, workers_on_cluster, cluster_redis, 3000)
 
 
 # --- a Redis primary killed mid-stream, its replica missing its last writes ----------------
