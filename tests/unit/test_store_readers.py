@@ -17,7 +17,15 @@ from worker.events.segment_cell import SegmentCell
 from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.query import ResultQuery
 from worker.store import keys
-from worker.store.counter_reader import CellKey, Counters, read_counters
+from worker.store.counter_reader import (
+    CellKey,
+    Counters,
+    Grain,
+    HashRead,
+    plan_day_reads,
+    probed_hours,
+    read_counters,
+)
 from worker.store.visitor_reader import parse_visitor
 
 PREFIX = "t"
@@ -48,6 +56,13 @@ class FakePipeline:
 
     def smembers(self, key: str) -> None:
         self._calls.append(lambda: set(self._data.get(key, set())))
+
+    def hget(self, key: str, field: bytes) -> None:
+        self._calls.append(lambda: self._data.get(key, {}).get(field))
+
+    def smismember(self, key: str, values: list[int]) -> None:
+        members = self._data.get(key, set())
+        self._calls.append(lambda: [int(str(value).encode() in members) for value in values])
 
     async def execute(self) -> list[Any]:
         return [call() for call in self._calls]
@@ -198,3 +213,53 @@ def test_visitor_fields_are_named_by_the_position_of_experiment_and_goal() -> No
 def test_a_visitor_who_did_not_enter_the_experiment_has_no_state(entered: bytes | None) -> None:
     fields = {b"kx": entered, b"e1": b"b|1000|1"} if entered else {}
     assert parse_visitor("v", "x", fields, {b"1": CELL_A.decode()}) is None
+
+
+def test_a_range_reads_whole_days_and_the_cheaper_side_of_each_edge_day() -> None:
+    # Days 10-12 listed; the range is UTC hours [10*24 + 22, 12*24 + 21), a timezone's
+    # local days: day 10 keeps 2 hours (read them), day 11 is whole, day 12 keeps 21
+    # hours (read the day less its last 3).
+    reads = plan_day_reads([10, 11, 12], (10 * 24 + 22, 12 * 24 + 21))
+    assert reads == [
+        HashRead(day=False, number=262, row_hour=262),
+        HashRead(day=False, number=263, row_hour=263),
+        HashRead(day=True, number=11, row_hour=264),
+        HashRead(day=True, number=12, row_hour=288, sign=1, whole=False),
+        HashRead(day=False, number=309, row_hour=288, sign=-1),
+        HashRead(day=False, number=310, row_hour=288, sign=-1),
+        HashRead(day=False, number=311, row_hour=288, sign=-1),
+    ]
+    assert probed_hours(reads) == list(range(288, 309))
+
+
+async def test_a_day_less_its_hours_outside_the_range_sums_as_its_hours_inside() -> None:
+    # Hours [0, 22): the day less hours 22 and 23. Cell B's revenue is all outside, 0.1 +
+    # 0.2 in hour 22 and 0.3 in hour 23; the day holds (0.1 + 0.2) + 0.3, and the
+    # subtraction leaves 5.6e-17 of it: a residue of rounding, which reads as nothing.
+    day_b = (0.1 + 0.2) + 0.3
+    data: dict[str, Any] = {
+        keys.meta_key(PREFIX): {b"partitions": b"1"},
+        keys.cells_key(PREFIX, 0): cells_hash(CELL_A, CELL_B),
+        keys.counter_days_key(PREFIX, 0, "x"): {b"0"},
+        keys.counter_hours_key(PREFIX, 0, "x"): {b"3", b"22", b"23"},
+        keys.day_counters_key(PREFIX, 0, "x", 0): {
+            b"<": b"3",
+            b">": b"23",
+            b"1:a": b"1",
+            b"1:a:buy": b"1,1,1,1,1,2.5,6.25",
+            b"2:a": b"3",
+            b"2:a:buy": b"3,3,3,3,3,%r,0" % day_b,
+        },
+        keys.counters_key(PREFIX, 0, "x", 3): {b"1:a": b"1", b"1:a:buy": b"1,1,1,1,1,2.5,6.25"},
+        keys.counters_key(PREFIX, 0, "x", 22): {
+            b"2:a": b"2",
+            b"2:a:buy": b"2,2,2,2,2,%r,0" % (0.1 + 0.2),
+        },
+        keys.counters_key(PREFIX, 0, "x", 23): {b"2:a": b"1", b"2:a:buy": b"1,1,1,1,1,0.3,0"},
+    }
+    counters = await read_counters(cast(Redis, FakeRedis(data)), PREFIX, "x", Grain.DAYS, (0, 22))
+    a = SegmentCell.parse(CELL_A.decode())
+    assert list(counters.cells) == [CellKey("a", 0, a)]
+    assert counters.cells[CellKey("a", 0, a)]["g:buy:rev"] == 2.5
+    # 23 is the history's last hour, which every read of days reports (`ends`)
+    assert counters.data_hours == [3, 23]

@@ -72,6 +72,27 @@ class Counters:
 HourRange = tuple[int | None, int | None]
 """UTC hours [first, end); None leaves a side open."""
 
+
+class HashRead(NamedTuple):
+    """One counters hash a read sums: a day rollup (``day``) or an hour, number
+    ``number`` since the epoch, added (sign 1) or subtracted (-1) into the rows of
+    ``row_hour``. A day that is not ``whole`` is read less its hours outside the range:
+    its own first and last hour may lie outside it."""
+
+    day: bool
+    number: int
+    row_hour: int
+    sign: int = 1
+    whole: bool = True
+
+
+class _Hash(NamedTuple):
+    key: str
+    row_hour: int
+    sign: int = 1
+    spans: bool = True  # its `<`/`>` fields name hours with counters the read serves
+
+
 _SPAN_FIELDS = (b"<", b">")
 """First and last hour with counters, in day and totals hashes (apply_batch.lua)."""
 
@@ -97,16 +118,17 @@ async def read_counters(
         if hour_range != (None, None):
             raise ValueError("the running totals span every hour: they take no range")
         key = keys.totals_key if grain is Grain.TOTALS else keys.cell_totals_key
-        hashes = [[(key(prefix, p, experiment_id), 0)] for p in range(partitions)]
-        return await _sum_hashes(redis, prefix, hashes, with_cells=grain is Grain.CELL_TOTALS)
+        totals = [[_Hash(key(prefix, p, experiment_id), 0)] for p in range(partitions)]
+        return await _sum_hashes(redis, prefix, totals, with_cells=grain is Grain.CELL_TOTALS)
     set_key = keys.counter_hours_key if grain is Grain.HOURS else keys.counter_days_key
     async with redis.pipeline(transaction=False) as pipe:
         for partition in range(partitions):
             pipe.smembers(set_key(prefix, partition, experiment_id))
         members = await pipe.execute()
-    hashes = []
+    hashes: list[list[_Hash]] = []
     extent: list[int] = []  # listed hours: each has counters
     ends: list[tuple[str, bytes]] = []  # days' fields naming a listed hour
+    probes: list[tuple[str, list[int]]] = []  # hour sets, and hours that may be in them
     for partition, member_set in enumerate(members):
         listed = sorted(int(member) for member in member_set)
         if not listed:
@@ -116,13 +138,17 @@ async def read_counters(
             extent += [listed[0], listed[-1]]
             hours = [hour for hour in listed if _within(hour, hour_range)]
             hashes.append(
-                [(keys.counters_key(prefix, partition, experiment_id, h), h) for h in hours]
+                [_Hash(keys.counters_key(prefix, partition, experiment_id, h), h) for h in hours]
             )
         else:
             ends.append((keys.day_counters_key(prefix, partition, experiment_id, listed[0]), b"<"))
             ends.append((keys.day_counters_key(prefix, partition, experiment_id, listed[-1]), b">"))
-            hashes.append(_days_and_edges(prefix, partition, experiment_id, listed, hour_range))
-    return await _sum_hashes(redis, prefix, hashes, True, ends, extent)
+            reads = plan_day_reads(listed, hour_range)
+            hashes.append([_hash_of(prefix, partition, experiment_id, read) for read in reads])
+            probed = probed_hours(reads)
+            if probed:
+                probes.append((keys.counter_hours_key(prefix, partition, experiment_id), probed))
+    return await _sum_hashes(redis, prefix, hashes, True, ends, extent, probes)
 
 
 def _within(hour: int, hour_range: HourRange) -> bool:
@@ -130,43 +156,76 @@ def _within(hour: int, hour_range: HourRange) -> bool:
     return (first is None or hour >= first) and (end is None or hour < end)
 
 
-def _days_and_edges(
-    prefix: str, partition: int, experiment_id: str, days: list[int], hour_range: HourRange
-) -> list[tuple[str, int]]:
-    """(key, row hour) of the day rollups wholly inside the range and of the hours of
-    the listed days the range cuts (at most 23 each side; absent ones read empty)."""
-    out = []
+def plan_day_reads(days: list[int], hour_range: HourRange) -> list[HashRead]:
+    """The hashes that sum the listed days' counters within the range: each day wholly
+    inside as its rollup; a day the range cuts (a timezone's edge day) as its hours
+    inside, or as its rollup less its hours outside when that reads fewer hashes
+    (a local day at UTC+2 keeps 22 hours of its last UTC day: 3 reads, not 22).
+    Absent hours read empty."""
+    reads = []
     for day in days:
         day_first = day * _HOURS_PER_DAY
-        day_end = day_first + _HOURS_PER_DAY
-        if _within(day_first, hour_range) and _within(day_end - 1, hour_range):
-            out.append((keys.day_counters_key(prefix, partition, experiment_id, day), day_first))
-            continue
-        for hour in range(day_first, day_end):
-            if _within(hour, hour_range):
-                out.append((keys.counters_key(prefix, partition, experiment_id, hour), hour))
-    return out
+        hours = range(day_first, day_first + _HOURS_PER_DAY)
+        inside = [hour for hour in hours if _within(hour, hour_range)]
+        if len(inside) == _HOURS_PER_DAY:
+            reads.append(HashRead(True, day, day_first))
+        elif 1 + _HOURS_PER_DAY - len(inside) < len(inside):
+            # One row for the whole part inside: it lies in one local day of the range.
+            row = inside[0]
+            reads.append(HashRead(True, day, row, whole=False))
+            reads += [HashRead(False, h, row, -1) for h in hours if not _within(h, hour_range)]
+        else:
+            reads += [HashRead(False, hour, hour) for hour in inside]
+    return reads
+
+
+def probed_hours(reads: Sequence[HashRead]) -> list[int]:
+    """The hours inside the range of the days read less their outside hours: which of
+    them have counters is asked of the hours set (the day's own first and last hour may
+    lie outside the range)."""
+    probed = []
+    for read in reads:
+        if read.day and not read.whole:
+            outside = {r.number for r in reads if r.sign < 0 and r.row_hour == read.row_hour}
+            day_first = read.number * _HOURS_PER_DAY
+            hours = range(day_first, day_first + _HOURS_PER_DAY)
+            probed += [hour for hour in hours if hour not in outside]
+    return probed
+
+
+def _hash_of(prefix: str, partition: int, experiment_id: str, read: HashRead) -> _Hash:
+    key = (
+        keys.day_counters_key(prefix, partition, experiment_id, read.number)
+        if read.day
+        else keys.counters_key(prefix, partition, experiment_id, read.number)
+    )
+    # Only a hash that is added whole names hours with counters inside the range.
+    return _Hash(key, read.row_hour, read.sign, spans=read.sign > 0 and read.whole)
 
 
 async def _sum_hashes(
     redis: Redis,
     prefix: str,
-    hashes: list[list[tuple[str, int]]],
+    hashes: list[list[_Hash]],
     with_cells: bool,
     ends: Sequence[tuple[str, bytes]] = (),
     listed_hours: Sequence[int] = (),
+    probes: Sequence[tuple[str, list[int]]] = (),
 ) -> Counters:
-    """Every partition's hashes (key, the hour of its rows) read and summed by (variant,
-    cell text, row hour); ``with_cells``: fields start with a cell id (hours, days).
+    """Every partition's hashes read and summed, each with its sign, by (variant, cell
+    text, row hour); ``with_cells``: fields start with a cell id (hours, days).
     ``ends`` (key, field) name hours with counters outside the hashes read: the first
-    and last of the whole history, kept in ``data_hours`` with ``listed_hours``."""
+    and last of the whole history, kept in ``data_hours`` with ``listed_hours``;
+    ``probes`` (hours set, hours) name hours that have counters if they are members."""
     partitions = len(hashes)
     async with redis.pipeline(transaction=False) as pipe:
         for key, field in ends:
             pipe.hget(key, field)
+        for key, hours in probes:
+            pipe.smismember(key, hours)
         for partition_hashes in hashes:
-            for key, _ in partition_hashes:
-                pipe.hgetall(key)
+            for read in partition_hashes:
+                pipe.hgetall(read.key)
         # After the counters: the sink may intern a cell while we read, and ids are only
         # ever added, so cells read last name every id the counters read before use.
         if with_cells:
@@ -177,6 +236,8 @@ async def _sum_hashes(
     replies = iter(counter_replies)  # the ends, then the hashes, in the order requested
     data_hours = set(listed_hours)
     data_hours.update(int(hour) for hour in itertools.islice(replies, len(ends)) if hour)
+    for (_, hours), members in zip(probes, itertools.islice(replies, len(probes)), strict=True):
+        data_hours.update(hour for hour, member in zip(hours, members, strict=True) if member)
     # Summed in one vectorised pass: per stored field only a dictionary lookup runs in
     # Python. A field name is parsed once per partition into a code naming its
     # (variant, cell text) pair and its first metric (_FieldCodes); the numbers of all
@@ -184,30 +245,35 @@ async def _sum_hashes(
     codes = _FieldCodes()
     field_codes: list[int] = []
     field_hours: list[int] = []
+    field_signs: list[int] = []
     reply_sizes: list[int] = []
     packed: list[bytes] = []
     for partition, partition_hashes in enumerate(hashes):
         partition_codes = codes.for_partition(cell_hashes[partition] if with_cells else None)
-        for _, hour in partition_hashes:
+        for read in partition_hashes:
             reply = next(replies)
             spans = [reply.pop(field, None) for field in _SPAN_FIELDS]
             if not reply:
                 continue
-            data_hours.update(int(span) for span in spans if span is not None)
-            if spans[0] is None:  # an hour's hash
-                data_hours.add(hour)
+            if read.spans:
+                data_hours.update(int(span) for span in spans if span is not None)
+                if spans[0] is None:  # an hour's hash
+                    data_hours.add(read.row_hour)
             field_codes.extend(map(partition_codes.__getitem__, reply))
             packed.extend(reply.values())
-            field_hours.append(hour)
+            field_hours.append(read.row_hour)
+            field_signs.append(read.sign)
             reply_sizes.append(len(reply))
     if not packed:
         return Counters({}, sorted(data_hours))
     code_array = np.array(field_codes, dtype=np.int64)
     hour_array = np.repeat(np.array(field_hours, dtype=np.int64), reply_sizes)
+    sign_array = np.repeat(np.array(field_signs, dtype=np.int8), reply_sizes)
     # one row per (variant, cell text, hour): the cell of the result
     cells, rows = np.unique((code_array // _METRIC_SLOTS) << 32 | hour_array, return_inverse=True)
     row_metrics: list[dict[str, float]] = [{} for _ in range(cells.size)]
-    for row, metrics in _sum_packed(rows, code_array % _METRIC_SLOTS, packed, codes.names):
+    first_metrics = code_array % _METRIC_SLOTS
+    for row, metrics in _sum_packed(rows, first_metrics, packed, codes.names, sign_array):
         row_metrics[row] = metrics
     cell_keys = [
         CellKey(variant, hour, cell)
@@ -217,8 +283,15 @@ async def _sum_hashes(
             strict=True,
         )
     ]
-    return Counters(dict(zip(cell_keys, row_metrics, strict=True)), sorted(data_hours))
+    # A row whose every sum cancelled (a day less hours that held all of it) is no row.
+    cells_read = {
+        key: metrics for key, metrics in zip(cell_keys, row_metrics, strict=True) if metrics
+    }
+    return Counters(cells_read, sorted(data_hours))
 
+
+_CANCELLED = 1e-12
+"""A signed sum this small against the sum of its terms' magnitudes is rounding."""
 
 _DENSE_LIMIT = 1 << 24
 """Up to this many (cell, metric) slots (128 MB of sums) are summed without sorting."""
@@ -298,10 +371,14 @@ def _sum_packed(
     first_metrics: npt.NDArray[np.int64],
     packed: list[bytes],
     names: list[str],
+    signs: npt.NDArray[np.int8],
 ) -> Iterator[tuple[int, dict[str, float]]]:
-    """(row, {metric name: sum}) of all fields' comma-separated numbers; nonzero sums only.
+    """(row, {metric name: sum}) of all fields' comma-separated numbers, each field added
+    with its sign; nonzero sums only.
 
     Field i holds the metrics first_metrics[i], first_metrics[i] + 1, ... of row rows[i].
+    A sum whose terms cancel to within float rounding of their magnitudes (a day less
+    the hours that held it: (0.1 + 0.2) + 0.3 - 0.3 - 0.3 is 5.6e-17) is zero.
     """
     # All numbers parsed in C at once; a field's count of numbers is its commas + 1.
     joined = b";".join(packed)
@@ -317,15 +394,21 @@ def _sum_packed(
     positions = np.arange(numbers.size) - np.repeat(starts, counts)
     metrics = np.repeat(first_metrics, counts) + positions
     flat = np.repeat(rows, counts) * len(names) + metrics
+    subtracted = bool((signs < 0).any())
+    if subtracted:
+        numbers = numbers * np.repeat(signs, counts)
     if rows.size and (int(rows.max()) + 1) * len(names) <= _DENSE_LIMIT:
-        totals = np.bincount(flat, weights=numbers)  # no sort: a slot per (row, metric)
-        unique = np.flatnonzero(totals)
-        totals = totals[unique]
+        slots = flat  # no sort: a slot per (row, metric)
+        unique = None
     else:
-        unique, inverse = np.unique(flat, return_inverse=True)
-        totals = np.bincount(inverse, weights=numbers)
-        nonzero = totals != 0
-        unique, totals = unique[nonzero], totals[nonzero]
+        unique, slots = np.unique(flat, return_inverse=True)
+    totals = np.bincount(slots, weights=numbers)
+    if subtracted:
+        magnitudes = np.bincount(slots, weights=np.abs(numbers))
+        totals[np.abs(totals) <= _CANCELLED * magnitudes] = 0.0
+    nonzero = np.flatnonzero(totals)
+    unique = nonzero if unique is None else unique[nonzero]
+    totals = totals[nonzero]
     # sorted by row: one dict per run of equal rows
     unique_rows = unique // len(names)
     ends = [*(np.flatnonzero(np.diff(unique_rows)) + 1).tolist(), unique.size]
