@@ -47,16 +47,20 @@ async def load_table(
         hour_range = (None, None) if running else query.hour_range()
         counters = await read_counters(redis, prefix, definition.id, grain, hour_range)
         return CellTable.from_counters(counters.cells, counters.data_hours)
-    return await load_visitor_table(redis, prefix, definition)
+    filters_ids = any(
+        condition.field == "visitor_id" for group in query.segment for condition in group
+    )
+    return await load_visitor_table(redis, prefix, definition, filters_ids)
 
 
 async def load_visitor_table(
-    redis: Redis, prefix: str, definition: ExperimentDefinition
+    redis: Redis, prefix: str, definition: ExperimentDefinition, visitor_ids: bool = True
 ) -> VisitorTable:
-    """The experiment's visitors from the columnar visitor store, or, for an experiment
-    with entrants written before the store existed, from the visitor hashes."""
+    """The experiment's visitors from the columnar visitor store (their ids only with
+    ``visitor_ids``), or, for an experiment with entrants written before the store
+    existed, from the visitor hashes."""
     rules = experiment_rules(definition)
-    stored = await read_visitor_columns(redis, prefix, definition.id)
+    stored = await read_visitor_columns(redis, prefix, definition.id, visitor_ids)
     if stored is not None:
         return await asyncio.to_thread(
             VisitorTable.from_columns, definition.id, stored, None, rules

@@ -175,7 +175,7 @@ class VisitorTable:
     """Columns of one experiment's visitors; build once, query many times."""
 
     experiment_id: str
-    visitor_ids: Sequence[str]
+    visitor_ids: Sequence[str] | None  # None: not read (no query of the table needs them)
     variants: Column
     entry_ms: npt.NDArray[np.int64]
     hours: Codes
@@ -264,7 +264,7 @@ class VisitorTable:
         """The table of the columnar visitor store (``visitor_columns``), with
         ``build``'s ``counted_before_ms`` and ``rules``; JSON is parsed once per
         distinct text."""
-        count = len(stored.visitor_ids)
+        count = stored.entry_ms.size
         exposures = stored.fact_hour == MULTIPLE_EXPOSURE
         multiple = np.zeros(count, dtype=bool)
         multiple[stored.fact_row[exposures]] = True
@@ -297,7 +297,7 @@ class VisitorTable:
 
     @property
     def size(self) -> int:
-        return len(self.visitor_ids)
+        return int(self.entry_ms.size)
 
     @property
     def hours_with_data(self) -> Codes:
@@ -312,6 +312,8 @@ class VisitorTable:
             elif field in RAW_FIELDS:
                 column = self._raw_column(field)
             elif field == "visitor_id":
+                if self.visitor_ids is None:
+                    raise KeyError("the table was read without visitor ids")
                 column = encode(self.visitor_ids, self.size)
             else:
                 column = derive(self.contexts, _context_getter(field, key))

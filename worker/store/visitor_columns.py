@@ -60,7 +60,7 @@ class StoredColumns:
     """The experiment's columns, every partition's rows one after the other (a visitor
     row counts from the first partition's first entrant)."""
 
-    visitor_ids: list[str]
+    visitor_ids: list[str] | None  # None: not asked for
     variant: Interned
     entry_ms: Codes
     cell: Interned
@@ -91,10 +91,14 @@ class _Dictionary:
         return [text.decode() for text in self._texts]
 
     def recode(self, ids: npt.NDArray[np.uint32], texts: npt.NDArray[np.object_]) -> Codes:
-        """Codes of ``ids`` (0: none), ``texts[id]`` naming a partition's ids."""
-        unique, inverse = np.unique(ids, return_inverse=True)
-        lookup = np.fromiter(map(self._code, texts[unique]), dtype=np.int64, count=unique.size)
-        return lookup[inverse.reshape(-1)]
+        """Codes of ``ids`` (0: none), ``texts[id]`` naming a partition's ids (dense:
+        a lookup table by id, no sort)."""
+        present = np.flatnonzero(np.bincount(ids, minlength=texts.size))
+        lookup = np.full(texts.size, -1, dtype=np.int64)
+        lookup[present] = np.fromiter(
+            map(self._code, texts[present]), dtype=np.int64, count=present.size
+        )
+        return lookup[ids]
 
     def _code(self, text: bytes | None) -> int:
         if text is None:
@@ -114,11 +118,12 @@ class _Partition:
 
 
 async def read_visitor_columns(
-    redis: Redis, prefix: str, experiment_id: str
+    redis: Redis, prefix: str, experiment_id: str, visitor_ids: bool = False
 ) -> StoredColumns | None:
     """The experiment's columns as of one moment per partition, or None when some
     partition has entrants the columns lack (written before the store existed: the
-    caller reads the visitor hashes instead)."""
+    caller reads the visitor hashes instead). The visitor ids (the entrants lists, the
+    largest read) only with ``visitor_ids``."""
     partitions = await partition_count(redis, prefix)
     script = redis.register_script(_LENGTHS)
     lengths = await asyncio.gather(
@@ -141,7 +146,10 @@ async def read_visitor_columns(
         parts.append(_Partition(int(listed), int(fact_bytes), int(event_bytes)))
     async with redis.pipeline(transaction=False) as pipe:
         for partition, part in enumerate(parts):
-            pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, part.entrants - 1)
+            if visitor_ids:
+                pipe.lrange(
+                    keys.entrants_key(prefix, partition, experiment_id), 0, part.entrants - 1
+                )
             for key, size in (
                 (keys.entrant_columns_key, part.entrants * ENTRANT.itemsize),
                 (keys.fact_columns_key, part.fact_bytes),
@@ -154,13 +162,13 @@ async def read_visitor_columns(
             pipe.hgetall(keys.strings_key(prefix, partition))
             pipe.hgetall(keys.cells_key(prefix, partition))
         replies = iter(await pipe.execute())
-    return _decode(parts, replies)
+    return _decode(parts, replies, visitor_ids)
 
 
-def _decode(parts: list[_Partition], replies: object) -> StoredColumns:
+def _decode(parts: list[_Partition], replies: object, with_ids: bool) -> StoredColumns:
     """Columns from the pipeline's replies, in the order read_visitor_columns asked."""
     answers = iter(replies)  # type: ignore[call-overload]
-    visitor_ids: list[str] = []
+    visitor_ids: list[str] | None = [] if with_ids else None
     dictionaries = {
         name: _Dictionary()
         for name in ("variant", "cell", "context", "goal", "restricted", "attributes", "currency")
@@ -174,8 +182,8 @@ def _decode(parts: list[_Partition], replies: object) -> StoredColumns:
 
     for part in parts:
         # Visitor ids are [A-Za-z0-9_-]: one join, decode and split, in C, not one step each.
-        listed = next(answers)
-        if listed:
+        listed = next(answers) if visitor_ids is not None else None
+        if visitor_ids is not None and listed:
             visitor_ids.extend(b"\n".join(listed).decode().split("\n"))
         entrants = np.frombuffer(_joined(answers, part.entrants * ENTRANT.itemsize), ENTRANT)
         facts = np.frombuffer(_joined(answers, part.fact_bytes), FACT)
