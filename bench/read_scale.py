@@ -213,23 +213,24 @@ async def column_bytes(redis: Redis, prefix: str, experiment_id: str) -> int:
 
 async def measure(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
-    prefix = f"bench-read-{os.getpid()}"
+    prefix = args.reuse or f"bench-read-{os.getpid()}"
     definition = ExperimentDefinition.model_validate(
         two_arm_definition(EXPERIMENT)
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
     async with connect(settings) as redis:
-        before = int((await redis.info("memory"))["used_memory"])
-        started = time.perf_counter()
-        count = await fill(redis, prefix, definition, args)
-        seconds = time.perf_counter() - started
-        after = int((await redis.info("memory"))["used_memory"])
-        print(
-            f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
-            f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment, "
-            f"of which the columnar visitor store "
-            f"{await column_bytes(redis, prefix, definition.id) / args.visitors:.0f}"
-        )
+        if args.reuse is None:
+            before = int((await redis.info("memory"))["used_memory"])
+            started = time.perf_counter()
+            count = await fill(redis, prefix, definition, args)
+            seconds = time.perf_counter() - started
+            after = int((await redis.info("memory"))["used_memory"])
+            print(
+                f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
+                f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment, "
+                f"of which the columnar visitor store "
+                f"{await column_bytes(redis, prefix, definition.id) / args.visitors:.0f}"
+            )
         try:
             print(
                 f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |"
@@ -269,6 +270,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        metavar="PREFIX",
+        help="read the prefix a --keep run filled (same --visitors and --days) instead of "
+        "filling one",
+    )
     parser.add_argument(
         "--hash-runs",
         type=int,
