@@ -13,8 +13,11 @@ of the CLI and the snapshot job; the API runs the same in its runners) is timed
 "cold" for the application (Redis itself holds everything in memory). Whole-run cell
 queries are timed twice: as the planner reads them (the running totals per cell) and
 from the day rollups, as the planner read them before those totals existed, on the same
-data in the same run. Redis bytes per
-visitor are INFO used_memory after the fill minus before, over the visitors. It prints
+data in the same run, and so are the visitor scans: from the columnar visitor store
+(what ``compute_result`` reads) and from the visitor hashes, the path before it
+(``--hash-runs`` times). Redis bytes per visitor are INFO used_memory after the fill
+minus before, over the visitors, and the columnar store's share the MEMORY USAGE of its
+keys. Conversions carry one event attribute, ``plan``. It prints
 figures and asserts nothing; the prefix's keys are deleted at the end (``--keep``
 keeps them).
 """
@@ -55,9 +58,13 @@ from worker.results.planning import counter_grain, plan_query  # noqa: E402
 from worker.results.presets import preset_filter  # noqa: E402
 from worker.results.query import ResultQuery  # noqa: E402
 from worker.results.service import compute_result, document  # noqa: E402
+from worker.results.visitor_scan import VisitorTable  # noqa: E402
+from worker.store import keys  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.connection import Redis, connect  # noqa: E402
 from worker.store.counter_reader import Grain, read_counters  # noqa: E402
+from worker.store.sink_protocol import experiment_rules  # noqa: E402
+from worker.store.visitor_reader import read_visitor_states  # noqa: E402
 
 PARTITIONS = 12
 BATCH = 500
@@ -101,6 +108,7 @@ def events(visitors: int, days: int, seed: int) -> Iterator[tuple[str, bytes, by
                     "goal": "purchase",
                     "value": round(rng.uniform(5, 100), 2),
                     "timestamp": moment.isoformat(),
+                    "attributes": {"plan": rng.choice(("pro", "free", "team"))},
                 }
                 yield (
                     "c",
@@ -168,26 +176,61 @@ def queries(days: int) -> dict[str, ResultQuery]:
         "breakdown by city": ResultQuery(breakdown="city"),
         "min_count=2": ResultQuery(min_count=2),
         "timeframe_days=3": ResultQuery(timeframe_days=3),
+        "event attribute plan == pro": ResultQuery.model_validate(
+            {"event_filter": [[{"key": "plan", "operator": "==", "value": "pro"}]]}
+        ),
     }
+
+
+async def from_hashes(
+    redis: Redis, prefix: str, definition: ExperimentDefinition, query: ResultQuery
+) -> Any:
+    """The result of a scan read from the visitor hashes (the scan before the columnar
+    visitor store, and still the one of experiments with entrants from before it)."""
+    states = await read_visitor_states(redis, prefix, definition.id)
+    table = await asyncio.to_thread(
+        VisitorTable.build, definition.id, states, None, experiment_rules(definition)
+    )
+    return await asyncio.to_thread(
+        document, table, definition, query, [goal.key for goal in definition.goals]
+    )
+
+
+async def column_bytes(redis: Redis, prefix: str, experiment_id: str) -> int:
+    """MEMORY USAGE of the columnar visitor store's keys (columns and intern hashes)."""
+    total = 0
+    for partition in range(PARTITIONS):
+        for key in (
+            keys.entrant_columns_key(prefix, partition, experiment_id),
+            keys.fact_columns_key(prefix, partition, experiment_id),
+            keys.event_columns_key(prefix, partition, experiment_id),
+            keys.strings_key(prefix, partition),
+            keys.visit_ids_key(prefix, partition),
+        ):
+            total += int(await redis.memory_usage(key, samples=0) or 0)
+    return total
 
 
 async def measure(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
-    prefix = f"bench-read-{os.getpid()}"
+    prefix = args.reuse or f"bench-read-{os.getpid()}"
     definition = ExperimentDefinition.model_validate(
         two_arm_definition(EXPERIMENT)
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
     async with connect(settings) as redis:
-        before = int((await redis.info("memory"))["used_memory"])
-        started = time.perf_counter()
-        count = await fill(redis, prefix, definition, args)
-        seconds = time.perf_counter() - started
-        after = int((await redis.info("memory"))["used_memory"])
-        print(
-            f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
-            f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment"
-        )
+        if args.reuse is None:
+            before = int((await redis.info("memory"))["used_memory"])
+            started = time.perf_counter()
+            count = await fill(redis, prefix, definition, args)
+            seconds = time.perf_counter() - started
+            after = int((await redis.info("memory"))["used_memory"])
+            print(
+                f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
+                f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment, "
+                f"of which the columnar visitor store "
+                f"{await column_bytes(redis, prefix, definition.id) / args.visitors:.0f}"
+            )
         try:
             print(
                 f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |"
@@ -199,9 +242,12 @@ async def measure(args: argparse.Namespace) -> None:
                 ways = {f"{name} ({grain})": compute_result}
                 if grain is Grain.CELL_TOTALS:
                     ways[f"{name} (days, as before)"] = from_days
+                if not counters and args.hash_runs:
+                    ways[f"{name} (visitor hashes, as before)"] = from_hashes
                 for label, way in ways.items():
                     times = []
-                    for _ in range(args.runs):
+                    runs = args.hash_runs if way is from_hashes else args.runs
+                    for _ in range(runs):
                         begun = time.perf_counter()
                         result = await way(redis, prefix, definition, query)
                         times.append((time.perf_counter() - begun) * 1000)
@@ -224,6 +270,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        metavar="PREFIX",
+        help="read the prefix a --keep run filled (same --visitors and --days) instead of "
+        "filling one",
+    )
+    parser.add_argument(
+        "--hash-runs",
+        type=int,
+        default=1,
+        help="runs of each scan from the visitor hashes, the path before the columnar "
+        "store (0: skip; about a minute each at a million visitors)",
+    )
     args = parser.parse_args()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     asyncio.run(measure(args))

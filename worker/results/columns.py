@@ -67,6 +67,13 @@ def encode(values: Iterable[object | None], count: int) -> Column:
     return Column(codes, distinct)
 
 
+def derive(column: Column, function: Callable[[object], object | None]) -> Column:
+    """The column of ``function`` of each row's value, evaluated once per distinct value;
+    missing rows stay missing."""
+    mapped = encode(map(function, column.values), len(column.values))
+    return Column(column.lookup(np.append(mapped.codes, -1)), mapped.values)
+
+
 def time_column(hours: Codes, field: str, tz: int) -> Column:
     """Day of week (0 = Monday) or hour of day of UTC hour buckets, in timezone ``tz``."""
     local = hours + tz

@@ -6,7 +6,7 @@ Both data sources (counter cells and the per-visitor scan) group their rows by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -58,12 +58,19 @@ class Grouping:
 
     def sum(self, mask: Mask, weights: npt.NDArray[Any] | None = None) -> Sums:
         """Per-group count of the masked rows, or sum of their ``weights``."""
-        selected = mask & (self.groups >= 0)
-        return np.bincount(
-            self.groups[selected],
-            weights=None if weights is None else weights[selected],
-            minlength=self.size,
-        ).astype(np.float64)
+        return self.over(mask)(weights)
+
+    def over(self, mask: Mask) -> Callable[[npt.NDArray[Any] | None], Sums]:
+        """``sum`` over one mask for any weights, the mask applied once: rows outside it
+        go to one extra group, dropped, so no weights are copied per call (each group
+        still adds its rows in row order, as ``sum`` always did)."""
+        bins = np.where(mask & (self.groups >= 0), self.groups, self.size)
+
+        def total(weights: npt.NDArray[Any] | None = None) -> Sums:
+            counted = np.bincount(bins, weights=weights, minlength=self.size + 1)
+            return counted[: self.size].astype(np.float64)
+
+        return total
 
 
 def grouping(

@@ -127,6 +127,8 @@ local clock = tonumber(redis.call('GET', base .. ':wm') or '0')
 --                      {h = 1, i = event id}. A record dead-lettered after the hold is
 --                      deleted, leaving a gap in n.
 --   nX                 visits of the entry so far (V: the vX:{visit} fields)
+--   rX                 the entry's row in the experiment's columns (see the columnar
+--                      visitor store below)
 --   sX:G               counted events, revenue, orders and converted visits, raw (before
 --                      any cap), "count|revenue|orders|visits"
 --   cX:G:{visit}       this visit has a counted event
@@ -183,6 +185,90 @@ local function cell_id(cell)
     cell_ids[cell] = id
   end
   return id
+end
+
+-- The columnar visitor store (DESIGN.md section 4; read by worker/store/visitor_columns.py):
+-- what the scans need, appended per experiment as fixed-width little-endian records, so a
+-- reader fetches it in a few large GETRANGEs and decodes it with numpy:
+--   "{base}:xe:{experiment}"  entrants, 20 bytes each, in the order of the entrants list
+--                             "{base}:ev:{experiment}" (the record's position is the
+--                             visitor's row): variant (string id), entry ms (double),
+--                             cell id, extended context JSON (string id, 0: none)
+--   "{base}:xf:{experiment}"  later facts about a visitor, 8 bytes: row, then the hour
+--                             of a visit's first exposure, or -1 for a multiple exposure
+--   "{base}:xg:{experiment}"  goal events that may count for the experiment, 40 bytes:
+--                             row, goal (string id), time ms (double), revenue (double,
+--                             NaN without), visit (id in "{base}:vid", identity only),
+--                             the experiment it is restricted to, its attributes JSON,
+--                             its currency (string ids, 0: none)
+-- Strings are interned per partition in "{base}:str" (text -> id, ids 1, 2, ... given in
+-- order, so the next is HLEN + 1), visit ids in "{base}:vid" the same way; the visitor
+-- hash keeps the row of each entry in rX. An event is appended to an experiment when it
+-- is applied (for the entries the visitor has) or when the visitor enters (the events
+-- stored before), and only settled: a held event has no entry it may count for (it
+-- would not be held), an entry that may count it releases it before appending it, and a
+-- hold that expires dead-letters an event no column holds. So no record is ever
+-- rewritten: the store is append-only. Appends are gathered per key and written once
+-- when the batch ends (write_columns).
+local NO_VALUE = 0 / 0
+local column_appends = {}
+local function append_record(key, record)
+  local pending = column_appends[key]
+  if pending == nil then
+    pending = {}
+    column_appends[key] = pending
+  end
+  pending[#pending + 1] = record
+end
+
+local function write_columns()
+  for key, records in pairs(column_appends) do
+    redis.call('APPEND', key, table.concat(records))
+  end
+end
+
+local function interner(key)
+  local known = {}
+  return function(text)
+    if text == nil then return 0 end
+    local id = known[text]
+    if id == nil then
+      id = redis.call('HGET', key, text)
+      if id then
+        id = tonumber(id)
+      else
+        id = redis.call('HLEN', key) + 1
+        redis.call('HSET', key, text, id)
+      end
+      known[text] = id
+    end
+    return id
+  end
+end
+local string_id = interner(base .. ':str')
+local visit_id = interner(base .. ':vid')
+
+local function append_entrant(experiment, variant, entry_ms, cell, context)
+  append_record(base .. ':xe:' .. experiment, struct.pack('<I4dI4I4', string_id(variant),
+    entry_ms, tonumber(cell), string_id(context)))
+end
+
+-- hour: the visit's first-exposure hour; -1: a multiple exposure.
+local function append_fact(experiment, row, hour)
+  append_record(base .. ':xf:' .. experiment, struct.pack('<I4i4', row, hour))
+end
+
+local function append_event(experiment, row, goal, record)
+  append_record(base .. ':xg:' .. experiment, struct.pack('<I4I4ddI4I4I4I4', row,
+    string_id(goal), record.t, record.v ~= nil and tonumber(record.v) or NO_VALUE,
+    visit_id(record.s or '_'), string_id(record.x),
+    string_id(record.a ~= nil and cjson.encode(record.a) or nil), string_id(record.c)))
+end
+
+-- The visitor's row in an experiment's columns (nil: entered before the store existed).
+local function row_of(visitor_key, xn)
+  local row = redis.call('HGET', visitor_key, 'r' .. xn)
+  return row and tonumber(row)
 end
 
 -- Read cost must not grow with history (DESIGN.md section 4): every delta counted into
@@ -564,9 +650,11 @@ end
 -- It also makes V one larger, which adds to V and V^2 and, for every goal the entry has
 -- counted events of, to its products with V, all in the entry hour. A new entry
 -- (entered_now) has counted no goal event yet: its stored ones are counted after this.
-local function record_visit(visitor_key, xn, experiment, variant, cell, visit, hour,
+-- row: the entry's row in the experiment's columns (row_of).
+local function record_visit(visitor_key, xn, row, experiment, variant, cell, visit, hour,
                             entry_hour, entered_now)
   if redis.call('HSETNX', visitor_key, 'v' .. xn .. ':' .. visit, hour) == 0 then return end
+  if row then append_fact(experiment, row, hour) end
   add_counts(experiment, hour, variant, cell, nil, {visits = 1})
   local visits = redis.call('HINCRBY', visitor_key, 'n' .. xn, 1)
   add_counts(experiment, entry_hour, variant, cell, nil, {vc = 1, vc2 = 2 * visits - 1})
@@ -607,9 +695,11 @@ local function apply_assignment(c)
     local entry_text = variant .. '|' .. num(c.ts) .. '|' .. cell .. '|' .. num(clock)
     redis.call('HSET', visitor_key, 'e' .. xn, entry_text)
     if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x' .. xn, c.ctx) end
-    redis.call('RPUSH', base .. ':ev:' .. experiment, c.u)
+    local row = redis.call('RPUSH', base .. ':ev:' .. experiment, c.u) - 1
+    redis.call('HSET', visitor_key, 'r' .. xn, row)
+    append_entrant(experiment, variant, c.ts, cell, c.ctx)
     add_counts(experiment, hour, variant, cell, nil, {n = 1})
-    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour, hour, true)
+    record_visit(visitor_key, xn, row, experiment, variant, cell, c.s or '_', hour, hour, true)
     -- Goal events that arrived before this assignment but happened after the entry.
     -- Holds past their deadline were dead-lettered before this entry was made
     -- (advance_clock), so every held record this entry can keep is still within it.
@@ -627,6 +717,9 @@ local function apply_assignment(c)
           if released then
             release_hold(c.u, record)
             redis.call('HSET', visitor_key, field, cjson.encode(record))
+          end
+          if not record.h and (record.x == nil or record.x == experiment) then
+            append_event(experiment, row, entry[1], record)
           end
           if covaries_for(experiment, entry_text, entry[1], record) then
             add_covariate(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
@@ -646,10 +739,12 @@ local function apply_assignment(c)
     end
   else
     local variant, _, entry_hour, cell = parse_entry(redis.call('HGET', visitor_key, 'e' .. xn))
+    local row = row_of(visitor_key, xn)
     if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm' .. xn, c.v) == 1 then
+      if row then append_fact(experiment, row, -1) end
       add_counts(experiment, entry_hour, variant, cell, nil, {me = 1})
     end
-    record_visit(visitor_key, xn, experiment, variant, cell, c.s or '_', hour, entry_hour,
+    record_visit(visitor_key, xn, row, experiment, variant, cell, c.s or '_', hour, entry_hour,
                  false)
   end
 end
@@ -696,6 +791,10 @@ local function apply_conversion(c)
       count_conversion(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
     elseif covaries_for(entry[1], entry[2], c.g, record) then
       add_covariate(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
+    end
+    if not record.h and (record.x == nil or record.x == entry[1]) then
+      local row = row_of(visitor_key, xn)
+      if row then append_event(entry[1], row, c.g, record) end
     end
   end
   append_goal_event(visitor_key, goals, gn, record)
@@ -806,6 +905,7 @@ for key, expire_at in pairs(dedup_expiry) do
 end
 redis.call('SET', base .. ':wm', num(clock))
 write_counters()
+write_columns()
 
 for name, value in pairs(stats) do
   if value > 0 then redis.call('HINCRBY', base .. ':stats', name, value) end

@@ -57,9 +57,21 @@ DEDUP = "dd"
 """``dd:{day}:{xx}``: set of conversion id fingerprints of one event day, bucketed by
 the first two hex digits of their SHA-1; expires after the de-duplication window."""
 
+ENTRANT_COLUMNS = "xe"
+"""``xe:{experiment}``: string of fixed-width entrant records (the columnar visitor store)."""
+FACT_COLUMNS = "xf"
+"""``xf:{experiment}``: string of fixed-width records of visits and multiple exposures."""
+EVENT_COLUMNS = "xg"
+"""``xg:{experiment}``: string of fixed-width goal-event records."""
+STRINGS = "str"
+"""Hash text -> id of the strings the column records name (variants, contexts, goals...)."""
+VISIT_IDS = "vid"
+"""Hash visit id -> id: the identity of the goal events' visits in the columns."""
+
 PARTITION_SUFFIXES = (
     OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR, ENTRANTS,
-    OUTBOX, STATS, HOLD, HELD_RAW, HOLD_CLOCK, DEDUP,
+    OUTBOX, STATS, HOLD, HELD_RAW, HOLD_CLOCK, DEDUP, ENTRANT_COLUMNS, FACT_COLUMNS, EVENT_COLUMNS,
+    STRINGS, VISIT_IDS,
 )  # fmt: skip
 
 
@@ -128,6 +140,32 @@ def visitor_key(prefix: str, partition: int, visitor_id: str) -> str:
 def entrants_key(prefix: str, partition: int, experiment_id: str) -> str:
     """List of the visitors that entered the experiment, in entry order."""
     return f"{partition_base(prefix, partition)}:{ENTRANTS}:{experiment_id}"
+
+
+def entrant_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """String of the experiment's entrant records, one per member of `entrants_key`, in
+    its order (apply_batch.lua documents the 20-byte layout)."""
+    return f"{partition_base(prefix, partition)}:{ENTRANT_COLUMNS}:{experiment_id}"
+
+
+def fact_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """String of the experiment's visit and multiple-exposure records (8 bytes each)."""
+    return f"{partition_base(prefix, partition)}:{FACT_COLUMNS}:{experiment_id}"
+
+
+def event_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """String of the goal events that may count for the experiment (40 bytes each)."""
+    return f"{partition_base(prefix, partition)}:{EVENT_COLUMNS}:{experiment_id}"
+
+
+def strings_key(prefix: str, partition: int) -> str:
+    """Hash text -> id (1, 2, ...) of the strings the partition's column records name."""
+    return f"{partition_base(prefix, partition)}:{STRINGS}"
+
+
+def visit_ids_key(prefix: str, partition: int) -> str:
+    """Hash visit id -> id (1, 2, ...): the columns' visits, compared, never read back."""
+    return f"{partition_base(prefix, partition)}:{VISIT_IDS}"
 
 
 def outbox_key(prefix: str, partition: int) -> str:
