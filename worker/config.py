@@ -163,6 +163,9 @@ class Settings:
     kafka_session_timeout_seconds: float = 10.0
     """How long the group waits for a silent worker before giving its partitions to
     another: a SIGKILLed worker's partitions stall this long (both engines)."""
+    stop_grace_seconds: float = 10.0
+    """How long a stopping worker waits for its batch in flight and its commit before
+    it leaves without them (an unreachable Redis would hold it forever)."""
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
     api_max_scans: int = DEFAULT_API_MAX_SCANS

@@ -104,6 +104,7 @@ PUBLIC = {
     ("GET", "/ui/share/{token}"),
     ("GET", "/ui/share/{token}/stamp"),
     ("GET", "/ui/static/{name}"),
+    ("GET", "/ui/{path:path}"),  # any other /ui address: the 404 page, which shows nothing
 }
 
 

@@ -349,11 +349,24 @@ async def serve(settings: Settings) -> None:
             ),
         ]
         tasks = [consumer_loop, *timers]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.create_task(stop.wait(), name="stop-request")
+        await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
         # Whatever ended first (a stop request, or an error in any task), the consumer
-        # loop finishes its batch and commits before the timers go.
+        # loop finishes its batch and commits before the timers go, within the grace
+        # time: a loop waiting for an unreachable Redis is left unfinished, which loses
+        # nothing (the next worker reads again from Redis's applied offsets).
         stop.set()
-        await asyncio.wait([consumer_loop])
+        await asyncio.wait([consumer_loop], timeout=settings.stop_grace_seconds)
+        if not consumer_loop.done():
+            log.warning(
+                "the consumer loop did not finish within %g s of the stop request (Redis or "
+                "Kafka unreachable?): leaving without it; what it did not apply or commit "
+                "is read again by the next worker",
+                settings.stop_grace_seconds,
+            )
+            consumer_loop.cancel()
+            await asyncio.wait([consumer_loop])
         for timer in timers:
             timer.cancel()
         await asyncio.wait(timers)
