@@ -5,6 +5,7 @@ per-visit numbers were analysed (item 6)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from tests.unit.result_rows import buyer_totals
@@ -55,7 +56,9 @@ def document(query: ResultQuery | None = None) -> ResultDocument:
     return result_document(definition(), totals, query, days_with_data=DAYS)
 
 
-def page(doc: ResultDocument, goal: str = "buy") -> str:
+def page(doc: ResultDocument, goal: str = "buy", days: Sequence[date] = ()) -> str:
+    """The experiment page of ``doc``, with ``doc`` again as every day's daily and
+    cumulative document."""
     experiment = definition()
     return experiment_page(
         ExperimentPage(
@@ -65,9 +68,9 @@ def page(doc: ResultDocument, goal: str = "buy") -> str:
             params=ResultParams(goal_key=goal),
             action="/ui/experiments/cart",
             key=None,
-            days=[],
-            daily=[],
-            cumulative=[],
+            days=list(days),
+            daily=[doc] * len(days),
+            cumulative=[doc] * len(days),
         )
     )
 
@@ -184,19 +187,7 @@ def test_the_lift_chart_draws_the_goal_metric_the_table_pairs_with_its_interval(
         assert control.values == [None, None]
         assert line.values == [getattr(treatment, improvement)] * 2
         assert line.band == [tuple(stats.confidence_interval)] * 2
-        shown = experiment_page(
-            ExperimentPage(
-                definition=experiment,
-                result=result_response(experiment, doc, goal, None, NOW),
-                document=doc,
-                params=ResultParams(goal_key=goal),
-                action="/ui/experiments/cart",
-                key=None,
-                days=[date(2024, 1, 15), date(2024, 1, 16)],
-                daily=[doc, doc],
-                cumulative=[doc, doc],
-            )
-        )
+        shown = page(doc, goal, days=[date(2024, 1, 15), date(2024, 1, 16)])
         chart = shown.split('id="lift-chart"', 1)[1].split("</svg>", 1)[0]
         assert f"Lift of the {title} against the control" in chart
         assert f"Relative lift of the {title}, % of the control" in chart
