@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, cast
 
-import pytest
 from redis.asyncio import Redis
 
 from worker.events.segment_cell import SegmentCell
@@ -26,7 +25,6 @@ from worker.store.counter_reader import (
     probed_hours,
     read_counters,
 )
-from worker.store.visitor_reader import parse_visitor
 
 PREFIX = "t"
 CELL_A = b"mobile|chrome|ios|US|new|direct"
@@ -173,46 +171,6 @@ async def test_the_per_visitor_sums_packed_after_the_first_metrics_are_read_by_n
 
 async def test_an_experiment_without_counters_reads_as_empty() -> None:
     assert await read_counters(cast(Redis, FakeRedis({})), PREFIX, "x") == Counters({}, [])
-
-
-def test_visitor_fields_are_named_by_the_position_of_experiment_and_goal() -> None:
-    fields = {
-        b"kx": b"other,x",
-        b"kg": b"buy:3,view:1",
-        b"e1": b"b|1000|2",
-        b"e2": b"a|7200000|1",
-        b"x2": b'{"city":"Paris"}',
-        b"m2": b"b",
-        b"v2:s1": b"2",
-        b"v2:_": b"3",
-        b"v1:s1": b"0",
-        b"k1:3": b'{"t":7300000,"v":"2.5"}',
-        b"k1:1": b'{"t":7250000,"s":"s1"}',
-        b"k2:1": b'{"t":7400000,"h":1,"i":"e9"}',
-        b"s2:1": b"2|2.5|1",
-        b"c2:1:s1": b"1",
-    }
-    state = parse_visitor("v", "x", fields, {b"1": CELL_A.decode(), b"2": CELL_B.decode()})
-    assert state == {
-        "visitor_id": "v",
-        "variant": "a",
-        "entry_ms": 7200000,
-        "cell": CELL_A.decode(),
-        "context": {"city": "Paris"},
-        "visits": {"s1": 2, "_": 3},
-        # k1:2 was dead-lettered after the hold: a gap, the order of the rest kept
-        "goals": {
-            "buy": [{"t": 7250000, "s": "s1"}, {"t": 7300000, "v": "2.5"}],
-            "view": [{"t": 7400000, "h": 1, "i": "e9"}],
-        },
-        "multiple_exposure": True,
-    }
-
-
-@pytest.mark.parametrize("entered", [b"other", None])
-def test_a_visitor_who_did_not_enter_the_experiment_has_no_state(entered: bytes | None) -> None:
-    fields = {b"kx": entered, b"e1": b"b|1000|1"} if entered else {}
-    assert parse_visitor("v", "x", fields, {b"1": CELL_A.decode()}) is None
 
 
 def test_a_range_reads_whole_days_and_the_cheaper_side_of_each_edge_day() -> None:

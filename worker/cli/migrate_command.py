@@ -1,10 +1,10 @@
-"""`python -m worker migrate [--prefix OLD]`: gives a prefix written before the running
-totals and day rollups existed (issue 16) both, from its hour counters, for every
-experiment whose definition is stored.
+"""`python -m worker migrate [--prefix OLD]`: brings a prefix written by an earlier layout
+up to date. It moves visitor state kept with one Redis key per visitor into the visitor
+buckets (the workers must be stopped for this: the sink refuses such a partition until
+then), and gives a prefix written before the running totals and day rollups existed
+both, from its hour counters, for every experiment whose definition is stored.
 
-Idempotent (it overwrites what it builds); safe while a worker runs (each partition and
-experiment is rebuilt in a transaction that starts again if the sink writes its hours
-meanwhile), quickest with the worker stopped.
+Idempotent: run again, it changes nothing (a run stopped half-way finishes).
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from worker.config import Settings
 from worker.errors import ServiceUnavailable
 from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.rollups import Rebuilt, rebuild_rollups
+from worker.store.visitor_migration import MovedPartition, move_visitor_hashes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "migrate",
-        help="build the running totals and day rollups of a prefix from its hour counters",
-        description="Reads every experiment's hour counters in each partition and writes "
-        "its running totals and UTC day rollups (overwriting them: running it twice "
-        "changes nothing).",
+        help="bring a prefix written by an earlier layout up to date (workers stopped)",
+        description="Moves visitor hashes (one key per visitor) into the visitor buckets, "
+        "then reads every experiment's hour counters in each partition and writes its "
+        "running totals and UTC day rollups (overwriting them: running it twice changes "
+        "nothing). Stop the workers first.",
     )
     parser.add_argument("--prefix", help="key prefix to migrate (default: AB_KEY_PREFIX)")
     parser.set_defaults(handler=handle)
@@ -41,16 +43,27 @@ def handle(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    async def run() -> list[Rebuilt]:
+    def report_moved(done: MovedPartition) -> None:
+        print(
+            f"partition {done.partition}: {done.visitors} visitor hashes -> {done.buckets} buckets",
+            flush=True,
+        )
+
+    async def run() -> tuple[list[MovedPartition], list[Rebuilt]]:
         async with connect(settings) as redis:
-            return await rebuild_rollups(redis, prefix, report)
+            moved = await move_visitor_hashes(redis, prefix, report_moved)
+            return moved, await rebuild_rollups(redis, prefix, report)
 
     try:
-        rebuilt = asyncio.run(run())
+        moved, rebuilt = asyncio.run(run())
     except REDIS_UNAVAILABLE as error:
         raise ServiceUnavailable(
             f"Redis at {settings.redis_url} does not answer: start it or set REDIS_URL."
         ) from error
     experiments = len({done.experiment_id for done in rebuilt})
-    print(f"migrated {prefix!r}: {experiments} experiment(s), {len(rebuilt)} partition part(s).")
+    visitors = sum(done.visitors for done in moved)
+    print(
+        f"migrated {prefix!r}: {visitors} visitor(s) into buckets, {experiments} "
+        f"experiment(s), {len(rebuilt)} partition part(s)."
+    )
     return 0

@@ -52,6 +52,13 @@ for topic, offset in pairs(expected) do
   end
 end
 if behind then return cjson.encode({rollback = behind}) end
+-- A partition written by the layout before the bucketed visitor states (a hash per
+-- visitor, "{base}:v:{visitor}") has applied offsets but no "{base}:vb": its visitors
+-- cannot be read here until `python -m worker migrate` has moved them.
+if redis.call('EXISTS', base .. ':vb') == 0 then
+  if redis.call('HLEN', offsets_key) > 0 then return cjson.encode({legacy_layout = true}) end
+  redis.call('HSET', base .. ':vb', 'L', 0, 's', 0, 'n', 0)
+end
 local outbox_key = base .. ':outbox'
 local hold_key = base .. ':hold'
 local held_raw_key = base .. ':heldraw'
@@ -108,47 +115,6 @@ end
 -- topic. It depends only on how far that partition has been read, never on how far
 -- the conversions topic is ahead or behind, so a replay decides as the first run did.
 local clock = tonumber(redis.call('GET', base .. ':wm') or '0')
-
--- Per-visitor state, the hash "{base}:v:{visitor}" (read by worker/store/visitor_reader.py).
--- Every field is short so that the hash stays listpack-encoded (Redis' defaults: up to
--- 128 fields of at most 64 bytes each; one longer value turns the whole hash into a
--- hashtable, several times larger). Experiments and goals are named once, in kx and
--- kg; other fields use their 1-based position there (X, G):
---   kx                 experiments entered, in entry order, "a,b"
---   kg                 goals with events, in first-event order, and how many events of
---                      each were appended, "goal:n,..."
---   eX                 entry, "variant|entry_ms|cell_id|clock" (cell ids: see
---                      cells_key; clock: the hold clock when the entry was applied,
---                      which decides whether it came within a conversion's hold)
---   xX                 extended context JSON of the entry
---   mX                 the first other variant seen (a multiple exposure)
---   vX:{visit}         hour of the visit's first exposure
---   kG:{n}             the n-th goal event, JSON {t, v, c, x, s, a}; while held also
---                      {h = 1, i = event id}. A record dead-lettered after the hold is
---                      deleted, leaving a gap in n.
---   nX                 visits of the entry so far (V: the vX:{visit} fields)
---   rX                 the entry's row in the experiment's columns (see the columnar
---                      visitor store below)
---   sX:G               counted events, revenue, orders and converted visits, raw (before
---                      any cap), "count|revenue|orders|visits"
---   cX:G:{visit}       this visit has a counted event
---   pX:G               CUPED: the goal's settled events in the covariate window before
---                      entry, raw, "count|revenue" (only when there are some)
-
--- entry: "variant|entry_ms|cell_id|clock" -> variant, entry_ms, hour, cell_id, clock
--- (entries written before the clock was kept have none: 0, within every hold)
-local function parse_entry(text)
-  local bar1 = string.find(text, '|', 1, true)
-  local bar2 = string.find(text, '|', bar1 + 1, true)
-  local bar3 = string.find(text, '|', bar2 + 1, true)
-  local entry_ms = tonumber(string.sub(text, bar1 + 1, bar2 - 1))
-  local cell, entry_clock = string.sub(text, bar2 + 1), 0
-  if bar3 then
-    cell, entry_clock = string.sub(text, bar2 + 1, bar3 - 1), tonumber(string.sub(text, bar3 + 1))
-  end
-  return string.sub(text, 1, bar1 - 1), entry_ms, math.floor(entry_ms / 3600000), cell,
-         entry_clock
-end
 
 -- Counters (DESIGN.md section 4): one hash per experiment and entry/visit hour,
 -- "{base}:c:{experiment}:{hour}", with ONE field per segment cell x variant holding
@@ -248,9 +214,10 @@ end
 local string_id = interner(base .. ':str')
 local visit_id = interner(base .. ':vid')
 
+-- context: the extended context's string id (0: none).
 local function append_entrant(experiment, variant, entry_ms, cell, context)
   append_record(base .. ':xe:' .. experiment, struct.pack('<I4dI4I4', string_id(variant),
-    entry_ms, tonumber(cell), string_id(context)))
+    entry_ms, tonumber(cell), context))
 end
 
 -- hour: the visit's first-exposure hour; -1: a multiple exposure.
@@ -258,17 +225,11 @@ local function append_fact(experiment, row, hour)
   append_record(base .. ':xf:' .. experiment, struct.pack('<I4i4', row, hour))
 end
 
+-- record: a goal event of the visitor state (its visit, attributes and currency are ids).
 local function append_event(experiment, row, goal, record)
   append_record(base .. ':xg:' .. experiment, struct.pack('<I4I4ddI4I4I4I4', row,
-    string_id(goal), record.t, record.v ~= nil and tonumber(record.v) or NO_VALUE,
-    visit_id(record.s or '_'), string_id(record.x),
-    string_id(record.a ~= nil and cjson.encode(record.a) or nil), string_id(record.c)))
-end
-
--- The visitor's row in an experiment's columns (nil: entered before the store existed).
-local function row_of(visitor_key, xn)
-  local row = redis.call('HGET', visitor_key, 'r' .. xn)
-  return row and tonumber(row)
+    string_id(goal), record.t, record.v or NO_VALUE, record.s, string_id(record.x),
+    record.a or 0, record.c or 0))
 end
 
 -- Read cost must not grow with history (DESIGN.md section 4): every delta counted into
@@ -412,6 +373,364 @@ local function write_counters()
   end
 end
 
+-- Per-visitor state (DESIGN.md section 4): no key per visitor. A visitor's state is one
+-- packed binary value in a bucket hash "{base}:vs:{bucket}", field = visitor id, so a
+-- bucket of a few dozen visitors stays listpack-encoded (Redis' default limit of 128
+-- fields; the local Redis allows values up to 512 bytes) and costs no per-key overhead
+-- per visitor. Buckets grow by linear hashing: with level L and split pointer S (hash
+-- "{base}:vb", fields L, s, and n, the visitors stored), a visitor whose hash h (the
+-- first 32 bits of its id's SHA-1) gives b = h mod 2^L goes to bucket b, or to
+-- h mod 2^(L+1) when b < S. Whenever the visitors outgrow BUCKET_LOAD per bucket, bucket
+-- S is split into S and S + 2^L, so a bucket's size stays bounded however many visitors
+-- come, and only one bucket's fields move at a time. The states are read once per batch
+-- and written back once when it ends (write_visitors), like the counters.
+--
+-- Experiment, variant and goal names are interned per partition in "{base}:nm" both ways
+-- (fields "t{name}" -> id and "i{id}" -> name; "#": the last id given); strings the
+-- columns name (currencies, attributes) are ids of "{base}:str" and visits ids of
+-- "{base}:vid" (see the columnar visitor store). A state is, in order (uint: unsigned
+-- LEB128 varint; int: zig-zag varint; double: 8 bytes little-endian;
+-- worker/store/visitor_records.py decodes it):
+--   uint entries, then per entry (in entry order; its position is xn):
+--     uint experiment name id, uint variant name id, int entry ms, uint cell id,
+--     uint extended context string id (0: none), int hold clock when the entry was applied minus entry ms (the clock decides whether
+--     the entry came within a conversion's hold), uint row in the experiment's columns
+--     + 1 (0: none), uint visits, uint multiple exposure (0/1), uint visits seen, then
+--     per visit its visit id and int first-exposure hour minus entry hour, uint goals with counted events, then per such goal: uint gn (the
+--     goal's position below), uint flags (1: revenue, 2: CUPED pre-period sums),
+--     uint raw count, [double raw revenue], uint orders, uint converted visits and their
+--     visit ids, [uint pre-period count, double pre-period revenue]
+--   uint goals, then per goal (in first-event order; its position is gn):
+--     uint goal name id, uint events, then per event (in arrival order): uint flags
+--     (1: revenue, 2: currency, 4: restricted to one experiment, 8: attributes, 16:
+--     held), int time ms, uint visit id, [double revenue], [uint currency string id],
+--     [uint experiment name id], [uint attributes string id], [uint length, held
+--     event id]
+-- Raw sums are kept before any cap, so the counted values do not depend on the order of
+-- the events. A held event is dead-lettered when its hold expires and then removed.
+local names_key = base .. ':nm'
+local name_ids, id_names = {}, {}
+local function name_id(text)
+  local id = name_ids[text]
+  if id == nil then
+    id = redis.call('HGET', names_key, 't' .. text)
+    if id then
+      id = tonumber(id)
+    else
+      id = redis.call('HINCRBY', names_key, '#', 1)
+      redis.call('HSET', names_key, 't' .. text, id, 'i' .. id, text)
+    end
+    name_ids[text] = id
+    id_names[id] = text
+  end
+  return id
+end
+
+local function name_of(id)
+  local text = id_names[id]
+  if text == nil then
+    text = redis.call('HGET', names_key, 'i' .. id)
+    id_names[id] = text
+    name_ids[text] = id
+  end
+  return text
+end
+
+local function put_uint(out, n)
+  while n >= 128 do
+    out[#out + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out[#out + 1] = string.char(n)
+end
+
+local function put_int(out, n)
+  if n >= 0 then put_uint(out, 2 * n) else put_uint(out, -2 * n - 1) end
+end
+
+local function put_double(out, x)
+  out[#out + 1] = struct.pack('<d', x)
+end
+
+local function put_list(out, items)
+  put_uint(out, #items)
+  for _, item in ipairs(items) do put_uint(out, item) end
+end
+
+-- A reader of one packed state: uint(), int(), double(), text(), list().
+local function unpacker(data)
+  local at = 1
+  local self = {}
+  function self.uint()
+    local n, scale = 0, 1
+    while true do
+      local byte = string.byte(data, at)
+      at = at + 1
+      if byte < 128 then return n + byte * scale end
+      n = n + (byte - 128) * scale
+      scale = scale * 128
+    end
+  end
+  function self.int()
+    local z = self.uint()
+    if z % 2 == 0 then return z / 2 end
+    return -(z + 1) / 2
+  end
+  function self.double()
+    local x = struct.unpack('<d', data, at)
+    at = at + 8
+    return x
+  end
+  function self.text()
+    local length = self.uint()
+    local text = string.sub(data, at, at + length - 1)
+    at = at + length
+    return text
+  end
+  function self.list()
+    local items = {}
+    for index = 1, self.uint() do items[index] = self.uint() end
+    return items
+  end
+  return self
+end
+
+-- Whether a flag's bit is set in flags.
+local function has(flags, bit)
+  return flags % (2 * bit) >= bit
+end
+
+-- A state's entries: {x = experiment, v = variant, ms, cell (id), ctx (context string id,
+-- 0: none), clock, row (nil: none), visits, me (multiple exposure), seen = {visit ids},
+-- hours = {their first-exposure hours}, sums = {[gn] = {count, revenue,
+-- orders, visits = {converted visit ids}, pre = nil or {count, revenue}}}}; its goals:
+-- {name, events = {record}}, a record {t, v (revenue or nil), c (currency string id or
+-- nil), x (experiment or nil), s (visit id), a (attributes string id or nil), h (held),
+-- i (held: event id)}.
+local function decode_state(data)
+  local read = unpacker(data)
+  local state = {entries = {}, goals = {}}
+  for xn = 1, read.uint() do
+    local entry = {x = name_of(read.uint()), v = name_of(read.uint()), ms = read.int(),
+                   cell = read.uint(), ctx = read.uint()}
+    entry.clock = entry.ms + read.int()
+    local row = read.uint()
+    if row > 0 then entry.row = row - 1 end
+    entry.visits = read.uint()
+    entry.me = read.uint() == 1
+    entry.seen, entry.hours = {}, {}
+    local entry_hour = math.floor(entry.ms / 3600000)
+    for index = 1, read.uint() do
+      entry.seen[index] = read.uint()
+      entry.hours[index] = entry_hour + read.int()
+    end
+    entry.sums = {}
+    for _ = 1, read.uint() do
+      local gn, flags = read.uint(), read.uint()
+      local sums = {count = read.uint(), revenue = 0}
+      if has(flags, 1) then sums.revenue = read.double() end
+      sums.orders = read.uint()
+      sums.visits = read.list()
+      if has(flags, 2) then sums.pre = {count = read.uint(), revenue = read.double()} end
+      entry.sums[gn] = sums
+    end
+    state.entries[xn] = entry
+  end
+  for gn = 1, read.uint() do
+    local goal = {name = name_of(read.uint()), events = {}}
+    for n = 1, read.uint() do
+      local flags = read.uint()
+      local record = {t = read.int(), s = read.uint()}
+      if has(flags, 1) then record.v = read.double() end
+      if has(flags, 2) then record.c = read.uint() end
+      if has(flags, 4) then record.x = name_of(read.uint()) end
+      if has(flags, 8) then record.a = read.uint() end
+      if has(flags, 16) then
+        record.h = 1
+        record.i = read.text()
+      end
+      goal.events[n] = record
+    end
+    state.goals[gn] = goal
+  end
+  return state
+end
+
+local function encode_state(state)
+  local out = {}
+  put_uint(out, #state.entries)
+  for _, entry in ipairs(state.entries) do
+    put_uint(out, name_id(entry.x))
+    put_uint(out, name_id(entry.v))
+    put_int(out, entry.ms)
+    put_uint(out, tonumber(entry.cell))
+    put_uint(out, entry.ctx)
+    put_int(out, entry.clock - entry.ms)
+    put_uint(out, entry.row and entry.row + 1 or 0)
+    put_uint(out, entry.visits)
+    put_uint(out, entry.me and 1 or 0)
+    put_uint(out, #entry.seen)
+    local entry_hour = math.floor(entry.ms / 3600000)
+    for index, visit in ipairs(entry.seen) do
+      put_uint(out, visit)
+      put_int(out, entry.hours[index] - entry_hour)
+    end
+    local goals = {}
+    for gn in pairs(entry.sums) do goals[#goals + 1] = gn end
+    table.sort(goals)
+    put_uint(out, #goals)
+    for _, gn in ipairs(goals) do
+      local sums = entry.sums[gn]
+      put_uint(out, gn)
+      put_uint(out, (sums.revenue ~= 0 and 1 or 0) + (sums.pre and 2 or 0))
+      put_uint(out, sums.count)
+      if sums.revenue ~= 0 then put_double(out, sums.revenue) end
+      put_uint(out, sums.orders)
+      put_list(out, sums.visits)
+      if sums.pre then
+        put_uint(out, sums.pre.count)
+        put_double(out, sums.pre.revenue)
+      end
+    end
+  end
+  put_uint(out, #state.goals)
+  for _, goal in ipairs(state.goals) do
+    put_uint(out, name_id(goal.name))
+    put_uint(out, #goal.events)
+    for _, record in ipairs(goal.events) do
+      put_uint(out, (record.v and 1 or 0) + (record.c and 2 or 0) + (record.x and 4 or 0)
+        + (record.a and 8 or 0) + (record.h and 16 or 0))
+      put_int(out, record.t)
+      put_uint(out, record.s)
+      if record.v then put_double(out, record.v) end
+      if record.c then put_uint(out, record.c) end
+      if record.x then put_uint(out, name_id(record.x)) end
+      if record.a then put_uint(out, record.a) end
+      if record.h then
+        put_uint(out, #record.i)
+        out[#out + 1] = record.i
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+local buckets_key = base .. ':vb'
+local bucket_stem = base .. ':vs:'
+-- Visitors per bucket before one more split: with linear hashing a bucket not yet split
+-- in this round holds up to about twice as many, still under the 128-field limit.
+local BUCKET_LOAD = 32
+local bucket_level, bucket_split, visitors_stored = nil, nil, nil
+-- visitor -> {state, bucket, stored (it had a state before this batch), dirty}
+local visitor_cache = {}
+
+local function visitor_hash(visitor)
+  return tonumber(string.sub(redis.sha1hex(visitor), 1, 8), 16)
+end
+
+local function visitor_of(visitor)
+  local item = visitor_cache[visitor]
+  if item == nil then
+    if bucket_level == nil then
+      local stored = redis.call('HMGET', buckets_key, 'L', 's', 'n')
+      bucket_level = tonumber(stored[1] or '0')
+      bucket_split = tonumber(stored[2] or '0')
+      visitors_stored = tonumber(stored[3] or '0')
+    end
+    local hash = visitor_hash(visitor)
+    local bucket = hash % 2 ^ bucket_level
+    if bucket < bucket_split then bucket = hash % 2 ^ (bucket_level + 1) end
+    local data = redis.call('HGET', bucket_stem .. bucket, visitor)
+    item = {bucket = bucket, stored = data ~= false, dirty = false}
+    item.state = data and decode_state(data) or {entries = {}, goals = {}}
+    visitor_cache[visitor] = item
+  end
+  return item
+end
+
+-- The state of a visitor, to read; changed() marks it to be written back.
+local function state_of(visitor)
+  return visitor_of(visitor).state
+end
+
+local function changed(visitor)
+  visitor_of(visitor).dirty = true
+end
+
+-- Moves the visitors of bucket S whose hash names bucket S + 2^L there.
+local function split_bucket()
+  local source = bucket_stem .. bucket_split
+  local target = bucket_split + 2 ^ bucket_level
+  local listed = redis.call('HGETALL', source)
+  local moved, names = {}, {}
+  for index = 1, #listed, 2 do
+    if visitor_hash(listed[index]) % 2 ^ (bucket_level + 1) == target then
+      moved[#moved + 1] = listed[index]
+      moved[#moved + 1] = listed[index + 1]
+      names[#names + 1] = listed[index]
+    end
+  end
+  if #names > 0 then
+    redis.call('HSET', bucket_stem .. target, unpack(moved))
+    redis.call('HDEL', source, unpack(names))
+  end
+  bucket_split = bucket_split + 1
+  if bucket_split == 2 ^ bucket_level then
+    bucket_level = bucket_level + 1
+    bucket_split = 0
+  end
+end
+
+-- Writes back the states this batch changed, bucket by bucket, then splits buckets
+-- while the visitors outgrow them. A state with neither entries nor goal events (its
+-- only event was dead-lettered) is removed.
+local function write_visitors()
+  if bucket_level == nil then return end
+  local writes, removals = {}, {}
+  for visitor, item in pairs(visitor_cache) do
+    if item.dirty then
+      local state = item.state
+      local empty = #state.entries == 0
+      for _, goal in ipairs(state.goals) do
+        if #goal.events > 0 then empty = false end
+      end
+      if empty then
+        if item.stored then
+          local listed = removals[item.bucket] or {}
+          removals[item.bucket] = listed
+          listed[#listed + 1] = visitor
+          visitors_stored = visitors_stored - 1
+        end
+      else
+        local listed = writes[item.bucket] or {}
+        writes[item.bucket] = listed
+        listed[#listed + 1] = visitor
+        listed[#listed + 1] = encode_state(state)
+        if not item.stored then visitors_stored = visitors_stored + 1 end
+      end
+    end
+  end
+  for bucket, listed in pairs(writes) do
+    for start = 1, #listed, 2 * FIELDS_PER_CALL do
+      redis.call('HSET', bucket_stem .. bucket,
+        unpack(listed, start, math.min(start + 2 * FIELDS_PER_CALL - 1, #listed)))
+    end
+  end
+  for bucket, listed in pairs(removals) do
+    redis.call('HDEL', bucket_stem .. bucket, unpack(listed))
+  end
+  while visitors_stored > BUCKET_LOAD * (2 ^ bucket_level + bucket_split) do split_bucket() end
+  redis.call('HSET', buckets_key, 'L', bucket_level, 's', bucket_split, 'n', visitors_stored)
+end
+
+-- The position of item in list (nil: absent).
+local function position(list, item)
+  for index, existing in ipairs(list) do
+    if existing == item then return index end
+  end
+  return nil
+end
+
 -- The definition's rule for a goal of an experiment: its kind ('conversion', 'revenue',
 -- 'count', or nil when the definition does not name the goal) and its cap (nil: none).
 local function goal_rule(experiment, goal)
@@ -456,25 +775,19 @@ local function scale_step(kind, cap, count, revenue, value)
   return counted_step(revenue, value or 0, cap)
 end
 
--- sX:G -> raw count, revenue, orders, converted visits (a field written before converted
--- visits were kept has three parts).
-local function parse_sums(text)
-  if not text then return 0, 0, 0, 0 end
-  local parts = split(text, '|')
-  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3]), tonumber(parts[4] or '0')
-end
-
--- Counts one goal event of a visitor for one experiment the visitor had entered.
--- xn and gn: the positions of experiment and goal in the visitor's kx and kg.
-local function count_conversion(visitor_key, xn, experiment, entry_text, gn, goal, record)
-  local variant, _, entry_hour, cell = parse_entry(entry_text)
+-- Counts one goal event of a visitor for one experiment the visitor had entered: entry
+-- is its entry (of the state's entries), gn the goal's position in the state's goals.
+local function count_conversion(entry, gn, goal, record)
+  local experiment = entry.x
   local kind, cap = goal_rule(experiment, goal)
-  local sums_field = 's' .. xn .. ':' .. gn
-  local stored = redis.call('HMGET', visitor_key, sums_field, 'n' .. xn, 'p' .. xn .. ':' .. gn)
-  local count, revenue, orders, converted_visits = parse_sums(stored[1])
-  local visits = tonumber(stored[2] or '0')
-  -- carried as text: cjson would keep only 14 significant digits of a number
-  local value = record.v ~= nil and tonumber(record.v) or nil
+  local sums = entry.sums[gn]
+  if sums == nil then
+    sums = {count = 0, revenue = 0, orders = 0, visits = {}}
+    entry.sums[gn] = sums
+  end
+  local count, revenue, orders = sums.count, sums.revenue, sums.orders
+  local visits = entry.visits
+  local value = record.v
   local deltas = {}
   if count == 0 then deltas.cv = 1 end
   -- a cap bounds the events of count goals and the revenue of revenue goals
@@ -494,33 +807,31 @@ local function count_conversion(visitor_key, xn, experiment, entry_text, gn, goa
   end
   -- Converted visits: distinct visits with a counted goal event, in the visitor's
   -- cohort like conversions, so the count does not depend on arrival order.
-  if redis.call('HSETNX', visitor_key, 'c' .. xn .. ':' .. gn .. ':' .. (record.s or '_'), '1')
-      == 1 then
+  if not position(sums.visits, record.s) then
+    local converted_visits = #sums.visits
     deltas.cvis = 1
     deltas.cvis2 = 2 * converted_visits + 1
     deltas.vcvis = visits
-    converted_visits = converted_visits + 1
+    sums.visits[converted_visits + 1] = record.s
   end
-  if stored[3] and kind ~= nil then
+  if sums.pre and kind ~= nil then
     -- CUPED: Y grows while the covariate X is set (add_covariate grows X while Y is set)
-    local pre = split(stored[3], '|')
-    local covariate = scale_value(kind, cap, tonumber(pre[1]), tonumber(pre[2]))
+    local covariate = scale_value(kind, cap, sums.pre.count, sums.pre.revenue)
     local _, step = scale_step(kind, cap, count, revenue, value)
     deltas.xy = covariate * step
   end
+  sums.count = count + 1
   if value ~= nil then
-    revenue, orders = revenue + value, orders + 1
+    sums.revenue = revenue + value
+    sums.orders = orders + 1
   end
-  redis.call('HSET', visitor_key, sums_field,
-    (count + 1) .. '|' .. num(revenue) .. '|' .. orders .. '|' .. converted_visits)
-  add_counts(experiment, entry_hour, variant, cell, goal, deltas)
+  add_counts(experiment, math.floor(entry.ms / 3600000), entry.v, entry.cell, goal, deltas)
 end
 
-local function counts_for(experiment, entry_text, record)
-  if entry_text == false or entry_text == nil or frozen[experiment] then return false end
-  if record.x ~= nil and record.x ~= experiment then return false end
-  local _, entry_ms = parse_entry(entry_text)
-  return record.t >= entry_ms
+local function counts_for(entry, record)
+  if entry == nil or frozen[entry.x] then return false end
+  if record.x ~= nil and record.x ~= entry.x then return false end
+  return record.t >= entry.ms
 end
 
 -- CUPED (DESIGN.md section 3): a goal event adds to the covariate X of an entry when it
@@ -532,39 +843,34 @@ end
 -- (apply_assignment for the other entries, expire_holds). CUPED is off for an
 -- experiment with cuped_ms 0 or without rules, and for a goal its definition does not
 -- name (no scale to measure X on).
-local function covaries_for(experiment, entry_text, goal, record)
-  if entry_text == false or entry_text == nil or frozen[experiment] or record.h then
-    return false
-  end
-  if record.x ~= nil and record.x ~= experiment then return false end
-  local experiment_rules = rules[experiment]
+local function covaries_for(entry, goal, record)
+  if entry == nil or frozen[entry.x] or record.h then return false end
+  if record.x ~= nil and record.x ~= entry.x then return false end
+  local experiment_rules = rules[entry.x]
   if experiment_rules == nil or experiment_rules.cuped_ms == 0
       or experiment_rules.goals[goal] == nil then
     return false
   end
-  local _, entry_ms = parse_entry(entry_text)
-  return record.t < entry_ms and record.t >= entry_ms - experiment_rules.cuped_ms
+  return record.t < entry.ms and record.t >= entry.ms - experiment_rules.cuped_ms
 end
 
 -- Adds a goal event to the visitor's covariate X of one entry (covaries_for said so).
-local function add_covariate(visitor_key, xn, experiment, entry_text, gn, goal, record)
-  local variant, _, entry_hour, cell = parse_entry(entry_text)
+local function add_covariate(entry, gn, goal, record)
+  local experiment = entry.x
   local kind, cap = goal_rule(experiment, goal)
-  local pre_field = 'p' .. xn .. ':' .. gn
-  local stored = redis.call('HMGET', visitor_key, pre_field, 's' .. xn .. ':' .. gn)
-  local count, revenue = 0, 0
-  if stored[1] then
-    local parts = split(stored[1], '|')
-    count, revenue = tonumber(parts[1]), tonumber(parts[2])
+  local sums = entry.sums[gn]
+  if sums == nil then
+    sums = {count = 0, revenue = 0, orders = 0, visits = {}}
+    entry.sums[gn] = sums
   end
-  local value = record.v ~= nil and tonumber(record.v) or nil
-  local before, step = scale_step(kind, cap, count, revenue, value)
-  redis.call('HSET', visitor_key, pre_field, (count + 1) .. '|' .. num(revenue + (value or 0)))
+  local pre = sums.pre or {count = 0, revenue = 0}
+  local value = record.v
+  local before, step = scale_step(kind, cap, pre.count, pre.revenue, value)
+  sums.pre = {count = pre.count + 1, revenue = pre.revenue + (value or 0)}
   if step ~= 0 then
-    local post_count, post_revenue = parse_sums(stored[2])
-    add_counts(experiment, entry_hour, variant, cell, goal, {x = step,
-      x2 = 2 * before * step + step * step,
-      xy = step * scale_value(kind, cap, post_count, post_revenue)})
+    add_counts(experiment, math.floor(entry.ms / 3600000), entry.v, entry.cell, goal,
+      {x = step, x2 = 2 * before * step + step * step,
+       xy = step * scale_value(kind, cap, sums.count, sums.revenue)})
   end
 end
 
@@ -576,37 +882,13 @@ local function release_hold(visitor, record)
   record.i = nil
 end
 
--- kx as a list of experiment ids.
-local function entered_experiments(visitor_key)
-  local text = redis.call('HGET', visitor_key, 'kx')
-  return text and split(text, ',') or {}
-end
-
-local function position(list, item)
-  for index, existing in ipairs(list) do
-    if existing == item then return index end
-  end
-  return nil
-end
-
--- The visitor's entries in kx order: {experiment, entry text}; position n is xn.
-local function entries_of(visitor_key)
-  local entries = {}
-  for xn, experiment in ipairs(entered_experiments(visitor_key)) do
-    entries[xn] = {experiment, redis.call('HGET', visitor_key, 'e' .. xn)}
-  end
-  return entries
-end
-
 -- Whether the visitor has an entry that keeps a conversion with this hold deadline:
 -- one applied before the hold clock passed the deadline, into the experiment the
 -- conversion names (any, when it names none).
--- entries: entries_of(visitor_key), read once by the caller, which counts with it too.
 local function has_entry_within(entries, experiment, deadline)
   for _, entry in ipairs(entries) do
-    if experiment == nil or experiment == entry[1] then
-      local _, _, _, _, entry_clock = parse_entry(entry[2])
-      if entry_clock <= deadline then return true end
+    if (experiment == nil or experiment == entry.x) and entry.clock <= deadline then
+      return true
     end
   end
   return false
@@ -623,129 +905,92 @@ local function dead_letter_unassigned(held_text)
   stats.conversions_expired = stats.conversions_expired + 1
 end
 
--- kg as a list of {goal, events appended}.
-local function goal_counts(visitor_key)
-  local goals = {}
-  local text = redis.call('HGET', visitor_key, 'kg')
-  if text then
-    for _, item in ipairs(split(text, ',')) do
-      local colon = string.find(item, ':', 1, true)
-      goals[#goals + 1] = {string.sub(item, 1, colon - 1), tonumber(string.sub(item, colon + 1))}
-    end
-  end
-  return goals
-end
-
--- Appends a goal event as kG:{n + 1}; goals is goal_counts() with the goal at gn.
-local function append_goal_event(visitor_key, goals, gn, record)
-  local entry = goals[gn]
-  entry[2] = entry[2] + 1
-  redis.call('HSET', visitor_key, 'k' .. gn .. ':' .. entry[2], cjson.encode(record))
-  local items = {}
-  for index, item in ipairs(goals) do items[index] = item[1] .. ':' .. item[2] end
-  redis.call('HSET', visitor_key, 'kg', table.concat(items, ','))
-end
-
 -- A visit of the entry: counted in `visits` at its own hour the first time it is seen.
 -- It also makes V one larger, which adds to V and V^2 and, for every goal the entry has
--- counted events of, to its products with V, all in the entry hour. A new entry
--- (entered_now) has counted no goal event yet: its stored ones are counted after this.
--- row: the entry's row in the experiment's columns (row_of).
-local function record_visit(visitor_key, xn, row, experiment, variant, cell, visit, hour,
-                            entry_hour, entered_now)
-  if redis.call('HSETNX', visitor_key, 'v' .. xn .. ':' .. visit, hour) == 0 then return end
-  if row then append_fact(experiment, row, hour) end
+-- counted events of, to its products with V, all in the entry hour. A new entry has
+-- counted no goal event yet: its stored ones are counted after this.
+local function record_visit(state, entry, visit, hour)
+  if position(entry.seen, visit) then return end
+  entry.seen[#entry.seen + 1] = visit
+  entry.hours[#entry.hours + 1] = hour
+  local experiment, variant, cell = entry.x, entry.v, entry.cell
+  local entry_hour = math.floor(entry.ms / 3600000)
+  if entry.row then append_fact(experiment, entry.row, hour) end
   add_counts(experiment, hour, variant, cell, nil, {visits = 1})
-  local visits = redis.call('HINCRBY', visitor_key, 'n' .. xn, 1)
-  add_counts(experiment, entry_hour, variant, cell, nil, {vc = 1, vc2 = 2 * visits - 1})
-  if entered_now then return end
-  local goals = goal_counts(visitor_key)
-  if #goals == 0 then return end
-  local fields = {}
-  for gn = 1, #goals do fields[gn] = 's' .. xn .. ':' .. gn end
-  local sums = redis.call('HMGET', visitor_key, unpack(fields))
-  for gn, goal in ipairs(goals) do
-    if sums[gn] then
-      local kind, cap = goal_rule(experiment, goal[1])
-      local count, revenue, _, converted_visits = parse_sums(sums[gn])
-      add_counts(experiment, entry_hour, variant, cell, goal[1], {vcvis = converted_visits,
-        vev = capped(count, kind == 'count' and cap or nil),
-        vrev = capped(revenue, kind == 'revenue' and cap or nil)})
+  entry.visits = entry.visits + 1
+  add_counts(experiment, entry_hour, variant, cell, nil, {vc = 1, vc2 = 2 * entry.visits - 1})
+  for gn, sums in pairs(entry.sums) do
+    if sums.count > 0 then
+      local goal = state.goals[gn].name
+      local kind, cap = goal_rule(experiment, goal)
+      add_counts(experiment, entry_hour, variant, cell, goal, {vcvis = #sums.visits,
+        vev = capped(sums.count, kind == 'count' and cap or nil),
+        vrev = capped(sums.revenue, kind == 'revenue' and cap or nil)})
     end
   end
 end
 
 -- Idempotent, so that assignments need no de-duplication: applied again, an
--- assignment finds its experiment in kx and only takes the else branch, where the
--- same variant records no multiple exposure (and another one only the first time,
--- HSETNX) and the same visit exists already (HSETNX). A resend with another timestamp
--- changes nothing either: the entry keeps the first arrival's time and the visit its
--- first hour. Only the hold clock may move, as it did for the original.
+-- assignment finds its experiment among the entries and only takes the else branch,
+-- where the same variant records no multiple exposure (and another one only the first
+-- time) and the same visit is seen already. A resend with another timestamp changes
+-- nothing either: the entry keeps the first arrival's time and the visit its first
+-- hour. Only the hold clock may move, as it did for the original.
 local function apply_assignment(c)
-  local visitor_key = base .. ':v:' .. c.u
+  local state = state_of(c.u)
   local experiment = c.x
   local hour = math.floor(c.ts / 3600000)
-  local entered = entered_experiments(visitor_key)
-  local xn = position(entered, experiment)
+  local visit = visit_id(c.s or '_')
+  local entries = state.entries
+  local xn = nil
+  for index, entry in ipairs(entries) do
+    if entry.x == experiment then xn = index end
+  end
+  changed(c.u)
   if xn == nil then
-    xn = #entered + 1
-    entered[xn] = experiment
-    redis.call('HSET', visitor_key, 'kx', table.concat(entered, ','))
-    local variant, cell = c.v, cell_id(c.c)
-    local entry_text = variant .. '|' .. num(c.ts) .. '|' .. cell .. '|' .. num(clock)
-    redis.call('HSET', visitor_key, 'e' .. xn, entry_text)
-    if c.ctx ~= nil then redis.call('HSET', visitor_key, 'x' .. xn, c.ctx) end
+    xn = #entries + 1
+    local cell = cell_id(c.c)
     local row = redis.call('RPUSH', base .. ':ev:' .. experiment, c.u) - 1
-    redis.call('HSET', visitor_key, 'r' .. xn, row)
-    append_entrant(experiment, variant, c.ts, cell, c.ctx)
-    add_counts(experiment, hour, variant, cell, nil, {n = 1})
-    record_visit(visitor_key, xn, row, experiment, variant, cell, c.s or '_', hour, hour, true)
+    local entry = {x = experiment, v = c.v, ms = c.ts, cell = cell, ctx = string_id(c.ctx),
+                   clock = clock, row = row, visits = 0, me = false, seen = {}, hours = {},
+                   sums = {}}
+    entries[xn] = entry
+    append_entrant(experiment, c.v, c.ts, cell, entry.ctx)
+    add_counts(experiment, hour, c.v, cell, nil, {n = 1})
+    record_visit(state, entry, visit, hour)
     -- Goal events that arrived before this assignment but happened after the entry.
     -- Holds past their deadline were dead-lettered before this entry was made
     -- (advance_clock), so every held record this entry can keep is still within it.
-    for gn, entry in ipairs(goal_counts(visitor_key)) do
-      for n = 1, entry[2] do
-        local field = 'k' .. gn .. ':' .. n
-        local record_text = redis.call('HGET', visitor_key, field)
-        local record = record_text and cjson.decode(record_text)
-        if record then
-          if counts_for(experiment, entry_text, record) then
-            count_conversion(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
-          end
-          -- Kept by this entry even when it happened before it (counted nowhere then).
-          local released = record.h and (record.x == nil or record.x == experiment)
-          if released then
-            release_hold(c.u, record)
-            redis.call('HSET', visitor_key, field, cjson.encode(record))
-          end
-          if not record.h and (record.x == nil or record.x == experiment) then
-            append_event(experiment, row, entry[1], record)
-          end
-          if covaries_for(experiment, entry_text, entry[1], record) then
-            add_covariate(visitor_key, xn, experiment, entry_text, gn, entry[1], record)
-          end
-          if released then
-            -- settled only now: a covariate of the entries applied before this one too
-            for other_xn = 1, xn - 1 do
-              local other = entered[other_xn]
-              local other_text = redis.call('HGET', visitor_key, 'e' .. other_xn)
-              if covaries_for(other, other_text, entry[1], record) then
-                add_covariate(visitor_key, other_xn, other, other_text, gn, entry[1], record)
-              end
+    for gn, goal in ipairs(state.goals) do
+      for _, record in ipairs(goal.events) do
+        if counts_for(entry, record) then count_conversion(entry, gn, goal.name, record) end
+        -- Kept by this entry even when it happened before it (counted nowhere then).
+        local released = record.h and (record.x == nil or record.x == experiment)
+        if released then release_hold(c.u, record) end
+        if not record.h and (record.x == nil or record.x == experiment) then
+          append_event(experiment, row, goal.name, record)
+        end
+        if covaries_for(entry, goal.name, record) then
+          add_covariate(entry, gn, goal.name, record)
+        end
+        if released then
+          -- settled only now: a covariate of the entries applied before this one too
+          for other_xn = 1, xn - 1 do
+            if covaries_for(entries[other_xn], goal.name, record) then
+              add_covariate(entries[other_xn], gn, goal.name, record)
             end
           end
         end
       end
     end
   else
-    local variant, _, entry_hour, cell = parse_entry(redis.call('HGET', visitor_key, 'e' .. xn))
-    local row = row_of(visitor_key, xn)
-    if variant ~= c.v and redis.call('HSETNX', visitor_key, 'm' .. xn, c.v) == 1 then
-      if row then append_fact(experiment, row, -1) end
-      add_counts(experiment, entry_hour, variant, cell, nil, {me = 1})
+    local entry = entries[xn]
+    if entry.v ~= c.v and not entry.me then
+      entry.me = true
+      if entry.row then append_fact(experiment, entry.row, -1) end
+      add_counts(experiment, math.floor(entry.ms / 3600000), entry.v, entry.cell, nil, {me = 1})
     end
-    record_visit(visitor_key, xn, row, experiment, variant, cell, c.s or '_', hour, entry_hour,
-                 false)
+    record_visit(state, entry, visit, hour)
   end
 end
 
@@ -758,10 +1003,14 @@ local next_deadline = false
 -- clock rather than by arrival makes the outcome the same whichever topic is read
 -- ahead: an assignment read later than the deadline never keeps it.
 local function apply_conversion(c)
-  local visitor_key = base .. ':v:' .. c.u
+  local state = state_of(c.u)
   local deadline = c.p + hold_ms
-  local record = {t = c.ts, i = c.id, v = c.val, c = c.cur, x = c.x, s = c.s, a = c.at}
-  local entries = entries_of(visitor_key)
+  -- carried as text: cjson would keep only 14 significant digits of a number
+  local record = {t = c.ts, v = c.val ~= nil and tonumber(c.val) or nil, x = c.x,
+                  s = visit_id(c.s or '_'),
+                  c = c.cur ~= nil and string_id(c.cur) or nil,
+                  a = c.at ~= nil and string_id(cjson.encode(c.at)) or nil}
+  local entries = state.entries
   if not has_entry_within(entries, c.x, deadline) then
     if clock > deadline then
       -- The assignments partition was read past the deadline before this conversion.
@@ -770,34 +1019,33 @@ local function apply_conversion(c)
     end
     -- Held: the visitor's assignment may still be read; until then it counts nowhere.
     record.h = 1
+    record.i = c.id
     redis.call('ZADD', hold_key, deadline, c.u .. '|' .. c.id)
     redis.call('HSET', held_raw_key, c.id, c.held)
     if next_deadline ~= false and deadline < next_deadline then next_deadline = deadline end
     stats.conversions_held = stats.conversions_held + 1
-  else
-    record.i = nil
   end
-  local goals = goal_counts(visitor_key)
+  changed(c.u)
   local gn = nil
-  for index, entry in ipairs(goals) do
-    if entry[1] == c.g then gn = index end
+  for index, goal in ipairs(state.goals) do
+    if goal.name == c.g then gn = index end
   end
   if gn == nil then
-    gn = #goals + 1
-    goals[gn] = {c.g, 0}
+    gn = #state.goals + 1
+    state.goals[gn] = {name = c.g, events = {}}
   end
-  for xn, entry in ipairs(entries) do
-    if counts_for(entry[1], entry[2], record) then
-      count_conversion(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
-    elseif covaries_for(entry[1], entry[2], c.g, record) then
-      add_covariate(visitor_key, xn, entry[1], entry[2], gn, c.g, record)
+  for _, entry in ipairs(entries) do
+    if counts_for(entry, record) then
+      count_conversion(entry, gn, c.g, record)
+    elseif covaries_for(entry, c.g, record) then
+      add_covariate(entry, gn, c.g, record)
     end
-    if not record.h and (record.x == nil or record.x == entry[1]) then
-      local row = row_of(visitor_key, xn)
-      if row then append_event(entry[1], row, c.g, record) end
+    if not record.h and (record.x == nil or record.x == entry.x) and entry.row then
+      append_event(entry.x, entry.row, c.g, record)
     end
   end
-  append_goal_event(visitor_key, goals, gn, record)
+  local events = state.goals[gn].events
+  events[#events + 1] = record
 end
 
 -- Dead-letters the held conversions whose deadline the clock has passed. Every record
@@ -810,35 +1058,28 @@ local function expire_holds()
     local member, deadline = expired[index], tonumber(expired[index + 1])
     local bar = string.find(member, '|', 1, true)
     local visitor, event_id = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
-    local visitor_key = base .. ':v:' .. visitor
     local held = redis.call('HGET', held_raw_key, event_id)
     if held then
       local held_record = cjson.decode(held)
-      local target, target_field, target_gn = nil, nil, nil
-      for gn, entry in ipairs(goal_counts(visitor_key)) do
-        if entry[1] == held_record.goal then
-          for n = 1, entry[2] do
-            local field = 'k' .. gn .. ':' .. n
-            local record_text = redis.call('HGET', visitor_key, field)
-            local record = record_text and cjson.decode(record_text)
-            if record and record.i == event_id then
-              target, target_field, target_gn = record, field, gn
-            end
+      local state = state_of(visitor)
+      local target, target_gn, target_n = nil, nil, nil
+      for gn, goal in ipairs(state.goals) do
+        if goal.name == held_record.goal then
+          for n, record in ipairs(goal.events) do
+            if record.i == event_id then target, target_gn, target_n = record, gn, n end
           end
         end
       end
-      local entries = entries_of(visitor_key)
-      if not has_entry_within(entries, target and target.x, deadline) then
+      changed(visitor)
+      if not has_entry_within(state.entries, target and target.x, deadline) then
         dead_letter_unassigned(held)
-        if target_field then redis.call('HDEL', visitor_key, target_field) end
+        if target then table.remove(state.goals[target_gn].events, target_n) end
       elseif target then
         target.h = nil
         target.i = nil
-        redis.call('HSET', visitor_key, target_field, cjson.encode(target))
-        for xn, entry in ipairs(entries) do
-          if covaries_for(entry[1], entry[2], held_record.goal, target) then
-            add_covariate(visitor_key, xn, entry[1], entry[2], target_gn, held_record.goal,
-              target)
+        for _, entry in ipairs(state.entries) do
+          if covaries_for(entry, held_record.goal, target) then
+            add_covariate(entry, target_gn, held_record.goal, target)
           end
         end
       end
@@ -904,6 +1145,7 @@ for key, expire_at in pairs(dedup_expiry) do
   redis.call('EXPIREAT', key, expire_at)
 end
 redis.call('SET', base .. ':wm', num(clock))
+write_visitors()
 write_counters()
 write_columns()
 

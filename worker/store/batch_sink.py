@@ -9,6 +9,7 @@ from importlib import resources
 
 import orjson
 
+from worker.errors import ConfigurationError
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.sink_protocol import ExperimentRules, SinkCommand, SinkReply
@@ -65,4 +66,10 @@ class BatchSink:
             ],
         )
         result: SinkReply = orjson.loads(reply)
+        if result.get("legacy_layout"):
+            raise ConfigurationError(
+                f"partition {partition} of the key prefix {settings.prefix!r} holds visitor "
+                "state of the layout with one Redis key per visitor; stop the workers and run "
+                "`python -m worker migrate` to move it into the bucketed layout"
+            )
         return result

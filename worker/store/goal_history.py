@@ -1,20 +1,20 @@
 """Per-visitor values of one goal over a past window, from every visitor's state.
 
 Read once, when an experiment goes live with a percentile cap (``Goal.cap_percentile``):
-it walks every visitor hash of the namespace, so it costs a full pass over them.
+it reads every visitor bucket of the namespace, so it costs a full pass over them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import orjson
+from collections.abc import Callable, Mapping
 
 from worker.store import keys
-from worker.store.connection import Redis, scan_batches
+from worker.store.connection import Redis
 from worker.store.meta import partition_count
+from worker.store.visitor_records import StoredVisitor, bucket_count, decode_visitor, name_ids
 
-SCAN_COUNT = 2000
+BUCKETS_PER_READ = 500
+"""Buckets read per round trip (a few dozen visitors each)."""
 
 
 async def visitor_goal_values(
@@ -35,47 +35,46 @@ async def visitor_goal_values(
     partitions = await partition_count(redis, prefix)
     values: list[float] = []
     for partition in range(partitions):
-        pattern = _glob_escape(keys.visitor_key(prefix, partition, "")) + "*"
-        async for batch in scan_batches(redis, pattern, SCAN_COUNT):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.visitor_buckets_key(prefix, partition))
+            pipe.hgetall(keys.names_key(prefix, partition))
+            buckets, names = await pipe.execute()
+        ids = name_ids(names)
+        count = bucket_count(buckets)
+        for start in range(0, count, BUCKETS_PER_READ):
             async with redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.hgetall(key)
-                replies = await pipe.execute()
+                for bucket in range(start, min(start + BUCKETS_PER_READ, count)):
+                    pipe.hgetall(keys.visitor_bucket_key(prefix, partition, bucket))
+                replies: list[Mapping[bytes, bytes]] = await pipe.execute()
+            # Names are only ever added, and a state names only ids given before it was
+            # written; a name given after the first read is read again.
             for fields in replies:
-                value = _goal_value(fields, goal, since_ms, until_ms, revenue)
-                if value is not None:
-                    values.append(value)
+                for data in fields.values():
+                    try:
+                        visitor = decode_visitor(data, ids)
+                    except KeyError:
+                        ids = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
+                        visitor = decode_visitor(data, ids)
+                    value = _goal_value(visitor, goal, since_ms, until_ms, revenue)
+                    if value is not None:
+                        values.append(value)
         if progress is not None:
             progress(partition + 1, partitions)
     return values
 
 
 def _goal_value(
-    fields: dict[bytes, bytes], goal: str, since_ms: int, until_ms: int, revenue: bool
+    visitor: StoredVisitor, goal: str, since_ms: int, until_ms: int, revenue: bool
 ) -> float | None:
-    """The visitor's value of ``goal`` in the window, from its ``kg`` and ``kG:{n}`` fields
-    (apply_batch.lua), or None without such events."""
-    listed = fields.get(b"kg")
-    if listed is None:
-        return None
-    names = [item.rpartition(b":")[0] for item in listed.split(b",")]
-    if goal.encode() not in names:
-        return None
-    event_prefix = b"k%d:" % (names.index(goal.encode()) + 1)
+    """The visitor's value of ``goal`` in the window, or None without such events."""
     total, events = 0.0, 0
-    for name, raw in fields.items():
-        if not name.startswith(event_prefix):
+    for name, stored in visitor.goals:
+        if name != goal:
             continue
-        record = orjson.loads(raw)
-        if record.get("h") or not since_ms <= record["t"] < until_ms:
-            continue
-        events += 1
-        total += float(record.get("v") or 0)
+        for event in stored:
+            if event.held_id is None and since_ms <= event.time_ms < until_ms:
+                events += 1
+                total += event.value or 0.0
     if events == 0:
         return None
     return total if revenue else float(events)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by SCAN's MATCH (prefixes may hold glob characters)."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

@@ -39,8 +39,16 @@ CELL_TOTALS = "ctot"
 """``ctot:{experiment}``: hash of the running totals per cell and variant (and goal)."""
 CELLS = "cells"
 """Hash segment cell text -> small id (and ``#``, the last id given)."""
-VISITOR = "v"
-"""``v:{visitor}``: hash of one visitor's state."""
+VISITOR_BUCKET = "vs"
+"""``vs:{bucket}``: hash visitor id -> the visitor's packed state (worker/store/visitor_records.py)."""
+VISITOR_BUCKETS = "vb"
+"""Hash of the visitor buckets' linear hashing: ``L`` (level), ``s`` (split pointer),
+``n`` (visitors stored); buckets 0 .. 2^L + s - 1 exist."""
+NAMES = "nm"
+"""Hash of interned experiment, variant and goal names: ``t{name}`` -> id, ``i{id}`` -> name."""
+LEGACY_VISITOR = "v"
+"""``v:{visitor}``: hash of one visitor's state in the layout before the buckets; only
+``python -m worker migrate`` reads it (the script refuses a partition that has them)."""
 ENTRANTS = "ev"
 """``ev:{experiment}``: list of the experiment's visitors, in entry order."""
 OUTBOX = "outbox"
@@ -69,7 +77,7 @@ VISIT_IDS = "vid"
 """Hash visit id -> id: the identity of the goal events' visits in the columns."""
 
 PARTITION_SUFFIXES = (
-    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR, ENTRANTS,
+    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR_BUCKET, VISITOR_BUCKETS, NAMES, ENTRANTS,
     OUTBOX, STATS, HOLD, HELD_RAW, HOLD_CLOCK, DEDUP, ENTRANT_COLUMNS, FACT_COLUMNS, EVENT_COLUMNS,
     STRINGS, VISIT_IDS,
 )  # fmt: skip
@@ -132,9 +140,25 @@ def cells_key(prefix: str, partition: int) -> str:
     return f"{partition_base(prefix, partition)}:{CELLS}"
 
 
-def visitor_key(prefix: str, partition: int, visitor_id: str) -> str:
-    """Hash of one visitor's state: entries, visits, goal events, counted sums."""
-    return f"{partition_base(prefix, partition)}:{VISITOR}:{visitor_id}"
+def visitor_bucket_key(prefix: str, partition: int, bucket: int) -> str:
+    """Hash visitor id -> packed state (entries, visits, goal events, counted sums) of
+    the visitors whose id hashes to this bucket (apply_batch.lua)."""
+    return f"{partition_base(prefix, partition)}:{VISITOR_BUCKET}:{bucket}"
+
+
+def visitor_buckets_key(prefix: str, partition: int) -> str:
+    """Hash ``L``, ``s``, ``n``: which visitor buckets exist (2^L + s of them)."""
+    return f"{partition_base(prefix, partition)}:{VISITOR_BUCKETS}"
+
+
+def names_key(prefix: str, partition: int) -> str:
+    """Hash of the names the visitor states refer to by id, both ways."""
+    return f"{partition_base(prefix, partition)}:{NAMES}"
+
+
+def legacy_visitor_key(prefix: str, partition: int, visitor_id: str) -> str:
+    """Hash of one visitor's state in the layout with a key per visitor (migrate only)."""
+    return f"{partition_base(prefix, partition)}:{LEGACY_VISITOR}:{visitor_id}"
 
 
 def entrants_key(prefix: str, partition: int, experiment_id: str) -> str:

@@ -138,7 +138,9 @@ OutboxEntry = DeadLetterEntry | ForwardEntry | PublishEntry
 
 class SinkReply(TypedDict, total=False):
     """What one script call did, or, alone, `rollback`: topic -> the offset Redis holds,
-    behind what the caller expected (nothing was applied)."""
+    behind what the caller expected (nothing was applied), or `legacy_layout`: the
+    partition holds visitor state of the layout with a key per visitor (nothing was
+    applied; BatchSink raises)."""
 
     applied: int
     replayed: int
@@ -149,3 +151,4 @@ class SinkReply(TypedDict, total=False):
     conversions_expired: int
     outbox: int
     rollback: dict[str, int]
+    legacy_layout: bool

@@ -1,8 +1,10 @@
-"""Reads the per-visitor state of one experiment (for queries counters cannot answer)."""
+"""Reads the per-visitor state of one experiment (for queries counters cannot answer)
+from the visitor buckets."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NotRequired, Required, TypedDict
 
 import orjson
@@ -10,12 +12,15 @@ import orjson
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
+from worker.store.visitor_records import StoredEvent, bucket_count, decode_visitor, name_ids
 
-CHUNK = 2000
+NO_VISIT = "_"
+"""The visit id the sink gives an event or an assignment without one."""
 
 
 class GoalEventRecord(TypedDict, total=False):
-    """One stored goal event: the JSON of a visitor hash's ``kG:{n}`` field."""
+    """One stored goal event of a visitor (``visitor_records.StoredEvent`` with its ids
+    resolved to texts)."""
 
     t: Required[int]  # event time, epoch ms
     v: str  # revenue, as text
@@ -23,19 +28,17 @@ class GoalEventRecord(TypedDict, total=False):
     s: str  # visit id
     a: Mapping[str, Any]  # event attributes
     c: str  # currency, when the sink stores it
+    h: int  # 1 while held: counted nowhere yet
 
 
 class VisitorState(TypedDict):
-    """One entered visitor of the experiment, as read from its visitor hash.
+    """One entered visitor of the experiment, from its packed state (visitor_records).
 
-    apply_batch.lua names the experiment and the goals by their positions X and G in the
-    hash's ``kx`` and ``kg`` fields. ``variant`` and ``entry_ms`` come from ``eX``
-    ("variant|entry_ms|cell_id|clock"), ``cell`` is the text of that cell id
-    (``SegmentCell.text``, or its six values); ``context`` is the extended context (``xX``, whose
-    ``raw`` holds the text of enumerated values counted as ``other``); ``visits`` maps
-    visit id → first-exposure hour (``vX:{visit}``; absent: one visit at the entry
-    hour); ``multiple_exposure`` is whether ``mX`` exists; ``goals`` maps goal → its
-    ``kG:{n}`` records in n order.
+    ``cell`` is the text of the entry's cell id (``SegmentCell.text``, or its six
+    values); ``context`` is the extended context (whose ``raw`` holds the text of
+    enumerated values counted as ``other``); ``visits`` maps visit id -> first-exposure
+    hour (absent: one visit at the entry hour); ``goals`` maps goal -> the visitor's
+    events of it in arrival order.
     """
 
     visitor_id: str
@@ -49,92 +52,108 @@ class VisitorState(TypedDict):
 
 
 async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> list[VisitorState]:
-    """Every entered visitor of the experiment, parsed from its visitor hash, partition
-    by partition in entry order.
+    """Every entered visitor of the experiment, decoded from the visitor buckets,
+    partition by partition in entry order.
 
-    Each round trip reads up to CHUNK visitors of every partition: on a Redis Cluster
-    the client sends each node its partitions' share at once.
+    This reads every visitor of the partitions, whatever experiments they entered: the
+    path of experiments whose entrants the columnar visitor store lacks, and of tests
+    that hold the store to the states.
     """
     partitions = await partition_count(redis, prefix)
-    async with redis.pipeline(transaction=False) as pipe:
-        for partition in range(partitions):
-            pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
-        entrants = [[_text(raw) for raw in listed] for listed in await pipe.execute()]
-    states: list[list[VisitorState]] = [[] for _ in range(partitions)]
-    for start in range(0, max(map(len, entrants), default=0), CHUNK):
-        chunks = [
-            (partition, visitors[start : start + CHUNK])
-            for partition, visitors in enumerate(entrants)
-            if len(visitors) > start
-        ]
-        async with redis.pipeline(transaction=False) as pipe:
-            for partition, chunk in chunks:
-                for visitor in chunk:
-                    pipe.hgetall(keys.visitor_key(prefix, partition, visitor))
-                # After the visitors (one slot: one node, in this order): the sink may
-                # intern a cell while we read, and ids are only ever added, so this
-                # names every id the chunk refers to.
+    states: list[VisitorState] = []
+    for partition in range(partitions):
+        layout = await redis.hgetall(keys.visitor_buckets_key(prefix, partition))
+        while True:
+            async with redis.pipeline(transaction=False) as pipe:
+                for bucket in range(bucket_count(layout)):
+                    pipe.hgetall(keys.visitor_bucket_key(prefix, partition, bucket))
+                pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
+                # After the buckets (one slot: one node, in this order): ids are only
+                # ever added, so these name every id the states refer to.
+                for dictionary in (keys.names_key, keys.strings_key, keys.visit_ids_key):
+                    pipe.hgetall(dictionary(prefix, partition))
                 pipe.hgetall(keys.cells_key(prefix, partition))
-            replies = iter(await pipe.execute())
-        for partition, chunk in chunks:
-            hashes = [next(replies) for _ in chunk]
-            cells = next(replies)
-            cell_texts = {_bytes(cell_id): _text(text) for text, cell_id in cells.items()}
-            for visitor, fields in zip(chunk, hashes, strict=True):
-                state = parse_visitor(visitor, experiment_id, fields, cell_texts)
-                if state is not None:
-                    states[partition].append(state)
-    return [state for partition_states in states for state in partition_states]
+                pipe.hgetall(keys.visitor_buckets_key(prefix, partition))
+                (
+                    *bucket_fields,
+                    entrants,
+                    names,
+                    strings,
+                    visits,
+                    cells,
+                    after,
+                ) = await pipe.execute()
+            # A bucket split meanwhile may have moved visitors into a bucket not read.
+            if bucket_count(after) == bucket_count(layout):
+                break
+            layout = after
+        dictionaries = _Dictionaries(
+            name_ids(names),
+            {int(sid): _text(text) for text, sid in strings.items()},
+            {int(vid): _text(text) for text, vid in visits.items()},
+            {int(cell_id): _text(text) for text, cell_id in cells.items() if text != b"#"},
+        )
+        order = {_text(visitor): row for row, visitor in enumerate(entrants)}
+        found = [
+            state
+            for fields in bucket_fields
+            for visitor, data in fields.items()
+            if (state := _state(_text(visitor), experiment_id, data, dictionaries)) is not None
+        ]
+        states.extend(sorted(found, key=lambda state: order[state["visitor_id"]]))
+    return states
 
 
-def parse_visitor(
-    visitor_id: str, experiment_id: str, fields: dict[bytes, bytes], cell_texts: dict[bytes, str]
+@dataclass(frozen=True)
+class _Dictionaries:
+    names: dict[int, str]
+    strings: dict[int, str]
+    visits: dict[int, str]
+    cells: dict[int, str]
+
+
+def _state(
+    visitor_id: str, experiment_id: str, data: bytes, dictionaries: _Dictionaries
 ) -> VisitorState | None:
-    """One visitor hash (see apply_batch.lua) -> the scan's VisitorState.
-
-    ``cell_texts`` maps the partition's cell ids to cell texts (``keys.cells_key``).
-    Fields name the experiment and goals by their 1-based position in ``kx`` and ``kg``.
-    """
-    entered = fields.get(b"kx", b"").split(b",")
-    if experiment_id.encode() not in entered:
+    """One packed visitor state -> the scan's VisitorState for the experiment (None:
+    not entered)."""
+    stored = decode_visitor(data, dictionaries.names)
+    entry = next((e for e in stored.entries if e.experiment == experiment_id), None)
+    if entry is None:
         return None
-    number = entered.index(experiment_id.encode()) + 1
-    # "variant|entry_ms|cell_id|clock"; entries written before the clock was kept lack it
-    variant, entry_ms, cell_id = fields[b"e%d" % number].split(b"|")[:3]
     state: VisitorState = {
         "visitor_id": visitor_id,
-        "variant": variant.decode(),
-        "entry_ms": int(entry_ms),
-        "cell": cell_texts[cell_id],
+        "variant": entry.variant,
+        "entry_ms": entry.entry_ms,
+        "cell": dictionaries.cells[entry.cell],
+        "multiple_exposure": entry.multiple_exposure,
+        "visits": {dictionaries.visits[visit]: hour for visit, hour in entry.visit_hours},
     }
-    context = fields.get(b"x%d" % number)
-    if context is not None:
-        state["context"] = orjson.loads(context)
-    visit_prefix = b"v%d:" % number
-    # kG:{n}, the n-th event of goal G: listed in n order
-    goal_names = (
-        [item.rpartition(b":")[0].decode() for item in fields[b"kg"].split(b",")]
-        if b"kg" in fields
-        else []
-    )
-    numbered: dict[str, list[tuple[int, Any]]] = {}
-    visits: dict[str, int] = {}
-    for name, value in fields.items():
-        if name.startswith(visit_prefix):
-            visits[name[len(visit_prefix) :].decode()] = int(value)
-        elif name[:1] == b"k" and name[1:2].isdigit():
-            goal_number, _, event_number = name[1:].partition(b":")
-            goal = goal_names[int(goal_number) - 1]
-            numbered.setdefault(goal, []).append((int(event_number), orjson.loads(value)))
-    if visits:
-        state["visits"] = visits
-    if numbered:
+    if entry.context:
+        state["context"] = orjson.loads(dictionaries.strings[entry.context])
+    if stored.goals:
         state["goals"] = {
-            goal: [record for _, record in sorted(records, key=lambda item: item[0])]
-            for goal, records in numbered.items()
+            goal: [_record(event, dictionaries) for event in events]
+            for goal, events in stored.goals
         }
-    state["multiple_exposure"] = b"m%d" % number in fields
     return state
+
+
+def _record(event: StoredEvent, dictionaries: _Dictionaries) -> GoalEventRecord:
+    record: GoalEventRecord = {"t": event.time_ms}
+    if event.visit and dictionaries.visits[event.visit] != NO_VISIT:
+        record["s"] = dictionaries.visits[event.visit]
+    if event.value is not None:
+        record["v"] = repr(event.value)
+    if event.experiment is not None:
+        record["x"] = event.experiment
+    if event.attributes is not None:
+        record["a"] = orjson.loads(dictionaries.strings[event.attributes])
+    if event.currency is not None:
+        record["c"] = dictionaries.strings[event.currency]
+    if event.held_id is not None:
+        record["h"] = 1
+    return record
 
 
 def _text(raw: bytes | str) -> str:

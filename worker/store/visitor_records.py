@@ -1,0 +1,284 @@
+"""The packed visitor states of apply_batch.lua, decoded (the script's comment above
+``decode_state`` gives the layout; this module reads it the same way).
+
+A state is a value of a bucket hash ``keys.visitor_bucket_key``; names (experiments,
+variants, goals) are ids of ``keys.names_key``, strings (contexts, attributes,
+currencies) ids of ``keys.strings_key`` and visits ids of ``keys.visit_ids_key``. The
+caller resolves what it needs; the decoder only parses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+REVENUE, PRE = 1, 2
+"""Flags of a goal's counted sums: revenue present, CUPED pre-period sums present."""
+VALUE, CURRENCY, RESTRICTED, ATTRIBUTES, HELD = 1, 2, 4, 8, 16
+"""Flags of a stored goal event."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One goal event of a visitor, as the sink keeps it."""
+
+    time_ms: int
+    visit: int  # visit id
+    value: float | None = None
+    currency: int | None = None  # string id
+    experiment: str | None = None  # the only experiment it may count for
+    attributes: int | None = None  # string id of the attributes' JSON
+    held_id: str | None = None  # the event id while held (counted nowhere yet)
+
+
+@dataclass(frozen=True)
+class GoalSums:
+    """One entry's raw (uncapped) sums of one goal."""
+
+    count: int
+    revenue: float
+    orders: int
+    converted_visits: tuple[int, ...]
+    pre_period: tuple[int, float] | None = None  # CUPED: count and revenue before entry
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """The visitor's entry into one experiment."""
+
+    experiment: str
+    variant: str
+    entry_ms: int
+    cell: int  # cell id (keys.cells_key)
+    context: int  # string id of the extended context JSON, 0: none
+    clock: int  # the hold clock when the entry was applied
+    row: int | None  # row in the experiment's columns; None: entered before them
+    visits: int
+    multiple_exposure: bool
+    visit_hours: tuple[tuple[int, int], ...]  # (visit id, first-exposure hour)
+    sums: Mapping[int, GoalSums] = field(default_factory=dict)  # by goal position, from 1
+
+
+@dataclass(frozen=True)
+class StoredVisitor:
+    entries: tuple[StoredEntry, ...]
+    goals: tuple[tuple[str, tuple[StoredEvent, ...]], ...]  # (goal, events), first-event order
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def uint(self) -> int:
+        number, shift = 0, 0
+        while True:
+            byte = self._data[self._at]
+            self._at += 1
+            number |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return number
+            shift += 7
+
+    def int(self) -> int:
+        zigzag = self.uint()
+        return zigzag >> 1 if zigzag % 2 == 0 else -((zigzag + 1) >> 1)
+
+    def double(self) -> float:
+        (value,) = struct.unpack_from("<d", self._data, self._at)
+        self._at += 8
+        return float(value)
+
+    def text(self) -> str:
+        length = self.uint()
+        raw = self._data[self._at : self._at + length]
+        self._at += length
+        return raw.decode()
+
+
+def decode_visitor(data: bytes, names: Mapping[int, str]) -> StoredVisitor:
+    """One packed state; ``names`` maps name ids to names (``read_names``)."""
+    read = _Reader(data)
+    entries = []
+    for _ in range(read.uint()):
+        experiment, variant = names[read.uint()], names[read.uint()]
+        entry_ms = read.int()
+        cell, context = read.uint(), read.uint()
+        clock = entry_ms + read.int()
+        row = read.uint()
+        visits = read.uint()
+        multiple = read.uint() == 1
+        entry_hour = entry_ms // 3_600_000
+        hours = tuple((read.uint(), entry_hour + read.int()) for _ in range(read.uint()))
+        sums = {}
+        for _ in range(read.uint()):
+            position, flags = read.uint(), read.uint()
+            count = read.uint()
+            revenue = read.double() if flags & REVENUE else 0.0
+            orders = read.uint()
+            converted = tuple(read.uint() for _ in range(read.uint()))
+            pre = (read.uint(), read.double()) if flags & PRE else None
+            sums[position] = GoalSums(count, revenue, orders, converted, pre)
+        entries.append(
+            StoredEntry(
+                experiment,
+                variant,
+                entry_ms,
+                cell,
+                context,
+                clock,
+                row - 1 if row else None,
+                visits,
+                multiple,
+                hours,
+                sums,
+            )
+        )
+    goals = []
+    for _ in range(read.uint()):
+        goal = names[read.uint()]
+        events = []
+        for _ in range(read.uint()):
+            flags = read.uint()
+            time_ms, visit = read.int(), read.uint()
+            events.append(
+                StoredEvent(
+                    time_ms,
+                    visit,
+                    value=read.double() if flags & VALUE else None,
+                    currency=read.uint() if flags & CURRENCY else None,
+                    experiment=names[read.uint()] if flags & RESTRICTED else None,
+                    attributes=read.uint() if flags & ATTRIBUTES else None,
+                    held_id=read.text() if flags & HELD else None,
+                )
+            )
+        goals.append((goal, tuple(events)))
+    return StoredVisitor(tuple(entries), tuple(goals))
+
+
+def name_ids(fields: Mapping[bytes | str, bytes | str]) -> dict[int, str]:
+    """The ``keys.names_key`` hash's fields -> name id -> name."""
+    return {
+        int(_bytes(name)[1:]): _bytes(value).decode()
+        for name, value in fields.items()
+        if _bytes(name)[:1] == b"i"
+    }
+
+
+def bucket_count(fields: Mapping[bytes | str, bytes | str]) -> int:
+    """How many visitor buckets a partition has, from its ``keys.visitor_buckets_key``
+    hash (linear hashing: 2^L + s)."""
+    values = {_bytes(name): int(value) for name, value in fields.items()}
+    return 2 ** values.get(b"L", 0) + values.get(b"s", 0)
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+BUCKET_LOAD = 32
+"""Visitors per bucket before apply_batch.lua splits one more (its BUCKET_LOAD)."""
+
+
+def visitor_hash(visitor_id: bytes) -> int:
+    """The 32 bits of a visitor id that choose its bucket (apply_batch.lua's visitor_hash)."""
+    return int(hashlib.sha1(visitor_id).hexdigest()[:8], 16)
+
+
+def bucket_of(visitor_id: bytes, level: int, split: int) -> int:
+    """The visitor's bucket under linear hashing with this level and split pointer."""
+    hashed = visitor_hash(visitor_id)
+    bucket = hashed % 2**level
+    return hashed % 2 ** (level + 1) if bucket < split else bucket
+
+
+def level_for(visitors: int) -> int:
+    """The smallest level whose 2^level buckets hold ``visitors`` without a split."""
+    level = 0
+    while visitors > BUCKET_LOAD * 2**level:
+        level += 1
+    return level
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def uint(self, number: int) -> None:
+        while number >= 0x80:
+            self.out.append(number & 0x7F | 0x80)
+            number >>= 7
+        self.out.append(number)
+
+    def int(self, number: int) -> None:
+        self.uint(2 * number if number >= 0 else -2 * number - 1)
+
+    def double(self, value: float) -> None:
+        self.out += struct.pack("<d", value)
+
+
+def encode_visitor(visitor: StoredVisitor, name_id: Callable[[str], int]) -> bytes:
+    """The packed state apply_batch.lua reads (decode_visitor's inverse); ``name_id``
+    gives the id of an experiment, variant or goal name."""
+    write = _Writer()
+    write.uint(len(visitor.entries))
+    for entry in visitor.entries:
+        write.uint(name_id(entry.experiment))
+        write.uint(name_id(entry.variant))
+        write.int(entry.entry_ms)
+        write.uint(entry.cell)
+        write.uint(entry.context)
+        write.int(entry.clock - entry.entry_ms)
+        write.uint(0 if entry.row is None else entry.row + 1)
+        write.uint(entry.visits)
+        write.uint(int(entry.multiple_exposure))
+        write.uint(len(entry.visit_hours))
+        entry_hour = entry.entry_ms // 3_600_000
+        for visit, hour in entry.visit_hours:
+            write.uint(visit)
+            write.int(hour - entry_hour)
+        write.uint(len(entry.sums))
+        for position in sorted(entry.sums):
+            sums = entry.sums[position]
+            write.uint(position)
+            write.uint((REVENUE if sums.revenue != 0 else 0) | (PRE if sums.pre_period else 0))
+            write.uint(sums.count)
+            if sums.revenue != 0:
+                write.double(sums.revenue)
+            write.uint(sums.orders)
+            write.uint(len(sums.converted_visits))
+            for visit in sums.converted_visits:
+                write.uint(visit)
+            if sums.pre_period:
+                write.uint(sums.pre_period[0])
+                write.double(sums.pre_period[1])
+    write.uint(len(visitor.goals))
+    for goal, events in visitor.goals:
+        write.uint(name_id(goal))
+        write.uint(len(events))
+        for event in events:
+            flags = (
+                (VALUE if event.value is not None else 0)
+                | (CURRENCY if event.currency is not None else 0)
+                | (RESTRICTED if event.experiment is not None else 0)
+                | (ATTRIBUTES if event.attributes is not None else 0)
+                | (HELD if event.held_id is not None else 0)
+            )
+            write.uint(flags)
+            write.int(event.time_ms)
+            write.uint(event.visit)
+            if event.value is not None:
+                write.double(event.value)
+            if event.currency is not None:
+                write.uint(event.currency)
+            if event.experiment is not None:
+                write.uint(name_id(event.experiment))
+            if event.attributes is not None:
+                write.uint(event.attributes)
+            if event.held_id is not None:
+                held = event.held_id.encode()
+                write.uint(len(held))
+                write.out += held
+    return bytes(write.out)
