@@ -436,20 +436,27 @@ local function name_of(id)
   return text
 end
 
+-- The encoder gathers byte values, not strings, and makes one string of them at the
+-- end: one string per byte cost more than the rest of the batch.
 local function put_uint(out, n)
   while n >= 128 do
-    out[#out + 1] = string.char(n % 128 + 128)
+    out[#out + 1] = n % 128 + 128
     n = math.floor(n / 128)
   end
-  out[#out + 1] = string.char(n)
+  out[#out + 1] = n
 end
 
 local function put_int(out, n)
   if n >= 0 then put_uint(out, 2 * n) else put_uint(out, -2 * n - 1) end
 end
 
+local function put_bytes(out, text)
+  local size = #out
+  for index = 1, #text do out[size + index] = string.byte(text, index) end
+end
+
 local function put_double(out, x)
-  out[#out + 1] = struct.pack('<d', x)
+  put_bytes(out, struct.pack('<d', x))
 end
 
 local function put_list(out, items)
@@ -457,42 +464,52 @@ local function put_list(out, items)
   for _, item in ipairs(items) do put_uint(out, item) end
 end
 
--- A reader of one packed state: uint(), int(), double(), text(), list().
-local function unpacker(data)
-  local at = 1
-  local self = {}
-  function self.uint()
-    local n, scale = 0, 1
-    while true do
-      local byte = string.byte(data, at)
-      at = at + 1
-      if byte < 128 then return n + byte * scale end
-      n = n + (byte - 128) * scale
-      scale = scale * 128
-    end
+-- Lua's unpack() is bounded by its C stack: a long state is made in pieces.
+local BYTES_PER_CHAR_CALL = 4000
+local function bytes_text(out)
+  if #out <= BYTES_PER_CHAR_CALL then return string.char(unpack(out)) end
+  local parts = {}
+  for start = 1, #out, BYTES_PER_CHAR_CALL do
+    parts[#parts + 1] = string.char(unpack(out, start, math.min(start + BYTES_PER_CHAR_CALL - 1, #out)))
   end
-  function self.int()
-    local z = self.uint()
-    if z % 2 == 0 then return z / 2 end
-    return -(z + 1) / 2
+  return table.concat(parts)
+end
+
+-- Decoding reads the state's bytes into a table once; each reader takes a position
+-- and returns the value and the next position.
+local function get_uint(bytes, at)
+  local n, scale = 0, 1
+  while true do
+    local byte = bytes[at]
+    at = at + 1
+    if byte < 128 then return n + byte * scale, at end
+    n = n + (byte - 128) * scale
+    scale = scale * 128
   end
-  function self.double()
-    local x = struct.unpack('<d', data, at)
-    at = at + 8
-    return x
+end
+
+local function get_int(bytes, at)
+  local z
+  z, at = get_uint(bytes, at)
+  if z % 2 == 0 then return z / 2, at end
+  return -(z + 1) / 2, at
+end
+
+local function get_list(bytes, at)
+  local items, count = {}, nil
+  count, at = get_uint(bytes, at)
+  for index = 1, count do items[index], at = get_uint(bytes, at) end
+  return items, at
+end
+
+local function byte_values(data)
+  if #data <= BYTES_PER_CHAR_CALL then return {string.byte(data, 1, -1)} end
+  local bytes = {}
+  for start = 1, #data, BYTES_PER_CHAR_CALL do
+    local piece = {string.byte(data, start, math.min(start + BYTES_PER_CHAR_CALL - 1, #data))}
+    for index = 1, #piece do bytes[start + index - 1] = piece[index] end
   end
-  function self.text()
-    local length = self.uint()
-    local text = string.sub(data, at, at + length - 1)
-    at = at + length
-    return text
-  end
-  function self.list()
-    local items = {}
-    for index = 1, self.uint() do items[index] = self.uint() end
-    return items
-  end
-  return self
+  return bytes
 end
 
 -- Whether a flag's bit is set in flags.
@@ -502,52 +519,69 @@ end
 
 -- A state's entries: {x = experiment, v = variant, ms, cell (id), ctx (context string id,
 -- 0: none), clock, row (nil: none), visits, me (multiple exposure), seen = {visit ids},
--- hours = {their first-exposure hours}, sums = {[gn] = {count, revenue,
--- orders, visits = {converted visit ids}, pre = nil or {count, revenue}}}}; its goals:
--- {name, events = {record}}, a record {t, v (revenue or nil), c (currency string id or
--- nil), x (experiment or nil), s (visit id), a (attributes string id or nil), h (held),
--- i (held: event id)}.
+-- hours = {their first-exposure hours}, sums = {[gn] = {count, revenue, orders, visits =
+-- {converted visit ids}, pre = nil or {count, revenue}}}}; its goals: {name, events =
+-- {record}}, a record {t, v (revenue or nil), c (currency string id or nil), x
+-- (experiment or nil), s (visit id), a (attributes string id or nil), h (held), i (held:
+-- event id)}.
 local function decode_state(data)
-  local read = unpacker(data)
+  local bytes = byte_values(data)
+  local at = 1
+  local value, count
+  local function uint()
+    value, at = get_uint(bytes, at)
+    return value
+  end
+  local function int()
+    value, at = get_int(bytes, at)
+    return value
+  end
+  local function double()
+    value = struct.unpack('<d', data, at)
+    at = at + 8
+    return value
+  end
   local state = {entries = {}, goals = {}}
-  for xn = 1, read.uint() do
-    local entry = {x = name_of(read.uint()), v = name_of(read.uint()), ms = read.int(),
-                   cell = read.uint(), ctx = read.uint()}
-    entry.clock = entry.ms + read.int()
-    local row = read.uint()
+  for xn = 1, uint() do
+    local entry = {x = name_of(uint()), v = name_of(uint()), ms = int(), cell = uint(),
+                   ctx = uint()}
+    entry.clock = entry.ms + int()
+    local row = uint()
     if row > 0 then entry.row = row - 1 end
-    entry.visits = read.uint()
-    entry.me = read.uint() == 1
+    entry.visits = uint()
+    entry.me = uint() == 1
     entry.seen, entry.hours = {}, {}
     local entry_hour = math.floor(entry.ms / 3600000)
-    for index = 1, read.uint() do
-      entry.seen[index] = read.uint()
-      entry.hours[index] = entry_hour + read.int()
+    for index = 1, uint() do
+      entry.seen[index] = uint()
+      entry.hours[index] = entry_hour + int()
     end
     entry.sums = {}
-    for _ = 1, read.uint() do
-      local gn, flags = read.uint(), read.uint()
-      local sums = {count = read.uint(), revenue = 0}
-      if has(flags, 1) then sums.revenue = read.double() end
-      sums.orders = read.uint()
-      sums.visits = read.list()
-      if has(flags, 2) then sums.pre = {count = read.uint(), revenue = read.double()} end
+    for _ = 1, uint() do
+      local gn, flags = uint(), uint()
+      local sums = {count = uint(), revenue = 0}
+      if has(flags, 1) then sums.revenue = double() end
+      sums.orders = uint()
+      sums.visits, at = get_list(bytes, at)
+      if has(flags, 2) then sums.pre = {count = uint(), revenue = double()} end
       entry.sums[gn] = sums
     end
     state.entries[xn] = entry
   end
-  for gn = 1, read.uint() do
-    local goal = {name = name_of(read.uint()), events = {}}
-    for n = 1, read.uint() do
-      local flags = read.uint()
-      local record = {t = read.int(), s = read.uint()}
-      if has(flags, 1) then record.v = read.double() end
-      if has(flags, 2) then record.c = read.uint() end
-      if has(flags, 4) then record.x = name_of(read.uint()) end
-      if has(flags, 8) then record.a = read.uint() end
+  for gn = 1, uint() do
+    local goal = {name = name_of(uint()), events = {}}
+    for n = 1, uint() do
+      local flags = uint()
+      local record = {t = int(), s = uint()}
+      if has(flags, 1) then record.v = double() end
+      if has(flags, 2) then record.c = uint() end
+      if has(flags, 4) then record.x = name_of(uint()) end
+      if has(flags, 8) then record.a = uint() end
       if has(flags, 16) then
         record.h = 1
-        record.i = read.text()
+        count = uint()
+        record.i = string.sub(data, at, at + count - 1)
+        at = at + count
       end
       goal.events[n] = record
     end
@@ -608,11 +642,11 @@ local function encode_state(state)
       if record.a then put_uint(out, record.a) end
       if record.h then
         put_uint(out, #record.i)
-        out[#out + 1] = record.i
+        put_bytes(out, record.i)
       end
     end
   end
-  return table.concat(out)
+  return bytes_text(out)
 end
 
 local buckets_key = base .. ':vb'
