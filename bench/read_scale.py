@@ -177,6 +177,9 @@ async def fill(
             if in_redis is not None:
                 await in_redis
             in_redis = asyncio.create_task(sink.apply(partition, batch, [], rules=rules))
+            # A created task runs only when this loop yields: yield once, so the script
+            # is sent now and runs in Redis while the next batch is planned.
+            await asyncio.sleep(0)
             pending[partition] = []
         if count % 200_000 == 0:
             seconds = time.perf_counter() - started
