@@ -149,15 +149,17 @@ async def fill(
 ) -> int:
     """Plans and sinks the generated events of ``visitors`` visitors of ``definition``;
     returns how many events. Prints progress (visitors, events/s, ETA) every 200,000
-    events. One batch is in Redis while the next is planned (a partition's batches
-    still apply in order: the next starts only when the previous has returned), so the
-    planning in Python and the script in Redis overlap."""
+    events. Each partition's batch runs in Redis while the next batches are planned (a
+    partition's batches still apply in order: the next starts only when the previous
+    has returned), so the planning in Python and the script in Redis overlap; the
+    partitions fill at about the same pace, so their batches come due together, and
+    one batch in flight for all of them would leave Redis and Python taking turns."""
     catalog = {definition.id: definition}
     rules = sink_rules(catalog)
     sink = BatchSink(redis, target.sink)
     pending: dict[int, list] = {}
     offsets: dict[tuple[str, int], int] = {}
-    in_redis: asyncio.Task[Any] | None = None
+    in_redis: dict[int, asyncio.Task[Any]] = {}
     count = entered = 0
     started = time.perf_counter()
     published = int(time.time() * 1000) - 3_600_000
@@ -174,11 +176,11 @@ async def fill(
         count += 1
         entered += kind == "a"
         if len(batch) == BATCH:
-            if in_redis is not None:
-                await in_redis
-            in_redis = asyncio.create_task(sink.apply(partition, batch, [], rules=rules))
+            if partition in in_redis:
+                await in_redis[partition]
+            in_redis[partition] = asyncio.create_task(sink.apply(partition, batch, [], rules=rules))
             # A created task runs only when this loop yields: yield once, so the script
-            # is sent now and runs in Redis while the next batch is planned.
+            # is sent now and runs in Redis while the next batches are planned.
             await asyncio.sleep(0)
             pending[partition] = []
         if count % 200_000 == 0:
@@ -189,8 +191,7 @@ async def fill(
                 f"({count / seconds:,.0f} events/s, ETA {left / 60:.0f} min)",
                 flush=True,
             )
-    if in_redis is not None:
-        await in_redis
+    await asyncio.gather(*in_redis.values())
     for partition, batch in pending.items():
         if batch:
             await sink.apply(partition, batch, [], rules=rules)
