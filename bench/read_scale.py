@@ -64,6 +64,7 @@ from worker.store import keys  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.connection import Redis, connect  # noqa: E402
 from worker.store.counter_reader import Grain, read_counters  # noqa: E402
+from worker.store.definitions import load_definition  # noqa: E402
 from worker.store.sink_protocol import experiment_rules  # noqa: E402
 from worker.store.visitor_reader import read_visitor_states  # noqa: E402
 
@@ -262,10 +263,15 @@ async def measure(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     prefix = args.reuse or f"bench-read-{os.getpid()}"
     definition = ExperimentDefinition.model_validate(
-        two_arm_definition(EXPERIMENT)
+        two_arm_definition(args.experiment)
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
     async with connect(settings) as redis:
+        if args.reuse is not None:
+            # A prefix a worker registered the experiment in (bench/freshness.py's fill)
+            # keeps the definition it was filled with, whose start precedes every entry.
+            stored = await load_definition(redis, prefix, args.experiment)
+            definition = stored or definition
         if args.reuse is None:
             before = int((await redis.info("memory"))["used_memory"])
             started = time.perf_counter()
@@ -324,6 +330,12 @@ def main() -> None:
         metavar="PREFIX",
         help="read the prefix a --keep run filled (same --visitors and --days) instead of "
         "filling one",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=EXPERIMENT,
+        help="the experiment's id (with --reuse: bench/freshness.py --prefill-visitors "
+        "fills 'prefilled')",
     )
     parser.add_argument(
         "--hash-runs",
