@@ -32,7 +32,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from worker.store import keys  # noqa: E402
 from worker.store.batch_sink import BatchSink, SinkSettings  # noqa: E402
 from worker.store.connection import Redis, connect  # noqa: E402
 from worker.store.counter_reader import Grain, read_counters  # noqa: E402
+from worker.store.definitions import load_definition  # noqa: E402
 from worker.store.sink_protocol import experiment_rules  # noqa: E402
 from worker.store.visitor_reader import read_visitor_states  # noqa: E402
 
@@ -72,20 +74,23 @@ EXPERIMENT = "scale"
 CITIES = [f"city-{n}" for n in range(200)]
 
 
-def events(visitors: int, days: int, seed: int) -> Iterator[tuple[str, bytes, bytes, int]]:
+def events(
+    visitors: int, days: int, seed: int, experiment: str = EXPERIMENT, visitor_prefix: str = "v"
+) -> Iterator[tuple[str, bytes, bytes, int]]:
     """(kind, key, value, event time in ms) of every visitor's entry and conversions,
     in time order within each visitor; entries spread evenly over ``days`` days that
-    end an hour ago."""
+    end an hour ago. Visitor ids are ``visitor_prefix`` and a number (a caller that
+    streams visitors of its own beside these picks a prefix theirs do not share)."""
     rng = random.Random(seed)
     end = datetime.now(UTC) - timedelta(hours=1)
     span = days * 86400
     for number in range(visitors):
-        visitor = f"v{number}"
+        visitor = f"{visitor_prefix}{number}"
         entered = end - timedelta(seconds=span * (visitors - number) / visitors)
         country = rng.choice(("US", "DE", "FR", "GB", "CA"))
         entry = {
             "event_id": f"a{number}",
-            "experiment_id": EXPERIMENT,
+            "experiment_id": experiment,
             "variant_id": str(rng.randrange(2)),
             "visitor_id": visitor,
             "timestamp": entered.isoformat(),
@@ -118,33 +123,76 @@ def events(visitors: int, days: int, seed: int) -> Iterator[tuple[str, bytes, by
                 )
 
 
+@dataclass(frozen=True)
+class FillTarget:
+    """Where `fill` writes: the sink's settings (prefix, hold, the topic whose records move
+    the hold clock), the partition count, and the topic name recorded for each kind of
+    event ("a" entries, "c" conversions) in the applied offsets."""
+
+    sink: SinkSettings
+    partitions: int = PARTITIONS
+    topics: Mapping[str, str] = field(default_factory=lambda: {"a": "a", "c": "c"})
+
+
+def fill_target(prefix: str) -> FillTarget:
+    """This bench's own target: a prefix of its own, whose entries move the hold clock."""
+    return FillTarget(SinkSettings(prefix, 7 * 86400, 3_600_000, assignments_topic="a"))
+
+
 async def fill(
-    redis: Redis, prefix: str, definition: ExperimentDefinition, args: argparse.Namespace
+    redis: Redis,
+    target: FillTarget,
+    definition: ExperimentDefinition,
+    visitors: int,
+    days: int,
+    seed: int,
+    visitor_prefix: str = "v",
 ) -> int:
-    """Plans and sinks the generated events; returns how many."""
+    """Plans and sinks the generated events of ``visitors`` visitors of ``definition``;
+    returns how many events. Prints progress (visitors, events/s, ETA) every 200,000
+    events. Each partition's batch runs in Redis while the next batches are planned (a
+    partition's batches still apply in order: the next starts only when the previous
+    has returned), so the planning in Python and the script in Redis overlap; the
+    partitions fill at about the same pace, so their batches come due together, and
+    one batch in flight for all of them would leave Redis and Python taking turns."""
     catalog = {definition.id: definition}
     rules = sink_rules(catalog)
-    sink = BatchSink(redis, SinkSettings(prefix, 7 * 86400, 3_600_000, assignments_topic="a"))
+    sink = BatchSink(redis, target.sink)
     pending: dict[int, list] = {}
     offsets: dict[tuple[str, int], int] = {}
-    count = 0
+    in_redis: dict[int, asyncio.Task[Any]] = {}
+    count = entered = 0
     started = time.perf_counter()
     published = int(time.time() * 1000) - 3_600_000
-    for kind, key, value, _ in events(args.visitors, args.days, args.seed):
-        partition = partition_for(key.decode(), PARTITIONS)
-        offset = offsets.get((kind, partition), 0)
-        offsets[(kind, partition)] = offset + 1
-        record = SourceMessage(kind, partition, offset, key, value, timestamp_ms=published + count)
+    generated = events(visitors, days, seed, definition.id, visitor_prefix)
+    for kind, key, value, _ in generated:
+        partition = partition_for(key.decode(), target.partitions)
+        topic = target.topics[kind]
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        record = SourceMessage(topic, partition, offset, key, value, timestamp_ms=published + count)
         planner = plan_assignment if kind == "a" else plan_conversion
         batch = pending.setdefault(partition, [])
-        batch.append(planner(record, catalog, PARTITIONS).command)
+        batch.append(planner(record, catalog, target.partitions).command)
         count += 1
+        entered += kind == "a"
         if len(batch) == BATCH:
-            await sink.apply(partition, batch, [], rules=rules)
+            if partition in in_redis:
+                await in_redis[partition]
+            in_redis[partition] = asyncio.create_task(sink.apply(partition, batch, [], rules=rules))
+            # A created task runs only when this loop yields: yield once, so the script
+            # is sent now and runs in Redis while the next batches are planned.
+            await asyncio.sleep(0)
             pending[partition] = []
         if count % 200_000 == 0:
-            rate = count / (time.perf_counter() - started)
-            print(f"  filled {count:,} events ({rate:,.0f}/s)", flush=True)
+            seconds = time.perf_counter() - started
+            left = (visitors - entered) * seconds / entered
+            print(
+                f"  filled {entered:,}/{visitors:,} visitors, {count:,} events "
+                f"({count / seconds:,.0f} events/s, ETA {left / 60:.0f} min)",
+                flush=True,
+            )
+    await asyncio.gather(*in_redis.values())
     for partition, batch in pending.items():
         if batch:
             await sink.apply(partition, batch, [], rules=rules)
@@ -215,14 +263,21 @@ async def measure(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     prefix = args.reuse or f"bench-read-{os.getpid()}"
     definition = ExperimentDefinition.model_validate(
-        two_arm_definition(EXPERIMENT)
+        two_arm_definition(args.experiment)
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
     async with connect(settings) as redis:
+        if args.reuse is not None:
+            # A prefix a worker registered the experiment in (bench/freshness.py's fill)
+            # keeps the definition it was filled with, whose start precedes every entry.
+            stored = await load_definition(redis, prefix, args.experiment)
+            definition = stored or definition
         if args.reuse is None:
             before = int((await redis.info("memory"))["used_memory"])
             started = time.perf_counter()
-            count = await fill(redis, prefix, definition, args)
+            count = await fill(
+                redis, fill_target(prefix), definition, args.visitors, args.days, args.seed
+            )
             seconds = time.perf_counter() - started
             after = int((await redis.info("memory"))["used_memory"])
             print(
@@ -275,6 +330,12 @@ def main() -> None:
         metavar="PREFIX",
         help="read the prefix a --keep run filled (same --visitors and --days) instead of "
         "filling one",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=EXPERIMENT,
+        help="the experiment's id (with --reuse: bench/freshness.py --prefill-visitors "
+        "fills 'prefilled')",
     )
     parser.add_argument(
         "--hash-runs",
