@@ -58,7 +58,7 @@ async def load_visitor_table(
 ) -> VisitorTable:
     """The experiment's visitors from the columnar visitor store (their ids only with
     ``visitor_ids``), or, for an experiment with entrants written before the store
-    existed, from the visitor hashes."""
+    existed, from the visitor states."""
     rules = experiment_rules(definition)
     stored = await read_visitor_columns(redis, prefix, definition.id, visitor_ids)
     if stored is not None:

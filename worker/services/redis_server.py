@@ -69,11 +69,11 @@ def write_config(layout: RedisLayout) -> None:
     """AOF with fsync every second: at most one second of writes is lost on a power cut.
 
     Also raises two compact-encoding limits the key layout is sized for (apply_batch.lua):
-    a visitor hash holding a context JSON longer than 64 bytes stays a listpack, and a
-    de-duplication bucket stays an intset up to 2,048 event fingerprints (about half a
-    million events per partition and day). Without them (a Redis provisioned elsewhere)
-    everything still works; such visitor hashes and buckets take the hashtable encoding,
-    about 2-3 times and 5 times the memory.
+    a visitor bucket holding a visitor with many goal events (a packed state over 64
+    bytes) stays a listpack, and a de-duplication bucket stays an intset up to 2,048
+    event fingerprints (about half a million events per partition and day). Without them
+    (a Redis provisioned elsewhere) everything still works; such buckets take the
+    hashtable encoding, about 2-3 times and 5 times the memory.
     """
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     layout.config_file.write_text(
