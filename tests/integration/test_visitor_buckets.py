@@ -26,7 +26,7 @@ from worker.errors import ConfigurationError
 from worker.ingestion.partitioning import partition_for
 from worker.store import keys
 from worker.store.visitor_reader import read_visitor_states
-from worker.store.visitor_records import bucket_count, bucket_of
+from worker.store.visitor_records import BUCKET_LOAD, bucket_count, bucket_of
 
 pytestmark = pytest.mark.integration
 __all__ = ["sink"]  # the fixture, shared with test_sink_read_order.py
@@ -69,7 +69,7 @@ async def test_visitors_fill_buckets_that_split_and_no_key_is_made_per_visitor(
     layout = await sink.redis.hgetall(keys.visitor_buckets_key(sink.prefix, partition))
     level, split = int(layout[b"L"]), int(layout[b"s"])
     assert int(layout[b"n"]) == len(visitors)
-    assert bucket_count(layout) == 2**level + split >= len(visitors) // 32
+    assert bucket_count(layout) == 2**level + split >= len(visitors) // BUCKET_LOAD
     for visitor in visitors:
         home = bucket_of(visitor.encode(), level, split)
         assert await sink.redis.hexists(

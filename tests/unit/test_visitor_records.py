@@ -90,16 +90,22 @@ def test_a_state_reads_back_as_it_was_written() -> None:
             StoredEntry(
                 "exp", "treatment", 1_795_000_000_123, 300, 7, 1_795_000_500_000, 1_000_000, 3,
                 True, ((1, 0), (200, 5), (3, -1)),
-                {1: GoalSums(4, 19.99, 2, (1, 200), None), 2: GoalSums(0, 0.0, 0, (), (2, -3.5))},
+                {1: GoalSums(4, 19.99, 2, (1, 200), None), 2: GoalSums(0, 0.0, 0, (), (2, -3.5)),
+                 3: GoalSums(1, 0.1 + 0.2, 1, (3,), (1, -1e300))},
             ),
         ),
         goals=(
-            ("purchase", (StoredEvent(1_795_000_000_200, 1, value=0.0, held_id="id-é"),)),
+            ("purchase", (
+                StoredEvent(1_795_000_000_200, 1, value=0.0, held_id="id-é"),
+                StoredEvent(1_700_000_000_000, 3, value=-0.07),
+                StoredEvent(1_795_000_000_200, 1, value=1 / 3),
+            )),
             ("view", (StoredEvent(-5, 200, currency=9, experiment="exp", attributes=4),)),
         ),
     )  # fmt: skip
-    packed = encode_visitor(visitor, names)
-    assert decode_visitor(packed, names.names()) == visitor
+    held_only = StoredVisitor((), (("view", (StoredEvent(1_795_000_000_000, 2, held_id="h"),)),))
+    for state in (visitor, held_only):
+        assert decode_visitor(encode_visitor(state, names), names.names()) == state
 
 
 def test_the_bucket_rules_are_the_scripts() -> None:
@@ -109,7 +115,7 @@ def test_the_bucket_rules_are_the_scripts() -> None:
     assert visitor_records.visitor_hash(b"v1") == int(hashlib.sha1(b"v1").hexdigest()[:8], 16)
 
 
-@pytest.mark.parametrize(("visitors", "level"), [(0, 0), (32, 0), (33, 1), (64, 1), (65, 2)])
+@pytest.mark.parametrize(("visitors", "level"), [(0, 0), (40, 0), (41, 1), (80, 1), (81, 2)])
 def test_the_level_holds_the_visitors_without_a_split(visitors: int, level: int) -> None:
     assert level_for(visitors) == level
 

@@ -389,23 +389,25 @@ end
 -- (fields "t{name}" -> id and "i{id}" -> name; "#": the last id given); strings the
 -- columns name (currencies, attributes) are ids of "{base}:str" and visits ids of
 -- "{base}:vid" (see the columnar visitor store). A state is, in order (uint: unsigned
--- LEB128 varint; int: zig-zag varint; double: 8 bytes little-endian;
+-- LEB128 varint; int: zig-zag varint; amount: see put_amount;
 -- worker/store/visitor_records.py decodes it):
 --   uint entries, then per entry (in entry order; its position is xn):
 --     uint experiment name id, uint variant name id, int entry ms, uint cell id,
---     uint extended context string id (0: none), int hold clock when the entry was applied minus entry ms (the clock decides whether
---     the entry came within a conversion's hold), uint row in the experiment's columns
---     + 1 (0: none), uint visits, uint multiple exposure (0/1), uint visits seen, then
---     per visit its visit id and int first-exposure hour minus entry hour, uint goals with counted events, then per such goal: uint gn (the
---     goal's position below), uint flags (1: revenue, 2: CUPED pre-period sums),
---     uint raw count, [double raw revenue], uint orders, uint converted visits and their
---     visit ids, [uint pre-period count, double pre-period revenue]
+--     uint extended context string id (0: none), int hold clock when the entry was
+--     applied minus entry ms (the clock decides whether the entry came within a
+--     conversion's hold), uint row in the experiment's columns + 1 (0: none), uint
+--     visits, uint multiple exposure (0/1), uint visits seen, then per visit its visit
+--     id and int first-exposure hour minus entry hour, uint goals with counted events,
+--     then per such goal: uint gn (the goal's position below), uint flags (1: revenue,
+--     2: CUPED pre-period sums), uint raw count, [amount raw revenue], uint orders,
+--     uint converted visits and their visit ids, [uint pre-period count, amount
+--     pre-period revenue]
 --   uint goals, then per goal (in first-event order; its position is gn):
 --     uint goal name id, uint events, then per event (in arrival order): uint flags
 --     (1: revenue, 2: currency, 4: restricted to one experiment, 8: attributes, 16:
---     held), int time ms, uint visit id, [double revenue], [uint currency string id],
---     [uint experiment name id], [uint attributes string id], [uint length, held
---     event id]
+--     held), int time ms minus the first entry's ms (0 without entries), uint visit
+--     id, [amount revenue], [uint currency string id], [uint experiment name id],
+--     [uint attributes string id], [uint length, held event id]
 -- Raw sums are kept before any cap, so the counted values do not depend on the order of
 -- the events. A held event is dead-lettered when its hold expires and then removed.
 local names_key = base .. ':nm'
@@ -455,8 +457,17 @@ local function put_bytes(out, text)
   for index = 1, #text do out[size + index] = string.byte(text, index) end
 end
 
-local function put_double(out, x)
-  put_bytes(out, struct.pack('<d', x))
+-- An amount (revenue): a whole number of cents when that reads back as the same
+-- double (2 * zig-zag(cents), even), else 1 and the 8-byte double; "16.92" takes 2
+-- bytes, not 8.
+local function put_amount(out, x)
+  local cents = math.floor(x * 100 + 0.5)
+  if cents / 100 == x and math.abs(cents) < 2 ^ 50 then
+    if cents >= 0 then put_uint(out, 4 * cents) else put_uint(out, -4 * cents - 2) end
+  else
+    put_uint(out, 1)
+    put_bytes(out, struct.pack('<d', x))
+  end
 end
 
 local function put_list(out, items)
@@ -536,10 +547,16 @@ local function decode_state(data)
     value, at = get_int(bytes, at)
     return value
   end
-  local function double()
-    value = struct.unpack('<d', data, at)
-    at = at + 8
-    return value
+  local function amount()
+    local code = uint()
+    if code % 2 == 1 then
+      value = struct.unpack('<d', data, at)
+      at = at + 8
+      return value
+    end
+    code = code / 2
+    if code % 2 == 0 then return code / 2 / 100 end
+    return -(code + 1) / 2 / 100
   end
   local state = {entries = {}, goals = {}}
   for xn = 1, uint() do
@@ -560,20 +577,22 @@ local function decode_state(data)
     for _ = 1, uint() do
       local gn, flags = uint(), uint()
       local sums = {count = uint(), revenue = 0}
-      if has(flags, 1) then sums.revenue = double() end
+      if has(flags, 1) then sums.revenue = amount() end
       sums.orders = uint()
       sums.visits, at = get_list(bytes, at)
-      if has(flags, 2) then sums.pre = {count = uint(), revenue = double()} end
+      if has(flags, 2) then sums.pre = {count = uint(), revenue = amount()} end
       entry.sums[gn] = sums
     end
     state.entries[xn] = entry
   end
+  -- event times are kept relative to the first entry (absolute without one)
+  local base_ms = state.entries[1] and state.entries[1].ms or 0
   for gn = 1, uint() do
     local goal = {name = name_of(uint()), events = {}}
     for n = 1, uint() do
       local flags = uint()
-      local record = {t = int(), s = uint()}
-      if has(flags, 1) then record.v = double() end
+      local record = {t = base_ms + int(), s = uint()}
+      if has(flags, 1) then record.v = amount() end
       if has(flags, 2) then record.c = uint() end
       if has(flags, 4) then record.x = name_of(uint()) end
       if has(flags, 8) then record.a = uint() end
@@ -618,15 +637,16 @@ local function encode_state(state)
       put_uint(out, gn)
       put_uint(out, (sums.revenue ~= 0 and 1 or 0) + (sums.pre and 2 or 0))
       put_uint(out, sums.count)
-      if sums.revenue ~= 0 then put_double(out, sums.revenue) end
+      if sums.revenue ~= 0 then put_amount(out, sums.revenue) end
       put_uint(out, sums.orders)
       put_list(out, sums.visits)
       if sums.pre then
         put_uint(out, sums.pre.count)
-        put_double(out, sums.pre.revenue)
+        put_amount(out, sums.pre.revenue)
       end
     end
   end
+  local base_ms = state.entries[1] and state.entries[1].ms or 0
   put_uint(out, #state.goals)
   for _, goal in ipairs(state.goals) do
     put_uint(out, name_id(goal.name))
@@ -634,9 +654,9 @@ local function encode_state(state)
     for _, record in ipairs(goal.events) do
       put_uint(out, (record.v and 1 or 0) + (record.c and 2 or 0) + (record.x and 4 or 0)
         + (record.a and 8 or 0) + (record.h and 16 or 0))
-      put_int(out, record.t)
+      put_int(out, record.t - base_ms)
       put_uint(out, record.s)
-      if record.v then put_double(out, record.v) end
+      if record.v then put_amount(out, record.v) end
       if record.c then put_uint(out, record.c) end
       if record.x then put_uint(out, name_id(record.x)) end
       if record.a then put_uint(out, record.a) end
@@ -653,7 +673,7 @@ local buckets_key = base .. ':vb'
 local bucket_stem = base .. ':vs:'
 -- Visitors per bucket before one more split: with linear hashing a bucket not yet split
 -- in this round holds up to about twice as many, still under the 128-field limit.
-local BUCKET_LOAD = 32
+local BUCKET_LOAD = 40
 local bucket_level, bucket_split, visitors_stored = nil, nil, nil
 -- visitor -> {state, bucket, stored (it had a state before this batch), dirty}
 local visitor_cache = {}

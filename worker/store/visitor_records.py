@@ -10,6 +10,7 @@ caller resolves what it needs; the decoder only parses.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,10 +87,15 @@ class _Reader:
         zigzag = self.uint()
         return zigzag >> 1 if zigzag % 2 == 0 else -((zigzag + 1) >> 1)
 
-    def double(self) -> float:
-        (value,) = struct.unpack_from("<d", self._data, self._at)
-        self._at += 8
-        return float(value)
+    def amount(self) -> float:
+        code = self.uint()
+        if code % 2:
+            (value,) = struct.unpack_from("<d", self._data, self._at)
+            self._at += 8
+            return float(value)
+        zigzag = code >> 1
+        cents = zigzag >> 1 if zigzag % 2 == 0 else -((zigzag + 1) >> 1)
+        return cents / 100
 
     def text(self) -> str:
         length = self.uint()
@@ -116,10 +122,10 @@ def decode_visitor(data: bytes, names: Mapping[int, str]) -> StoredVisitor:
         for _ in range(read.uint()):
             position, flags = read.uint(), read.uint()
             count = read.uint()
-            revenue = read.double() if flags & REVENUE else 0.0
+            revenue = read.amount() if flags & REVENUE else 0.0
             orders = read.uint()
             converted = tuple(read.uint() for _ in range(read.uint()))
-            pre = (read.uint(), read.double()) if flags & PRE else None
+            pre = (read.uint(), read.amount()) if flags & PRE else None
             sums[position] = GoalSums(count, revenue, orders, converted, pre)
         entries.append(
             StoredEntry(
@@ -136,18 +142,20 @@ def decode_visitor(data: bytes, names: Mapping[int, str]) -> StoredVisitor:
                 sums,
             )
         )
+    # event times are relative to the first entry (absolute without one)
+    base_ms = entries[0].entry_ms if entries else 0
     goals = []
     for _ in range(read.uint()):
         goal = names[read.uint()]
         events = []
         for _ in range(read.uint()):
             flags = read.uint()
-            time_ms, visit = read.int(), read.uint()
+            time_ms, visit = base_ms + read.int(), read.uint()
             events.append(
                 StoredEvent(
                     time_ms,
                     visit,
-                    value=read.double() if flags & VALUE else None,
+                    value=read.amount() if flags & VALUE else None,
                     currency=read.uint() if flags & CURRENCY else None,
                     experiment=names[read.uint()] if flags & RESTRICTED else None,
                     attributes=read.uint() if flags & ATTRIBUTES else None,
@@ -178,7 +186,7 @@ def _bytes(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-BUCKET_LOAD = 32
+BUCKET_LOAD = 40
 """Visitors per bucket before apply_batch.lua splits one more (its BUCKET_LOAD)."""
 
 
@@ -215,8 +223,13 @@ class _Writer:
     def int(self, number: int) -> None:
         self.uint(2 * number if number >= 0 else -2 * number - 1)
 
-    def double(self, value: float) -> None:
-        self.out += struct.pack("<d", value)
+    def amount(self, value: float) -> None:
+        cents = math.floor(value * 100 + 0.5)
+        if cents / 100 == value and abs(cents) < 2**50:
+            self.uint(4 * cents if cents >= 0 else -4 * cents - 2)
+        else:
+            self.uint(1)
+            self.out += struct.pack("<d", value)
 
 
 def encode_visitor(visitor: StoredVisitor, name_id: Callable[[str], int]) -> bytes:
@@ -246,14 +259,15 @@ def encode_visitor(visitor: StoredVisitor, name_id: Callable[[str], int]) -> byt
             write.uint((REVENUE if sums.revenue != 0 else 0) | (PRE if sums.pre_period else 0))
             write.uint(sums.count)
             if sums.revenue != 0:
-                write.double(sums.revenue)
+                write.amount(sums.revenue)
             write.uint(sums.orders)
             write.uint(len(sums.converted_visits))
             for visit in sums.converted_visits:
                 write.uint(visit)
             if sums.pre_period:
                 write.uint(sums.pre_period[0])
-                write.double(sums.pre_period[1])
+                write.amount(sums.pre_period[1])
+    base_ms = visitor.entries[0].entry_ms if visitor.entries else 0
     write.uint(len(visitor.goals))
     for goal, events in visitor.goals:
         write.uint(name_id(goal))
@@ -267,10 +281,10 @@ def encode_visitor(visitor: StoredVisitor, name_id: Callable[[str], int]) -> byt
                 | (HELD if event.held_id is not None else 0)
             )
             write.uint(flags)
-            write.int(event.time_ms)
+            write.int(event.time_ms - base_ms)
             write.uint(event.visit)
             if event.value is not None:
-                write.double(event.value)
+                write.amount(event.value)
             if event.currency is not None:
                 write.uint(event.currency)
             if event.experiment is not None:
