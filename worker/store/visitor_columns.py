@@ -289,10 +289,10 @@ def _filled(
 
 
 def _by_id(mapping: dict[bytes, bytes], skip: bytes | None) -> npt.NDArray[np.object_]:
-    """An intern hash (text -> id) as an array of texts indexed by id; None at index 0
-    and at ids not given."""
-    found = {text: id_ for text, id_ in mapping.items() if text != skip}
-    ids = np.array(list(found.values()), dtype=np.bytes_).astype(np.int64)
+    """An intern hash (text -> id; the reply's own dict, ``skip`` removed from it) as an
+    array of texts indexed by id; None at index 0 and at ids not given."""
+    mapping.pop(skip, None)  # type: ignore[arg-type]
+    ids = np.fromiter(map(int, mapping.values()), dtype=np.int64, count=len(mapping))
     texts = np.empty(int(ids.max(initial=0)) + 1, dtype=object)
-    texts[ids] = np.array(list(found), dtype=object)
+    texts[ids] = np.array(list(mapping), dtype=object)
     return texts
