@@ -9,7 +9,9 @@ per distinct string.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,39 +79,6 @@ class StoredColumns:
     event_currency: Interned
 
 
-class _Dictionary:
-    """Global codes for the texts of per-partition string ids: one Python step per
-    distinct id of a partition, none per row."""
-
-    def __init__(self) -> None:
-        self._texts: list[bytes] = []
-        self._codes: dict[bytes, int] = {}
-
-    @property
-    def values(self) -> list[str]:
-        """The texts, in code order."""
-        return [text.decode() for text in self._texts]
-
-    def recode(self, ids: npt.NDArray[np.uint32], texts: npt.NDArray[np.object_]) -> Codes:
-        """Codes of ``ids`` (0: none), ``texts[id]`` naming a partition's ids (dense:
-        a lookup table by id, no sort)."""
-        present = np.flatnonzero(np.bincount(ids, minlength=texts.size))
-        lookup = np.full(texts.size, -1, dtype=np.int64)
-        lookup[present] = np.fromiter(
-            map(self._code, texts[present]), dtype=np.int64, count=present.size
-        )
-        return lookup[ids]
-
-    def _code(self, text: bytes | None) -> int:
-        if text is None:
-            return -1
-        code = self._codes.get(text)
-        if code is None:
-            code = self._codes[text] = len(self._texts)
-            self._texts.append(text)
-        return code
-
-
 @dataclass
 class _Partition:
     entrants: int
@@ -150,102 +119,180 @@ async def read_visitor_columns(
                 pipe.lrange(
                     keys.entrants_key(prefix, partition, experiment_id), 0, part.entrants - 1
                 )
-            for key, size in (
-                (keys.entrant_columns_key, part.entrants * ENTRANT.itemsize),
-                (keys.fact_columns_key, part.fact_bytes),
-                (keys.event_columns_key, part.event_bytes),
+            for key, size, record in (
+                (keys.entrant_columns_key, part.entrants * ENTRANT.itemsize, ENTRANT),
+                (keys.fact_columns_key, part.fact_bytes, FACT),
+                (keys.event_columns_key, part.event_bytes, EVENT),
             ):
-                for start in range(0, size, RANGE_BYTES):
-                    end = min(start + RANGE_BYTES, size) - 1
+                step = _range_bytes(record)
+                for start in range(0, size, step):
+                    end = min(start + step, size) - 1
                     pipe.getrange(key(prefix, partition, experiment_id), start, end)
             # After the lengths: ids are only ever added, so these name every id read.
             pipe.hgetall(keys.strings_key(prefix, partition))
             pipe.hgetall(keys.cells_key(prefix, partition))
-        replies = iter(await pipe.execute())
+        replies = await pipe.execute()
     return _decode(parts, replies, visitor_ids)
 
 
-def _decode(parts: list[_Partition], replies: object, with_ids: bool) -> StoredColumns:
-    """Columns from the pipeline's replies, in the order read_visitor_columns asked."""
-    answers = iter(replies)  # type: ignore[call-overload]
+def _range_bytes(record: np.dtype[np.void]) -> int:
+    """The bytes of one GETRANGE of a column of ``record``s: whole records, so that each
+    reply decodes on its own and no reply is joined to the next."""
+    return max(RANGE_BYTES // record.itemsize, 1) * record.itemsize
+
+
+@dataclass
+class _Replies:
+    """One partition's replies: its columns as views of the GETRANGE replies (one array
+    per reply, no copy) and its intern hashes as arrays of texts indexed by id."""
+
+    entrants: list[npt.NDArray[np.void]]
+    facts: list[npt.NDArray[np.void]]
+    events: list[npt.NDArray[np.void]]
+    strings: npt.NDArray[np.object_]
+    cells: npt.NDArray[np.object_]
+
+
+# The interned fields: (record, field) -> the intern hash naming its ids.
+_INTERNED = {
+    ("entrants", "variant"): "strings",
+    ("entrants", "cell"): "cells",
+    ("entrants", "context"): "strings",
+    ("events", "goal"): "strings",
+    ("events", "restricted"): "strings",
+    ("events", "attributes"): "strings",
+    ("events", "currency"): "strings",
+}
+
+
+def _decode(parts: list[_Partition], replies: list[object], with_ids: bool) -> StoredColumns:
+    """Columns from the pipeline's replies, in the order read_visitor_columns asked.
+
+    Each whole-experiment column is allocated once and every reply written into its
+    place: the replies are neither joined nor the partitions' pieces concatenated (at
+    ten million visitors each would copy every column once more)."""
+    answers = iter(replies)
     visitor_ids: list[str] | None = [] if with_ids else None
-    dictionaries = {
-        name: _Dictionary()
-        for name in ("variant", "cell", "context", "goal", "restricted", "attributes", "currency")
-    }
-    columns: dict[str, list[Codes]] = {}
-    values: list[npt.NDArray[np.float64]] = []
-    offset = 0
-
-    def add(name: str, codes: Codes) -> None:
-        columns.setdefault(name, []).append(codes)
-
+    read: list[_Replies] = []
     for part in parts:
         # Visitor ids are [A-Za-z0-9_-]: one join, decode and split, in C, not one step each.
         listed = next(answers) if visitor_ids is not None else None
         if visitor_ids is not None and listed:
-            visitor_ids.extend(b"\n".join(listed).decode().split("\n"))
-        entrants = np.frombuffer(_joined(answers, part.entrants * ENTRANT.itemsize), ENTRANT)
-        facts = np.frombuffer(_joined(answers, part.fact_bytes), FACT)
-        events = np.frombuffer(_joined(answers, part.event_bytes), EVENT)
-        strings = _by_id(next(answers), skip=None)
-        cells = _by_id(next(answers), skip=b"#")
-        for name, ids, texts in (
-            ("variant", entrants["variant"], strings),
-            ("cell", entrants["cell"], cells),
-            ("context", entrants["context"], strings),
-            ("goal", events["goal"], strings),
-            ("restricted", events["restricted"], strings),
-            ("attributes", events["attributes"], strings),
-            ("currency", events["currency"], strings),
-        ):
-            add(name, dictionaries[name].recode(ids, texts))
-        add("entry_ms", entrants["entry_ms"].astype(np.int64))
-        add("fact_row", facts["row"].astype(np.int64) + offset)
-        add("fact_hour", facts["hour"].astype(np.int64))
-        add("event_row", events["row"].astype(np.int64) + offset)
-        add("event_time_ms", events["time_ms"].astype(np.int64))
-        add("event_visit", events["visit"].astype(np.int64))
-        values.append(events["value"].astype(np.float64))
-        offset += part.entrants
+            visitor_ids.extend(b"\n".join(listed).decode().split("\n"))  # type: ignore[arg-type]
+        read.append(
+            _Replies(
+                entrants=_records(answers, part.entrants * ENTRANT.itemsize, ENTRANT),
+                facts=_records(answers, part.fact_bytes, FACT),
+                events=_records(answers, part.event_bytes, EVENT),
+                strings=_by_id(next(answers), skip=None),  # type: ignore[arg-type]
+                cells=_by_id(next(answers), skip=b"#"),  # type: ignore[arg-type]
+            )
+        )
+    lookups: dict[str, list[Codes]] = {}
+    values: dict[str, list[str]] = {}
+    for (record, name), texts in _INTERNED.items():
+        lookups[name], values[name] = _intern(
+            [(getattr(part, record), getattr(part, texts)) for part in read], name
+        )
+    entrants = _filled(read, "entrants", ("variant", "cell", "context", "entry_ms"), lookups)
+    facts = _filled(read, "facts", ("row", "hour"), lookups)
+    event_fields = ("row", "goal", "time_ms", "value", "visit", "restricted", "attributes")
+    events = _filled(read, "events", (*event_fields, "currency"), lookups)
 
-    def joined(name: str) -> Codes:
-        found = columns.get(name)
-        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-
-    def interned(name: str) -> Interned:
-        return Interned(joined(name), dictionaries[name].values)
+    def interned(columns: dict[str, npt.NDArray[Any]], name: str) -> Interned:
+        return Interned(columns[name], values[name])
 
     return StoredColumns(
         visitor_ids=visitor_ids,
-        variant=interned("variant"),
-        entry_ms=joined("entry_ms"),
-        cell=interned("cell"),
-        context=interned("context"),
-        fact_row=joined("fact_row"),
-        fact_hour=joined("fact_hour"),
-        event_row=joined("event_row"),
-        event_goal=interned("goal"),
-        event_time_ms=joined("event_time_ms"),
-        event_value=np.concatenate(values) if values else np.zeros(0),
-        event_visit=joined("event_visit"),
-        event_restricted=interned("restricted"),
-        event_attributes=interned("attributes"),
-        event_currency=interned("currency"),
+        variant=interned(entrants, "variant"),
+        entry_ms=entrants["entry_ms"],
+        cell=interned(entrants, "cell"),
+        context=interned(entrants, "context"),
+        fact_row=facts["row"],
+        fact_hour=facts["hour"],
+        event_row=events["row"],
+        event_goal=interned(events, "goal"),
+        event_time_ms=events["time_ms"],
+        event_value=events["value"],
+        event_visit=events["visit"],
+        event_restricted=interned(events, "restricted"),
+        event_attributes=interned(events, "attributes"),
+        event_currency=interned(events, "currency"),
     )
 
 
-def _joined(answers: object, size: int) -> bytes:
-    """The ceil(size / RANGE_BYTES) GETRANGE replies of one column, joined."""
-    chunks = [next(answers) for _ in range(0, size, RANGE_BYTES)]  # type: ignore[call-overload]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when empty
+def _records(answers: Iterator[object], size: int, record: np.dtype[np.void]) -> list[Any]:
+    """The GETRANGE replies of one column of ``size`` bytes, each viewed as records."""
+    step = _range_bytes(record)
+    return [np.frombuffer(next(answers), record) for _ in range(0, size, step)]  # type: ignore[call-overload]
+
+
+def _intern(
+    partitions: list[tuple[list[npt.NDArray[np.void]], npt.NDArray[np.object_]]], name: str
+) -> tuple[list[Codes], list[str]]:
+    """Global codes of field ``name`` of the partitions' records (each partition's record
+    arrays and the texts its ids name): per partition a table id -> code (-1: none), and
+    the texts in code order. Codes follow first appearance, partition by partition and
+    by id; the dictionary is built in C (dict.fromkeys, map), one step per distinct id
+    of a partition and none per row."""
+    present: list[npt.NDArray[np.intp]] = []
+    named: list[bytes | None] = []
+    for arrays, texts in partitions:
+        seen = np.zeros(texts.size, dtype=bool)
+        for records in arrays:
+            seen[records[name]] = True  # raises on an id the hash does not reach
+        present.append(np.flatnonzero(seen))
+        named.extend(texts[present[-1]].tolist())
+    distinct = dict.fromkeys(named)
+    distinct.pop(None, None)  # id 0 (none), or an id the hash lacks
+    index: dict[bytes | None, int] = dict(zip(distinct, range(len(distinct)), strict=True))
+    index[None] = -1
+    codes = np.fromiter(map(index.__getitem__, named), dtype=np.int64, count=len(named))
+    lookups: list[Codes] = []
+    start = 0
+    for ids, (_, texts) in zip(present, partitions, strict=True):
+        lookup = np.full(texts.size, -1, dtype=np.int64)
+        lookup[ids] = codes[start : start + ids.size]
+        start += ids.size
+        lookups.append(lookup)
+    return lookups, [text.decode() for text in distinct]  # type: ignore[union-attr]
+
+
+def _filled(
+    read: list[_Replies], record: str, fields: tuple[str, ...], lookups: dict[str, list[Codes]]
+) -> dict[str, npt.NDArray[Any]]:
+    """The whole-experiment columns ``fields`` of ``record`` (float64 ``value``, int64
+    the others), each reply written into its place: interned ids through the
+    partition's lookup table, ``row`` from the partition's first visitor row on."""
+    size = sum(records.size for part in read for records in getattr(part, record))
+    columns = {
+        field: np.empty(size, dtype=np.float64 if field == "value" else np.int64)
+        for field in fields
+    }
+    start = offset = 0
+    for partition, part in enumerate(read):
+        for records in getattr(part, record):
+            end = start + records.size
+            for field, column in columns.items():
+                if field in lookups:
+                    # mode "clip" writes straight into ``out`` ("raise" buffers); every id
+                    # is within its table, _intern checked.
+                    table = lookups[field][partition]
+                    np.take(table, records[field], out=column[start:end], mode="clip")
+                else:
+                    column[start:end] = records[field]  # a float64 time truncates, as astype
+                    if field == "row":
+                        column[start:end] += offset
+            start = end
+        offset += sum(records.size for records in part.entrants)
+    return columns
 
 
 def _by_id(mapping: dict[bytes, bytes], skip: bytes | None) -> npt.NDArray[np.object_]:
-    """An intern hash (text -> id) as an array of texts indexed by id; None at index 0
-    and at ids not given."""
-    found = {text: id_ for text, id_ in mapping.items() if text != skip}
-    ids = np.array(list(found.values()), dtype=np.bytes_).astype(np.int64)
+    """An intern hash (text -> id; the reply's own dict, ``skip`` removed from it) as an
+    array of texts indexed by id; None at index 0 and at ids not given."""
+    mapping.pop(skip, None)  # type: ignore[arg-type]
+    ids = np.fromiter(map(int, mapping.values()), dtype=np.int64, count=len(mapping))
     texts = np.empty(int(ids.max(initial=0)) + 1, dtype=object)
-    texts[ids] = np.array(list(found), dtype=object)
+    texts[ids] = np.array(list(mapping), dtype=object)
     return texts
