@@ -1,6 +1,6 @@
 """The columnar visitor store (apply_batch.lua, worker/store/visitor_columns.py) holds what
-the visitor hashes hold: the table built from its columns equals the one built from the
-hashes, and so does every scan, on generated traffic through the real Lua sink.
+the visitor states hold: the table built from its columns equals the one built from the
+states, and so does every scan, on generated traffic through the real Lua sink.
 
 The log is test_sink_read_order's (duplicated assignments, multiple exposures,
 revisits, conversions before entry and restricted to an experiment, holds released and
@@ -131,18 +131,18 @@ def _value(column: Any, row: int) -> object:
     return None if code < 0 else column.values[code]
 
 
-async def assert_columns_match_hashes(sink: Sink) -> None:
+async def assert_columns_match_states(sink: Sink) -> None:
     for definition in DEFINITIONS:
         rules = experiment_rules(definition)
         stored = await read_visitor_columns(sink.redis, sink.prefix, definition.id, True)
         assert stored is not None  # every entrant came after the store: no fallback
         from_columns = VisitorTable.from_columns(definition.id, stored, rules=rules)
         states = await read_visitor_states(sink.redis, sink.prefix, definition.id)
-        from_hashes = VisitorTable.build(definition.id, states, rules=rules)
-        assert from_columns.size == from_hashes.size > 0
-        assert canonical(from_columns) == canonical(from_hashes)
+        from_states = VisitorTable.build(definition.id, states, rules=rules)
+        assert from_columns.size == from_states.size > 0
+        assert canonical(from_columns) == canonical(from_states)
         loaded = await load_visitor_table(sink.redis, sink.prefix, definition)
-        assert canonical(loaded) == canonical(from_hashes)
+        assert canonical(loaded) == canonical(from_states)
         for name, query in QUERIES.items():
             # as the API loads it: without visitor ids unless the query filters on them
             table = await load_table(sink.redis, sink.prefix, definition, query)
@@ -150,7 +150,7 @@ async def assert_columns_match_hashes(sink: Sink) -> None:
             for goal in definition.goals:
                 order = query.variant_order(definition)
                 got = numbers(totals(scanned, query, goal.key, order))
-                want = numbers(totals(from_hashes, query, goal.key, order))
+                want = numbers(totals(from_states, query, goal.key, order))
                 assert got == pytest.approx(want, rel=1e-12, abs=1e-9), (name, goal.key)
 
 
@@ -167,7 +167,7 @@ def numbers(found: QueryTotals) -> dict[tuple[str, str, str], Any]:
 
 
 @pytest.mark.parametrize("seed", [4, 5, 7])
-async def test_the_columns_hold_what_the_visitor_hashes_hold(
+async def test_the_columns_hold_what_the_visitor_states_hold(
     namespace: Namespace, redis: Redis, seed: int
 ) -> None:
     log = with_context_and_attributes(generated_log(seed), seed)
@@ -181,10 +181,10 @@ async def test_the_columns_hold_what_the_visitor_hashes_hold(
             for batch in applied[partition]:
                 await sink.apply(partition, batch)
         # before the tail some conversions are still held
-        await assert_columns_match_hashes(sink)
+        await assert_columns_match_states(sink)
         for partition, topics in log.items():
             await sink.apply(partition, [tail(partition, len(topics[ASSIGNMENTS]))])
-        await assert_columns_match_hashes(sink)
+        await assert_columns_match_states(sink)
         lengths = await column_lengths(sink)
         for partition, batches in applied.items():  # a replay of everything
             for batch in batches:
@@ -201,11 +201,11 @@ async def column_lengths(sink: Sink) -> list[int]:
     return found
 
 
-async def test_an_experiment_with_entrants_from_before_the_store_reads_the_hashes(
+async def test_an_experiment_with_entrants_from_before_the_store_reads_the_states(
     sink: Sink,
 ) -> None:
     """Entrants without entrant records (written by the previous layout): the columns
-    are not used, the scan reads the visitor hashes."""
+    are not used, the scan reads the visitor states."""
     log = with_context_and_attributes(generated_log(6), 6)
     for partition, topics in log.items():
         batch = list(enumerate(topics[ASSIGNMENTS]))
@@ -226,7 +226,7 @@ async def test_columns_read_in_ranges_of_a_few_records_hold_the_same(
 ) -> None:
     """Each column read in GETRANGEs of a few records (a range of 64 bytes holds 3
     entrant, 8 fact and 1 event records), decoded reply by reply into the experiment's
-    columns, holds what the visitor hashes hold, code for code as when read whole."""
+    columns, holds what the visitor states hold, code for code as when read whole."""
     log = with_context_and_attributes(generated_log(5), 5)
     rng = random.Random(5)
     for partition, topics in log.items():

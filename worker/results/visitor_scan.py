@@ -9,7 +9,7 @@ addition in a different order):
 * visitors, multiple exposures, conversions, converted visits, goal events and
   revenue belong to the visitor's entry hour (the cohort);
 * visits belong to the hour of each visit's first exposure (``visits``: visit id →
-  hour, the visitor hash's ``vX:{visit}`` fields);
+  hour, from the visitor state or the visit columns);
 * a goal event counts iff ``t >= entry_ms`` and it is not restricted to another
   experiment; with the query's ``timeframe_days`` also ``t < entry + N days``, and
   with an event filter only if it matches;

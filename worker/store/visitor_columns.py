@@ -91,7 +91,7 @@ async def read_visitor_columns(
 ) -> StoredColumns | None:
     """The experiment's columns as of one moment per partition, or None when some
     partition has entrants the columns lack (written before the store existed: the
-    caller reads the visitor hashes instead). The visitor ids (the entrants lists, the
+    caller reads the visitor states instead). The visitor ids (the entrants lists, the
     largest read) only with ``visitor_ids``."""
     partitions = await partition_count(redis, prefix)
     script = redis.register_script(_LENGTHS)
