@@ -6,15 +6,13 @@ it reads every visitor bucket of the namespace, so it costs a full pass over the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
-from worker.store.visitor_records import StoredVisitor, bucket_count, decode_visitor, name_ids
-
-BUCKETS_PER_READ = 500
-"""Buckets read per round trip (a few dozen visitors each)."""
+from worker.store.visitor_reader import read_bucket_states
+from worker.store.visitor_records import StoredVisitor, decode_visitor, name_ids
 
 
 async def visitor_goal_values(
@@ -35,43 +33,15 @@ async def visitor_goal_values(
     partitions = await partition_count(redis, prefix)
     values: list[float] = []
     for partition in range(partitions):
-        layout = await redis.hgetall(keys.visitor_buckets_key(prefix, partition))
-        while True:
-            found = [
-                value
-                async for visitor in _visitors(redis, prefix, partition, bucket_count(layout))
-                if (value := _goal_value(visitor, goal, since_ms, until_ms, revenue)) is not None
-            ]
-            # A bucket split meanwhile may have moved visitors into a bucket not read.
-            after = await redis.hgetall(keys.visitor_buckets_key(prefix, partition))
-            if bucket_count(after) == bucket_count(layout):
-                break
-            layout = after
-        values.extend(found)
+        stored = await read_bucket_states(redis, prefix, partition)
+        ids = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
+        for _, data in stored:
+            value = _goal_value(decode_visitor(data, ids), goal, since_ms, until_ms, revenue)
+            if value is not None:
+                values.append(value)
         if progress is not None:
             progress(partition + 1, partitions)
     return values
-
-
-async def _visitors(
-    redis: Redis, prefix: str, partition: int, buckets: int
-) -> AsyncIterator[StoredVisitor]:
-    """The visitors of the partition's first ``buckets`` buckets, decoded."""
-    ids = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
-    for start in range(0, buckets, BUCKETS_PER_READ):
-        async with redis.pipeline(transaction=False) as pipe:
-            for bucket in range(start, min(start + BUCKETS_PER_READ, buckets)):
-                pipe.hgetall(keys.visitor_bucket_key(prefix, partition, bucket))
-            replies: list[Mapping[bytes, bytes]] = await pipe.execute()
-        # Names are only ever added, and a state names only ids given before it was
-        # written; a name given after the first read is read again.
-        for fields in replies:
-            for data in fields.values():
-                try:
-                    yield decode_visitor(data, ids)
-                except KeyError:
-                    ids = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
-                    yield decode_visitor(data, ids)
 
 
 def _goal_value(

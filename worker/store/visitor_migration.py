@@ -99,7 +99,7 @@ async def _move_partition(redis: Redis, prefix: str, partition: int) -> MovedPar
             for key in batch:
                 pipe.hgetall(key)
             for key, fields in zip(batch, await pipe.execute(), strict=True):
-                hashes[_raw(key)[len(base) :]] = fields
+                hashes[key[len(base) :]] = fields
     layout_key = keys.visitor_buckets_key(prefix, partition)
     if not hashes:
         # The script refuses a partition with offsets and no layout: give one to a
@@ -246,10 +246,6 @@ def _suffixes(fields: Mapping[bytes, bytes], start: bytes) -> Iterator[bytes]:
 
 def _chunks(items: list[bytes], size: int) -> Iterator[list[bytes]]:
     return (items[start : start + size] for start in range(0, len(items), size))
-
-
-def _raw(key: bytes | str) -> bytes:
-    return key if isinstance(key, bytes) else key.encode()
 
 
 def _glob_escape(text: str) -> str:

@@ -62,31 +62,15 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
     partitions = await partition_count(redis, prefix)
     states: list[VisitorState] = []
     for partition in range(partitions):
-        layout = await redis.hgetall(keys.visitor_buckets_key(prefix, partition))
-        while True:
-            async with redis.pipeline(transaction=False) as pipe:
-                for bucket in range(bucket_count(layout)):
-                    pipe.hgetall(keys.visitor_bucket_key(prefix, partition, bucket))
-                pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
-                # After the buckets (one slot: one node, in this order): ids are only
-                # ever added, so these name every id the states refer to.
-                for dictionary in (keys.names_key, keys.strings_key, keys.visit_ids_key):
-                    pipe.hgetall(dictionary(prefix, partition))
-                pipe.hgetall(keys.cells_key(prefix, partition))
-                pipe.hgetall(keys.visitor_buckets_key(prefix, partition))
-                (
-                    *bucket_fields,
-                    entrants,
-                    names,
-                    strings,
-                    visits,
-                    cells,
-                    after,
-                ) = await pipe.execute()
-            # A bucket split meanwhile may have moved visitors into a bucket not read.
-            if bucket_count(after) == bucket_count(layout):
-                break
-            layout = after
+        stored = await read_bucket_states(redis, prefix, partition)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
+            # After the buckets (one slot: one node): ids are only ever added, so these
+            # name every id the states refer to.
+            for dictionary in (keys.names_key, keys.strings_key, keys.visit_ids_key):
+                pipe.hgetall(dictionary(prefix, partition))
+            pipe.hgetall(keys.cells_key(prefix, partition))
+            entrants, names, strings, visits, cells = await pipe.execute()
         dictionaries = _Dictionaries(
             name_ids(names),
             {int(sid): _text(text) for text, sid in strings.items()},
@@ -96,12 +80,33 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
         order = {_text(visitor): row for row, visitor in enumerate(entrants)}
         found = [
             state
-            for fields in bucket_fields
-            for visitor, data in fields.items()
+            for visitor, data in stored
             if (state := _state(_text(visitor), experiment_id, data, dictionaries)) is not None
         ]
         states.extend(sorted(found, key=lambda state: order[state["visitor_id"]]))
     return states
+
+
+async def read_bucket_states(
+    redis: Redis, prefix: str, partition: int
+) -> list[tuple[bytes, bytes]]:
+    """Every (visitor id, packed state) of the partition's visitor buckets.
+
+    Read again when a bucket split happened meanwhile: a split can move a visitor into
+    a bucket not read. The names, strings and visits the states refer to are read after
+    this returns (ids are only ever added).
+    """
+    layout_key = keys.visitor_buckets_key(prefix, partition)
+    layout = await redis.hgetall(layout_key)
+    while True:
+        async with redis.pipeline(transaction=False) as pipe:
+            for bucket in range(bucket_count(layout)):
+                pipe.hgetall(keys.visitor_bucket_key(prefix, partition, bucket))
+            pipe.hgetall(layout_key)
+            *buckets, after = await pipe.execute()
+        if bucket_count(after) == bucket_count(layout):
+            return [item for fields in buckets for item in fields.items()]
+        layout = after
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,3 @@ def _record(event: StoredEvent, dictionaries: _Dictionaries) -> GoalEventRecord:
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _bytes(raw: bytes | str) -> bytes:
-    return raw if isinstance(raw, bytes) else raw.encode()
