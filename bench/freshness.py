@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_experiments import two_arm_definition  # noqa: E402
-from read_scale import FillTarget, fill  # noqa: E402
+from read_scale import FillTarget, delete_prefix, fill  # noqa: E402
 
 from worker.config import Settings, namespace_env  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
@@ -204,14 +204,6 @@ async def prefill(
         flush=True,
     )
     return raw, figures
-
-
-async def delete_prefix(redis: Redis, prefix: str) -> int:
-    """Unlink every key of the prefix (SCAN, in chunks); how many."""
-    found = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=10_000)]
-    for first in range(0, len(found), 10_000):
-        await redis.unlink(*found[first : first + 10_000])
-    return len(found)
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

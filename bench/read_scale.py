@@ -259,6 +259,14 @@ async def column_bytes(redis: Redis, prefix: str, experiment_id: str) -> int:
     return total
 
 
+async def delete_prefix(redis: Redis, prefix: str) -> int:
+    """Unlink every key of the prefix (SCAN, in chunks); how many."""
+    found = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=10_000)]
+    for first in range(0, len(found), 10_000):
+        await redis.unlink(*found[first : first + 10_000])
+    return len(found)
+
+
 async def measure(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     prefix = args.reuse or f"bench-read-{os.getpid()}"
@@ -313,9 +321,7 @@ async def measure(args: argparse.Namespace) -> None:
                     )
         finally:
             if not args.keep:
-                keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=5000)]
-                for first in range(0, len(keys), 5000):
-                    await redis.unlink(*keys[first : first + 5000])
+                await delete_prefix(redis, prefix)
 
 
 def main() -> None:
