@@ -32,6 +32,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -259,6 +260,28 @@ async def column_bytes(redis: Redis, prefix: str, experiment_id: str) -> int:
     return total
 
 
+async def family_bytes(redis: Redis, prefix: str) -> dict[str, tuple[int, int, Counter[str]]]:
+    """MEMORY USAGE summed per key family of the prefix (the partition keys' suffix, as in
+    worker/store/keys.py; "other" for the rest): family -> (keys, bytes, encodings)."""
+    families: dict[str, tuple[int, int, Counter[str]]] = {}
+    found = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=10_000)]
+    for first in range(0, len(found), 2_000):
+        chunk = found[first : first + 2_000]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.memory_usage(key, samples=0)
+                pipe.object("encoding", key)
+            replies = await pipe.execute()
+        for index, key in enumerate(chunk):
+            rest = key.decode()[len(prefix) + 1 :].split(":")
+            family = rest[1] if rest[0].startswith("{") and len(rest) > 1 else "other"
+            count, size, encodings = families.get(family, (0, 0, Counter()))
+            encoding = replies[2 * index + 1]
+            encodings[encoding.decode() if isinstance(encoding, bytes) else str(encoding)] += 1
+            families[family] = (count + 1, size + int(replies[2 * index] or 0), encodings)
+    return families
+
+
 async def delete_prefix(redis: Redis, prefix: str) -> int:
     """Unlink every key of the prefix (SCAN, in chunks); how many."""
     found = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=10_000)]
@@ -294,6 +317,16 @@ async def measure(args: argparse.Namespace) -> None:
                 f"of which the columnar visitor store "
                 f"{await column_bytes(redis, prefix, definition.id) / args.visitors:.0f}"
             )
+        if args.memory:
+            families = await family_bytes(redis, prefix)
+            print("\n| key family | keys | bytes per visitor | encodings |\n|---|---|---|---|")
+            for family, (count, size, encodings) in sorted(
+                families.items(), key=lambda item: -item[1][1]
+            ):
+                kinds = ", ".join(f"{name} {n:,}" for name, n in encodings.most_common())
+                print(f"| {family} | {count:,} | {size / args.visitors:.1f} | {kinds} |")
+            total = sum(size for _, size, _ in families.values())
+            print(f"| everything | | {total / args.visitors:.1f} | |")
         try:
             print(
                 f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |"
@@ -328,6 +361,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="print MEMORY USAGE per key family (bytes per visitor) before the reads",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true")
