@@ -318,7 +318,10 @@ async def test_migrate_builds_the_rollups_of_a_prefix_the_old_sink_wrote(
 
     assert await asyncio.to_thread(main, ["migrate", "--prefix", prefix]) == 0
     output = capsys.readouterr().out
-    assert f"migrated {prefix!r}: 0 visitor(s) into buckets, 2 experiment(s)" in output
+    assert (
+        f"migrated {prefix!r}: 0 visitor(s) into buckets, columns of 0 entrant(s) rebuilt, 2 experiment(s)"
+        in output
+    )
     assert "partition 0 experiment x1:" in output
     migrated = await rollup_keys(redis, prefix)
     assert migrated.keys() == written.keys()

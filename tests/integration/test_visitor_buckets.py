@@ -25,6 +25,7 @@ from tests.integration.test_sink_read_order import (
 from worker.errors import ConfigurationError
 from worker.ingestion.partitioning import partition_for
 from worker.store import keys
+from worker.store.visitor_columns import read_visitor_columns
 from worker.store.visitor_reader import read_visitor_states
 from worker.store.visitor_records import BUCKET_LOAD, bucket_count, bucket_of
 
@@ -109,7 +110,7 @@ async def test_migrate_moves_old_visitor_hashes_and_the_sink_goes_on_from_them(
             "k1:1": f'{{"t":{entry_ms + 60_000},"v":"10"}}',
         },
     )  # fmt: skip
-    await sink.redis.rpush(keys.entrants_key(sink.prefix, partition, "x1"), visitor)
+    await sink.redis.rpush(keys.legacy_entrants_key(sink.prefix, partition, "x1"), visitor)
     await sink.redis.hset(keys.offsets_key(sink.prefix, partition), ASSIGNMENTS, 0)
     more = [
         (1, assignment(visitor, "x1", "1", DAY + timedelta(hours=1), PUBLISHED + 10)),
@@ -131,6 +132,12 @@ async def test_migrate_moves_old_visitor_hashes_and_the_sink_goes_on_from_them(
     (state,) = await read_visitor_states(sink.redis, sink.prefix, "x1")
     assert (state["variant"], state["entry_ms"], state["visits"]) == ("1", entry_ms, {"_": hour})
     assert await sink.redis.exists(keys.legacy_visitor_key(sink.prefix, partition, visitor)) == 0
+    assert await sink.redis.exists(keys.legacy_entrants_key(sink.prefix, partition, "x1")) == 0
+    # An entrant from before the columnar store: migrate gave it its row and records.
+    columns = await read_visitor_columns(sink.redis, sink.prefix, "x1", visitor_ids=True)
+    assert columns.visitor_ids == [visitor]
+    assert (columns.entry_ms.tolist(), columns.fact_hour.tolist()) == ([entry_ms], [hour])
+    assert columns.event_time_ms.tolist() == [entry_ms + 60_000]
 
     await sink.apply(partition, more)
     totals = await sink.redis.hgetall(keys.totals_key(sink.prefix, partition, "x1"))

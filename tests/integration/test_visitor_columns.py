@@ -33,13 +33,17 @@ from tests.integration.test_sink_read_order import (
     tail,
 )
 from tests.unit.test_results_scan import QUERIES
+from worker.errors import ConfigurationError
 from worker.results.query_totals import QueryTotals
 from worker.results.service import load_table, load_visitor_table, totals
 from worker.results.visitor_scan import VisitorTable
-from worker.store import keys, visitor_columns
+from worker.store import batch_sink, keys, visitor_columns
+from worker.store.column_migration import rebuild_columns
 from worker.store.sink_protocol import experiment_rules
-from worker.store.visitor_columns import Interned, read_visitor_columns
-from worker.store.visitor_reader import read_visitor_states
+from worker.store.visitor_columns import Interned, StoredColumns, read_visitor_columns
+from worker.store.visitor_migration import NameTable
+from worker.store.visitor_reader import read_bucket_states, read_visitor_states
+from worker.store.visitor_records import bucket_of, decode_visitor, encode_visitor
 
 pytestmark = pytest.mark.integration
 __all__ = ["sink"]  # the fixture, shared with test_sink_read_order.py
@@ -192,63 +196,145 @@ async def test_the_columns_hold_what_the_visitor_states_hold(
         assert await column_lengths(sink) == lengths
 
 
-async def column_lengths(sink: Sink) -> list[int]:
+async def column_lengths(sink: Sink) -> list[list[Any]]:
+    """Every column's record counts and its segments' bytes."""
     found = []
     for definition in DEFINITIONS:
         for partition in range(4):
+            counts = await sink.redis.hgetall(
+                keys.column_counts_key(sink.prefix, partition, definition.id)
+            )
+            found.append(sorted(counts.items()))
             for key in (keys.entrant_columns_key, keys.fact_columns_key, keys.event_columns_key):
-                found.append(await sink.redis.strlen(key(sink.prefix, partition, definition.id)))
+                for segment in range(4):
+                    prefix = sink.prefix
+                    found.append(
+                        [await sink.redis.strlen(key(prefix, partition, definition.id, segment))]
+                    )
     return found
 
 
-async def test_an_experiment_with_entrants_from_before_the_store_reads_the_states(
+async def test_columns_in_segments_of_a_few_records_hold_the_same(
+    namespace: Namespace, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With segments of 3 records (one APPEND fills some, a batch completes others or
+    writes whole ones), the columns hold what the visitor states hold, code for code as
+    with segments of SEGMENT_RECORDS, and every segment but the last is full."""
+    log = with_context_and_attributes(generated_log(5), 5)
+    found: dict[int, dict[str, StoredColumns]] = {}
+    for records in (keys.SEGMENT_RECORDS, 3):
+        monkeypatch.setattr(keys, "SEGMENT_RECORDS", records)
+        script = batch_sink.SCRIPT.replace(
+            "local SEGMENT_RECORDS = 4096\n", f"local SEGMENT_RECORDS = {records}\n"
+        )
+        monkeypatch.setattr(batch_sink, "SCRIPT", script)
+        sink = Sink(redis, namespace.settings, f"{namespace.settings.key_prefix}:s{records}")
+        await sink.define()
+        rng = random.Random(5)
+        for partition, topics in log.items():
+            for batch in interleaving(topics, rng, None):
+                await sink.apply(partition, batch)
+            await sink.apply(partition, [tail(partition, len(topics[ASSIGNMENTS]))])
+        found[records] = {}
+        for definition in DEFINITIONS:
+            stored = await read_visitor_columns(sink.redis, sink.prefix, definition.id, True)
+            found[records][definition.id] = stored
+            states = await read_visitor_states(sink.redis, sink.prefix, definition.id)
+            rules = experiment_rules(definition)
+            assert canonical(VisitorTable.from_columns(definition.id, stored, rules=rules)) == (
+                canonical(VisitorTable.build(definition.id, states, rules=rules))
+            )
+            for partition in range(4):
+                await assert_full_segments(sink, partition, definition.id, records)
+        monkeypatch.undo()
+    small = found[3]
+    for experiment, whole in found[keys.SEGMENT_RECORDS].items():
+        assert whole.event_row.size > 3  # more than one segment of every column
+        for name, column in vars(small[experiment]).items():
+            expected = getattr(whole, name)
+            if isinstance(column, Interned):
+                assert column.values == expected.values, name
+                column, expected = column.codes, expected.codes
+            assert np.array_equal(column, expected, equal_nan=name == "event_value"), name
+
+
+async def assert_full_segments(sink: Sink, partition: int, experiment: str, records: int) -> None:
+    """Each column of the counts holds full segments of ``records``, then the rest."""
+    counts = await sink.redis.hgetall(keys.column_counts_key(sink.prefix, partition, experiment))
+    for column, key, record in (
+        (b"e", keys.entrant_columns_key, visitor_columns.ENTRANT),
+        (b"f", keys.fact_columns_key, visitor_columns.FACT),
+        (b"g", keys.event_columns_key, visitor_columns.EVENT),
+    ):
+        full, rest = divmod(int(counts.get(column, 0)), records)
+        expected = [records * record.itemsize] * full + ([rest * record.itemsize] if rest else [])
+        sizes = [
+            await sink.redis.strlen(key(sink.prefix, partition, experiment, segment))
+            for segment in range(len(expected) + 1)
+        ]
+        assert sizes == [*expected, 0], (partition, column)
+
+
+async def test_migrate_rebuilds_the_columns_of_an_earlier_layout_from_the_states(
     sink: Sink,
 ) -> None:
-    """Entrants without entrant records (written by the previous layout): the columns
-    are not used, the scan reads the visitor states."""
-    log = with_context_and_attributes(generated_log(6), 6)
-    for partition, topics in log.items():
-        batch = list(enumerate(topics[ASSIGNMENTS]))
-        await sink.apply(partition, batch)
-    definition = DEFINITIONS[0]
-    lengths = [await sink.redis.llen(keys.entrants_key(sink.prefix, p, definition.id)) for p in log]
-    partition = lengths.index(max(lengths))
-    await sink.redis.delete(keys.entrant_columns_key(sink.prefix, partition, definition.id))
-    assert await read_visitor_columns(sink.redis, sink.prefix, definition.id) is None
-    states = await read_visitor_states(sink.redis, sink.prefix, definition.id)
-    expected = VisitorTable.build(definition.id, states, rules=experiment_rules(definition))
-    loaded = await load_visitor_table(sink.redis, sink.prefix, definition)
-    assert canonical(loaded) == canonical(expected)
-
-
-async def test_columns_read_in_ranges_of_a_few_records_hold_the_same(
-    sink: Sink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each column read in GETRANGEs of a few records (a range of 64 bytes holds 3
-    entrant, 8 fact and 1 event records), decoded reply by reply into the experiment's
-    columns, holds what the visitor states hold, code for code as when read whole."""
+    """A partition as the layouts before the segments left it: no columns for entrants
+    from before the store (their states have no row), whole column strings and an
+    entrants list, no layout mark; the sink refuses it. `migrate` gives every entrant
+    a row and its records: the columns then hold what the states hold, as the sink had
+    written them, and the sink goes on."""
     log = with_context_and_attributes(generated_log(5), 5)
     rng = random.Random(5)
     for partition, topics in log.items():
         for batch in interleaving(topics, rng, None):
             await sink.apply(partition, batch)
-        await sink.apply(partition, [tail(partition, len(topics[ASSIGNMENTS]))])
+    written = {
+        definition.id: canonical(await load_visitor_table(sink.redis, sink.prefix, definition))
+        for definition in DEFINITIONS
+    }
+    for partition in log:
+        await as_the_earlier_layout(sink, partition)
+    with pytest.raises(ConfigurationError, match="migrate"):
+        await sink.apply(next(iter(log)), [tail(next(iter(log)), 0)])
+
+    await rebuild_columns(sink.redis, sink.prefix)
+    assert await rebuild_columns(sink.redis, sink.prefix) == []  # nothing left to do
     for definition in DEFINITIONS:
-        whole = await read_visitor_columns(sink.redis, sink.prefix, definition.id, True)
-        monkeypatch.setattr(visitor_columns, "RANGE_BYTES", 64)
-        ranged = await read_visitor_columns(sink.redis, sink.prefix, definition.id, True)
-        monkeypatch.undo()
-        assert whole is not None and ranged is not None
-        assert ranged.event_row.size > 8  # more than one range of every column
-        for name, found in vars(ranged).items():
-            if isinstance(found, Interned):
-                assert found.values == getattr(whole, name).values, name
-                found = found.codes
-            expected = getattr(whole, name)
-            expected = getattr(expected, "codes", expected)
-            assert np.array_equal(found, expected, equal_nan=name == "event_value"), name
-        states = await read_visitor_states(sink.redis, sink.prefix, definition.id)
-        rules = experiment_rules(definition)
-        assert canonical(VisitorTable.from_columns(definition.id, ranged, rules=rules)) == (
-            canonical(VisitorTable.build(definition.id, states, rules=rules))
+        rebuilt = await load_visitor_table(sink.redis, sink.prefix, definition)
+        assert canonical(rebuilt) == written[definition.id]
+    for partition in log:
+        assert await sink.redis.keys(f"{keys.partition_base(sink.prefix, partition)}:ev:*") == []
+    await assert_columns_match_states(sink)
+    for partition, topics in log.items():
+        await sink.apply(partition, [tail(partition, len(topics[ASSIGNMENTS]))])
+    await assert_columns_match_states(sink)
+
+
+async def as_the_earlier_layout(sink: Sink, partition: int) -> None:
+    """Drops the partition's columns and its entries' rows, adds an entrants list and a
+    whole column string, and removes the layout mark."""
+    base = keys.partition_base(sink.prefix, partition)
+    for pattern in ("xe:*", "xf:*", "xg:*", "xn:*"):
+        found = await sink.redis.keys(f"{base}:{pattern}")
+        if found:
+            await sink.redis.delete(*found)
+    names = await sink.redis.hgetall(keys.names_key(sink.prefix, partition))
+    table = NameTable(names)
+    for visitor, data in await read_bucket_states(sink.redis, sink.prefix, partition):
+        state = decode_visitor(data, table.by_id)
+        rowless = tuple(replace(entry, row=None) for entry in state.entries)
+        layout = await sink.redis.hgetall(keys.visitor_buckets_key(sink.prefix, partition))
+        bucket = bucket_of(visitor, int(layout[b"L"]), int(layout[b"s"]))
+        await sink.redis.hset(
+            keys.visitor_bucket_key(sink.prefix, partition, bucket),
+            visitor,
+            encode_visitor(replace(state, entries=rowless), table.ids),
         )
+        for entry in state.entries:
+            await sink.redis.rpush(
+                keys.legacy_entrants_key(sink.prefix, partition, entry.experiment), visitor
+            )
+            await sink.redis.append(
+                keys.legacy_column_key(sink.prefix, partition, "xe", entry.experiment), b"x" * 20
+            )
+    await sink.redis.hdel(keys.visitor_buckets_key(sink.prefix, partition), "c")

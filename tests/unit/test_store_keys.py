@@ -31,6 +31,12 @@ def test_every_key_apply_batch_builds_is_declared_in_keys() -> None:
     assert set(re.findall(r"KEYS\[(\d+)\]", text)) == {"1"}
 
 
+def test_apply_batch_holds_the_column_segments_and_layout_of_keys() -> None:
+    text = script("apply_batch.lua")
+    assert f"local SEGMENT_RECORDS = {keys.SEGMENT_RECORDS}\n" in text
+    assert f"local COLUMNS_LAYOUT = '{keys.COLUMNS_LAYOUT}'\n" in text
+
+
 def test_a_partition_keeps_every_key_in_the_slot_of_its_offsets() -> None:
     tag = hash_tag(keys.offsets_key("ab", 3))
     assert tag == "3"
@@ -47,10 +53,12 @@ def test_a_partition_keeps_every_key_in_the_slot_of_its_offsets() -> None:
         keys.visitor_buckets_key("ab", 3),
         keys.names_key("ab", 3),
         keys.legacy_visitor_key("ab", 3, "v"),
-        keys.entrants_key("ab", 3, "x"),
-        keys.entrant_columns_key("ab", 3, "x"),
-        keys.fact_columns_key("ab", 3, "x"),
-        keys.event_columns_key("ab", 3, "x"),
+        keys.legacy_entrants_key("ab", 3, "x"),
+        keys.legacy_column_key("ab", 3, keys.ENTRANT_COLUMNS, "x"),
+        keys.entrant_columns_key("ab", 3, "x", 0),
+        keys.fact_columns_key("ab", 3, "x", 1),
+        keys.event_columns_key("ab", 3, "x", 2),
+        keys.column_counts_key("ab", 3, "x"),
         keys.strings_key("ab", 3),
         keys.visit_ids_key("ab", 3),
         keys.outbox_key("ab", 3),

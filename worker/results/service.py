@@ -28,7 +28,6 @@ from worker.store.connection import Redis
 from worker.store.counter_reader import Grain, read_counters
 from worker.store.sink_protocol import experiment_rules
 from worker.store.visitor_columns import read_visitor_columns
-from worker.store.visitor_reader import read_visitor_states
 
 Table = CellTable | VisitorTable
 
@@ -57,16 +56,10 @@ async def load_visitor_table(
     redis: Redis, prefix: str, definition: ExperimentDefinition, visitor_ids: bool = True
 ) -> VisitorTable:
     """The experiment's visitors from the columnar visitor store (their ids only with
-    ``visitor_ids``), or, for an experiment with entrants written before the store
-    existed, from the visitor states."""
+    ``visitor_ids``)."""
     rules = experiment_rules(definition)
     stored = await read_visitor_columns(redis, prefix, definition.id, visitor_ids)
-    if stored is not None:
-        return await asyncio.to_thread(
-            VisitorTable.from_columns, definition.id, stored, None, rules
-        )
-    states = await read_visitor_states(redis, prefix, definition.id)
-    return await asyncio.to_thread(VisitorTable.build, definition.id, states, None, rules)
+    return await asyncio.to_thread(VisitorTable.from_columns, definition.id, stored, None, rules)
 
 
 def totals(table: Table, query: ResultQuery, goal: str, variant_ids: Sequence[str]) -> QueryTotals:

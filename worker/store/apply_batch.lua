@@ -52,12 +52,18 @@ for topic, offset in pairs(expected) do
   end
 end
 if behind then return cjson.encode({rollback = behind}) end
--- A partition written by the layout before the bucketed visitor states (a hash per
--- visitor, "{base}:v:{visitor}") has applied offsets but no "{base}:vb": its visitors
--- cannot be read here until `python -m worker migrate` has moved them.
-if redis.call('EXISTS', base .. ':vb') == 0 then
-  if redis.call('HLEN', offsets_key) > 0 then return cjson.encode({legacy_layout = true}) end
-  redis.call('HSET', base .. ':vb', 'L', 0, 's', 0, 'n', 0)
+-- A partition written by an earlier layout cannot be applied to until `python -m worker
+-- migrate` has converted it: it has applied offsets but no "{base}:vb" (a hash per
+-- visitor, "{base}:v:{visitor}"), or a "{base}:vb" without c = COLUMNS_LAYOUT (whole
+-- column strings, an entrants list "{base}:ev:{experiment}", the entry's own visit
+-- written as a fact).
+local COLUMNS_LAYOUT = '2'
+local layout = redis.call('HGET', base .. ':vb', 'c')
+if layout ~= COLUMNS_LAYOUT then
+  if redis.call('EXISTS', base .. ':vb') == 1 or redis.call('HLEN', offsets_key) > 0 then
+    return cjson.encode({legacy_layout = true})
+  end
+  redis.call('HSET', base .. ':vb', 'L', 0, 's', 0, 'n', 0, 'c', COLUMNS_LAYOUT)
 end
 local outbox_key = base .. ':outbox'
 local hold_key = base .. ':hold'
@@ -154,42 +160,94 @@ local function cell_id(cell)
 end
 
 -- The columnar visitor store (DESIGN.md section 4; read by worker/store/visitor_columns.py):
--- what the scans need, appended per experiment as fixed-width little-endian records, so a
--- reader fetches it in a few large GETRANGEs and decodes it with numpy:
---   "{base}:xe:{experiment}"  entrants, 20 bytes each, in the order of the entrants list
---                             "{base}:ev:{experiment}" (the record's position is the
---                             visitor's row): variant (string id), entry ms (double),
+-- what the scans need, appended per experiment as fixed-width little-endian records in
+-- segments of SEGMENT_RECORDS, so a reader fetches it in a few large GETs and decodes it
+-- with numpy:
+--   "{base}:xe:{segment}:{experiment}"  entrants, 20 bytes each; a record's position is
+--                             the visitor's row: variant (string id), entry ms (double),
 --                             cell id, extended context JSON (string id, 0: none)
---   "{base}:xf:{experiment}"  later facts about a visitor, 8 bytes: row, then the hour
---                             of a visit's first exposure, or -1 for a multiple exposure
---   "{base}:xg:{experiment}"  goal events that may count for the experiment, 40 bytes:
---                             row, goal (string id), time ms (double), revenue (double,
---                             NaN without), visit (id in "{base}:vid", identity only),
---                             the experiment it is restricted to, its attributes JSON,
---                             its currency (string ids, 0: none)
+--   "{base}:xf:{segment}:{experiment}"  later facts about a visitor, 8 bytes: row, then
+--                             the hour of a visit's first exposure, or -1 for a multiple
+--                             exposure; the entry's own visit, at the entry hour, is
+--                             implied by the entrant record and not written
+--   "{base}:xg:{segment}:{experiment}"  goal events that may count for the experiment,
+--                             40 bytes: row, goal (string id), time ms (double), revenue
+--                             (double, NaN without), visit (id in "{base}:vid", identity
+--                             only), the experiment it is restricted to, its attributes
+--                             JSON, its currency (string ids, 0: none)
+--   "{base}:xn:{experiment}"  hash e, f, g: the records each column holds
 -- Strings are interned per partition in "{base}:str" (text -> id, ids 1, 2, ... given in
 -- order, so the next is HLEN + 1), visit ids in "{base}:vid" the same way; the visitor
--- hash keeps the row of each entry in rX. An event is appended to an experiment when it
+-- state keeps the row of each entry. An event is appended to an experiment when it
 -- is applied (for the entries the visitor has) or when the visitor enters (the events
 -- stored before), and only settled: a held event has no entry it may count for (it
 -- would not be held), an entry that may count it releases it before appending it, and a
 -- hold that expires dead-letters an event no column holds. So no record is ever
--- rewritten: the store is append-only. Appends are gathered per key and written once
--- when the batch ends (write_columns).
+-- rewritten: the store is append-only. Appends are gathered per column and written once
+-- when the batch ends (write_columns). Segments bound what APPEND reserves: it doubles a
+-- string (then adds 1 MB past 1 MB), so one string per column kept up to 1 MB unused
+-- per partition and column; a full segment is written whole, with nothing reserved.
 local NO_VALUE = 0 / 0
-local column_appends = {}
-local function append_record(key, record)
-  local pending = column_appends[key]
-  if pending == nil then
-    pending = {}
-    column_appends[key] = pending
+local SEGMENT_RECORDS = 4096
+local COLUMN_KEYS = {e = base .. ':xe:', f = base .. ':xf:', g = base .. ':xg:'}
+local RECORD_BYTES = {e = 20, f = 8, g = 40}
+-- experiment -> {e = records stored, f = ..., g = ..., pending = {e = {...}, ...}}
+local columns = {}
+local function columns_of(experiment)
+  local found = columns[experiment]
+  if found == nil then
+    local stored = redis.call('HMGET', base .. ':xn:' .. experiment, 'e', 'f', 'g')
+    found = {e = tonumber(stored[1] or '0'), f = tonumber(stored[2] or '0'),
+             g = tonumber(stored[3] or '0'), pending = {e = {}, f = {}, g = {}}}
+    columns[experiment] = found
   end
+  return found
+end
+
+local function append_record(experiment, column, record)
+  local pending = columns_of(experiment).pending[column]
   pending[#pending + 1] = record
 end
 
+-- The row the experiment's next entrant takes.
+local function next_row(experiment)
+  local found = columns_of(experiment)
+  return found.e + #found.pending.e
+end
+
+local function write_column(experiment, column, stored, records)
+  local at = 1
+  while at <= #records do
+    local segment = math.floor(stored / SEGMENT_RECORDS)
+    local filled = stored % SEGMENT_RECORDS
+    local take = math.min(SEGMENT_RECORDS - filled, #records - at + 1)
+    local key = COLUMN_KEYS[column] .. segment .. ':' .. experiment
+    local piece = table.concat(records, '', at, at + take - 1)
+    if filled + take < SEGMENT_RECORDS then
+      redis.call('APPEND', key, piece)
+    elseif filled == 0 then
+      redis.call('SET', key, piece)
+    else
+      -- Completed: written anew at its exact size, without APPEND's reserve.
+      redis.call('SET', key, redis.call('GET', key) .. piece)
+    end
+    stored = stored + take
+    at = at + take
+  end
+  return stored
+end
+
 local function write_columns()
-  for key, records in pairs(column_appends) do
-    redis.call('APPEND', key, table.concat(records))
+  for experiment, found in pairs(columns) do
+    local counts = {}
+    for _, column in ipairs({'e', 'f', 'g'}) do
+      local records = found.pending[column]
+      if #records > 0 then
+        counts[#counts + 1] = column
+        counts[#counts + 1] = write_column(experiment, column, found[column], records)
+      end
+    end
+    if #counts > 0 then redis.call('HSET', base .. ':xn:' .. experiment, unpack(counts)) end
   end
 end
 
@@ -216,18 +274,18 @@ local visit_id = interner(base .. ':vid')
 
 -- context: the extended context's string id (0: none).
 local function append_entrant(experiment, variant, entry_ms, cell, context)
-  append_record(base .. ':xe:' .. experiment, struct.pack('<I4dI4I4', string_id(variant),
+  append_record(experiment, 'e', struct.pack('<I4dI4I4', string_id(variant),
     entry_ms, tonumber(cell), context))
 end
 
 -- hour: the visit's first-exposure hour; -1: a multiple exposure.
 local function append_fact(experiment, row, hour)
-  append_record(base .. ':xf:' .. experiment, struct.pack('<I4i4', row, hour))
+  append_record(experiment, 'f', struct.pack('<I4i4', row, hour))
 end
 
 -- record: a goal event of the visitor state (its visit, attributes and currency are ids).
 local function append_event(experiment, row, goal, record)
-  append_record(base .. ':xg:' .. experiment, struct.pack('<I4I4ddI4I4I4I4', row,
+  append_record(experiment, 'g', struct.pack('<I4I4ddI4I4I4I4', row,
     string_id(goal), record.t, record.v or NO_VALUE, record.s, string_id(record.x),
     record.a or 0, record.c or 0))
 end
@@ -962,14 +1020,15 @@ end
 -- A visit of the entry: counted in `visits` at its own hour the first time it is seen.
 -- It also makes V one larger, which adds to V and V^2 and, for every goal the entry has
 -- counted events of, to its products with V, all in the entry hour. A new entry has
--- counted no goal event yet: its stored ones are counted after this.
+-- counted no goal event yet: its stored ones are counted after this. The entry's own
+-- visit (the first) needs no fact record: its entrant record implies it.
 local function record_visit(state, entry, visit, hour)
   if position(entry.seen, visit) then return end
   entry.seen[#entry.seen + 1] = visit
   entry.hours[#entry.hours + 1] = hour
   local experiment, variant, cell = entry.x, entry.v, entry.cell
   local entry_hour = math.floor(entry.ms / 3600000)
-  if entry.row then append_fact(experiment, entry.row, hour) end
+  if entry.row and #entry.seen > 1 then append_fact(experiment, entry.row, hour) end
   add_counts(experiment, hour, variant, cell, nil, {visits = 1})
   entry.visits = entry.visits + 1
   add_counts(experiment, entry_hour, variant, cell, nil, {vc = 1, vc2 = 2 * entry.visits - 1})
@@ -1004,7 +1063,7 @@ local function apply_assignment(c)
   if xn == nil then
     xn = #entries + 1
     local cell = cell_id(c.c)
-    local row = redis.call('RPUSH', base .. ':ev:' .. experiment, c.u) - 1
+    local row = next_row(experiment)
     local entry = {x = experiment, v = c.v, ms = c.ts, cell = cell, ctx = string_id(c.ctx),
                    clock = clock, row = row, visits = 0, me = false, seen = {}, hours = {},
                    sums = {}}

@@ -68,8 +68,9 @@ class BatchSink:
         result: SinkReply = orjson.loads(reply)
         if result.get("legacy_layout"):
             raise ConfigurationError(
-                f"partition {partition} of the key prefix {settings.prefix!r} holds visitor "
-                "state of the layout with one Redis key per visitor; stop the workers and run "
-                "`python -m worker migrate` to move it into the bucketed layout"
+                f"partition {partition} of the key prefix {settings.prefix!r} was written by "
+                "an earlier key layout (one Redis key per visitor, or whole column strings "
+                "with an entrants list); stop the workers and run `python -m worker migrate` "
+                "to convert it"
             )
         return result

@@ -49,8 +49,9 @@ NAMES = "nm"
 LEGACY_VISITOR = "v"
 """``v:{visitor}``: hash of one visitor's state in the layout before the buckets; only
 ``python -m worker migrate`` reads it (the script refuses a partition that has them)."""
-ENTRANTS = "ev"
-"""``ev:{experiment}``: list of the experiment's visitors, in entry order."""
+LEGACY_ENTRANTS = "ev"
+"""``ev:{experiment}``: list of the experiment's visitors in entry order, in the layouts
+before the column segments; only ``python -m worker migrate`` reads it."""
 OUTBOX = "outbox"
 """List of dead letters and forwards to publish."""
 STATS = "stats"
@@ -66,20 +67,30 @@ DEDUP = "dd"
 the first two hex digits of their SHA-1; expires after the de-duplication window."""
 
 ENTRANT_COLUMNS = "xe"
-"""``xe:{experiment}``: string of fixed-width entrant records (the columnar visitor store)."""
+"""``xe:{segment}:{experiment}``: string of fixed-width entrant records (the columnar
+visitor store), ``SEGMENT_RECORDS`` a segment."""
 FACT_COLUMNS = "xf"
-"""``xf:{experiment}``: string of fixed-width records of visits and multiple exposures."""
+"""``xf:{segment}:{experiment}``: fixed-width records of visits after the entry's and of
+multiple exposures."""
 EVENT_COLUMNS = "xg"
-"""``xg:{experiment}``: string of fixed-width goal-event records."""
+"""``xg:{segment}:{experiment}``: fixed-width goal-event records."""
+COLUMN_COUNTS = "xn"
+"""``xn:{experiment}``: hash ``e``, ``f``, ``g``: the records written to each column."""
+SEGMENT_RECORDS = 4096
+"""Records of one column segment; apply_batch.lua holds the same number."""
+COLUMNS_LAYOUT = "2"
+"""The ``c`` field of ``VISITOR_BUCKETS`` in a partition of this layout (segmented
+columns, no entrants list, the entry's own visit implied); apply_batch.lua holds the
+same text and refuses a partition without it."""
 STRINGS = "str"
 """Hash text -> id of the strings the column records name (variants, contexts, goals...)."""
 VISIT_IDS = "vid"
 """Hash visit id -> id: the identity of the goal events' visits in the columns."""
 
 PARTITION_SUFFIXES = (
-    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR_BUCKET, VISITOR_BUCKETS, NAMES, ENTRANTS,
+    OFFSETS, COUNTERS, COUNTER_HOURS, DAY_COUNTERS, COUNTER_DAYS, TOTALS, CELL_TOTALS, CELLS, VISITOR_BUCKET, VISITOR_BUCKETS, NAMES,
     OUTBOX, STATS, HOLD, HELD_RAW, HOLD_CLOCK, DEDUP, ENTRANT_COLUMNS, FACT_COLUMNS, EVENT_COLUMNS,
-    STRINGS, VISIT_IDS,
+    COLUMN_COUNTS, STRINGS, VISIT_IDS,
 )  # fmt: skip
 
 
@@ -161,25 +172,38 @@ def legacy_visitor_key(prefix: str, partition: int, visitor_id: str) -> str:
     return f"{partition_base(prefix, partition)}:{LEGACY_VISITOR}:{visitor_id}"
 
 
-def entrants_key(prefix: str, partition: int, experiment_id: str) -> str:
-    """List of the visitors that entered the experiment, in entry order."""
-    return f"{partition_base(prefix, partition)}:{ENTRANTS}:{experiment_id}"
+def legacy_entrants_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """List of the visitors that entered the experiment, in the layouts before the column
+    segments (migrate only)."""
+    return f"{partition_base(prefix, partition)}:{LEGACY_ENTRANTS}:{experiment_id}"
 
 
-def entrant_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
-    """String of the experiment's entrant records, one per member of `entrants_key`, in
-    its order (apply_batch.lua documents the 20-byte layout)."""
-    return f"{partition_base(prefix, partition)}:{ENTRANT_COLUMNS}:{experiment_id}"
+def legacy_column_key(prefix: str, partition: int, column: str, experiment_id: str) -> str:
+    """One whole column string (``ENTRANT_COLUMNS``, ``FACT_COLUMNS`` or
+    ``EVENT_COLUMNS``) of the layout before the column segments (migrate only)."""
+    return f"{partition_base(prefix, partition)}:{column}:{experiment_id}"
 
 
-def fact_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
-    """String of the experiment's visit and multiple-exposure records (8 bytes each)."""
-    return f"{partition_base(prefix, partition)}:{FACT_COLUMNS}:{experiment_id}"
+def entrant_columns_key(prefix: str, partition: int, experiment_id: str, segment: int) -> str:
+    """One segment of the experiment's entrant records, row ``segment * SEGMENT_RECORDS``
+    on (apply_batch.lua documents the 20-byte layout)."""
+    return f"{partition_base(prefix, partition)}:{ENTRANT_COLUMNS}:{segment}:{experiment_id}"
 
 
-def event_columns_key(prefix: str, partition: int, experiment_id: str) -> str:
-    """String of the goal events that may count for the experiment (40 bytes each)."""
-    return f"{partition_base(prefix, partition)}:{EVENT_COLUMNS}:{experiment_id}"
+def fact_columns_key(prefix: str, partition: int, experiment_id: str, segment: int) -> str:
+    """One segment of the experiment's visit and multiple-exposure records (8 bytes each)."""
+    return f"{partition_base(prefix, partition)}:{FACT_COLUMNS}:{segment}:{experiment_id}"
+
+
+def event_columns_key(prefix: str, partition: int, experiment_id: str, segment: int) -> str:
+    """One segment of the goal events that may count for the experiment (40 bytes each)."""
+    return f"{partition_base(prefix, partition)}:{EVENT_COLUMNS}:{segment}:{experiment_id}"
+
+
+def column_counts_key(prefix: str, partition: int, experiment_id: str) -> str:
+    """Hash ``e``, ``f``, ``g``: how many records the experiment's entrant, fact and event
+    columns hold (segment ``n // SEGMENT_RECORDS`` is the one still growing)."""
+    return f"{partition_base(prefix, partition)}:{COLUMN_COUNTS}:{experiment_id}"
 
 
 def strings_key(prefix: str, partition: int) -> str:

@@ -1,9 +1,9 @@
 """Reads the columnar visitor store of one experiment (apply_batch.lua documents it).
 
-Each partition's columns are read in GETRANGEs of up to ``RANGE_BYTES``, every
-partition's in one pipeline (on a Redis Cluster each slot's share goes to its node), and
-decoded with ``numpy.frombuffer``: no Python loop runs per visitor or per event, only
-per distinct string.
+Each partition's column segments are read whole (the one still growing up to the
+records counted), every partition's in one pipeline (on a Redis Cluster each slot's
+share goes to its node), and decoded with ``numpy.frombuffer``: no Python loop runs per
+visitor or per event, only per distinct string.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import numpy.typing as npt
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
-
-RANGE_BYTES = 8 << 20
+from worker.store.visitor_reader import experiment_rows
 
 ENTRANT = np.dtype([("variant", "<u4"), ("entry_ms", "<f8"), ("cell", "<u4"), ("context", "<u4")])
 FACT = np.dtype([("row", "<u4"), ("hour", "<i4")])
@@ -38,13 +37,7 @@ EVENT = np.dtype(
 )
 MULTIPLE_EXPOSURE = -1
 """The hour of a fact record that marks a multiple exposure rather than a visit."""
-
-# One atomic look at a partition: the entrants list and the three columns grow in the
-# same script call, so lengths read together describe one moment.
-_LENGTHS = """
-return {redis.call('LLEN', KEYS[1]), redis.call('STRLEN', KEYS[2]),
-        redis.call('STRLEN', KEYS[3]), redis.call('STRLEN', KEYS[4])}
-"""
+MS_PER_HOUR = 3_600_000
 
 Codes = npt.NDArray[np.int64]
 
@@ -60,7 +53,8 @@ class Interned:
 @dataclass(frozen=True)
 class StoredColumns:
     """The experiment's columns, every partition's rows one after the other (a visitor
-    row counts from the first partition's first entrant)."""
+    row counts from the first partition's first entrant). The facts start with each
+    entrant's own visit at its entry hour, which the store implies."""
 
     visitor_ids: list[str] | None  # None: not asked for
     variant: Interned
@@ -82,63 +76,71 @@ class StoredColumns:
 @dataclass
 class _Partition:
     entrants: int
-    fact_bytes: int
-    event_bytes: int
+    facts: int
+    events: int
+
+
+_COLUMNS = (
+    (keys.entrant_columns_key, ENTRANT),
+    (keys.fact_columns_key, FACT),
+    (keys.event_columns_key, EVENT),
+)
 
 
 async def read_visitor_columns(
     redis: Redis, prefix: str, experiment_id: str, visitor_ids: bool = False
-) -> StoredColumns | None:
-    """The experiment's columns as of one moment per partition, or None when some
-    partition has entrants the columns lack (written before the store existed: the
-    caller reads the visitor states instead). The visitor ids (the entrants lists, the
-    largest read) only with ``visitor_ids``."""
+) -> StoredColumns:
+    """The experiment's columns as of one moment per partition. The visitor ids (read
+    from the visitor states, the largest read) only with ``visitor_ids``."""
     partitions = await partition_count(redis, prefix)
-    script = redis.register_script(_LENGTHS)
-    lengths = await asyncio.gather(
-        *(
-            script(
-                keys=[
-                    keys.entrants_key(prefix, partition, experiment_id),
-                    keys.entrant_columns_key(prefix, partition, experiment_id),
-                    keys.fact_columns_key(prefix, partition, experiment_id),
-                    keys.event_columns_key(prefix, partition, experiment_id),
-                ]
-            )
-            for partition in range(partitions)
-        )
-    )
-    parts: list[_Partition] = []
-    for listed, entrant_bytes, fact_bytes, event_bytes in lengths:
-        if int(entrant_bytes) != int(listed) * ENTRANT.itemsize:
-            return None
-        parts.append(_Partition(int(listed), int(fact_bytes), int(event_bytes)))
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(partitions):
+            # One command: the three counts of one moment (a batch writes all three).
+            pipe.hmget(keys.column_counts_key(prefix, partition, experiment_id), "e", "f", "g")
+        counts = await pipe.execute()
+    parts = [_Partition(*(int(count or 0) for count in found)) for found in counts]
     async with redis.pipeline(transaction=False) as pipe:
         for partition, part in enumerate(parts):
-            if visitor_ids:
-                pipe.lrange(
-                    keys.entrants_key(prefix, partition, experiment_id), 0, part.entrants - 1
-                )
-            for key, size, record in (
-                (keys.entrant_columns_key, part.entrants * ENTRANT.itemsize, ENTRANT),
-                (keys.fact_columns_key, part.fact_bytes, FACT),
-                (keys.event_columns_key, part.event_bytes, EVENT),
+            for (key, record), records in zip(
+                _COLUMNS, (part.entrants, part.facts, part.events), strict=True
             ):
-                step = _range_bytes(record)
-                for start in range(0, size, step):
-                    end = min(start + step, size) - 1
-                    pipe.getrange(key(prefix, partition, experiment_id), start, end)
-            # After the lengths: ids are only ever added, so these name every id read.
+                for segment, size in enumerate(_segment_sizes(records)):
+                    # The growing segment may hold records written after the counts.
+                    pipe.getrange(
+                        key(prefix, partition, experiment_id, segment),
+                        0,
+                        size * record.itemsize - 1,
+                    )
+            # After the counts: ids are only ever added, so these name every id read.
             pipe.hgetall(keys.strings_key(prefix, partition))
             pipe.hgetall(keys.cells_key(prefix, partition))
         replies = await pipe.execute()
-    return _decode(parts, replies, visitor_ids)
+    ids = None
+    if visitor_ids:
+        ids = await _visitor_ids(redis, prefix, experiment_id, [p.entrants for p in parts])
+    return await asyncio.to_thread(_decode, parts, replies, ids)
 
 
-def _range_bytes(record: np.dtype[np.void]) -> int:
-    """The bytes of one GETRANGE of a column of ``record``s: whole records, so that each
-    reply decodes on its own and no reply is joined to the next."""
-    return max(RANGE_BYTES // record.itemsize, 1) * record.itemsize
+def _segment_sizes(records: int) -> list[int]:
+    """The records of each segment of a column of ``records``."""
+    full, rest = divmod(records, keys.SEGMENT_RECORDS)
+    return [keys.SEGMENT_RECORDS] * full + ([rest] if rest else [])
+
+
+async def _visitor_ids(
+    redis: Redis, prefix: str, experiment_id: str, entrants: list[int]
+) -> list[str]:
+    """Each row's visitor id, partition by partition, from the visitor states (each
+    keeps its entries' rows); rows past ``entrants`` (entered after the counts) are left
+    out."""
+    ids: list[str] = []
+    for partition, count in enumerate(entrants):
+        named = [""] * count
+        for visitor, row in await experiment_rows(redis, prefix, partition, experiment_id):
+            if row < count:
+                named[row] = visitor
+        ids.extend(named)
+    return ids
 
 
 @dataclass
@@ -165,25 +167,22 @@ _INTERNED = {
 }
 
 
-def _decode(parts: list[_Partition], replies: list[object], with_ids: bool) -> StoredColumns:
+def _decode(
+    parts: list[_Partition], replies: list[object], visitor_ids: list[str] | None
+) -> StoredColumns:
     """Columns from the pipeline's replies, in the order read_visitor_columns asked.
 
     Each whole-experiment column is allocated once and every reply written into its
     place: the replies are neither joined nor the partitions' pieces concatenated (at
     ten million visitors each would copy every column once more)."""
     answers = iter(replies)
-    visitor_ids: list[str] | None = [] if with_ids else None
     read: list[_Replies] = []
     for part in parts:
-        # Visitor ids are [A-Za-z0-9_-]: one join, decode and split, in C, not one step each.
-        listed = next(answers) if visitor_ids is not None else None
-        if visitor_ids is not None and listed:
-            visitor_ids.extend(b"\n".join(listed).decode().split("\n"))  # type: ignore[arg-type]
         read.append(
             _Replies(
-                entrants=_records(answers, part.entrants * ENTRANT.itemsize, ENTRANT),
-                facts=_records(answers, part.fact_bytes, FACT),
-                events=_records(answers, part.event_bytes, EVENT),
+                entrants=_records(answers, part.entrants, ENTRANT),
+                facts=_records(answers, part.facts, FACT),
+                events=_records(answers, part.events, EVENT),
                 strings=_by_id(next(answers), skip=None),  # type: ignore[arg-type]
                 cells=_by_id(next(answers), skip=b"#"),  # type: ignore[arg-type]
             )
@@ -195,7 +194,10 @@ def _decode(parts: list[_Partition], replies: list[object], with_ids: bool) -> S
             [(getattr(part, record), getattr(part, texts)) for part in read], name
         )
     entrants = _filled(read, "entrants", ("variant", "cell", "context", "entry_ms"), lookups)
-    facts = _filled(read, "facts", ("row", "hour"), lookups)
+    rows = entrants["entry_ms"].size
+    facts = _filled(read, "facts", ("row", "hour"), lookups, leading=rows)
+    facts["row"][:rows] = np.arange(rows)
+    np.floor_divide(entrants["entry_ms"], MS_PER_HOUR, out=facts["hour"][:rows])
     event_fields = ("row", "goal", "time_ms", "value", "visit", "restricted", "attributes")
     events = _filled(read, "events", (*event_fields, "currency"), lookups)
 
@@ -221,10 +223,9 @@ def _decode(parts: list[_Partition], replies: list[object], with_ids: bool) -> S
     )
 
 
-def _records(answers: Iterator[object], size: int, record: np.dtype[np.void]) -> list[Any]:
-    """The GETRANGE replies of one column of ``size`` bytes, each viewed as records."""
-    step = _range_bytes(record)
-    return [np.frombuffer(next(answers), record) for _ in range(0, size, step)]  # type: ignore[call-overload]
+def _records(answers: Iterator[object], records: int, record: np.dtype[np.void]) -> list[Any]:
+    """The replies of one column of ``records`` (one per segment), viewed as records."""
+    return [np.frombuffer(next(answers), record) for _ in _segment_sizes(records)]  # type: ignore[call-overload]
 
 
 def _intern(
@@ -259,17 +260,22 @@ def _intern(
 
 
 def _filled(
-    read: list[_Replies], record: str, fields: tuple[str, ...], lookups: dict[str, list[Codes]]
+    read: list[_Replies],
+    record: str,
+    fields: tuple[str, ...],
+    lookups: dict[str, list[Codes]],
+    leading: int = 0,
 ) -> dict[str, npt.NDArray[Any]]:
     """The whole-experiment columns ``fields`` of ``record`` (float64 ``value``, int64
     the others), each reply written into its place: interned ids through the
-    partition's lookup table, ``row`` from the partition's first visitor row on."""
-    size = sum(records.size for part in read for records in getattr(part, record))
+    partition's lookup table, ``row`` from the partition's first visitor row on. The
+    first ``leading`` places are left for the caller to fill."""
+    size = leading + sum(records.size for part in read for records in getattr(part, record))
     columns = {
         field: np.empty(size, dtype=np.float64 if field == "value" else np.int64)
         for field in fields
     }
-    start = offset = 0
+    start, offset = leading, 0
     for partition, part in enumerate(read):
         for records in getattr(part, record):
             end = start + records.size

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis.typing import EncodableT, FieldT
@@ -28,6 +29,7 @@ from worker.store.visitor_records import (
     bucket_of,
     encode_visitor,
     level_for,
+    name_ids,
 )
 
 SCAN_COUNT = 2000
@@ -40,7 +42,7 @@ class MovedPartition:
     buckets: int
 
 
-class _Interner:
+class Interner:
     """Ids of one partition's dictionary hash, with the ones this run adds (``new``)."""
 
     def __init__(self, known: Mapping[bytes, bytes], first_free: int) -> None:
@@ -57,12 +59,14 @@ class _Interner:
         return number
 
 
-class _Names:
-    """Name ids of ``keys.names_key`` (fields ``t{name}``, ``i{id}``, ``#``)."""
+class NameTable:
+    """Name ids of ``keys.names_key`` (fields ``t{name}``, ``i{id}``, ``#``): ``ids``
+    gives (and adds) ids, ``by_id`` names the ids that were stored."""
 
-    def __init__(self, fields: Mapping[bytes, bytes]) -> None:
+    def __init__(self, fields: Mapping[Any, Any]) -> None:
         known = {name[1:]: number for name, number in fields.items() if name[:1] == b"t"}
-        self.ids = _Interner(known, int(fields.get(b"#", b"0")) + 1)
+        self.ids = Interner(known, int(fields.get(b"#", b"0")) + 1)
+        self.by_id = name_ids(fields)
 
     def fields(self) -> dict[FieldT, EncodableT]:
         """What to write back: both directions of every added name, and ``#``."""
@@ -92,7 +96,7 @@ async def move_visitor_hashes(
 
 async def _move_partition(redis: Redis, prefix: str, partition: int) -> MovedPartition | None:
     base = keys.legacy_visitor_key(prefix, partition, "")
-    pattern = _glob_escape(base) + "*"
+    pattern = glob_escape(base) + "*"
     hashes: dict[bytes, dict[bytes, bytes]] = {}
     async for batch in scan_batches(redis, pattern, SCAN_COUNT):
         async with redis.pipeline(transaction=False) as pipe:
@@ -112,9 +116,9 @@ async def _move_partition(redis: Redis, prefix: str, partition: int) -> MovedPar
         pipe.hgetall(keys.visit_ids_key(prefix, partition))
         pipe.hgetall(layout_key)
         names_fields, strings, visits, layout = await pipe.execute()
-    names = _Names(names_fields)
-    string_ids = _Interner(strings, len(strings) + 1)
-    visit_ids = _Interner(visits, len(visits) + 1)
+    names = NameTable(names_fields)
+    string_ids = Interner(strings, len(strings) + 1)
+    visit_ids = Interner(visits, len(visits) + 1)
     if layout:
         # Written by an earlier run that stopped before deleting the hashes: the
         # visitors it placed are where this layout says.
@@ -248,6 +252,6 @@ def _chunks(items: list[bytes], size: int) -> Iterator[list[bytes]]:
     return (items[start : start + size] for start in range(0, len(items), size))
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     """``text`` matched literally by SCAN's MATCH (prefixes may hold glob characters)."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)

@@ -9,6 +9,7 @@ from typing import Any, NotRequired, Required, TypedDict
 
 import orjson
 
+from worker.errors import ConfigurationError
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
@@ -64,27 +65,39 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
     for partition in range(partitions):
         stored = await read_bucket_states(redis, prefix, partition)
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(keys.entrants_key(prefix, partition, experiment_id), 0, -1)
             # After the buckets (one slot: one node): ids are only ever added, so these
             # name every id the states refer to.
             for dictionary in (keys.names_key, keys.strings_key, keys.visit_ids_key):
                 pipe.hgetall(dictionary(prefix, partition))
             pipe.hgetall(keys.cells_key(prefix, partition))
-            entrants, names, strings, visits, cells = await pipe.execute()
+            names, strings, visits, cells = await pipe.execute()
         dictionaries = _Dictionaries(
             name_ids(names),
             {int(sid): _text(text) for text, sid in strings.items()},
             {int(vid): _text(text) for text, vid in visits.items()},
             {int(cell_id): _text(text) for text, cell_id in cells.items() if text != b"#"},
         )
-        order = {_text(visitor): row for row, visitor in enumerate(entrants)}
         found = [
-            state
+            found
             for visitor, data in stored
-            if (state := _state(_text(visitor), experiment_id, data, dictionaries)) is not None
+            if (found := _state(_text(visitor), experiment_id, data, dictionaries)) is not None
         ]
-        states.extend(sorted(found, key=lambda state: order[state["visitor_id"]]))
+        states.extend(state for _, state in sorted(found, key=lambda pair: pair[0]))
     return states
+
+
+async def experiment_rows(
+    redis: Redis, prefix: str, partition: int, experiment_id: str
+) -> list[tuple[str, int]]:
+    """(visitor id, row in the experiment's columns) of the partition's entrants."""
+    stored = await read_bucket_states(redis, prefix, partition)
+    names = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
+    rows: list[tuple[str, int]] = []
+    for visitor, data in stored:
+        for entry in decode_visitor(data, names).entries:
+            if entry.experiment == experiment_id and entry.row is not None:
+                rows.append((_text(visitor), entry.row))
+    return rows
 
 
 async def read_bucket_states(
@@ -119,13 +132,18 @@ class _Dictionaries:
 
 def _state(
     visitor_id: str, experiment_id: str, data: bytes, dictionaries: _Dictionaries
-) -> VisitorState | None:
-    """One packed visitor state -> the scan's VisitorState for the experiment (None:
-    not entered)."""
+) -> tuple[int, VisitorState] | None:
+    """One packed visitor state -> its row and the scan's VisitorState for the
+    experiment (None: not entered)."""
     stored = decode_visitor(data, dictionaries.names)
     entry = next((e for e in stored.entries if e.experiment == experiment_id), None)
     if entry is None:
         return None
+    if entry.row is None:
+        raise ConfigurationError(
+            f"visitor {visitor_id!r} entered {experiment_id!r} without a row in its columns: "
+            "the prefix holds an earlier layout; run `python -m worker migrate`"
+        )
     state: VisitorState = {
         "visitor_id": visitor_id,
         "variant": entry.variant,
@@ -141,7 +159,7 @@ def _state(
             goal: [_record(event, dictionaries) for event in events]
             for goal, events in stored.goals
         }
-    return state
+    return entry.row, state
 
 
 def _record(event: StoredEvent, dictionaries: _Dictionaries) -> GoalEventRecord:
