@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_experiments import two_arm_definition  # noqa: E402
-from read_scale import FillTarget, delete_prefix, fill  # noqa: E402
+from read_scale import FillTarget, delete_prefix, family_bytes, fill  # noqa: E402
 
 from worker.config import Settings, namespace_env  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
@@ -178,14 +178,19 @@ async def prefill(
         count = await fill(redis, target, definition, visitors, PREFILL_DAYS, 7, "p")
         seconds = time.perf_counter() - begun
         grown = int((await redis.info("memory"))["used_memory"]) - before
+        # Summed now, while the prefix holds the fill alone: the streamed experiments
+        # add keys of their own once the worker runs.
+        key_bytes = sum(size for _, size, _ in (await family_bytes(redis, prefix)).values())
         figures |= {"prefill_events": count, "prefill_seconds": seconds}
         figures |= {
             "prefill_events_per_s": count / seconds,
             "redis_bytes_per_visitor": grown / visitors,
+            "key_bytes_per_visitor": key_bytes / visitors,
         }
         print(
             f"filled {visitors:,} visitors ({count:,} events) in {seconds / 60:.1f} min, "
-            f"{count / seconds:,.0f} events/s; Redis grew {grown / visitors:.0f} B per visitor",
+            f"{count / seconds:,.0f} events/s; Redis grew {grown / visitors:.0f} B per visitor "
+            f"(MEMORY USAGE of the prefix's keys: {key_bytes / visitors:.0f} B)",
             flush=True,
         )
     times = []
