@@ -327,11 +327,11 @@ def main() -> None:
     python = sys.executable
     subprocess.run([python, "-m", "worker", "services", "up"], cwd=ROOT, check=True)
     if args.quick:
-        sizes = {"events": 100_000, "entrants": 20_000, "visitors": 20_000, "seconds": 20,
-                 "runs": 1, "load": 5}  # fmt: skip
+        sizes = {"events": 100_000, "entrants": 20_000, "baseline": 10_000,
+                 "visitors": 20_000, "seconds": 20, "runs": 1, "load": 5}  # fmt: skip
     else:
-        sizes = {"events": MILLION, "entrants": 100_000, "visitors": MILLION, "seconds": 60,
-                 "runs": 3, "load": 10}  # fmt: skip
+        sizes = {"events": MILLION, "entrants": 100_000, "baseline": 200_000,
+                 "visitors": MILLION, "seconds": 60, "runs": 3, "load": 10}  # fmt: skip
     visitors = args.visitors or sizes["visitors"]
     fresh_prefix, api_prefix = f"suite{os.getpid()}fresh", f"suite{os.getpid()}api"
     # A smoke run's scans are quick: a wait of 1 s still makes the flood refuse some.
@@ -357,7 +357,8 @@ def main() -> None:
         try:
             step("ingestion",
                  [python, "bench/ingestion.py", "--events", str(sizes["events"]), "--visitors",
-                  str(sizes["entrants"]), "--engines", "aiokafka,faust,quixstreams"],
+                  str(sizes["entrants"]), "--baseline-events", str(sizes["baseline"]),
+                  "--engines", "aiokafka,faust,quixstreams"],
                  ingestion_rows)  # fmt: skip
             fresh = step("freshness",
                          [python, "bench/freshness.py", "--seconds", str(sizes["seconds"]), "--rate", "2000",
