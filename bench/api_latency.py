@@ -18,7 +18,8 @@ queries that need the per-visitor scan (``timeframe_days=1..200``) are sent
 FLOOD_CONCURRENCY at a time, the default result is driven by the load process in
 back-to-back rounds until the flood is over; it prints the default result's p50/p99
 during the flood and how each scan was answered (200, or 503 once
-``AB_API_SCAN_WAIT_SECONDS`` passed) and how long it took.
+``AB_API_SCAN_WAIT_SECONDS`` passed, with its Retry-After and error body) and how long
+it took.
 
 A slow query never stops the run: timeouts and error statuses are counted.
 The bench keys are deleted at the end unless `--keep`; `--prefix P --keep` lets a

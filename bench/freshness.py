@@ -17,7 +17,9 @@ generator and fill of bench/read_scale.py, under topic names of their own that t
 worker does not read), and publishes its definition beside the others, so that every
 snapshot interval the worker computes it too. Before the worker starts, it times
 ``compute_result`` of the default query on that experiment (the snapshot job's
-computation; median of 5 runs, each reading Redis afresh). ``--prefix P --keep`` keeps
+computation; median of 5 runs, each reading Redis afresh); the fill's Redis bytes per
+visitor are INFO used_memory growth and, summed right after the fill while the prefix
+holds nothing else, the MEMORY USAGE of its keys. ``--prefix P --keep`` keeps
 the prefix's keys at the end, and a later run with ``--prefix P`` that finds the
 experiment there reuses it instead of filling again. Without ``--keep``, the prefix's
 keys are deleted at the end.
