@@ -22,9 +22,9 @@ test: $(STAMP)
 	$(VENV)/bin/python -m worker services up
 	$(VENV)/bin/python -m pytest -ra --durations=25
 
-## bench: provision Kafka and Redis, run every benchmark, print one table (about 11 min)
+## bench: provision Kafka and Redis, run every benchmark at 1M visitors (VISITORS=10000000 for 10M), print one table
 bench: $(STAMP)
-	$(VENV)/bin/python bench/suite.py
+	$(VENV)/bin/python bench/suite.py $(if $(VISITORS),--visitors $(VISITORS))
 
 services-down: $(STAMP)
 	$(VENV)/bin/python -m worker services down

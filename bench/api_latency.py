@@ -18,7 +18,8 @@ queries that need the per-visitor scan (``timeframe_days=1..200``) are sent
 FLOOD_CONCURRENCY at a time, the default result is driven by the load process in
 back-to-back rounds until the flood is over; it prints the default result's p50/p99
 during the flood and how each scan was answered (200, or 503 once
-``AB_API_SCAN_WAIT_SECONDS`` passed) and how long it took.
+``AB_API_SCAN_WAIT_SECONDS`` passed, with its Retry-After and error body) and how long
+it took.
 
 A slow query never stops the run: timeouts and error statuses are counted.
 The bench keys are deleted at the end unless `--keep`; `--prefix P --keep` lets a
@@ -271,9 +272,11 @@ def measure_api(args: argparse.Namespace, key: str, tree: Path, notes: list[str]
     return figures
 
 
-def scan(url: str, headers: dict[str, str], timeout: float) -> tuple[str, float]:
-    """How one scan query was answered (``200``, ``503``, ... or the error) and its ms."""
+def scan(url: str, headers: dict[str, str], timeout: float) -> tuple[str, float, str | None, str]:
+    """How one scan query was answered (``200``, ``503``, ... or the error), its ms, the
+    answer's Retry-After (None without one) and the start of an error answer's body."""
     began = time.perf_counter()
+    retry_after, body = None, ""
     try:
         with urllib.request.urlopen(
             urllib.request.Request(url, headers=headers), timeout=timeout
@@ -282,9 +285,11 @@ def scan(url: str, headers: dict[str, str], timeout: float) -> tuple[str, float]
             outcome = str(answer.status)
     except urllib.error.HTTPError as error:
         outcome = str(error.code)
+        retry_after = error.headers.get("Retry-After")
+        body = error.read()[:300].decode(errors="replace")
     except OSError as error:
         outcome = type(error).__name__
-    return outcome, (time.perf_counter() - began) * 1000
+    return outcome, (time.perf_counter() - began) * 1000, retry_after, body
 
 
 def measure_flood(args: argparse.Namespace, key: str, tree: Path) -> dict[str, Any]:
@@ -309,13 +314,24 @@ def measure_flood(args: argparse.Namespace, key: str, tree: Path) -> dict[str, A
             answers = [future.result() for future in scans]
         took = time.perf_counter() - began
     outcomes: dict[str, list[float]] = {}
-    for outcome, ms in answers:
+    retry_after: dict[str, list[str]] = {}
+    bodies: dict[str, str] = {}
+    for outcome, ms, retry, body in answers:
         outcomes.setdefault(outcome, []).append(ms)
+        if retry is not None:
+            retry_after.setdefault(outcome, []).append(retry)
+        bodies.setdefault(outcome, body)
     return {
         "flood_seconds": round(took, 1),
         "default": {**percentiles(latencies), "requests": len(latencies), "errors": errors},
         "scans": {
-            outcome: {"count": len(ms), **percentiles(ms)}
+            outcome: {
+                "count": len(ms),
+                **percentiles(ms),
+                "retry_after": len(retry_after.get(outcome, [])),
+                "retry_after_values": sorted(set(retry_after.get(outcome, []))),
+                **({"body": bodies[outcome]} if bodies[outcome] else {}),
+            }
             for outcome, ms in sorted(outcomes.items())
         },
     }
@@ -336,7 +352,10 @@ def report_flood(results: dict[str, Any]) -> None:
               f"over {default['requests']:,} answers, errors {default['errors'] or 'none'}")  # fmt: skip
         for outcome, scans in figures["scans"].items():
             print(f"    scans answered {outcome}: {scans['count']}, p50 {scans['p50_ms']} ms, "
-                  f"max {scans['max_ms']} ms")  # fmt: skip
+                  f"max {scans['max_ms']} ms, with Retry-After {scans['retry_after']}"
+                  f" {scans['retry_after_values'] or ''}")  # fmt: skip
+            if "body" in scans:
+                print(f"      e.g. {scans['body']}")
 
 
 async def delete_prefix(redis: Redis, prefix: str) -> int:

@@ -17,7 +17,9 @@ generator and fill of bench/read_scale.py, under topic names of their own that t
 worker does not read), and publishes its definition beside the others, so that every
 snapshot interval the worker computes it too. Before the worker starts, it times
 ``compute_result`` of the default query on that experiment (the snapshot job's
-computation; median of 5 runs, each reading Redis afresh). ``--prefix P --keep`` keeps
+computation; median of 5 runs, each reading Redis afresh); the fill's Redis bytes per
+visitor are INFO used_memory growth and, summed right after the fill while the prefix
+holds nothing else, the MEMORY USAGE of its keys. ``--prefix P --keep`` keeps
 the prefix's keys at the end, and a later run with ``--prefix P`` that finds the
 experiment there reuses it instead of filling again. Without ``--keep``, the prefix's
 keys are deleted at the end.
@@ -45,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_experiments import two_arm_definition  # noqa: E402
-from read_scale import FillTarget, delete_prefix, fill  # noqa: E402
+from read_scale import FillTarget, delete_prefix, family_bytes, fill  # noqa: E402
 
 from worker.config import Settings, namespace_env  # noqa: E402
 from worker.events.experiment import ExperimentDefinition  # noqa: E402
@@ -178,14 +180,19 @@ async def prefill(
         count = await fill(redis, target, definition, visitors, PREFILL_DAYS, 7, "p")
         seconds = time.perf_counter() - begun
         grown = int((await redis.info("memory"))["used_memory"]) - before
+        # Summed now, while the prefix holds the fill alone: the streamed experiments
+        # add keys of their own once the worker runs.
+        key_bytes = sum(size for _, size, _ in (await family_bytes(redis, prefix)).values())
         figures |= {"prefill_events": count, "prefill_seconds": seconds}
         figures |= {
             "prefill_events_per_s": count / seconds,
             "redis_bytes_per_visitor": grown / visitors,
+            "key_bytes_per_visitor": key_bytes / visitors,
         }
         print(
             f"filled {visitors:,} visitors ({count:,} events) in {seconds / 60:.1f} min, "
-            f"{count / seconds:,.0f} events/s; Redis grew {grown / visitors:.0f} B per visitor",
+            f"{count / seconds:,.0f} events/s; Redis grew {grown / visitors:.0f} B per visitor "
+            f"(MEMORY USAGE of the prefix's keys: {key_bytes / visitors:.0f} B)",
             flush=True,
         )
     times = []

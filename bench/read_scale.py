@@ -18,14 +18,16 @@ data in the same run, and so are the visitor scans: from the columnar visitor st
 (``--hash-runs`` times). Redis bytes per visitor are INFO used_memory after the fill
 minus before, over the visitors, and the columnar store's share the MEMORY USAGE of its
 keys. Conversions carry one event attribute, ``plan``. It prints
-figures and asserts nothing; the prefix's keys are deleted at the end (``--keep``
-keeps them).
+figures and asserts nothing; ``--json F`` also writes them to F (the fill's, the key
+families' with ``--memory``, and each read's times, for bench/suite.py); the prefix's
+keys are deleted at the end (``--keep`` keeps them).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
@@ -290,13 +292,15 @@ async def delete_prefix(redis: Redis, prefix: str) -> int:
     return len(found)
 
 
-async def measure(args: argparse.Namespace) -> None:
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill (unless ``--reuse``), then time every read; the figures printed, as a dict."""
     settings = Settings.from_env()
     prefix = args.reuse or f"bench-read-{os.getpid()}"
     definition = ExperimentDefinition.model_validate(
         two_arm_definition(args.experiment)
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
+    figures: dict[str, Any] = {"visitors": args.visitors, "days": args.days, "runs": args.runs}
     async with connect(settings) as redis:
         if args.reuse is not None:
             # A prefix a worker registered the experiment in (bench/freshness.py's fill)
@@ -311,11 +315,18 @@ async def measure(args: argparse.Namespace) -> None:
             )
             seconds = time.perf_counter() - started
             after = int((await redis.info("memory"))["used_memory"])
+            figures["fill"] = {
+                "events": count,
+                "seconds": seconds,
+                "bytes_per_visitor": (after - before) / args.visitors,
+                "column_bytes_per_visitor": await column_bytes(redis, prefix, definition.id)
+                / args.visitors,
+            }
             print(
                 f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
-                f"Redis {(after - before) / args.visitors:.0f} bytes per visitor-experiment, "
-                f"of which the columnar visitor store "
-                f"{await column_bytes(redis, prefix, definition.id) / args.visitors:.0f}"
+                f"Redis {figures['fill']['bytes_per_visitor']:.0f} bytes per "
+                f"visitor-experiment, of which the columnar visitor store "
+                f"{figures['fill']['column_bytes_per_visitor']:.0f}"
             )
         if args.memory:
             families = await family_bytes(redis, prefix)
@@ -327,11 +338,19 @@ async def measure(args: argparse.Namespace) -> None:
                 print(f"| {family} | {count:,} | {size / args.visitors:.1f} | {kinds} |")
             total = sum(size for _, size, _ in families.values())
             print(f"| everything | | {total / args.visitors:.1f} | |")
+            figures["memory"] = {
+                "key_bytes_per_visitor": total / args.visitors,
+                "families": {
+                    family: {"keys": count, "bytes": size, "encodings": dict(encodings)}
+                    for family, (count, size, encodings) in families.items()
+                },
+            }
         try:
             print(
                 f"\n| read, {args.visitors:,} visitors over {args.days} days | median ms | min ms |"
             )
             print("|---|---|---|")
+            figures["reads"] = []
             for name, query in queries(args.days).items():
                 counters = plan_query(query).source == "counters"
                 grain = counter_grain(query) if counters else "visitor scan"
@@ -352,9 +371,16 @@ async def measure(args: argparse.Namespace) -> None:
                         f"| {label} [{visitors:,} visitors] | "
                         f"{statistics.median(times):,.0f} | {min(times):,.0f} |"
                     )
+                    figures["reads"].append(
+                        {"query": name, "label": label, "scan": not counters,
+                         "current": way is compute_result, "visitors": visitors,
+                         "median_ms": statistics.median(times), "min_ms": min(times),
+                         "ms": times}
+                    )  # fmt: skip
         finally:
             if not args.keep:
                 await delete_prefix(redis, prefix)
+    return figures
 
 
 def main() -> None:
@@ -388,9 +414,12 @@ def main() -> None:
         help="runs of each scan from the visitor hashes, the path before the columnar "
         "store (0: skip; about a minute each at a million visitors)",
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    asyncio.run(measure(args))
+    figures = asyncio.run(measure(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
