@@ -247,19 +247,21 @@ async def from_hashes(
     )
 
 
-async def column_bytes(redis: Redis, prefix: str, experiment_id: str) -> int:
-    """MEMORY USAGE of the columnar visitor store's keys (columns and intern hashes)."""
-    total = 0
-    for partition in range(PARTITIONS):
-        for key in (
-            keys.entrant_columns_key(prefix, partition, experiment_id),
-            keys.fact_columns_key(prefix, partition, experiment_id),
-            keys.event_columns_key(prefix, partition, experiment_id),
-            keys.strings_key(prefix, partition),
-            keys.visit_ids_key(prefix, partition),
-        ):
-            total += int(await redis.memory_usage(key, samples=0) or 0)
-    return total
+COLUMN_FAMILIES = (
+    keys.ENTRANT_COLUMNS,
+    keys.FACT_COLUMNS,
+    keys.EVENT_COLUMNS,
+    keys.COLUMN_COUNTS,
+    keys.STRINGS,
+    keys.VISIT_IDS,
+)
+"""The key families of the columnar visitor store (columns, counts, intern hashes)."""
+
+
+async def column_bytes(redis: Redis, prefix: str) -> int:
+    """MEMORY USAGE of the columnar visitor store's keys, every segment of every column."""
+    families = await family_bytes(redis, prefix)
+    return sum(families[family][1] for family in COLUMN_FAMILIES if family in families)
 
 
 async def family_bytes(redis: Redis, prefix: str) -> dict[str, tuple[int, int, Counter[str]]]:
@@ -319,8 +321,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "events": count,
                 "seconds": seconds,
                 "bytes_per_visitor": (after - before) / args.visitors,
-                "column_bytes_per_visitor": await column_bytes(redis, prefix, definition.id)
-                / args.visitors,
+                "column_bytes_per_visitor": await column_bytes(redis, prefix) / args.visitors,
             }
             print(
                 f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "

@@ -222,10 +222,11 @@ async def test_columns_in_segments_of_a_few_records_hold_the_same(
     with segments of SEGMENT_RECORDS, and every segment but the last is full."""
     log = with_context_and_attributes(generated_log(5), 5)
     found: dict[int, dict[str, StoredColumns]] = {}
-    for records in (keys.SEGMENT_RECORDS, 3):
+    default = keys.SEGMENT_RECORDS
+    for records in (default, 3):
         monkeypatch.setattr(keys, "SEGMENT_RECORDS", records)
         script = batch_sink.SCRIPT.replace(
-            "local SEGMENT_RECORDS = 4096\n", f"local SEGMENT_RECORDS = {records}\n"
+            f"local SEGMENT_RECORDS = {default}\n", f"local SEGMENT_RECORDS = {records}\n"
         )
         monkeypatch.setattr(batch_sink, "SCRIPT", script)
         sink = Sink(redis, namespace.settings, f"{namespace.settings.key_prefix}:s{records}")
@@ -248,7 +249,7 @@ async def test_columns_in_segments_of_a_few_records_hold_the_same(
                 await assert_full_segments(sink, partition, definition.id, records)
         monkeypatch.undo()
     small = found[3]
-    for experiment, whole in found[keys.SEGMENT_RECORDS].items():
+    for experiment, whole in found[default].items():
         assert whole.event_row.size > 3  # more than one segment of every column
         for name, column in vars(small[experiment]).items():
             expected = getattr(whole, name)

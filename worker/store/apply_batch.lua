@@ -188,7 +188,7 @@ end
 -- string (then adds 1 MB past 1 MB), so one string per column kept up to 1 MB unused
 -- per partition and column; a full segment is written whole, with nothing reserved.
 local NO_VALUE = 0 / 0
-local SEGMENT_RECORDS = 4096
+local SEGMENT_RECORDS = 4095
 local COLUMN_KEYS = {e = base .. ':xe:', f = base .. ':xf:', g = base .. ':xg:'}
 local RECORD_BYTES = {e = 20, f = 8, g = 40}
 -- experiment -> {e = records stored, f = ..., g = ..., pending = {e = {...}, ...}}

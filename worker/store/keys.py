@@ -76,8 +76,11 @@ EVENT_COLUMNS = "xg"
 """``xg:{segment}:{experiment}``: fixed-width goal-event records."""
 COLUMN_COUNTS = "xn"
 """``xn:{experiment}``: hash ``e``, ``f``, ``g``: the records written to each column."""
-SEGMENT_RECORDS = 4096
-"""Records of one column segment; apply_batch.lua holds the same number."""
+SEGMENT_RECORDS = 4095
+"""Records of one column segment; apply_batch.lua holds the same number. 4,095, not
+4,096: a full segment of each record size (20, 8, 40 bytes) and the string's header then
+fit jemalloc's size classes of 80, 32 and 160 KiB; 4,096 records took the next class up
+(96, 40, 192 KiB)."""
 COLUMNS_LAYOUT = "2"
 """The ``c`` field of ``VISITOR_BUCKETS`` in a partition of this layout (segmented
 columns, no entrants list, the entry's own visit implied); apply_batch.lua holds the
