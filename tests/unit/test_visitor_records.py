@@ -19,6 +19,7 @@ from worker.store.visitor_records import (
     bucket_of,
     decode_visitor,
     encode_visitor,
+    entry_row,
     level_for,
 )
 
@@ -106,6 +107,19 @@ def test_a_state_reads_back_as_it_was_written() -> None:
     held_only = StoredVisitor((), (("view", (StoredEvent(1_795_000_000_000, 2, held_id="h"),)),))
     for state in (visitor, held_only):
         assert decode_visitor(encode_visitor(state, names), names.names()) == state
+
+
+def test_an_entry_row_is_found_past_the_entries_before_it() -> None:
+    names = Ids()
+    first = StoredEntry(
+        "a", "x", 1_795_000_000_000, 1, 0, 1_795_000_000_000, 4, 2, False, ((1, 0), (2, 3)),
+        {1: GoalSums(2, 5.5, 1, (1,), (1, 2.0))},
+    )  # fmt: skip
+    second = StoredEntry("b", "y", 1_795_000_100_000, 2, 3, 1_795_000_100_000, 9, 1, True, ())
+    rowless = StoredEntry("c", "z", 1_795_000_200_000, 2, 3, 1_795_000_200_000, None, 1, False, ())
+    data = encode_visitor(StoredVisitor((first, second, rowless), (("g", ()),)), names)
+    for experiment, row in (("a", 4), ("b", 9), ("c", None), ("absent", None)):
+        assert entry_row(data, names(experiment)) == row
 
 
 def test_the_bucket_rules_are_the_scripts() -> None:

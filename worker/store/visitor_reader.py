@@ -13,7 +13,13 @@ from worker.errors import ConfigurationError
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
-from worker.store.visitor_records import StoredEvent, bucket_count, decode_visitor, name_ids
+from worker.store.visitor_records import (
+    StoredEvent,
+    bucket_count,
+    decode_visitor,
+    entry_row,
+    name_ids,
+)
 
 NO_VISIT = "_"
 """The visit id the sink gives an event or an assignment without one."""
@@ -91,13 +97,16 @@ async def experiment_rows(
 ) -> list[tuple[str, int]]:
     """(visitor id, row in the experiment's columns) of the partition's entrants."""
     stored = await read_bucket_states(redis, prefix, partition)
-    names = name_ids(await redis.hgetall(keys.names_key(prefix, partition)))
-    rows: list[tuple[str, int]] = []
-    for visitor, data in stored:
-        for entry in decode_visitor(data, names).entries:
-            if entry.experiment == experiment_id and entry.row is not None:
-                rows.append((_text(visitor), entry.row))
-    return rows
+    # Read after the states: a name id is given before any state refers to it.
+    named = await redis.hget(keys.names_key(prefix, partition), f"t{experiment_id}")
+    if named is None:
+        return []
+    experiment = int(named)
+    return [
+        (_text(visitor), row)
+        for visitor, data in stored
+        if (row := entry_row(data, experiment)) is not None
+    ]
 
 
 async def read_bucket_states(

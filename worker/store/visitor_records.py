@@ -109,33 +109,17 @@ def decode_visitor(data: bytes, names: Mapping[int, str]) -> StoredVisitor:
     read = _Reader(data)
     entries = []
     for _ in range(read.uint()):
-        experiment, variant = names[read.uint()], names[read.uint()]
-        entry_ms = read.int()
-        cell, context = read.uint(), read.uint()
-        clock = entry_ms + read.int()
-        row = read.uint()
-        visits = read.uint()
-        multiple = read.uint() == 1
-        entry_hour = entry_ms // 3_600_000
-        hours = tuple((read.uint(), entry_hour + read.int()) for _ in range(read.uint()))
-        sums = {}
-        for _ in range(read.uint()):
-            position, flags = read.uint(), read.uint()
-            count = read.uint()
-            revenue = read.amount() if flags & REVENUE else 0.0
-            orders = read.uint()
-            converted = tuple(read.uint() for _ in range(read.uint()))
-            pre = (read.uint(), read.amount()) if flags & PRE else None
-            sums[position] = GoalSums(count, revenue, orders, converted, pre)
+        experiment, variant, entry_ms, cell, context, clock, row = _entry_head(read)
+        visits, multiple, hours, sums = _entry_rest(read, entry_ms)
         entries.append(
             StoredEntry(
-                experiment,
-                variant,
+                names[experiment],
+                names[variant],
                 entry_ms,
                 cell,
                 context,
                 clock,
-                row - 1 if row else None,
+                row,
                 visits,
                 multiple,
                 hours,
@@ -164,6 +148,48 @@ def decode_visitor(data: bytes, names: Mapping[int, str]) -> StoredVisitor:
             )
         goals.append((goal, tuple(events)))
     return StoredVisitor(tuple(entries), tuple(goals))
+
+
+def entry_row(data: bytes, experiment: int) -> int | None:
+    """The row of the state's entry into the experiment of name id ``experiment`` (None:
+    not entered, or no row), reading no more of the state than the entries before it."""
+    read = _Reader(data)
+    for _ in range(read.uint()):
+        entered, _, entry_ms, _, _, _, row = _entry_head(read)
+        if entered == experiment:
+            return row
+        _entry_rest(read, entry_ms)
+    return None
+
+
+def _entry_head(read: _Reader) -> tuple[int, int, int, int, int, int, int | None]:
+    """An entry's experiment and variant name ids, entry ms, cell, context, clock, row."""
+    experiment, variant = read.uint(), read.uint()
+    entry_ms = read.int()
+    cell, context = read.uint(), read.uint()
+    clock = entry_ms + read.int()
+    row = read.uint()
+    return experiment, variant, entry_ms, cell, context, clock, row - 1 if row else None
+
+
+def _entry_rest(
+    read: _Reader, entry_ms: int
+) -> tuple[int, bool, tuple[tuple[int, int], ...], dict[int, GoalSums]]:
+    """An entry's visits, multiple exposure, visit hours and goal sums."""
+    visits = read.uint()
+    multiple = read.uint() == 1
+    entry_hour = entry_ms // 3_600_000
+    hours = tuple((read.uint(), entry_hour + read.int()) for _ in range(read.uint()))
+    sums = {}
+    for _ in range(read.uint()):
+        position, flags = read.uint(), read.uint()
+        count = read.uint()
+        revenue = read.amount() if flags & REVENUE else 0.0
+        orders = read.uint()
+        converted = tuple(read.uint() for _ in range(read.uint()))
+        pre = (read.uint(), read.amount()) if flags & PRE else None
+        sums[position] = GoalSums(count, revenue, orders, converted, pre)
+    return visits, multiple, hours, sums
 
 
 def name_ids(fields: Mapping[bytes | str, bytes | str]) -> dict[int, str]:
