@@ -196,21 +196,17 @@ async def test_the_columns_hold_what_the_visitor_states_hold(
         assert await column_lengths(sink) == lengths
 
 
-async def column_lengths(sink: Sink) -> list[list[Any]]:
-    """Every column's record counts and its segments' bytes."""
-    found = []
+async def column_lengths(sink: Sink) -> list[object]:
+    """Every column's record counts and its first segments' bytes."""
+    found: list[object] = []
     for definition in DEFINITIONS:
         for partition in range(4):
-            counts = await sink.redis.hgetall(
-                keys.column_counts_key(sink.prefix, partition, definition.id)
-            )
-            found.append(sorted(counts.items()))
+            counts = keys.column_counts_key(sink.prefix, partition, definition.id)
+            found.append(sorted((await sink.redis.hgetall(counts)).items()))
             for key in (keys.entrant_columns_key, keys.fact_columns_key, keys.event_columns_key):
                 for segment in range(4):
-                    prefix = sink.prefix
-                    found.append(
-                        [await sink.redis.strlen(key(prefix, partition, definition.id, segment))]
-                    )
+                    segment_key = key(sink.prefix, partition, definition.id, segment)
+                    found.append(await sink.redis.strlen(segment_key))
     return found
 
 

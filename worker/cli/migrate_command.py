@@ -16,8 +16,8 @@ import asyncio
 
 from worker.config import Settings
 from worker.errors import ServiceUnavailable
-from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.column_migration import RebuiltColumns, rebuild_columns
+from worker.store.connection import REDIS_UNAVAILABLE, connect
 from worker.store.rollups import Rebuilt, rebuild_rollups
 from worker.store.visitor_migration import MovedPartition, move_visitor_hashes
 
