@@ -28,9 +28,8 @@ from redis.typing import EncodableT, FieldT
 
 from worker.store import keys
 from worker.store.connection import Redis, scan_batches
-from worker.store.meta import partition_count
 from worker.store.visitor_columns import ENTRANT, EVENT, FACT, MULTIPLE_EXPOSURE
-from worker.store.visitor_migration import Interner, NameTable, glob_escape
+from worker.store.visitor_migration import Interner, NameTable, each_partition, glob_escape
 from worker.store.visitor_reader import read_bucket_states
 from worker.store.visitor_records import (
     StoredEntry,
@@ -70,14 +69,7 @@ async def rebuild_columns(
     """Brings every partition not yet of ``keys.COLUMNS_LAYOUT`` to it, and deletes the
     keys of the earlier layouts; returns what each partition changed (partitions with
     nothing to change are left out)."""
-    done = []
-    for partition in range(await partition_count(redis, prefix)):
-        rebuilt = await _rebuild_partition(redis, prefix, partition)
-        if rebuilt is not None:
-            done.append(rebuilt)
-            if progress is not None:
-                progress(rebuilt)
-    return done
+    return await each_partition(redis, prefix, _rebuild_partition, progress)
 
 
 async def _rebuild_partition(redis: Redis, prefix: str, partition: int) -> RebuiltColumns | None:

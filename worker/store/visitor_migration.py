@@ -11,9 +11,9 @@ it writes the same states again and finishes the deletion.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.typing import EncodableT, FieldT
@@ -33,6 +33,7 @@ from worker.store.visitor_records import (
 )
 
 SCAN_COUNT = 2000
+Done = TypeVar("Done")
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,25 @@ async def move_visitor_hashes(
 ) -> list[MovedPartition]:
     """Moves every partition's visitor hashes into buckets; returns what each partition
     moved (partitions without hashes are left out)."""
-    moved = []
+    return await each_partition(redis, prefix, _move_partition, progress)
+
+
+async def each_partition(
+    redis: Redis,
+    prefix: str,
+    step: Callable[[Redis, str, int], Awaitable[Done | None]],
+    progress: Callable[[Done], None] | None,
+) -> list[Done]:
+    """Runs a migration ``step`` on every partition in turn; what each step did
+    (None: nothing), reported to ``progress`` as it goes."""
+    done = []
     for partition in range(await partition_count(redis, prefix)):
-        done = await _move_partition(redis, prefix, partition)
-        if done is not None:
-            moved.append(done)
+        found = await step(redis, prefix, partition)
+        if found is not None:
+            done.append(found)
             if progress is not None:
-                progress(done)
-    return moved
+                progress(found)
+    return done
 
 
 async def _move_partition(redis: Redis, prefix: str, partition: int) -> MovedPartition | None:
