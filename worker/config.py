@@ -166,6 +166,8 @@ class Settings:
     stop_grace_seconds: float = 10.0
     """How long a stopping worker waits for its batch in flight and its commit before
     it leaves without them (an unreachable Redis would hold it forever)."""
+    outage_warn_seconds: float = 10.0
+    """How often a worker waiting for Redis or Kafka says so again (worker/ingestion/outage.py)."""
     api_workers: int = DEFAULT_API_WORKERS
     api_key_cache_seconds: float = 5.0
     api_max_scans: int = DEFAULT_API_MAX_SCANS
@@ -213,6 +215,8 @@ class Settings:
             kafka_session_timeout_seconds=_session_timeout(
                 "AB_KAFKA_SESSION_TIMEOUT_SECONDS", 10.0
             ),
+            stop_grace_seconds=_float("AB_STOP_GRACE_SECONDS", 10.0),
+            outage_warn_seconds=_float("AB_OUTAGE_WARN_SECONDS", 10.0),
             api_workers=_int("AB_API_WORKERS", DEFAULT_API_WORKERS),
             api_key_cache_seconds=_float("AB_API_KEY_CACHE_SECONDS", 5.0),
             api_max_scans=_int("AB_API_MAX_SCANS", DEFAULT_API_MAX_SCANS),

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 
-from worker.config import Settings, namespace_env
+from worker.config import MIN_SESSION_TIMEOUT_SECONDS, Settings, namespace_env
 from worker.ingestion.topics import ensure_topics
 from worker.producer import new_producer
 from worker.results.contract import ResultDocument, Snapshot
@@ -77,6 +77,12 @@ ENGINES = ["faust", "aiokafka"]
 """For `@pytest.mark.parametrize("workers", ENGINES, indirect=True)`: the core
 exactly-once tests run on both ingestion engines, the others on the configured one
 (AB_INGESTION_ENGINE, else the default), which keeps the suite's time in bounds."""
+
+
+SHORT_SESSION = {"AB_KAFKA_SESSION_TIMEOUT_SECONDS": f"{MIN_SESSION_TIMEOUT_SECONDS:g}"}
+"""For the workers of a test that SIGKILLs one: the group gives a dead worker's
+partitions to the next one after the brokers' shortest session (6 s), not the default
+10 s; what the test checks (exact counts after the kill) does not depend on how long."""
 
 
 class WorkerProcesses:
@@ -240,7 +246,9 @@ async def wait_until_applied(settings: Settings, redis: Redis, timeout: float = 
         settled = settled + 1 if pending == 0 else 0
         if settled >= 2:  # twice in a row: a forward may have produced a new message
             return
-        await asyncio.sleep(0.5)
+        # A forward is acknowledged by Kafka before its outbox entry is dropped, so the
+        # second look, which reads the end offsets again, sees it whatever the pause.
+        await asyncio.sleep(0.25)
     fraction = await applied_fraction(settings, redis)
     raise AssertionError(
         f"worker did not apply every message within {timeout:.0f} s ({fraction:.1%} applied)"

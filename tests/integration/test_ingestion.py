@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from tests.dataset import GOALS, LIVE, Dataset, generate
 from tests.integration.harness import (
     ENGINES,
+    SHORT_SESSION,
     Message,
     Namespace,
     WorkerProcesses,
@@ -166,7 +167,7 @@ async def sigkill_mid_stream_and_restart(
     """A worker SIGKILLed with a fifth or more applied, a new one started: exact."""
     data = generate(seed=21, visitors=visitors, partitions=namespace.settings.partitions, poison=50)
     await produce_dataset(namespace, data)
-    first = workers.start(AB_BATCH_SIZE="100")
+    first = workers.start(AB_BATCH_SIZE="100", **SHORT_SESSION)
     for _ in range(600):
         await asyncio.sleep(0.1)
         fraction = await applied_fraction(namespace.settings, redis)
@@ -175,7 +176,7 @@ async def sigkill_mid_stream_and_restart(
     workers.kill(first)
     killed_at = await applied_fraction(namespace.settings, redis)
     assert 0 < killed_at < 1, f"kill did not land mid-stream ({killed_at:.1%} applied)"
-    workers.start(AB_BATCH_SIZE="100")
+    workers.start(AB_BATCH_SIZE="100", **SHORT_SESSION)
     await wait_until_applied(namespace.settings, redis, timeout=240)
     await assert_results_exact(namespace, data)
     reasons = await dead_letter_reasons(namespace)

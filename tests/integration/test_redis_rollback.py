@@ -7,6 +7,7 @@ through a failover or a restore in production.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from tests.dataset import generate
@@ -26,12 +28,14 @@ from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
     delete_keys,
+    end_offsets,
     free_port,
     produce,
     wait_until_applied,
 )
 from tests.integration.services import Endpoints
 from tests.integration.test_ingestion import assert_results_exact
+from worker.config import Settings
 from worker.services import redis_server
 from worker.store import connection
 
@@ -66,6 +70,29 @@ class SnapshotRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+async def wait_until_committed(settings: Settings, timeout: float = 30) -> None:
+    """Until the worker's group has committed every input partition to its end offset
+    (the engines commit on their own schedules: faust every few seconds)."""
+    ends = {tp: end for tp, end in (await end_offsets(settings, settings.input_topics)).items()}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+            behind = {
+                tp: end
+                for tp, end in ends.items()
+                if end and (tp not in committed or committed[tp].offset < end)
+            }
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"not committed in {timeout:.0f} s: {behind}"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -116,7 +143,7 @@ async def test_redis_restored_from_an_older_snapshot_is_exact(
         await produce(settings, messages[half:], timestamps=stamps[half:])
         async with Redis.from_url(snapshot_redis.url) as redis:
             await wait_until_applied(settings, redis)
-        time.sleep(4)  # both engines have committed the offsets past the snapshot
+        await wait_until_committed(settings)  # the offsets past the snapshot
 
         if restarted:
             workers.stop_all()

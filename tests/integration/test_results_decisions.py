@@ -98,8 +98,8 @@ async def wait_for_intervals(
 ) -> None:
     """Until `count` more snapshots of the experiment were published."""
     start = len([d for d in await snapshots(namespace) if d["experiment_id"] == experiment])
-    for _ in range(int(timeout * 2)):
-        await asyncio.sleep(0.5)
+    for _ in range(int(timeout * 4)):
+        await asyncio.sleep(0.25)
         now = len([d for d in await snapshots(namespace) if d["experiment_id"] == experiment])
         if now - start >= count:
             return
@@ -118,7 +118,8 @@ async def test_winner_srm_and_aa_decisions(
     effect = traffic(rng, "effect", 12000, [0.5, 0.5], [0.10, 0.13])  # +30 %
     srm = traffic(rng, "srm", 10000, [0.45, 0.55], [0.10, 0.20])  # a big "effect", but SRM
     aa = traffic(rng, "aa20", 12000, [1.0] * 20, [0.10] * 20)
-    workers.start(AB_RESULTS_INTERVAL="1")
+    # Half-second intervals: the peeks below wait for two of them per chunk.
+    workers.start(AB_RESULTS_INTERVAL="0.5")
     # The A/A arrives in chunks, so it is checked at many peeks while it grows.
     await send(namespace, definitions, effect + srm)
     for chunk in range(6):

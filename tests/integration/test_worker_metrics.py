@@ -213,7 +213,13 @@ class Proxy:
         self._writers -= {writer, upstream_writer}
 
 
-STOP_WITHOUT_REDIS_SECONDS = 15
+WARN_EVERY_SECONDS = 2
+"""The worker's warning interval here (AB_OUTAGE_WARN_SECONDS; 10 s by default, whose
+cadence tests/unit/test_worker_observability.py checks on a fake clock): three warnings
+take seconds, not the default's 20-25."""
+STOP_GRACE_SECONDS = 2
+"""The worker's stop grace here (AB_STOP_GRACE_SECONDS; 10 s by default)."""
+STOP_WITHOUT_REDIS_SECONDS = STOP_GRACE_SECONDS + 5
 
 
 async def test_worker_warns_while_redis_is_unreachable(
@@ -226,7 +232,11 @@ async def test_worker_warns_while_redis_is_unreachable(
     proxied = target._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
     messages, _ = traffic(namespace)
     await produce(namespace.settings, messages)
-    process = workers.start(REDIS_URL=proxied)
+    process = workers.start(
+        REDIS_URL=proxied,
+        AB_OUTAGE_WARN_SECONDS=str(WARN_EVERY_SECONDS),
+        AB_STOP_GRACE_SECONDS=str(STOP_GRACE_SECONDS),
+    )
     await wait_until_applied(namespace.settings, redis)
 
     await proxy.down()
@@ -237,9 +247,10 @@ async def test_worker_warns_while_redis_is_unreachable(
         await asyncio.sleep(0.5)
     seconds = time.monotonic() - down_at
     log = workers.log_of(process)
-    # At once (within a probe interval), then every 10 s: 3 warnings in about 20-25 s.
+    # At once (within a probe interval, 5 s), then every WARN_EVERY_SECONDS: 3 warnings
+    # within 5 + 2 * 2 s, and 10 s to spare for a loaded machine.
     assert log.count(waiting) >= 3, log[-4000:]
-    assert seconds < 35, seconds
+    assert seconds < 5 + 2 * WARN_EVERY_SECONDS + 10, seconds
     assert process.poll() is None  # waiting, not crashed
 
     await proxy.up()
@@ -248,13 +259,17 @@ async def test_worker_warns_while_redis_is_unreachable(
         await asyncio.sleep(0.5)
     assert f"Redis at {proxied} answers again" in workers.log_of(process)
 
-    # Stopped while Redis is unreachable, the worker leaves at once: whatever it did not
-    # apply or commit is read again by the next one (Redis keeps the positions).
+    # Stopped while Redis is unreachable, the worker leaves after its stop grace:
+    # whatever it did not apply or commit is read again by the next one (Redis keeps
+    # the positions).
     await proxy.down()
     stopping = time.monotonic()
     workers.stop(process, timeout=60)
     assert time.monotonic() - stopping < STOP_WITHOUT_REDIS_SECONDS, workers.log_of(process)[-3000:]
     assert process.returncode == 0, workers.log_of(process)[-3000:]
+    assert f"did not finish within {STOP_GRACE_SECONDS} s of the stop request" in (
+        workers.log_of(process)
+    )
 
 
 async def test_monitor_warns_while_kafka_is_unreachable_and_aiokafka_logs_too(

@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
+from worker.config import Settings
 from worker.ingestion import metrics, outage
 from worker.ingestion.metrics import MetricsServer, dead_letter_reasons, observe_batch
 from worker.ingestion.pipeline import _retrying
@@ -150,6 +151,29 @@ async def test_a_wait_without_new_errors_is_still_reported_every_10_s(
     ), timed.seen[-1][1]
     outage.KAFKA.recovered()
     assert "answers again, after 35 s" in timed.seen[-1][1]
+
+
+def test_the_warning_interval_and_the_stop_grace_come_from_the_environment(
+    clock: FakeClock, timed: Timed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both are documented settings; the integration test of an outage shortens them.
+    defaults = Settings.from_env()
+    assert (defaults.outage_warn_seconds, defaults.stop_grace_seconds) == (10.0, 10.0)
+    monkeypatch.setenv("AB_OUTAGE_WARN_SECONDS", "2.5")
+    monkeypatch.setenv("AB_STOP_GRACE_SECONDS", "3")
+    settings = Settings.from_env()
+    assert (settings.outage_warn_seconds, settings.stop_grace_seconds) == (2.5, 3.0)
+    outage.configure(settings.redis_url, settings.kafka_bootstrap_servers, 2.5)
+    try:
+        outage.REDIS.failed(redis.exceptions.ConnectionError("refused"), "a batch")
+        for _ in range(8):
+            clock.now += 1.0
+            outage.remind_all()
+        assert [at - 1000.0 for at, _ in timed.seen] == [0, 3, 6]
+    finally:
+        outage.REDIS.recovered()
+        outage.configure(settings.redis_url, settings.kafka_bootstrap_servers)
+    assert all(tracker.warn_every == 10.0 for tracker in outage.TRACKERS)
 
 
 def test_transient_errors_are_attributed_to_their_service() -> None:

@@ -5,9 +5,10 @@ Every place where the worker waits on a service reports here: the pipeline's ret
 runtime's monitor, which probes both services every few seconds whatever the traffic
 (an idle consumer loop sees no error of its own while the broker is down: aiokafka
 reconnects inside `getmany` and logs on its own logger). A tracker per service warns
-at once when an outage starts, then every `WARN_EVERY_SECONDS` while it lasts (the
-runtime calls `remind_all` every second), saying what is waited for and since when,
-and logs once more when the service answers again.
+at once when an outage starts, then every `WARN_EVERY_SECONDS` (AB_OUTAGE_WARN_SECONDS
+sets another interval) while it lasts (the runtime calls `remind_all` every second),
+saying what is waited for and since when, and logs once more when the service answers
+again.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Outage:
         self.service = service
         self.label = label  # the `service` label of ab_worker_retries_total
         self.address = ""
+        self.warn_every = WARN_EVERY_SECONDS
         self.since: float | None = None
         self.since_wall: datetime | None = None
         self.warned_at = 0.0
@@ -79,11 +81,11 @@ class Outage:
             self.remind(now)
 
     def remind(self, now: float | None = None) -> None:
-        """Warn again if the outage lasts and the last warning is WARN_EVERY_SECONDS old."""
+        """Warn again if the outage lasts and the last warning is `warn_every` seconds old."""
         if self.since is None:
             return
         now = _monotonic() if now is None else now
-        if now - self.warned_at >= WARN_EVERY_SECONDS:
+        if now - self.warned_at >= self.warn_every:
             self._warn(now)
 
     def recovered(self) -> None:
@@ -119,8 +121,13 @@ EITHER = Outage("Redis or Kafka", "network")
 TRACKERS = (REDIS, KAFKA, EITHER)
 
 
-def configure(redis_url: str, bootstrap: str) -> None:
-    """Name the addresses in the warnings (a Redis password never is)."""
+def configure(
+    redis_url: str, bootstrap: str, warn_every_seconds: float = WARN_EVERY_SECONDS
+) -> None:
+    """Name the addresses in the warnings (a Redis password never is), and set how
+    often a lasting outage is reported again."""
+    for tracker in TRACKERS:
+        tracker.warn_every = warn_every_seconds
     REDIS.address = redact(redis_url)
     KAFKA.address = bootstrap
     EITHER.address = f"{REDIS.address} or {bootstrap}"
@@ -160,7 +167,7 @@ async def retry_transient(
 
     Each failure is reported to the tracker of the service it names, which warns at
     once and then at most (here) and at least (through `remind_all`) every
-    WARN_EVERY_SECONDS; each retry is counted in ab_worker_retries_total.
+    `warn_every` seconds of its tracker; each retry is counted in ab_worker_retries_total.
     """
     delay = 0.1
     failed: list[Outage] = []

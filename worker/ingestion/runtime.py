@@ -60,7 +60,9 @@ class Runtime:
         below, so a worker that waits for a service at start-up says so too.
         """
         settings = self.settings
-        outage.configure(settings.redis_url, settings.kafka_bootstrap_servers)
+        outage.configure(
+            settings.redis_url, settings.kafka_bootstrap_servers, settings.outage_warn_seconds
+        )
         self.metrics_server.start(settings.worker_metrics_port)
         partitions = await ensure_topics(settings)  # already created; this reads the count
         self.monitor = Monitor(settings, partitions)
