@@ -63,8 +63,8 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
     partition by partition in entry order.
 
     This reads every visitor of the partitions, whatever experiments they entered: the
-    path of experiments whose entrants the columnar visitor store lacks, and of tests
-    that hold the store to the states.
+    oracle the tests hold the columnar visitor store to, and bench/read_scale.py's
+    scan before that store (the API reads the columns).
     """
     partitions = await partition_count(redis, prefix)
     states: list[VisitorState] = []
