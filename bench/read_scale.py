@@ -258,16 +258,19 @@ COLUMN_FAMILIES = (
 """The key families of the columnar visitor store (columns, counts, intern hashes)."""
 
 
-async def column_bytes(redis: Redis, prefix: str) -> int:
-    """MEMORY USAGE of the columnar visitor store's keys, every segment of every column."""
-    families = await family_bytes(redis, prefix)
+Families = dict[str, tuple[int, int, Counter[str]]]
+
+
+def column_bytes(families: Families) -> int:
+    """MEMORY USAGE of the columnar visitor store's keys (every segment of every column),
+    from ``family_bytes``."""
     return sum(families[family][1] for family in COLUMN_FAMILIES if family in families)
 
 
-async def family_bytes(redis: Redis, prefix: str) -> dict[str, tuple[int, int, Counter[str]]]:
+async def family_bytes(redis: Redis, prefix: str) -> Families:
     """MEMORY USAGE summed per key family of the prefix (the partition keys' suffix, as in
     worker/store/keys.py; "other" for the rest): family -> (keys, bytes, encodings)."""
-    families: dict[str, tuple[int, int, Counter[str]]] = {}
+    families: Families = {}
     found = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=10_000)]
     for first in range(0, len(found), 2_000):
         chunk = found[first : first + 2_000]
@@ -303,6 +306,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         | {"started_at": (datetime.now(UTC) - timedelta(days=args.days + 1)).isoformat()}
     )
     figures: dict[str, Any] = {"visitors": args.visitors, "days": args.days, "runs": args.runs}
+    families: Families | None = None  # read once: a SCAN of the whole prefix
     async with connect(settings) as redis:
         if args.reuse is not None:
             # A prefix a worker registered the experiment in (bench/freshness.py's fill)
@@ -317,11 +321,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
             seconds = time.perf_counter() - started
             after = int((await redis.info("memory"))["used_memory"])
+            families = await family_bytes(redis, prefix)
             figures["fill"] = {
                 "events": count,
                 "seconds": seconds,
                 "bytes_per_visitor": (after - before) / args.visitors,
-                "column_bytes_per_visitor": await column_bytes(redis, prefix) / args.visitors,
+                "column_bytes_per_visitor": column_bytes(families) / args.visitors,
             }
             print(
                 f"filled {args.visitors:,} visitors ({count:,} events) in {seconds:.0f} s; "
@@ -330,7 +335,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 f"{figures['fill']['column_bytes_per_visitor']:.0f}"
             )
         if args.memory:
-            families = await family_bytes(redis, prefix)
+            families = families or await family_bytes(redis, prefix)
             print("\n| key family | keys | bytes per visitor | encodings |\n|---|---|---|---|")
             for family, (count, size, encodings) in sorted(
                 families.items(), key=lambda item: -item[1][1]

@@ -190,7 +190,6 @@ end
 local NO_VALUE = 0 / 0
 local SEGMENT_RECORDS = 4095
 local COLUMN_KEYS = {e = base .. ':xe:', f = base .. ':xf:', g = base .. ':xg:'}
-local RECORD_BYTES = {e = 20, f = 8, g = 40}
 -- experiment -> {e = records stored, f = ..., g = ..., pending = {e = {...}, ...}}
 local columns = {}
 local function columns_of(experiment)

@@ -29,7 +29,13 @@ from redis.typing import EncodableT, FieldT
 from worker.store import keys
 from worker.store.connection import Redis, scan_batches
 from worker.store.visitor_columns import ENTRANT, EVENT, FACT, MULTIPLE_EXPOSURE
-from worker.store.visitor_migration import Interner, NameTable, each_partition, glob_escape
+from worker.store.visitor_migration import (
+    Interner,
+    NameTable,
+    chunks,
+    each_partition,
+    glob_escape,
+)
 from worker.store.visitor_reader import read_bucket_states
 from worker.store.visitor_records import (
     StoredEntry,
@@ -76,7 +82,8 @@ async def _rebuild_partition(redis: Redis, prefix: str, partition: int) -> Rebui
     layout_key = keys.visitor_buckets_key(prefix, partition)
     layout = await redis.hgetall(layout_key)
     experiments = entrants = 0
-    if layout.get(b"c") != keys.COLUMNS_LAYOUT.encode():
+    rebuilt = layout.get(b"c") != keys.COLUMNS_LAYOUT.encode()
+    if rebuilt:
         experiments, entrants = await _write_columns(redis, prefix, partition, layout)
         await redis.hset(
             layout_key,
@@ -87,13 +94,10 @@ async def _rebuild_partition(redis: Redis, prefix: str, partition: int) -> Rebui
                 "c": keys.COLUMNS_LAYOUT,
             },
         )
-        changed = True
-    else:
-        changed = False
     old = await _old_keys(redis, prefix, partition)
-    for start in range(0, len(old), 1000):
-        await redis.unlink(*old[start : start + 1000])
-    if not changed and not old:
+    for chunk in chunks(old, 1000):
+        await redis.unlink(*chunk)
+    if not rebuilt and not old:
         return None
     return RebuiltColumns(partition, experiments, entrants, len(old))
 
@@ -219,15 +223,13 @@ async def _old_keys(redis: Redis, prefix: str, partition: int) -> list[bytes]:
     """The partition's entrants lists and whole column strings of the earlier layouts
     (``x?:{experiment}``, where the segments are ``x?:{segment}:{experiment}``:
     experiment ids hold no colon)."""
-    base = keys.partition_base(prefix, partition)
     found: list[bytes] = []
-    for suffix in (
-        keys.LEGACY_ENTRANTS,
-        keys.ENTRANT_COLUMNS,
-        keys.FACT_COLUMNS,
-        keys.EVENT_COLUMNS,
-    ):
-        start = f"{base}:{suffix}:".encode()
-        async for batch in scan_batches(redis, glob_escape(start.decode()) + "*", SCAN_COUNT):
+    starts = [keys.legacy_entrants_key(prefix, partition, "")] + [
+        keys.legacy_column_key(prefix, partition, column, "")
+        for column in (keys.ENTRANT_COLUMNS, keys.FACT_COLUMNS, keys.EVENT_COLUMNS)
+    ]
+    for start_text in starts:
+        start = start_text.encode()
+        async for batch in scan_batches(redis, glob_escape(start_text) + "*", SCAN_COUNT):
             found.extend(key for key in batch if b":" not in key[len(start) :])
     return found

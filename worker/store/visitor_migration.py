@@ -163,7 +163,7 @@ async def _move_partition(redis: Redis, prefix: str, partition: int) -> MovedPar
             pipe.hlen(keys.visitor_bucket_key(prefix, partition, bucket))
         stored = sum(await pipe.execute())
     await redis.hset(layout_key, mapping={"L": level, "s": split, "n": stored})
-    for chunk in _chunks(list(hashes), 1000):
+    for chunk in chunks(list(hashes), 1000):
         await redis.unlink(*(base.encode() + visitor for visitor in chunk))
     return MovedPartition(partition, len(hashes), 2**level + split)
 
@@ -260,7 +260,8 @@ def _suffixes(fields: Mapping[bytes, bytes], start: bytes) -> Iterator[bytes]:
     return (name[len(start) :] for name in fields if name.startswith(start))
 
 
-def _chunks(items: list[bytes], size: int) -> Iterator[list[bytes]]:
+def chunks(items: list[bytes], size: int) -> Iterator[list[bytes]]:
+    """``items`` in lists of ``size`` (the last shorter): keys to UNLINK a few at a time."""
     return (items[start : start + size] for start in range(0, len(items), size))
 
 
