@@ -116,7 +116,13 @@ async def test_winner_srm_and_aa_decisions(
         definition("aa20", 20),
     ]
     effect = traffic(rng, "effect", 12000, [0.5, 0.5], [0.10, 0.13])  # +30 %
-    srm = traffic(rng, "srm", 10000, [0.45, 0.55], [0.10, 0.20])  # a big "effect", but SRM
+    # A big "effect", but SRM. The split must show before the effect can: with 45/55 and
+    # 10 % vs 20 %, the sequential test passes at about 1,300 visitors and the SRM alarm
+    # at about 1,800, so a look during ingestion could declare (and then withdraw) a
+    # winner, as a CI run did. With 40/60 and +50 %, in 2,000 simulated runs looking every
+    # 25 visitors the alarm always came first (by 1,500 visitors; the test passes from
+    # about 2,750), and without the SRM rule every run would declare by 10,000.
+    srm = traffic(rng, "srm", 10000, [0.40, 0.60], [0.10, 0.15])
     aa = traffic(rng, "aa20", 12000, [1.0] * 20, [0.10] * 20)
     # Half-second intervals: the peeks below wait for two of them per chunk.
     workers.start(AB_RESULTS_INTERVAL="0.5")
