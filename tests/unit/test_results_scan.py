@@ -394,6 +394,27 @@ QUERIES: dict[str, ResultQuery] = {
     "attribute days": q(segment=[[c("attribute", "days_gt", 30, key="signup")]]),
     "first seen days": q(segment=[[c("first_seen_at", "days_lte", 2)]]),
     "visitor id": q(segment=[[c("visitor_id", "contains", "-11-1")]]),
+    # Ids of this module's data (visitor-11-*) and of the integration tests' (s5-v*), in
+    # another case; and every id but one.
+    "visitor ids in another case": q(
+        segment=[
+            [
+                c("visitor_id", "==", "VISITOR-11-3"),
+                c("visitor_id", "==", "S5-V3"),
+                c("visitor_id", "contains", "-V4"),
+                c("visitor_id", "contains", "R-11-9"),
+            ]
+        ]
+    ),
+    "visitor id not one": q(
+        segment=[[c("visitor_id", "!=", "visitor-11-5")], [c("visitor_id", "!=", "s5-v5")]]
+    ),
+    "visitor id not containing": q(
+        segment=[
+            [c("visitor_id", "not_contains", "-11-1")],
+            [c("visitor_id", "not_contains", "-V1")],
+        ]
+    ),
     "mixed cell and context": q(
         segment=[
             [c("device", "==", "mobile"), c("region", "==", "north")],

@@ -4,6 +4,7 @@ per-visitor hashes into it (worker/store/visitor_migration.py)."""
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from worker.store.visitor_records import (
     decode_visitor,
     encode_visitor,
     entry_row,
+    entry_rows,
     level_for,
 )
 
@@ -120,6 +122,41 @@ def test_an_entry_row_is_found_past_the_entries_before_it() -> None:
     data = encode_visitor(StoredVisitor((first, second, rowless), (("g", ()),)), names)
     for experiment, row in (("a", 4), ("b", 9), ("c", None), ("absent", None)):
         assert entry_row(data, names(experiment)) == row
+
+
+def test_entry_rows_of_many_states_are_each_states_entry_row() -> None:
+    """The numpy decoding against entry_row: first entries, later ones, goal-only
+    states, rowless entries, rows and name ids of 1-5 varint bytes, texts and amounts
+    whose bytes look like varint ends."""
+    rng = random.Random(5)
+    names = Ids()
+    for number in range(300):  # name ids past one varint byte
+        names(f"name{number}")
+
+    def entry(experiment: str) -> StoredEntry:
+        row = rng.choice([None, 0, 5, 127, 128, 70_000, 2**32 - 1])
+        entry_ms = 1_795_000_000_000 + rng.randrange(10**9)
+        return StoredEntry(
+            experiment, rng.choice(["x", "name250"]), entry_ms, rng.randrange(300),
+            rng.randrange(3), entry_ms + rng.randrange(10**6), row, 1, False, (),
+            {1: GoalSums(1, rng.random() * 1e3, 1, (1,))} if rng.random() < 0.3 else {},
+        )  # fmt: skip
+
+    def goals() -> tuple[tuple[str, tuple[StoredEvent, ...]], ...]:
+        event = StoredEvent(1_795_000_000_000, 2, value=rng.random() * 1e6, held_id="\xff\x80é")
+        return (("g", (event,)),) if rng.random() < 0.5 else ()
+
+    experiments = ["a", "name200", "name299", "b"]
+    states = []
+    for _ in range(2_000):
+        chosen = rng.sample(experiments, rng.randrange(len(experiments) + 1))
+        states.append(encode_visitor(StoredVisitor(tuple(map(entry, chosen)), goals()), names))
+    for experiment in [*experiments, "absent"]:
+        expected = [entry_row(state, names(experiment)) for state in states]
+        got = entry_rows(states, names(experiment))
+        assert got.tolist() == [-1 if row is None else row for row in expected]
+        assert (got >= 0).sum() > 0 or experiment == "absent"
+    assert entry_rows([], names("a")).size == 0
 
 
 def test_the_bucket_rules_are_the_scripts() -> None:

@@ -6,7 +6,7 @@ indexing, which keeps every filter operator vectorised however exotic it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +65,15 @@ def encode(values: Iterable[object | None], count: int) -> Column:
 
     codes = np.fromiter((code(value) for value in values), dtype=np.int64, count=count)
     return Column(codes, distinct)
+
+
+def distinct_column(values: Sequence[str]) -> Column:
+    """``encode`` of texts that all differ (visitor ids: a row each), without its
+    dictionary lookup per value; empty texts are missing."""
+    present = np.fromiter(map(bool, values), dtype=bool, count=len(values))
+    codes = np.cumsum(present, dtype=np.int64) - 1
+    codes[~present] = -1
+    return Column(codes, [value for value in values if value])
 
 
 def derive(column: Column, function: Callable[[object], object | None]) -> Column:

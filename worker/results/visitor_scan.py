@@ -38,7 +38,7 @@ import numpy.typing as npt
 import orjson
 
 from worker.events.segment_cell import SegmentCell
-from worker.results.columns import Codes, Column, Mask, derive, encode
+from worker.results.columns import Codes, Column, Mask, derive, distinct_column, encode
 from worker.results.conditions import MS_PER_DAY, date_mask, event_mask, segment_mask
 from worker.results.query import CELL_FIELDS, CONTEXT_FIELDS, RAW_FIELDS, UTM_FIELDS, ResultQuery
 from worker.results.query_totals import Grouping, QueryTotals, Sums, assemble, grouping
@@ -314,7 +314,7 @@ class VisitorTable:
             elif field == "visitor_id":
                 if self.visitor_ids is None:
                     raise KeyError("the table was read without visitor ids")
-                column = encode(self.visitor_ids, self.size)
+                column = distinct_column(self.visitor_ids)
             else:
                 column = derive(self.contexts, _context_getter(field, key))
             self._columns[field, key] = column

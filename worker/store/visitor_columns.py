@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -135,11 +136,11 @@ async def _visitor_ids(
     out."""
     ids: list[str] = []
     for partition, count in enumerate(entrants):
-        named = [""] * count
-        for visitor, row in await experiment_rows(redis, prefix, partition, experiment_id):
-            if row < count:
-                named[row] = visitor
-        ids.extend(named)
+        visitors, rows = await experiment_rows(redis, prefix, partition, experiment_id)
+        counted = (rows >= 0) & (rows < count)
+        named = np.full(count, "", dtype=object)
+        named[rows[counted]] = [visitor.decode() for visitor in compress(visitors, counted)]
+        ids.extend(named.tolist())
     return ids
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, Required, TypedDict
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from worker.errors import ConfigurationError
@@ -17,7 +19,7 @@ from worker.store.visitor_records import (
     StoredEvent,
     bucket_count,
     decode_visitor,
-    entry_row,
+    entry_rows,
     name_ids,
 )
 
@@ -94,19 +96,16 @@ async def read_visitor_states(redis: Redis, prefix: str, experiment_id: str) -> 
 
 async def experiment_rows(
     redis: Redis, prefix: str, partition: int, experiment_id: str
-) -> list[tuple[str, int]]:
-    """(visitor id, row in the experiment's columns) of the partition's entrants."""
+) -> tuple[list[bytes], npt.NDArray[np.int64]]:
+    """The partition's visitor ids and each one's row in the experiment's columns
+    (-1: not an entrant of it, or entered before the columns), aligned."""
     stored = await read_bucket_states(redis, prefix, partition)
     # Read after the states: a name id is given before any state refers to it.
     named = await redis.hget(keys.names_key(prefix, partition), f"t{experiment_id}")
+    visitors = [visitor for visitor, _ in stored]
     if named is None:
-        return []
-    experiment = int(named)
-    return [
-        (_text(visitor), row)
-        for visitor, data in stored
-        if (row := entry_row(data, experiment)) is not None
-    ]
+        return visitors, np.full(len(visitors), -1, dtype=np.int64)
+    return visitors, entry_rows([data for _, data in stored], int(named))
 
 
 async def read_bucket_states(
