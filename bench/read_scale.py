@@ -230,6 +230,11 @@ def queries(days: int) -> dict[str, ResultQuery]:
         "event attribute plan == pro": ResultQuery.model_validate(
             {"event_filter": [[{"key": "plan", "operator": "==", "value": "pro"}]]}
         ),
+        # bench/freshness.py's fill names its visitors p0, p1, ...: one of them, in
+        # another case (this script's own fill, v0, v1, ..., has none).
+        "visitor_id == P42": ResultQuery.model_validate(
+            {"segment": [[{"field": "visitor_id", "operator": "==", "value": "P42"}]]}
+        ),
     }
 
 
