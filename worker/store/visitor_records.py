@@ -186,8 +186,8 @@ def entry_rows(states: Sequence[bytes], experiment: int) -> npt.NDArray[np.int64
     data = np.frombuffer(b"".join(states), dtype=np.uint8)
     lengths = np.fromiter(map(len, states), dtype=np.int64, count=len(states))
     starts = np.cumsum(lengths) - lengths
-    # The last byte of every varint; bytes of other kinds (amounts, texts) come only
-    # after a state's first entry head, past what is decoded here.
+    # The last byte of every varint, and bytes of amounts and texts that look alike: in
+    # a state with an entry, those come only after the head decoded here.
     ends = np.flatnonzero(data < 0x80)
     first = np.searchsorted(ends, starts)
     last = first + _HEAD_VARINTS - 1
