@@ -28,8 +28,9 @@ from redis.typing import EncodableT, FieldT
 
 from worker.store import keys
 from worker.store.connection import Redis, scan_batches
-from worker.store.visitor_columns import ENTRANT, EVENT, FACT, MULTIPLE_EXPOSURE
+from worker.store.visitor_columns import ENTRANT, EVENT, FACT, MS_PER_HOUR, MULTIPLE_EXPOSURE
 from worker.store.visitor_migration import (
+    SCAN_COUNT,
     Interner,
     NameTable,
     chunks,
@@ -44,9 +45,6 @@ from worker.store.visitor_records import (
     decode_visitor,
     encode_visitor,
 )
-
-MS_PER_HOUR = 3_600_000
-SCAN_COUNT = 2000
 
 
 @dataclass(frozen=True)
