@@ -259,16 +259,37 @@ async def test_worker_warns_while_redis_is_unreachable(
         await asyncio.sleep(0.5)
     assert f"Redis at {proxied} answers again" in workers.log_of(process)
 
-    # Stopped while Redis is unreachable, the worker leaves after its stop grace:
-    # whatever it did not apply or commit is read again by the next one (Redis keeps
-    # the positions).
+    # Stopped while its consumer loop waits for an unreachable Redis, the worker leaves
+    # after its stop grace: whatever it did not apply or commit is read again by the
+    # next one (Redis keeps the positions). The stop waits until the idle loop's own
+    # Redis calls (its roll-back check and outbox flush, at most ROLLBACK_CHECK_SECONDS
+    # apart) are seen failing: a loop stopped inside Kafka's poll finishes at once,
+    # needing no Redis.
+    seen = len(workers.log_of(process))
     await proxy.down()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _loop_waits(workers.log_of(process)[seen:], waiting):
+        await asyncio.sleep(0.2)
+    assert _loop_waits(workers.log_of(process)[seen:], waiting), workers.log_of(process)[-3000:]
     stopping = time.monotonic()
     workers.stop(process, timeout=60)
     assert time.monotonic() - stopping < STOP_WITHOUT_REDIS_SECONDS, workers.log_of(process)[-3000:]
     assert process.returncode == 0, workers.log_of(process)[-3000:]
     assert f"did not finish within {STOP_GRACE_SECONDS} s of the stop request" in (
         workers.log_of(process)
+    )
+
+
+IDLE_LOOP_WAITS = ("applied offsets not read yet", "outboxes not flushed yet")
+"""What an idle consumer loop's warning says it waits for (`Pipeline.find_rollbacks`,
+`Pipeline.flush_outboxes`); the monitor's and the snapshot timer's say otherwise."""
+
+
+def _loop_waits(log: str, waiting: str) -> bool:
+    """Whether a warning in `log` says the idle consumer loop waits for Redis."""
+    return any(
+        waiting in line and any(call in line for call in IDLE_LOOP_WAITS)
+        for line in log.splitlines()
     )
 
 
