@@ -211,8 +211,13 @@ def _java(layout: KafkaLayout, main_class: str, *args: str, heap: str = "-Xmx1g"
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form, drawn again
+    while it starts with "-" (as Kafka's ``Uuid.randomUuid`` does): the storage tool
+    would read such an id as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def formatted_cluster_id(layout: KafkaLayout) -> str | None:
