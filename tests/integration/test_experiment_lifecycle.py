@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from tests.integration.harness import (
     wait_until_applied,
 )
 from worker.cli.results_command import collect
+from worker.events.experiment import ExperimentStatus
 from worker.results.query import ResultQuery
+from worker.store.definitions import load_definition
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +84,22 @@ def launchdarkly(status: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def until_the_worker_holds(
+    namespace: Namespace, redis: Redis, status: ExperimentStatus
+) -> None:
+    """Wait until the worker's registry took the published status: a status change
+    applies to the events planned after the registry reads it (a topic of its own,
+    read beside the events), and the registry stores a definition in Redis after it
+    holds it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stored = await load_definition(redis, namespace.settings.key_prefix, "ld-exp")
+        if stored is not None and stored.status is status:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the worker did not take status {status} within 30 s")
+
+
 async def test_definition_published_with_the_cli_and_the_lifecycle(
     namespace: Namespace, workers: WorkerProcesses, redis: Redis, tmp_path: Path
 ) -> None:
@@ -103,6 +123,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     definition["status"] = "inactive"
     definition_file.write_text(json.dumps(definition))
     assert apply(namespace, definition_file).returncode == 0
+    await until_the_worker_holds(namespace, redis, ExperimentStatus.INACTIVE)
     # Inactive: no new enrolments, but enrolled visitors still convert.
     await send(namespace, [assignment("a4", "u4", "control"), conversion("c2", "u3")])
     await wait_until_applied(namespace.settings, redis)
@@ -112,6 +133,7 @@ async def test_definition_published_with_the_cli_and_the_lifecycle(
     definition["status"] = "completed"
     definition_file.write_text(json.dumps(definition))
     assert apply(namespace, definition_file).returncode == 0
+    await until_the_worker_holds(namespace, redis, ExperimentStatus.COMPLETED)
     await send(namespace, [conversion("c3", "u1")])  # frozen: counts nowhere
     await wait_until_applied(namespace.settings, redis)
     completed = await variant_rows(namespace)

@@ -23,9 +23,11 @@ from tests.integration.harness import (
     Namespace,
     WorkerProcesses,
     applied_fraction,
+    end_offsets,
     produce,
     produce_to_partition,
     read_topic,
+    wait_mid_stream,
     wait_until_applied,
 )
 from worker import relay
@@ -167,14 +169,11 @@ async def sigkill_mid_stream_and_restart(
     """A worker SIGKILLed with a fifth or more applied, a new one started: exact."""
     data = generate(seed=21, visitors=visitors, partitions=namespace.settings.partitions, poison=50)
     await produce_dataset(namespace, data)
+    produced = await end_offsets(namespace.settings, namespace.settings.input_topics)
     first = workers.start(AB_BATCH_SIZE="100", **SHORT_SESSION)
-    for _ in range(600):
-        await asyncio.sleep(0.1)
-        fraction = await applied_fraction(namespace.settings, redis)
-        if fraction > 0.2:
-            break
+    await wait_mid_stream(namespace.settings, redis, produced)
     workers.kill(first)
-    killed_at = await applied_fraction(namespace.settings, redis)
+    killed_at = await applied_fraction(namespace.settings, redis, produced)
     assert 0 < killed_at < 1, f"kill did not land mid-stream ({killed_at:.1%} applied)"
     workers.start(AB_BATCH_SIZE="100", **SHORT_SESSION)
     await wait_until_applied(namespace.settings, redis, timeout=240)
@@ -192,15 +191,13 @@ async def two_workers_and_a_rebalance(
     """A second worker joins at a tenth applied, the first leaves at half: exact."""
     data = generate(seed=31, visitors=visitors, partitions=namespace.settings.partitions, poison=30)
     await produce_dataset(namespace, data)
+    produced = await end_offsets(namespace.settings, namespace.settings.input_topics)
     first = workers.start(AB_BATCH_SIZE="100")
-    for _ in range(600):
-        await asyncio.sleep(0.1)
-        if await applied_fraction(namespace.settings, redis) > 0.1:
-            break
+    await wait_mid_stream(namespace.settings, redis, produced, share=0.1)
     second = workers.start(AB_BATCH_SIZE="100")  # joins the group: a rebalance
     for _ in range(600):
         await asyncio.sleep(0.1)
-        if await applied_fraction(namespace.settings, redis) > 0.5:
+        if await applied_fraction(namespace.settings, redis, produced) > 0.5:
             break
     workers.stop(first)  # leaves the group: another rebalance, the second takes over
     assert first.returncode == 0, workers.log_of(first)  # SIGTERM is a clean stop

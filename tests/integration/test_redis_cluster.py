@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 
 import httpx
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio.cluster import RedisCluster
 
@@ -35,11 +34,11 @@ from tests.integration.harness import (
     Namespace,
     RunningCluster,
     WorkerProcesses,
-    applied_fraction,
     cluster_services,
     delete_keys,
     delete_topics,
     end_offsets,
+    wait_mid_stream,
     wait_until_applied,
 )
 from tests.integration.services import Endpoints
@@ -458,21 +457,6 @@ def start_stream(namespace: Namespace, data: Dataset, workers: WorkerProcesses) 
     """One worker on the produced data set; small batches, so that a node can be killed
     while the worker applies them."""
     return Stream(namespace, data, workers, workers.start(AB_BATCH_SIZE="100"))
-
-
-async def wait_mid_stream(
-    settings: Settings, redis: Redis, produced: dict[TopicPartition, int]
-) -> None:
-    """Until a fifth of what was `produced` (end offsets) is applied; fails if the worker
-    applied it all first. Polled every 20 ms, on Redis alone: the worker applies a fifth
-    of a data set in well under a second."""
-    fraction = 0.0
-    for _ in range(3000):
-        fraction = await applied_fraction(settings, redis, produced)
-        if fraction > 0.2:
-            break
-        await asyncio.sleep(0.02)
-    assert fraction < 1, "the node was not killed mid-stream"
 
 
 async def assert_exact_after_recovery(run: Stream, redis: Redis) -> None:

@@ -11,6 +11,7 @@ outbox: the event's `idempotency_key` lets a consumer drop that repeat).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 DEFAULT_QUERY = ResultQuery()
 FINAL = -1
 """The claim index of a completed experiment's one final snapshot."""
+CLAIM_SECONDS = 60
+"""Least time an interval's claim is kept (three intervals if longer): a worker that
+read the clock in an interval claims it late when the experiments before it in the run
+took long, and must still find the claim another worker made."""
 
 
 class SnapshotJob:
@@ -69,7 +74,7 @@ class SnapshotJob:
                 continue
             completed = definition.status is ExperimentStatus.COMPLETED
             claim = FINAL if completed else index
-            ttl = 30 * 86400 if completed else int(interval * 3)
+            ttl = 30 * 86400 if completed else max(CLAIM_SECONDS, math.ceil(interval * 3))
             prefix = self._settings.key_prefix
             if not await snapshots.claim_interval(self._redis, prefix, definition.id, claim, ttl):
                 continue
