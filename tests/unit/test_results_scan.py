@@ -406,6 +406,27 @@ QUERIES: dict[str, ResultQuery] = {
             ]
         ]
     ),
+    # Only equalities: the store looks these ids up instead of reading every id.
+    "visitor ids looked up": q(
+        segment=[
+            [
+                c("visitor_id", "==", "VISITOR-11-3"),
+                c("visitor_id", "==", "S5-v3"),
+                c("visitor_id", "==", "s7-V12"),
+                c("visitor_id", "==", "s5-v999"),
+            ]
+        ]
+    ),
+    "visitor ids looked up, by device": q(
+        segment=[[c("visitor_id", "==", "visitor-11-7"), c("visitor_id", "==", "s5-V8")]],
+        breakdown="device",
+    ),
+    "visitor id looked up or a cell": q(
+        segment=[
+            [c("visitor_id", "==", "VISITOR-11-2"), c("device", "==", "mobile")],
+            [c("visitor_id", "==", "s7-v3"), c("city", "exists")],
+        ]
+    ),
     "visitor id not one": q(
         segment=[[c("visitor_id", "!=", "visitor-11-5")], [c("visitor_id", "!=", "s5-v5")]]
     ),

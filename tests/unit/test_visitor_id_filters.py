@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from worker.results.columns import Column, distinct_column, encode
-from worker.results.conditions import column_mask, visitor_id_mask
-from worker.results.query import Value
+from worker.results.conditions import (
+    column_mask,
+    id_spellings,
+    scalar_predicate,
+    visitor_id_mask,
+)
+from worker.results.planning import visitor_ids_to_read
+from worker.results.query import Condition, ResultQuery, Value
 
 ALPHABET = "0123456789eE_-aAbBzZ"
 EDGE_IDS = [
@@ -54,3 +60,40 @@ def test_distinct_ids_encode_as_encode_does() -> None:
     assert fast.codes.tolist() == slow.codes.tolist() == [0, -1, 1, 2, -1, 3]
     assert fast.values == slow.values
     assert distinct_column([]).codes.size == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_spellings_of_a_target_are_the_ids_equal_to_it(seed: int) -> None:
+    listed: list[Value] = [*TARGETS, "P42", "visitor-11-3", "x", "ß"]
+    # Pairs, not a dict: 0 and False, 1 and True are one key of a dict.
+    spelled = [(target, id_spellings(target)) for target in listed]
+    universe = set(ids(seed)) | {i for _, found in spelled if found for i in found}
+    for target, spellings in spelled:
+        if spellings is not None:
+            equal = scalar_predicate("==", target)
+            assert {i for i in universe if equal(i)} == spellings, target
+    assert id_spellings("P42") == {"p42", "P42"}
+    assert id_spellings("ß") == {"ss", "sS", "Ss", "SS"}  # "ß" folds to "ss"
+    assert len(id_spellings(True) or ()) == 16
+    assert sum(found is not None for _, found in spelled) >= 12
+    # Numbers (042 and 42 are equal), texts no id folds to, and too many letters.
+    unlisted: list[Value] = [7, "7", "1e3", "1_0", "", "a.b", "straße-und-weg"]
+    for other in unlisted:
+        assert id_spellings(other) is None, other
+
+
+def test_a_scan_reads_the_ids_of_its_equalities_only() -> None:
+    def needs(*groups: list[Condition]) -> bool | frozenset[str]:
+        return visitor_ids_to_read(ResultQuery(segment=tuple(tuple(g) for g in groups)))
+
+    device = Condition(field="device", operator="==", value="mobile")
+    assert needs([device]) is False
+    assert needs([c("==", "P42"), c("==", "q_1")], [device]) == {"p42", "P42", "q_1", "Q_1"}
+    assert needs([c("==", "P42")], [c("!=", "P43")]) is True
+    assert needs([c("==", "P42")], [c("contains", "4")]) is True
+    assert needs([c("==", "P42"), c("==", 42)]) is True
+    assert needs([c("exists", None)]) is True
+
+
+def c(operator: str, value: Value | None) -> Condition:
+    return Condition.model_validate({"field": "visitor_id", "operator": operator, "value": value})

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import operator as op
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import product
 
 import numpy as np
 import numpy.typing as npt
@@ -130,6 +132,34 @@ def visitor_id_mask(column: Column, operator: str, target: Value) -> Mask:
         table = ~table
     missing = scalar_predicate(operator, target)(None)
     return column.lookup(np.append(table, missing)).astype(bool, copy=False)
+
+
+MAX_ID_SPELLINGS = 256
+"""Most spellings of one target that a visitor-id lookup tries (a target of eight
+letters has 256); one with more letters is answered by reading every id."""
+_FOLDED_ID = re.compile(r"[a-z0-9_\-]{1,80}")
+"""A visitor id (``VisitorId``) folded to lower case."""
+
+
+def id_spellings(target: Value) -> frozenset[str] | None:
+    """Every visitor id that ``visitor_id == target`` holds for, or None when they are
+    too many to list (more than MAX_ID_SPELLINGS, or a numeric target, which ``042``
+    and ``42`` both equal) or the target cannot be an id's text.
+
+    An id equals a non-numeric target when its case-folded texts are equal (the
+    scalar predicate); an id is ASCII, so its folded text is its lower case, and the
+    ids that fold to one text are that text's upper- and lower-case spellings.
+    """
+    if _number(target) is not None:
+        return None
+    folded = _text(target)
+    if not _FOLDED_ID.fullmatch(folded):
+        return None
+    letters = sum(character.isalpha() for character in folded)
+    if 2**letters > MAX_ID_SPELLINGS:
+        return None
+    choices = [(c, c.upper()) if c.isalpha() else (c,) for c in folded]
+    return frozenset("".join(spelling) for spelling in product(*choices))
 
 
 def _days_mask(

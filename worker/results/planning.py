@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from worker.results.conditions import id_spellings
 from worker.results.query import CELL_FIELDS, TIME_FIELDS, ResultQuery
 from worker.store.counter_reader import Grain
 
@@ -57,3 +58,22 @@ def counter_grain(query: ResultQuery) -> Grain:
     if "day_of_week" in fields or query.start_date is not None or query.end_date is not None:
         return Grain.DAYS
     return Grain.CELL_TOTALS if fields else Grain.TOTALS
+
+
+def visitor_ids_to_read(query: ResultQuery) -> bool | frozenset[str]:
+    """Which visitor ids a visitor scan of ``query`` needs: none (False), every row's
+    (True), or only the rows of these ids, when every condition on ``visitor_id`` is
+    an ``==`` whose matching ids can be listed (``conditions.id_spellings``): the
+    other rows' ids cannot satisfy any of them."""
+    conditions = [c for group in query.segment for c in group if c.field == "visitor_id"]
+    if not conditions:
+        return False
+    wanted: set[str] = set()
+    for condition in conditions:
+        if condition.operator != "==" or condition.value is None:
+            return True
+        spellings = id_spellings(condition.value)
+        if spellings is None:
+            return True
+        wanted |= spellings
+    return frozenset(wanted)

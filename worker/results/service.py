@@ -19,7 +19,7 @@ from worker.results.cell_aggregation import CellTable, aggregate_cells
 from worker.results.conditions import date_mask
 from worker.results.contract import ResultDocument
 from worker.results.experiment_result import result_document
-from worker.results.planning import counter_grain, plan_query
+from worker.results.planning import counter_grain, plan_query, visitor_ids_to_read
 from worker.results.query import EPOCH_ORDINAL, HOURS_PER_DAY, ResultQuery
 from worker.results.query_totals import QueryTotals
 from worker.results.runners import Runner
@@ -46,17 +46,17 @@ async def load_table(
         hour_range = (None, None) if running else query.hour_range()
         counters = await read_counters(redis, prefix, definition.id, grain, hour_range)
         return CellTable.from_counters(counters.cells, counters.data_hours)
-    filters_ids = any(
-        condition.field == "visitor_id" for group in query.segment for condition in group
-    )
-    return await load_visitor_table(redis, prefix, definition, filters_ids)
+    return await load_visitor_table(redis, prefix, definition, visitor_ids_to_read(query))
 
 
 async def load_visitor_table(
-    redis: Redis, prefix: str, definition: ExperimentDefinition, visitor_ids: bool = True
+    redis: Redis,
+    prefix: str,
+    definition: ExperimentDefinition,
+    visitor_ids: bool | frozenset[str] = True,
 ) -> VisitorTable:
-    """The experiment's visitors from the columnar visitor store (their ids only with
-    ``visitor_ids``)."""
+    """The experiment's visitors from the columnar visitor store, with their ids as
+    ``read_visitor_columns`` reads them for ``visitor_ids``."""
     rules = experiment_rules(definition)
     stored = await read_visitor_columns(redis, prefix, definition.id, visitor_ids)
     return await asyncio.to_thread(VisitorTable.from_columns, definition.id, stored, None, rules)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from worker.store import keys
 from worker.store.connection import Redis
 from worker.store.meta import partition_count
-from worker.store.visitor_reader import experiment_rows
+from worker.store.visitor_reader import experiment_rows, looked_up_rows
 
 ENTRANT = np.dtype([("variant", "<u4"), ("entry_ms", "<f8"), ("cell", "<u4"), ("context", "<u4")])
 FACT = np.dtype([("row", "<u4"), ("hour", "<i4")])
@@ -89,10 +89,13 @@ _COLUMNS = (
 
 
 async def read_visitor_columns(
-    redis: Redis, prefix: str, experiment_id: str, visitor_ids: bool = False
+    redis: Redis, prefix: str, experiment_id: str, visitor_ids: bool | frozenset[str] = False
 ) -> StoredColumns:
-    """The experiment's columns as of one moment per partition. The visitor ids (read
-    from the visitor states, the largest read) only with ``visitor_ids``."""
+    """The experiment's columns as of one moment per partition.
+
+    The visitor ids come from the visitor states: every row's with ``visitor_ids``
+    True (the largest read), none with False, and with a set only the rows of those
+    ids, each looked up in its bucket (the other rows' ids read as "")."""
     partitions = await partition_count(redis, prefix)
     async with redis.pipeline(transaction=False) as pipe:
         for partition in range(partitions):
@@ -117,8 +120,15 @@ async def read_visitor_columns(
             pipe.hgetall(keys.cells_key(prefix, partition))
         replies = await pipe.execute()
     ids = None
-    if visitor_ids:
-        ids = await _visitor_ids(redis, prefix, experiment_id, [p.entrants for p in parts])
+    if visitor_ids is True:
+        rows = [
+            await experiment_rows(redis, prefix, partition, experiment_id)
+            for partition in range(partitions)
+        ]
+        ids = _visitor_ids(rows, [part.entrants for part in parts])
+    elif visitor_ids is not False:
+        rows = await looked_up_rows(redis, prefix, partitions, experiment_id, visitor_ids)
+        ids = _visitor_ids(rows, [part.entrants for part in parts])
     return await asyncio.to_thread(_decode, parts, replies, ids)
 
 
@@ -128,18 +138,17 @@ def _segment_sizes(records: int) -> list[int]:
     return [keys.SEGMENT_RECORDS] * full + ([rest] if rest else [])
 
 
-async def _visitor_ids(
-    redis: Redis, prefix: str, experiment_id: str, entrants: list[int]
+def _visitor_ids(
+    rows: list[tuple[list[bytes], npt.NDArray[np.int64]]], entrants: list[int]
 ) -> list[str]:
-    """Each row's visitor id, partition by partition, from the visitor states (each
-    keeps its entries' rows); rows past ``entrants`` (entered after the counts) are left
-    out."""
+    """Each row's visitor id ("" for a row of no id given), partition by partition,
+    from each partition's (visitor ids, their rows); rows past ``entrants`` (entered
+    after the counts) are left out."""
     ids: list[str] = []
-    for partition, count in enumerate(entrants):
-        visitors, rows = await experiment_rows(redis, prefix, partition, experiment_id)
-        counted = (rows >= 0) & (rows < count)
+    for (visitors, found), count in zip(rows, entrants, strict=True):
+        counted = (found >= 0) & (found < count)
         named = np.full(count, "", dtype=object)
-        named[rows[counted]] = [visitor.decode() for visitor in compress(visitors, counted)]
+        named[found[counted]] = [visitor.decode() for visitor in compress(visitors, counted)]
         ids.extend(named.tolist())
     return ids
 

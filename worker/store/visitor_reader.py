@@ -3,7 +3,7 @@ from the visitor buckets."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, Required, TypedDict
 
@@ -18,6 +18,8 @@ from worker.store.meta import partition_count
 from worker.store.visitor_records import (
     StoredEvent,
     bucket_count,
+    bucket_layout,
+    bucket_of,
     decode_visitor,
     entry_rows,
     name_ids,
@@ -106,6 +108,59 @@ async def experiment_rows(
     if named is None:
         return visitors, np.full(len(visitors), -1, dtype=np.int64)
     return visitors, entry_rows([data for _, data in stored], int(named))
+
+
+async def looked_up_rows(
+    redis: Redis, prefix: str, partitions: int, experiment_id: str, visitor_ids: Collection[str]
+) -> list[tuple[list[bytes], npt.NDArray[np.int64]]]:
+    """``experiment_rows`` of just these visitors (those stored), for every partition:
+    each id is looked up in its bucket of each partition, not read with the rest.
+
+    Two round trips whatever the experiment's size: the partitions' bucket layouts,
+    then the states; read again when a bucket split happened meanwhile (it can move a
+    visitor out of the bucket asked).
+    """
+    wanted = sorted({visitor.encode() for visitor in visitor_ids})
+    layout_keys = [keys.visitor_buckets_key(prefix, p) for p in range(partitions)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in layout_keys:
+            pipe.hgetall(key)
+        layouts = await pipe.execute()
+    while True:
+        asked: list[list[list[bytes]]] = []
+        async with redis.pipeline(transaction=False) as pipe:
+            for partition, layout in enumerate(layouts):
+                by_bucket: dict[int, list[bytes]] = {}
+                for visitor in wanted:
+                    by_bucket.setdefault(bucket_of(visitor, *bucket_layout(layout)), []).append(
+                        visitor
+                    )
+                asked.append(list(by_bucket.values()))
+                for bucket, visitors in by_bucket.items():
+                    pipe.hmget(keys.visitor_bucket_key(prefix, partition, bucket), visitors)
+                # After the states: a name id is given before any state refers to it.
+                pipe.hget(keys.names_key(prefix, partition), f"t{experiment_id}")
+                pipe.hgetall(layout_keys[partition])
+            replies = iter(await pipe.execute())
+        found: list[tuple[list[bytes], npt.NDArray[np.int64]]] = []
+        afters = []
+        for groups in asked:
+            stored = [
+                (visitor, data)
+                for visitors in groups
+                for visitor, data in zip(visitors, next(replies), strict=True)
+                if data is not None
+            ]
+            named, after = next(replies), next(replies)
+            afters.append(after)
+            ids = [visitor for visitor, _ in stored]
+            if named is None:
+                found.append((ids, np.full(len(ids), -1, dtype=np.int64)))
+            else:
+                found.append((ids, entry_rows([data for _, data in stored], int(named))))
+        if [bucket_count(a) for a in afters] == [bucket_count(b) for b in layouts]:
+            return found
+        layouts = afters
 
 
 async def read_bucket_states(

@@ -264,11 +264,17 @@ def name_ids(fields: Mapping[bytes | str, bytes | str]) -> dict[int, str]:
     }
 
 
-def bucket_count(fields: Mapping[bytes | str, bytes | str]) -> int:
-    """How many visitor buckets a partition has, from its ``keys.visitor_buckets_key``
-    hash (linear hashing: 2^L + s)."""
+def bucket_layout(fields: Mapping[bytes | str, bytes | str]) -> tuple[int, int]:
+    """The level and split pointer of a partition's linear hashing, from its
+    ``keys.visitor_buckets_key`` hash (empty: level 0, split 0)."""
     values = {_bytes(name): int(value) for name, value in fields.items()}
-    return 2 ** values.get(b"L", 0) + values.get(b"s", 0)
+    return values.get(b"L", 0), values.get(b"s", 0)
+
+
+def bucket_count(fields: Mapping[bytes | str, bytes | str]) -> int:
+    """How many visitor buckets a partition has (linear hashing: 2^L + s)."""
+    level, split = bucket_layout(fields)
+    return 2**level + split
 
 
 def _bytes(raw: bytes | str) -> bytes:
