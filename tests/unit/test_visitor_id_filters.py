@@ -82,16 +82,17 @@ def test_the_spellings_of_a_target_are_the_ids_equal_to_it(seed: int) -> None:
         assert id_spellings(other) is None, other
 
 
-def test_a_scan_reads_the_ids_of_its_equalities_only() -> None:
+def test_a_scan_reads_the_ids_of_its_equalities_only_when_they_can_be_listed() -> None:
     def needs(*groups: list[Condition]) -> bool | frozenset[str]:
         return visitor_ids_to_read(ResultQuery(segment=tuple(tuple(g) for g in groups)))
 
     device = Condition(field="device", operator="==", value="mobile")
     assert needs([device]) is False
     assert needs([c("==", "P42"), c("==", "q_1")], [device]) == {"p42", "P42", "q_1", "Q_1"}
-    assert needs([c("==", "P42")], [c("!=", "P43")]) is True
+    assert needs([c("==", "P42")], [c("!=", "P43")]) == {"p42", "P42", "p43", "P43"}
     assert needs([c("==", "P42")], [c("contains", "4")]) is True
     assert needs([c("==", "P42"), c("==", 42)]) is True
+    assert needs([c("!=", "abcdefghi")]) is True  # 512 spellings
     assert needs([c("exists", None)]) is True
 
 

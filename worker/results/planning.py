@@ -63,14 +63,14 @@ def counter_grain(query: ResultQuery) -> Grain:
 def visitor_ids_to_read(query: ResultQuery) -> bool | frozenset[str]:
     """Which visitor ids a visitor scan of ``query`` needs: none (False), every row's
     (True), or only the rows of these ids, when every condition on ``visitor_id`` is
-    an ``==`` whose matching ids can be listed (``conditions.id_spellings``): the
-    other rows' ids cannot satisfy any of them."""
+    an ``==`` or ``!=`` whose equal ids can be listed (``conditions.id_spellings``):
+    any other row's id is equal to none of the targets, whatever it is."""
     conditions = [c for group in query.segment for c in group if c.field == "visitor_id"]
     if not conditions:
         return False
     wanted: set[str] = set()
     for condition in conditions:
-        if condition.operator != "==" or condition.value is None:
+        if condition.operator not in ("==", "!=") or condition.value is None:
             return True
         spellings = id_spellings(condition.value)
         if spellings is None:
