@@ -105,7 +105,10 @@ def column_mask(column: Column, operator: str, target: Value | None) -> Mask:
     return column.lookup(table).astype(bool, copy=False)
 
 
-_ID_OPERATORS = frozenset({"==", "!="})
+ID_EQUALITY_OPERATORS = frozenset({"==", "!="})
+"""Operators on visitor ids answered by comparing whole ids: by numpy string functions
+here (``visitor_id_mask``), and by a lookup of the targets' spellings in the store
+(``id_spellings``, ``planning.visitor_ids_to_read``)."""
 _NUMBER_CHARACTERS = "0123456789-_eE"
 """The characters of a visitor id that a finite number's text may hold: an id with any
 other character is never a number (``float`` reads no other letters but those of
@@ -178,7 +181,7 @@ def _days_mask(
 def condition_mask(condition: Condition, rows: Rows, tz: int) -> Mask:
     """Rows that satisfy one segment condition."""
     column = resolve_column(rows, condition.field, condition.key, tz)
-    if condition.field == "visitor_id" and condition.operator in _ID_OPERATORS:
+    if condition.field == "visitor_id" and condition.operator in ID_EQUALITY_OPERATORS:
         assert condition.value is not None  # the query model requires one for these
         return visitor_id_mask(column, condition.operator, condition.value)
     if condition.operator in DAYS_OPERATORS:

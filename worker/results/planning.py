@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.results.conditions import id_spellings
+from worker.results.conditions import ID_EQUALITY_OPERATORS, id_spellings
 from worker.results.query import CELL_FIELDS, TIME_FIELDS, ResultQuery
 from worker.store.counter_reader import Grain
 
@@ -70,7 +70,7 @@ def visitor_ids_to_read(query: ResultQuery) -> bool | frozenset[str]:
         return False
     wanted: set[str] = set()
     for condition in conditions:
-        if condition.operator not in ("==", "!=") or condition.value is None:
+        if condition.operator not in ID_EQUALITY_OPERATORS or condition.value is None:
             return True
         spellings = id_spellings(condition.value)
         if spellings is None:

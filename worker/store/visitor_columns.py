@@ -120,14 +120,14 @@ async def read_visitor_columns(
             pipe.hgetall(keys.cells_key(prefix, partition))
         replies = await pipe.execute()
     ids = None
-    if visitor_ids is True:
-        rows = [
-            await experiment_rows(redis, prefix, partition, experiment_id)
-            for partition in range(partitions)
-        ]
-        ids = _visitor_ids(rows, [part.entrants for part in parts])
-    elif visitor_ids is not False:
-        rows = await looked_up_rows(redis, prefix, partitions, experiment_id, visitor_ids)
+    if visitor_ids is not False:
+        if visitor_ids is True:
+            rows = [
+                await experiment_rows(redis, prefix, partition, experiment_id)
+                for partition in range(partitions)
+            ]
+        else:
+            rows = await looked_up_rows(redis, prefix, partitions, experiment_id, visitor_ids)
         ids = _visitor_ids(rows, [part.entrants for part in parts])
     return await asyncio.to_thread(_decode, parts, replies, ids)
 

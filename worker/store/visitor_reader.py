@@ -104,6 +104,14 @@ async def experiment_rows(
     stored = await read_bucket_states(redis, prefix, partition)
     # Read after the states: a name id is given before any state refers to it.
     named = await redis.hget(keys.names_key(prefix, partition), f"t{experiment_id}")
+    return _rows_of(stored, named)
+
+
+def _rows_of(
+    stored: list[tuple[bytes, bytes]], named: bytes | str | None
+) -> tuple[list[bytes], npt.NDArray[np.int64]]:
+    """The visitor ids of ``stored`` (id, packed state) and each one's row in the
+    experiment of name id ``named`` (None: no state names it, every row -1)."""
     visitors = [visitor for visitor, _ in stored]
     if named is None:
         return visitors, np.full(len(visitors), -1, dtype=np.int64)
@@ -130,11 +138,10 @@ async def looked_up_rows(
         asked: list[list[list[bytes]]] = []
         async with redis.pipeline(transaction=False) as pipe:
             for partition, layout in enumerate(layouts):
+                level, split = bucket_layout(layout)
                 by_bucket: dict[int, list[bytes]] = {}
                 for visitor in wanted:
-                    by_bucket.setdefault(bucket_of(visitor, *bucket_layout(layout)), []).append(
-                        visitor
-                    )
+                    by_bucket.setdefault(bucket_of(visitor, level, split), []).append(visitor)
                 asked.append(list(by_bucket.values()))
                 for bucket, visitors in by_bucket.items():
                     pipe.hmget(keys.visitor_bucket_key(prefix, partition, bucket), visitors)
@@ -153,11 +160,7 @@ async def looked_up_rows(
             ]
             named, after = next(replies), next(replies)
             afters.append(after)
-            ids = [visitor for visitor, _ in stored]
-            if named is None:
-                found.append((ids, np.full(len(ids), -1, dtype=np.int64)))
-            else:
-                found.append((ids, entry_rows([data for _, data in stored], int(named))))
+            found.append(_rows_of(stored, named))
         if [bucket_count(a) for a in afters] == [bucket_count(b) for b in layouts]:
             return found
         layouts = afters
